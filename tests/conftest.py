@@ -1,0 +1,28 @@
+"""Shared test setup: tiny CPU configs, deterministic seeds, and the shared fixture locations."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("RLO_SHARED_DIR", REPO.parent / "shared"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_dir():
+    return SHARED
+
+
+def shared_path(*parts) -> pathlib.Path:
+    """Path into ../shared, or skip the test with the reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared fixture not found: {path} (clone the repo beside shared/ or set RLO_SHARED_DIR)")
+    return path
