@@ -1,0 +1,60 @@
+"""Forward+backward time of the loss family vs F.cross_entropy (target: rooted CE <= 1.2x CE's time).
+
+    python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import rlo
+
+
+def time_once(fn, logits, target, device):
+    x = logits.detach().requires_grad_(True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(x, target).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4096)
+    parser.add_argument("--c", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    logits = torch.randn(args.n, args.c, device=device) * 3
+    target = torch.randint(0, args.c, (args.n,), device=device)
+    cases = {
+        "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
+        "rlo ce": lambda x, t: rlo.cross_entropy(x, t),
+        "rlo eq4 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3),
+        "rlo eq9 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3, form="eq9"),
+        "focal (g=3)": lambda x, t: rlo.focal_loss(x, t),
+        "unhinged": lambda x, t: rlo.unhinged_loss(x, t),
+    }
+    print(f"fwd+bwd, logits {args.n}x{args.c} float32 on {device}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, {args.reps} reps")
+    times = {name: [] for name in cases}
+    for rep in range(args.reps + 3):  # round-robin so that background load hits every case alike
+        for name, fn in cases.items():
+            elapsed = time_once(fn, logits, target, device)
+            if rep >= 3:  # warm-up
+                times[name].append(elapsed)
+    base = statistics.median(times["F.cross_entropy"])
+    base_min = min(times["F.cross_entropy"])
+    for name, samples in times.items():
+        med, lo, hi = statistics.median(samples), min(samples), max(samples)
+        print(f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  {med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min")
+
+
+if __name__ == "__main__":
+    main()
