@@ -1,0 +1,195 @@
+"""Fused bias + activation + gain + clamp (official StyleGAN2-ADA API and numerics).
+
+y = clamp(act(x + b) * gain, -clamp, clamp). The reference path is plain PyTorch (any-order autograd).
+The CUDA path runs our plugin (``bias_act.cu``): one pass over memory forward, and backward passes that
+recompute the activation derivative from the saved input or output (``ref``) instead of keeping
+intermediates; first- and second-order gradients are supported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import custom_ops
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec:
+    """One activation: reference formula, default alpha/gain, plugin id, and what its gradient needs.
+
+    ref: 'x' when the derivative is computed from the input, 'y' from the output, '' for constant.
+    has_2nd_grad: whether the second derivative is non-zero (else double backward skips it).
+    """
+    func: Callable[..., torch.Tensor]
+    def_alpha: float
+    def_gain: float
+    cuda_idx: int
+    ref: str
+    has_2nd_grad: bool
+
+
+activation_funcs: dict[str, ActivationSpec] = {
+    "linear": ActivationSpec(lambda x, **_: x, 0.0, 1.0, 1, "", False),
+    "relu": ActivationSpec(lambda x, **_: F.relu(x), 0.0, float(np.sqrt(2)), 2, "y", False),
+    "lrelu": ActivationSpec(lambda x, alpha, **_: F.leaky_relu(x, alpha), 0.2, float(np.sqrt(2)), 3, "y", False),
+    "tanh": ActivationSpec(lambda x, **_: torch.tanh(x), 0.0, 1.0, 4, "y", True),
+    "sigmoid": ActivationSpec(lambda x, **_: torch.sigmoid(x), 0.0, 1.0, 5, "y", True),
+    "elu": ActivationSpec(lambda x, **_: F.elu(x), 0.0, 1.0, 6, "y", True),
+    "selu": ActivationSpec(lambda x, **_: F.selu(x), 0.0, 1.0, 7, "y", True),
+    "softplus": ActivationSpec(lambda x, **_: F.softplus(x), 0.0, 1.0, 8, "y", True),
+    "swish": ActivationSpec(lambda x, **_: torch.sigmoid(x) * x, 0.0, float(np.sqrt(2)), 9, "x", True),
+}
+
+
+def _resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Optional[float]):
+    if act not in activation_funcs:
+        raise ValueError(f"unknown activation {act!r}; choose one of {sorted(activation_funcs)}")
+    spec = activation_funcs[act]
+    if clamp is not None and not clamp >= 0:
+        raise ValueError(f"clamp must be None or >= 0, got {clamp!r}")
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    return spec, alpha, gain, clamp
+
+
+def _check_bias(x: torch.Tensor, b: Optional[torch.Tensor], dim: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"bias_act expects a tensor x, got {type(x).__name__}")
+    if b is None:
+        return
+    if not (isinstance(b, torch.Tensor) and b.ndim == 1 and 0 <= dim < x.ndim and b.shape[0] == x.shape[dim]):
+        raise ValueError(f"bias of shape {getattr(b, 'shape', None)} does not match x.shape[{dim}] "
+                         f"for x of shape {tuple(x.shape)}")
+
+
+def _bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+                  alpha: Optional[float] = None, gain: Optional[float] = None,
+                  clamp: Optional[float] = None) -> torch.Tensor:
+    spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
+    _check_bias(x, b, dim)
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = spec.func(x, alpha=alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# CUDA plugin path.
+
+_plugin = None
+_plugin_tried = False
+
+
+def _init() -> bool:
+    """Build (once) and report whether the CUDA plugin is usable."""
+    global _plugin, _plugin_tried
+    if not _plugin_tried:
+        _plugin_tried = True
+        _plugin = custom_ops.get_plugin(
+            module_name="rlo_bias_act_plugin",
+            sources=["bias_act.cpp", "bias_act.cu"],
+            headers=["bias_act.h"],
+            source_dir=os.path.dirname(__file__),
+            extra_cuda_cflags=["--use_fast_math"],
+        )
+    return _plugin is not None
+
+
+def _empty(x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty([0])
+
+
+def _same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """t with exactly the strides of `like` (the kernel walks all operands with one flat index)."""
+    if t.numel() == 0 or t.stride() == like.stride():
+        return t
+    return torch.empty_like(like).copy_(t)
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    return x if x.is_non_overlapping_and_dense() else x.contiguous()
+
+
+def _bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, spec: ActivationSpec, alpha: float,
+                   gain: float, clamp: float) -> torch.Tensor:
+    act_id = spec.cuda_idx
+    b_t = b.to(x.dtype).contiguous() if b is not None else _empty(x)
+
+    def kernel(src, xref, yref, dy, grad):
+        return _plugin.bias_act(src, b_t.detach(), xref, yref, dy, grad, dim, act_id, alpha, gain, clamp)
+
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x_in, b_in):
+            x_in = _dense(x_in)
+            y = kernel(x_in, _empty(x_in), _empty(x_in), _empty(x_in), 0)
+            keep_x = "x" in spec.ref or spec.has_2nd_grad
+            keep_y = "y" in spec.ref or clamp >= 0
+            ctx.save_for_backward(x_in if keep_x else _empty(x_in), y if keep_y else _empty(x_in))
+            return y
+
+        @staticmethod
+        def backward(ctx, dy):
+            x_saved, y_saved = ctx.saved_tensors
+            dy = _same_layout(_dense(dy), x_saved if x_saved.numel() else y_saved if y_saved.numel() else dy)
+            dx = Grad.apply(dy, x_saved, y_saved)
+            db = None
+            if ctx.needs_input_grad[1]:
+                db = dx.sum([i for i in range(dx.ndim) if i != dim])
+            return (dx if ctx.needs_input_grad[0] else None), db
+
+    class Grad(torch.autograd.Function):
+        """dx = dy * act'(x + b) * gain * clamp_mask; differentiable once more."""
+
+        @staticmethod
+        def forward(ctx, dy, x_saved, y_saved):
+            dx = dy if (spec.cuda_idx == 1 and gain == 1 and clamp < 0) else kernel(dy, x_saved, y_saved, _empty(dy), 1)
+            ctx.save_for_backward(dy if spec.has_2nd_grad else _empty(dy), x_saved, y_saved)
+            return dx
+
+        @staticmethod
+        def backward(ctx, d_dx):
+            dy, x_saved, y_saved = ctx.saved_tensors
+            d_dx = _same_layout(_dense(d_dx), dy if dy.numel() else x_saved if x_saved.numel() else d_dx)
+            d_dy = d_x = None
+            if ctx.needs_input_grad[0]:
+                d_dy = Grad.apply(d_dx, x_saved, y_saved)
+            if spec.has_2nd_grad and ctx.needs_input_grad[1]:
+                d_x = kernel(d_dx, x_saved, y_saved, dy, 2)
+            return d_dy, d_x, None
+
+    if spec.cuda_idx == 1 and gain == 1 and clamp < 0:
+        return x if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    return Forward.apply(x, b_t if b is not None else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+             alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None,
+             impl: str = "cuda") -> torch.Tensor:
+    """Add bias b [x.shape[dim]] along dim, apply act, scale by gain, clamp to [-clamp, clamp].
+
+    alpha/gain default to the activation's def_alpha/def_gain (activation_funcs); clamp=None disables
+    clamping. impl: 'cuda' uses the plugin for CUDA tensors when it builds, 'ref' forces the reference.
+    Returns a tensor with the shape, dtype and memory layout of x.
+    """
+    if impl not in ("cuda", "ref"):
+        raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
+    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and _init():
+        spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
+        _check_bias(x, b, dim)
+        return _bias_act_cuda(x, b, dim, spec, alpha_f, gain_f, clamp_f)
+    return _bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

@@ -1,0 +1,135 @@
+"""conv2d / conv_transpose2d whose weight gradients can be switched off, with any-order input gradients.
+
+Why: R1 and path-length regularisation differentiate through the network twice; inside the inner
+``torch.autograd.grad`` the weight gradients are wasted work. ``with no_weight_gradients():`` around
+that inner backward skips them, while gradients with respect to the input (and, in the outer backward,
+the weights reached through the inner gradient) stay exact.
+
+Only public PyTorch API is used: an autograd.Function whose backward is again made of these
+functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+IntPair = Union[int, Sequence[int]]
+
+enabled = True                  # False: plain F.conv2d / F.conv_transpose2d (weight gradients always computed).
+weight_gradients_disabled = False
+
+
+@contextlib.contextmanager
+def no_weight_gradients(disable: bool = True) -> Iterator[None]:
+    """Within the block, backward passes through our convolutions leave the weight gradient out."""
+    global weight_gradients_disabled
+    old = weight_gradients_disabled
+    if disable:
+        weight_gradients_disabled = True
+    try:
+        yield
+    finally:
+        weight_gradients_disabled = old
+
+
+def _pair(v: IntPair) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) != 2:
+        raise ValueError(f"expected an int or a pair, got {v!r}")
+    return v
+
+
+def _needs_custom(input: torch.Tensor, weight: torch.Tensor) -> bool:
+    return enabled and torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+           padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """Same as torch.nn.functional.conv2d (input [N, Cin, H, W], weight [Cout, Cin/groups, kh, kw])."""
+    if not _needs_custom(input, weight):
+        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    cfg = _ConvConfig(False, _pair(stride), _pair(padding), (0, 0), _pair(dilation), groups)
+    return _Conv.apply(input, weight, bias, cfg)
+
+
+def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
+                     dilation: IntPair = 1) -> torch.Tensor:
+    """Same as torch.nn.functional.conv_transpose2d (weight [Cin, Cout/groups, kh, kw])."""
+    if not _needs_custom(input, weight):
+        return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    cfg = _ConvConfig(True, _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation), groups)
+    return _Conv.apply(input, weight, bias, cfg)
+
+
+class _ConvConfig:
+    """Hashable description of one convolution (transpose flag and geometry)."""
+    __slots__ = ("transpose", "stride", "padding", "output_padding", "dilation", "groups")
+
+    def __init__(self, transpose: bool, stride, padding, output_padding, dilation, groups: int):
+        self.transpose = transpose
+        self.stride = stride
+        self.padding = padding
+        self.output_padding = output_padding
+        self.dilation = dilation
+        self.groups = groups
+
+    def run(self, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.transpose:
+            return F.conv_transpose2d(x, w, b, self.stride, self.padding, self.output_padding, self.groups,
+                                      self.dilation)
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def adjoint(self, in_shape: torch.Size, out_shape: torch.Size, w_shape: torch.Size) -> "_ConvConfig":
+        """The convolution mapping grad_output back to grad_input (transpose flag flipped)."""
+        if self.transpose:
+            return _ConvConfig(False, self.stride, self.padding, (0, 0), self.dilation, self.groups)
+        kh, kw = w_shape[2], w_shape[3]
+        op = []
+        for i, k in enumerate((kh, kw)):
+            full = (out_shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (k - 1) + 1
+            op.append(in_shape[2 + i] - full)
+        return _ConvConfig(True, self.stride, self.padding, tuple(op), self.dilation, self.groups)
+
+
+def _conv_or_custom(cfg: _ConvConfig, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if not _needs_custom(x, w):
+        return cfg.run(x, w)
+    return _Conv.apply(x, w, None, cfg)
+
+
+def _weight_grad(cfg: _ConvConfig, x: torch.Tensor, grad_out: torch.Tensor, w_shape: torch.Size) -> torch.Tensor:
+    """d<conv(x, w), grad_out>/dw; for a transposed conv the roles of x and grad_out swap."""
+    if cfg.transpose:
+        return torch.nn.grad.conv2d_weight(grad_out, w_shape, x, cfg.stride, cfg.padding, cfg.dilation, cfg.groups)
+    return torch.nn.grad.conv2d_weight(x, w_shape, grad_out, cfg.stride, cfg.padding, cfg.dilation, cfg.groups)
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, cfg):
+        ctx.cfg = cfg
+        ctx.x_shape = x.shape
+        ctx.has_bias = b is not None
+        ctx.save_for_backward(x if w.requires_grad else None, w)
+        return cfg.run(x, w, b)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w = ctx.saved_tensors
+        cfg: _ConvConfig = ctx.cfg
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _conv_or_custom(cfg.adjoint(ctx.x_shape, grad_out.shape, w.shape), grad_out, w)
+            if grad_x.shape != ctx.x_shape:
+                raise RuntimeError(f"conv2d_gradfix: input gradient {tuple(grad_x.shape)} != {tuple(ctx.x_shape)}")
+        if ctx.needs_input_grad[1] and not weight_gradients_disabled:
+            grad_w = _weight_grad(cfg, x, grad_out, w.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum([0, 2, 3])
+        return grad_x, grad_w, grad_b, None

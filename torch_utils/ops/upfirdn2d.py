@@ -1,0 +1,322 @@
+"""Upsample, FIR-filter, downsample: the resampling primitive of StyleGAN2 (official API and numerics).
+
+Definition (the oracle): for each channel, insert ``up - 1`` zeros after every input sample, pad by
+``padding = [x0, x1, y0, y1]`` (negative values crop), convolve with the 2-D FIR filter ``f`` (true
+convolution; ``flip_filter=True`` makes it a correlation), multiply by ``gain``, keep every ``down``-th
+sample. Output size per axis: ``(in * up + pad0 + pad1 - filter_taps) // down + 1``.
+
+The reference path computes exactly that without materialising the zero-stuffed image: upsampling is a
+depthwise transposed convolution, downsampling a strided convolution, and separable filters (1-D, or
+2-D of rank one) run as two 1-D passes. The CUDA path uses our plugin (``upfirdn2d.cu``) when
+``impl='cuda'`` and ``x.is_cuda``; it falls back to the reference with one warning when it cannot build.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import custom_ops
+
+Padding = Union[int, Sequence[int]]
+Scaling = Union[int, Sequence[int]]
+
+# ----------------------------------------------------------------------------------------------------
+# Argument parsing (official conventions).
+
+
+def _parse_scaling(scaling: Scaling) -> tuple[int, int]:
+    if isinstance(scaling, int):
+        scaling = [scaling, scaling]
+    if not (isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(isinstance(s, int) for s in scaling)):
+        raise ValueError(f"up/down must be an int or a pair of ints, got {scaling!r}")
+    sx, sy = scaling
+    if sx < 1 or sy < 1:
+        raise ValueError(f"up/down factors must be >= 1, got {scaling!r}")
+    return sx, sy
+
+
+def _parse_padding(padding: Padding) -> tuple[int, int, int, int]:
+    if isinstance(padding, int):
+        padding = [padding, padding]
+    if not (isinstance(padding, (list, tuple)) and all(isinstance(p, int) for p in padding)):
+        raise ValueError(f"padding must be an int or a list of ints, got {padding!r}")
+    if len(padding) == 2:
+        px, py = padding
+        padding = [px, px, py, py]
+    if len(padding) != 4:
+        raise ValueError(f"padding must have 1, 2 or 4 entries [x0, x1, y0, y1], got {padding!r}")
+    px0, px1, py0, py1 = padding
+    return px0, px1, py0, py1
+
+
+def _get_filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
+    """(width, height) in taps; a 1-D filter is applied along both axes."""
+    if f is None:
+        return 1, 1
+    if not (isinstance(f, torch.Tensor) and f.ndim in (1, 2)):
+        raise ValueError(f"filter must be a 1-D or 2-D tensor, got {type(f).__name__} "
+                         f"with shape {getattr(f, 'shape', None)}")
+    fw = f.shape[-1]
+    fh = f.shape[0]
+    if fw < 1 or fh < 1:
+        raise ValueError(f"filter must have at least one tap, got shape {tuple(f.shape)}")
+    return fw, fh
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def setup_filter(f, device: torch.device = torch.device("cpu"), normalize: bool = True,
+                 flip_filter: bool = False, gain: float = 1, separable: Optional[bool] = None) -> torch.Tensor:
+    """Turn filter taps (None, scalar, list, array or tensor) into a float32 filter tensor.
+
+    1-D taps become a separable 1-D filter when ``separable`` (default: at least 8 taps), otherwise
+    the 2-D outer product. ``normalize`` makes the taps sum to 1; ``gain`` is the overall DC gain
+    (spread as gain**0.5 per axis for separable filters). Returns [taps] or [height, width].
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim not in (0, 1, 2) or f.numel() == 0:
+        raise ValueError(f"filter taps must be a non-empty scalar, 1-D or 2-D array, got shape {tuple(f.shape)}")
+    if f.ndim == 0:
+        f = f[np.newaxis]
+    if separable is None:
+        separable = (f.ndim == 1 and f.numel() >= 8)
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if f.ndim != (1 if separable else 2):
+        raise ValueError(f"separable={separable} needs 1-D taps, got shape {tuple(f.shape)}")
+    if normalize:
+        f = f / f.sum()
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.to(device=device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference implementation.
+
+
+def _rank_one_factors(f: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(column, row) with outer(column, row) == f when the 2-D filter is separable, else None.
+
+    Only checked on CPU: on an accelerator the test would force a host sync on every call.
+    """
+    if f.device.type != "cpu" or f.ndim != 2 or min(f.shape) == 1:
+        return None
+    with torch.no_grad():
+        flat = int(f.abs().argmax())
+        i, j = divmod(flat, f.shape[1])
+        pivot = f[i, j]
+        if float(pivot) == 0.0:
+            return None
+        col = f[:, j]
+        row = f[i, :] / pivot
+        tol = 1e-6 * float(pivot.abs())
+        if float((torch.outer(col, row) - f).abs().max()) > tol:
+            return None
+    # Outside no_grad so a filter that requires grad keeps its graph.
+    return f[:, j], f[i, :] / f[i, j]
+
+
+def _pad_or_crop(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """F.pad semantics (negative = crop) but skips the copy when nothing changes."""
+    if any(p != 0 for p in pad):
+        return F.pad(x, list(pad))
+    return x
+
+
+def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
+                  pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """One depthwise pass with correlation kernel k [kh, kw] on x [N, C, H, W].
+
+    Equals: zero-stuff by up, pad by pad=(x0, x1, y0, y1), correlate with k, take every down-th sample.
+    """
+    n, c, h, w = x.shape
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = pad
+    kh, kw = k.shape
+    out_w = (w * upx + px0 + px1 - kw) // downx + 1
+    out_h = (h * upy + py0 + py1 - kh) // downy + 1
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f"upfirdn2d output would be empty: input {h}x{w}, up={up}, down={down}, "
+                         f"padding={list(pad)}, filter {kh}x{kw}")
+    # Channels fold into the batch: a single-channel convolution is faster than groups=C on CPU.
+    y = x.reshape(n * c, 1, h, w)
+    weight = k.to(x.dtype)[None, None]
+    if upx > 1 or upy > 1:
+        # Transposed conv with the flipped kernel == zero-stuffing followed by correlation with k.
+        # Its full output starts kw-1 (kh-1) samples before the zero-stuffed signal; shift by padding.
+        y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx))
+        full_h, full_w = y.shape[2], y.shape[3]
+        left, top = px0 - (kw - 1), py0 - (kh - 1)
+        full_out_w = w * upx + px0 + px1 - kw + 1
+        full_out_h = h * upy + py0 + py1 - kh + 1
+        y = _pad_or_crop(y, [left, full_out_w - full_w - left, top, full_out_h - full_h - top])
+        if downx > 1 or downy > 1:
+            y = y[:, :, ::downy, ::downx]
+    else:
+        if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+            y = F.conv2d(y, weight, stride=(downy, downx), padding=(py0, px0))
+        else:
+            y = F.conv2d(_pad_or_crop(y, [px0, px1, py0, py1]), weight, stride=(downy, downx))
+    return y.reshape(n, c, out_h, out_w)
+
+
+def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
+                   padding: Padding = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    if not (isinstance(x, torch.Tensor) and x.ndim == 4):
+        raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {getattr(x, 'shape', type(x))}")
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if not (isinstance(f, torch.Tensor) and f.ndim in (1, 2)):
+        raise ValueError(f"upfirdn2d filter must be a 1-D or 2-D tensor, got {getattr(f, 'shape', type(f))}")
+    if f.dtype != torch.float32:
+        raise ValueError(f"upfirdn2d filter must be float32 (see setup_filter), got {f.dtype}")
+    upx, upy = _parse_scaling(up)
+    downx, downy = _parse_scaling(down)
+    px0, px1, py0, py1 = _parse_padding(padding)
+
+    # Convolution with f == correlation with f flipped; the gain is folded into the taps as officially.
+    f = f * (gain ** (f.ndim / 2))
+    k = f if flip_filter else f.flip(list(range(f.ndim)))
+    if k.ndim == 2:
+        factors = _rank_one_factors(k)
+        if factors is None:
+            return _upfirdn_pass(x, k, (upx, upy), (downx, downy), (px0, px1, py0, py1))
+        kcol, krow = factors
+    else:
+        kcol = krow = k
+    x = _upfirdn_pass(x, krow[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0))
+    return _upfirdn_pass(x, kcol[:, None], (1, upy), (1, downy), (0, 0, py0, py1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# CUDA plugin path.
+
+_plugin = None
+_plugin_tried = False
+
+
+def _init() -> bool:
+    """Build (once) and report whether the CUDA plugin is usable."""
+    global _plugin, _plugin_tried
+    if not _plugin_tried:
+        _plugin_tried = True
+        _plugin = custom_ops.get_plugin(
+            module_name="rlo_upfirdn2d_plugin",
+            sources=["upfirdn2d.cpp", "upfirdn2d.cu"],
+            headers=["upfirdn2d.h"],
+            source_dir=os.path.dirname(__file__),
+            extra_cuda_cflags=["--use_fast_math"],
+        )
+    return _plugin is not None
+
+
+class _Upfirdn2dCuda(torch.autograd.Function):
+    """One plugin call; its gradient is upfirdn2d with the roles of up/down swapped and the filter flipped."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain):
+        upx, upy = up
+        downx, downy = down
+        px0, px1, py0, py1 = padding
+        y = _plugin.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+        ctx.save_for_backward(f)
+        ctx.cfg = (up, down, padding, flip_filter, gain, x.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, x_shape = ctx.cfg
+        _, _, ih, iw = x_shape
+        _, _, oh, ow = dy.shape
+        fw, fh = _get_filter_size(f)
+        grad_padding = (
+            fw - px0 - 1,
+            iw * upx - ow * downx + px0 - upx + 1,
+            fh - py0 - 1,
+            ih * upy - oh * downy + py0 - upy + 1,
+        )
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = _Upfirdn2dCuda.apply(dy, f, (downx, downy), (upx, upy), grad_padding, not flip_filter, gain)
+            if dx.shape != x_shape:
+                raise RuntimeError(f"upfirdn2d gradient shape {tuple(dx.shape)} != input shape {tuple(x_shape)}")
+        return dx, None, None, None, None, None, None
+
+
+def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    upx, upy = _parse_scaling(up)
+    downx, downy = _parse_scaling(down)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    f = f.to(device=x.device)
+    if f.ndim == 2:
+        return _Upfirdn2dCuda.apply(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
+    # Separable: horizontal then vertical pass, each carrying sqrt(gain), as in the 1-D reference.
+    g = float(gain) ** 0.5
+    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0), flip_filter, g)
+    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, py0, py1), flip_filter, g)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
+              padding: Padding = 0, flip_filter: bool = False, gain: float = 1,
+              impl: str = "cuda") -> torch.Tensor:
+    """Pad, upsample, FIR-filter and downsample x [N, C, H, W] -> [N, C, H', W'].
+
+    f: float32 [taps] (separable) or [fh, fw] filter from setup_filter, or None for identity.
+    up/down: int or [x, y]. padding: int, [x, y] or [x0, x1, y0, y1] in upsampled pixels.
+    impl: 'cuda' uses the plugin for CUDA tensors when it builds, 'ref' forces the reference.
+    """
+    if impl not in ("cuda", "ref"):
+        raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
+    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and x.ndim == 4 and _init():
+        if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
+            raise ValueError(f"upfirdn2d filter must be a float32 1-D or 2-D tensor, got {getattr(f, 'shape', f)}")
+        return _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)
+    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0, flip_filter: bool = False,
+             gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+    """FIR-filter x [N, C, H, W] keeping its size (plus padding), centred like the official op."""
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def upsample2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 2, padding: Padding = 0,
+               flip_filter: bool = False, gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+    """Upsample x [N, C, H, W] -> [N, C, H*up, W*up] with filter f; DC gain up**2 keeps brightness."""
+    upx, upy = _parse_scaling(up)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2,
+         py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+
+
+def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: Scaling = 2, padding: Padding = 0,
+                 flip_filter: bool = False, gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+    """Low-pass filter and downsample x [N, C, H, W] -> [N, C, H/down, W/down]."""
+    downx, downy = _parse_scaling(down)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2,
+         py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
