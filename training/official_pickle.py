@@ -88,6 +88,14 @@ def _check_no_hooks(hooks: Any) -> None:
         raise OfficialPickleError("tensor record carries backward hooks; refusing (hooks are code)")
 
 
+class _EasyDictRecord(dict):
+    """Stand-in for dnnlib.util.EasyDict: only a dict. Some Pythons pickle an empty instance __dict__ after it."""
+
+    def __setstate__(self, state: Any) -> None:
+        if state:
+            raise OfficialPickleError(f"EasyDict record carries unexpected attributes {state!r}")
+
+
 def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> torch.Tensor:
     if not isinstance(storage, torch.TypedStorage):
         raise OfficialPickleError(f"tensor record expects a storage, got {type(storage).__name__}")
@@ -219,8 +227,6 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
@@ -230,8 +236,8 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Tensor"): _TENSOR_TYPE,
     ("torch.nn.parameter", "Parameter"): _PARAMETER_TYPE,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-    ("dnnlib.util", "EasyDict"): dict,
-    ("dnnlib", "EasyDict"): dict,
+    ("dnnlib.util", "EasyDict"): _EasyDictRecord,
+    ("dnnlib", "EasyDict"): _EasyDictRecord,
     ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
@@ -241,10 +247,14 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+_PY2_MODULE_NAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only `_SAFE_GLOBALS`; everything else raises ForbiddenGlobalError."""
 
     def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULE_NAMES.get(module, module)  # protocol <= 2 pickles spell builtins '__builtin__'
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:

@@ -1,0 +1,447 @@
+"""Importing official StyleGAN2-ADA pickles without executing anything from them.
+
+The tests build pickles in the official structure: every network is pickled as
+`torch_utils.persistence._reconstruct_persistent_obj(meta)` with meta = {type, version, module_src, class_name,
+state=<the module's __dict__>}, tensors and parameters go through torch's own pickling (storages as
+`torch.storage._load_from_bytes` of a legacy torch.save stream), numpy scalars appear as attributes and kwargs are
+dnnlib EasyDicts, as in a real `network-snapshot-*.pkl`.
+"""
+from __future__ import annotations
+
+import collections
+import copyreg
+import io
+import json
+import os
+import pickle
+import pickletools
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from dnnlib.util import EasyDict
+from training import official_pickle
+from training.checkpoint import CheckpointError, load_network
+from training.networks import Discriminator, Generator
+from training.official_pickle import ForbiddenGlobalError, OfficialPickleError, PersistentRecord
+
+TINY_G = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, img_channels=3,
+              mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+TINY_D = dict(c_dim=2, img_resolution=8, img_channels=3, architecture="resnet", channel_base=64, channel_max=8,
+              epilogue_kwargs=dict(mbstd_group_size=2))
+MODULE_SRC = "# the official training/networks.py source would be here\nimport torch\n"
+
+
+# ----------------------------------------------------------------------------
+# A writer of official-structure pickles.
+
+
+def _reconstruct_standin(meta):
+    raise AssertionError("the importer must never call the pickled reconstruct function")
+
+
+_reconstruct_standin.__module__ = "torch_utils.persistence"
+_reconstruct_standin.__name__ = _reconstruct_standin.__qualname__ = "_reconstruct_persistent_obj"
+
+
+@pytest.fixture(autouse=True)
+def persistence_module_for_pickling(monkeypatch):
+    """Lets pickle emit the GLOBAL torch_utils.persistence._reconstruct_persistent_obj while writing fixtures."""
+    fake = types.ModuleType("torch_utils.persistence")
+    fake._reconstruct_persistent_obj = _reconstruct_standin
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", fake)
+
+
+class OfficialObject:
+    """Pickles exactly like a torch_utils.persistence-decorated object (see persistence.py's __reduce__)."""
+
+    def __init__(self, class_name: str, state: dict, module_src: str = MODULE_SRC):
+        self.class_name, self.state, self.module_src = class_name, state, module_src
+
+    def __reduce__(self):
+        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
+        return (_reconstruct_standin, (meta,), None)
+
+
+def easydicts(value):
+    """Official kwargs are EasyDicts (train.py builds them with dnnlib.EasyDict)."""
+    if isinstance(value, dict):
+        return EasyDict({k: easydicts(v) for k, v in value.items()})
+    return value
+
+
+def module_state(module: torch.nn.Module, init_kwargs: dict | None = None) -> dict:
+    """A module's __dict__ as official pickles carry it: torch internals, nested persistent objects, attributes."""
+    state = dict(
+        training=module.training,
+        _parameters=collections.OrderedDict(module._parameters),
+        _buffers=collections.OrderedDict(module._buffers),
+        _non_persistent_buffers_set=set(module._non_persistent_buffers_set),
+        _backward_hooks=collections.OrderedDict(), _is_full_backward_hook=None,
+        _forward_hooks=collections.OrderedDict(), _forward_pre_hooks=collections.OrderedDict(),
+        _state_dict_hooks=collections.OrderedDict(), _load_state_dict_pre_hooks=collections.OrderedDict(),
+        _modules=collections.OrderedDict(
+            (name, None if child is None else OfficialObject(type(child).__name__, module_state(child)))
+            for name, child in module._modules.items()),
+        _init_args=(),
+        _init_kwargs=dict(easydicts(init_kwargs or {})),
+        weight_gain=np.float64(0.125),  # official layers keep numpy scalars such as weight_gain / act_gain
+        act_gain=np.float32(1.4142135),
+    )
+    for key, value in vars(module).items():  # plain attributes, e.g. z_dim, block_resolutions
+        if not key.startswith("_") and key != "init_kwargs" and isinstance(value, (int, float, str, list)):
+            state.setdefault(key, value)
+    return state
+
+
+def official_network(module: torch.nn.Module, module_src: str = MODULE_SRC) -> OfficialObject:
+    return OfficialObject(type(module).__name__, module_state(module, module.init_kwargs), module_src)
+
+
+def official_pickle_bytes(data, protocol: int = 3) -> bytes:
+    """Protocol 3 is the default of the Python 3.7 the official code ran on; 4 that of later ones."""
+    return pickle.dumps(data, protocol=protocol)
+
+
+def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
+    return module.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def nets():
+    torch.manual_seed(0)
+    return dict(G=perturbed(Generator(**TINY_G), 1), D=perturbed(Discriminator(**TINY_D), 2),
+                G_ema=perturbed(Generator(**TINY_G), 3))
+
+
+def snapshot_dict(nets, module_src=MODULE_SRC):
+    return dict(
+        training_set_kwargs=dict(EasyDict(class_name="training.dataset.ImageFolderDataset", path="~/data.zip",
+                                          use_labels=True, max_size=70000, xflip=False, resolution=8)),
+        G=official_network(nets["G"], module_src), D=official_network(nets["D"], module_src),
+        G_ema=official_network(nets["G_ema"], module_src), augment_pipe=None)
+
+
+def outputs(nets):
+    z = torch.randn([4, 8], generator=torch.Generator().manual_seed(7))
+    c = torch.eye(2)[[0, 1, 1, 0]]
+    img = nets["G_ema"](z, c, noise_mode="const")
+    return img, nets["G"](z, c, truncation_psi=0.7, noise_mode="const"), nets["D"](img, c)
+
+
+# ----------------------------------------------------------------------------
+# The writer reproduces the official pickle structure.
+
+
+def globals_in(data: bytes) -> set[str]:
+    names, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "GLOBAL":
+            names.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            names.add(f"{strings[-2]}.{strings[-1]}")
+    return names
+
+
+def test_fixture_pickles_use_the_official_globals(nets):
+    names = globals_in(official_pickle_bytes(snapshot_dict(nets)))
+    assert {"torch_utils.persistence._reconstruct_persistent_obj", "torch._utils._rebuild_parameter",
+            "torch._utils._rebuild_tensor_v2", "torch.storage._load_from_bytes", "collections.OrderedDict",
+            "dnnlib.util.EasyDict", "numpy.dtype"} <= names
+    assert any(n.endswith("multiarray.scalar") for n in names)
+
+
+# ----------------------------------------------------------------------------
+# Importing.
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_import_rebuilds_networks_with_identical_state_and_outputs(tmp_path, nets, protocol):
+    path = tmp_path / "network-snapshot-000100.pkl"
+    path.write_bytes(official_pickle_bytes(snapshot_dict(nets), protocol))
+    loaded = load_network(path)
+    for name in ("G", "D", "G_ema"):
+        assert type(loaded[name]) is type(nets[name])
+        assert loaded[name].init_kwargs == nets[name].init_kwargs
+        for key, value in nets[name].state_dict().items():
+            assert torch.equal(loaded[name].state_dict()[key], value), (name, key)
+    assert loaded["augment_pipe"] is None
+    assert loaded["training_set_kwargs"]["max_size"] == 70000
+    assert type(loaded["training_set_kwargs"]) is dict
+    with torch.no_grad():
+        for expected, got in zip(outputs(nets), outputs(loaded)):
+            assert torch.equal(expected, got)
+
+
+def test_format_is_detected_by_content_not_extension(tmp_path, nets):
+    path = tmp_path / "looks-like-ours.pt"
+    path.write_bytes(official_pickle_bytes(snapshot_dict(nets)))
+    assert type(load_network(path)["G_ema"]) is Generator
+
+
+def test_records_are_inert_and_module_src_is_never_run(tmp_path, nets):
+    marker = tmp_path / "module_src_ran"
+    hostile_src = f"open({str(marker)!r}, 'w').close()\nclass Generator: pass\n"
+    data = official_pickle_bytes(snapshot_dict(nets, module_src=hostile_src))
+    raw = official_pickle.read_official_pickle(io.BytesIO(data))
+    assert isinstance(raw["G"], PersistentRecord) and raw["G"].class_name == "Generator"
+    assert raw["G"].module_src_chars == len(hostile_src) and raw["G"].version == 6
+    assert isinstance(raw["G"].state["_modules"]["mapping"], PersistentRecord)
+    path = tmp_path / "net.pkl"
+    path.write_bytes(data)
+    load_network(path)
+    assert not marker.exists()
+
+
+def test_empty_easydict_state_from_older_pythons_is_accepted():
+    """Python 3.7 could write an empty __dict__ (BUILD {}) after an EasyDict; that must still read as a dict."""
+    class OldStylePickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is EasyDict:
+                return copyreg.__newobj__, (EasyDict,), {}, None, iter(obj.items())
+            return NotImplemented
+    buf = io.BytesIO()
+    OldStylePickler(buf, protocol=3).dump(dict(kwargs=EasyDict(a=1, b=EasyDict(c=2))))
+    assert "BUILD" in {op.name for op, _, _ in pickletools.genops(buf.getvalue())}
+    data = official_pickle.read_official_pickle(io.BytesIO(buf.getvalue()))
+    assert data == {"kwargs": {"a": 1, "b": {"c": 2}}}
+
+
+def test_non_persistent_buffers_are_not_required(tmp_path, nets):
+    """A buffer listed in _non_persistent_buffers_set is skipped, as torch's state_dict skips it."""
+    snap = snapshot_dict(nets)
+    mapping_state = snap["G"].state["_modules"]["mapping"].state
+    mapping_state["_buffers"]["scratch"] = torch.zeros(5)
+    mapping_state["_non_persistent_buffers_set"].add("scratch")
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    assert "mapping.scratch" not in load_network(path)["G"].state_dict()
+
+
+def test_state_mismatch_names_network_and_key(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    del snap["G_ema"].state["_modules"]["mapping"].state["_buffers"]["w_avg"]
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    with pytest.raises(CheckpointError, match=r"\['G_ema'\] \(Generator\).*missing keys \[mapping.w_avg\]"):
+        load_network(path)
+
+
+def test_unknown_top_level_class_is_refused(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    snap["D"].class_name = "StyleGAN3Discriminator"
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    with pytest.raises(CheckpointError, match=r"\['D'\].*'StyleGAN3Discriminator'.*only Generator"):
+        load_network(path)
+
+
+def test_incompatible_init_kwargs_are_named(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    snap["G"].state["_init_kwargs"]["synthesis_kwargs"]["magnitude_ema_beta"] = 0.999  # a StyleGAN3 kwarg
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    with pytest.raises(CheckpointError, match=r"\['G'\]: cannot construct Generator.*magnitude_ema_beta"):
+        load_network(path)
+
+
+def test_pickle_without_networks_is_not_a_snapshot(tmp_path):
+    path = tmp_path / "other.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="not a StyleGAN2-ADA network snapshot"):
+        load_network(path)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.99])
+def test_truncated_pickle_gives_clear_error(tmp_path, nets, fraction):
+    data = official_pickle_bytes(snapshot_dict(nets))
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(CheckpointError, match=r"cut\.pkl.*truncated or corrupt"):
+        load_network(path)
+
+
+def test_tensor_overrunning_its_storage_is_refused():
+    class Overrun:
+        def __reduce__(self):
+            storage = torch.zeros(4)._typed_storage()  # pickles as _load_from_bytes, like any tensor's
+            return torch._utils._rebuild_tensor_v2, (storage, 0, (1000,), (1,), False, collections.OrderedDict())
+    with pytest.raises(OfficialPickleError, match="overruns its storage"):
+        official_pickle.read_official_pickle(io.BytesIO(pickle.dumps(Overrun(), protocol=4)))
+
+
+def test_storage_saved_from_cuda_is_mapped_to_cpu():
+    """Pickles made from CUDA tensors name torch.cuda.FloatStorage at 'cuda:0' in the embedded stream."""
+    inner = torch.arange(6.0)._typed_storage().__reduce__()[1][0]
+    cuda_inner = inner.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
+    cuda_inner = cuda_inner.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    assert cuda_inner.count(b"cuda") == 2
+    storage = official_pickle._load_storage_from_bytes(cuda_inner)
+    tensor = official_pickle._rebuild_tensor_v2(storage, 1, (2,), (2,), False, collections.OrderedDict())
+    assert tensor.device.type == "cpu" and tensor.tolist() == [1.0, 3.0]
+
+
+def test_shared_storage_views_keep_their_offsets():
+    base = torch.arange(12.0)
+    data = pickle.dumps({"a": base[2:5], "b": base.view(3, 4)[:, 1]}, protocol=4)
+    out = official_pickle.read_official_pickle(io.BytesIO(data))
+    assert torch.equal(out["a"], base[2:5]) and torch.equal(out["b"], base.view(3, 4)[:, 1])
+
+
+# ----------------------------------------------------------------------------
+# Hostile pickles: refused, and nothing runs.
+
+
+class CallOnLoad:
+    """Pickles as `func(*args)`, the classic code-execution payload."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def hostile_payloads(marker: str) -> dict[str, bytes]:
+    import subprocess
+    touch = f"touch {marker}"
+    create = f"open({marker!r}, 'w').close()"
+    return {
+        "posix.system": pickle.dumps(CallOnLoad(os.system, touch), protocol=4),
+        "builtins.eval": pickle.dumps(CallOnLoad(eval, create), protocol=3),
+        "builtins.exec": pickle.dumps(CallOnLoad(exec, create), protocol=2),
+        "subprocess.check_call": pickle.dumps(CallOnLoad(subprocess.check_call, ["touch", marker]), protocol=4),
+        "subprocess.Popen": pickle.dumps(CallOnLoad(subprocess.Popen, ["touch", marker]), protocol=4),
+        "os.system (protocol 0 GLOBAL)": f"cos\nsystem\n(V{touch}\ntR.".encode(),
+        "os.system (INST opcode)": f"(V{touch}\nios\nsystem\n.".encode(),
+        "builtins.getattr": pickle.dumps(CallOnLoad(getattr, int, "from_bytes"), protocol=4),
+        "torch.nn.modules.activation.ReLU": pickle.dumps(torch.nn.ReLU(), protocol=2),  # a non-persistent module
+        "copyreg._reconstructor": pickle.dumps(torch.nn.ReLU(), protocol=1),
+        "torch.serialization.load": pickle.dumps(CallOnLoad(torch.load, marker), protocol=4),
+    }
+
+
+@pytest.mark.parametrize("name", list(hostile_payloads("x")))
+def test_hostile_global_is_refused_and_nothing_runs(tmp_path, name):
+    marker = tmp_path / "pwned"
+    data = hostile_payloads(str(marker))[name]
+    refused = name.split(" ")[0]
+    if refused == "os.system" or refused == "posix.system":
+        refused = "(os|posix).system"
+    with pytest.raises(ForbiddenGlobalError, match=f"refusing to load global {refused}"):
+        official_pickle.read_official_pickle(io.BytesIO(data))
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(data)
+    # Protocol-0/1 streams (never written by the official code) are already refused by the format sniffing.
+    with pytest.raises(CheckpointError, match="refusing to load global|neither an rlo-stylegan2 snapshot"):
+        load_network(path)
+    assert not marker.exists()
+
+
+def test_payload_hidden_inside_a_network_record_is_refused(tmp_path, nets):
+    marker = tmp_path / "pwned"
+    snap = snapshot_dict(nets)
+    snap["G"].state["_modules"]["synthesis"].state["note"] = CallOnLoad(os.system, f"touch {marker}")
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    with pytest.raises(CheckpointError, match="refusing to load global (os|posix).system"):
+        load_network(path)
+    assert not marker.exists()
+
+
+def test_payload_inside_an_embedded_storage_stream_is_refused(tmp_path):
+    """_load_from_bytes gets a legacy torch.save stream; a hostile one must not run either."""
+    marker = tmp_path / "pwned"
+    inner = io.BytesIO()
+    torch.save(CallOnLoad(os.system, f"touch {marker}"), inner, _use_new_zipfile_serialization=False)
+    data = pickle.dumps(CallOnLoad(torch.storage._load_from_bytes, inner.getvalue()), protocol=4)
+    with pytest.raises(OfficialPickleError, match="embedded tensor storage could not be read safely"):
+        official_pickle.read_official_pickle(io.BytesIO(data))
+    assert not marker.exists()
+
+
+def test_tensorflow_pickle_gets_a_conversion_hint():
+    data = b"cdnnlib.tflib.network\nNetwork\n)\x81."
+    with pytest.raises(ForbiddenGlobalError, match="TensorFlow"):
+        official_pickle.read_official_pickle(io.BytesIO(data))
+
+
+def test_non_numeric_numpy_dtype_is_refused():
+    data = pickle.dumps(np.dtype("O"), protocol=4)
+    with pytest.raises(OfficialPickleError, match="not numeric"):
+        official_pickle.read_official_pickle(io.BytesIO(data))
+
+
+# ----------------------------------------------------------------------------
+# Against the official code's own weights and outputs (shared fixture made with NVlabs code).
+
+
+def parse_param_kinds(path) -> dict[str, dict[str, str]]:
+    """param_names.txt -> {'G': {name: 'param'|'buffer'}, 'D': {...}}."""
+    kinds: dict[str, dict[str, str]] = {}
+    section = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## ") and ":" in line and not line.startswith("## init_kwargs"):
+            section = kinds.setdefault("G" if line[3:].startswith("G") else "D", {})
+        elif line and not line.startswith("#") and section is not None:
+            name, _shape, _dtype, kind = line.split("\t")
+            section[name] = kind
+    return kinds
+
+
+def official_tree(class_name: str, state_dict: dict, kinds: dict[str, str], init_kwargs: dict) -> OfficialObject:
+    """Nested persistent objects from a flat official state_dict, parameters and buffers as official keeps them."""
+    def node(name):
+        return OfficialObject(name, dict(_parameters=collections.OrderedDict(), _buffers=collections.OrderedDict(),
+                                         _modules=collections.OrderedDict(), _non_persistent_buffers_set=set(),
+                                         training=False))
+    root = node(class_name)
+    root.state.update(_init_args=(), _init_kwargs=dict(easydicts(init_kwargs)))
+    for key, tensor in state_dict.items():
+        *path, leaf = key.split(".")
+        obj = root
+        for part in path:
+            obj = obj.state["_modules"].setdefault(part, node("Submodule"))
+        if kinds[key] == "param":
+            obj.state["_parameters"][leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+        else:
+            obj.state["_buffers"][leaf] = tensor
+    return root
+
+
+def test_official_reference_weights_import_and_reproduce_official_outputs(tmp_path):
+    ref_dir = shared_path("data", "sg2ada_ref")
+    ref = torch.load(ref_dir / "tiny-G_state_dict.pt", weights_only=True)
+    kinds = parse_param_kinds(ref_dir / "param_names.txt")
+    manifest = json.loads((ref_dir / "manifest.json").read_text())
+    snap = dict(G=official_tree("Generator", ref["G"], kinds["G"], ref["G_kwargs"]),
+                G_ema=official_tree("Generator", ref["G_ema"], kinds["G"], ref["G_kwargs"]),
+                D=official_tree("Discriminator", ref["D"], kinds["D"], ref["D_kwargs"]),
+                augment_pipe=None, training_set_kwargs=None)
+    path = tmp_path / "official.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)
+    for name in ("G", "G_ema", "D"):
+        state = loaded[name].state_dict()
+        assert set(state) == set(ref[name])
+        assert all(torch.equal(state[k], v) for k, v in ref[name].items())
+    assert loaded["G_ema"].init_kwargs == manifest["G_kwargs"]
+
+    z = torch.from_numpy(np.load(ref_dir / "z.npy"))
+    c = torch.zeros([len(z), 0])
+    with torch.no_grad():
+        img = loaded["G_ema"](z, c, truncation_psi=1, noise_mode="const")
+        logits = loaded["D"](img, c)
+    np.testing.assert_allclose(img.numpy(), np.load(ref_dir / "img_G_ema.npy"), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits.numpy(), np.load(ref_dir / "d_logits.npy"), atol=1e-4, rtol=1e-5)
