@@ -94,10 +94,40 @@ def test_loaded_networks_are_frozen_eval_copies(snapshot):
         assert not any(p.requires_grad for p in loaded[name].parameters())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_load_to_cuda(snapshot):
-    loaded = load_network(snapshot, device="cuda")
+def test_cuda_networks_and_resume_state_round_trip_through_cpu_file(tmp_path, nets):
+    cuda_nets = {k: v.cuda() for k, v in nets.items() if v is not None}
+    opt = torch.optim.Adam(cuda_nets["G"].parameters(), lr=0.01)
+    for p in cuda_nets["G"].parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    torch.cuda.manual_seed_all(4)
+    rng = checkpoint.capture_rng_state()
+    expected = torch.rand(3, device="cuda")
+    path = tmp_path / "snap.pt"
+    save_snapshot(path, cuda_nets, resume_state=dict(G_opt=opt.state_dict(), rng=rng))
+    raw = torch.load(path, weights_only=True)
+    assert all(t.device.type == "cpu" for t in raw["networks"]["G"]["state_dict"].values())
+    loaded = load_network(path, device="cuda")
     assert all(p.is_cuda for p in loaded["G_ema"].parameters())
+    for key, value in cuda_nets["G_ema"].state_dict().items():
+        assert torch.equal(loaded["G_ema"].state_dict()[key], value), key
+    checkpoint.restore_rng_state(loaded["resume_state"]["rng"])
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+def test_url_is_resolved_only_through_the_local_cache(snapshot, tmp_path, monkeypatch):
+    from dnnlib import util
+    url = "https://example.org/runs/network-snapshot-000000.pt"
+    monkeypatch.setenv("RLO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "no_official_cache"))
+    with pytest.raises(FileNotFoundError, match="downloads"):
+        load_network(url)
+    cached = util.cache_path_for_url(url)
+    os.makedirs(os.path.dirname(cached))
+    os.link(snapshot, cached)
+    assert type(load_network(url)["G"]) is Generator
 
 
 def test_augment_pipe_round_trip(tmp_path):

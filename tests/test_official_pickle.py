@@ -184,6 +184,22 @@ def test_import_rebuilds_networks_with_identical_state_and_outputs(tmp_path, net
             assert torch.equal(expected, got)
 
 
+def test_augment_pipe_imports_with_its_probability(tmp_path, nets):
+    augment = pytest.importorskip("training.augment")
+    spec = dict(augment.AUGPIPE_SPECS["bgc"])  # official _init_kwargs hold only the kwargs train.py passed
+    pipe = augment.AugmentPipe(**spec)
+    with torch.no_grad():
+        pipe.p.fill_(0.42)
+    snap = dict(snapshot_dict(nets), augment_pipe=OfficialObject("AugmentPipe", module_state(pipe, spec)))
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)["augment_pipe"]
+    assert type(loaded) is augment.AugmentPipe and loaded.init_kwargs == pipe.init_kwargs
+    assert float(loaded.p) == pytest.approx(0.42)
+    for key, value in pipe.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_format_is_detected_by_content_not_extension(tmp_path, nets):
     path = tmp_path / "looks-like-ours.pt"
     path.write_bytes(official_pickle_bytes(snapshot_dict(nets)))
