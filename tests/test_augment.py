@@ -306,3 +306,17 @@ def test_fixed_p_never_moves_and_state_round_trips():
     assert clone.p == ada.p > 0 and clone.last_rt == ada.last_rt == 1
     with pytest.raises(ValueError, match='target'):
         AdaController(pipe, batch_size=8, target=1.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('spec', ['bgcf', 'blit', 'cutout'])
+def test_cuda_matches_cpu_at_fixed_percentile(spec):
+    x = _images()
+    pipe = _pipe(**AUGPIPE_SPECS[spec])
+    expected = pipe(x, debug_percentile=0.3)
+    actual = pipe.cuda()(x.cuda(), debug_percentile=0.3).cpu()
+    assert torch.allclose(actual, expected, atol=1e-4)
+    ada = AdaController(pipe, batch_size=4, target=0.6, interval=1)
+    ada.observe(torch.ones([4, 1], device='cuda'))
+    assert ada.step() == 1 and ada.p > 0

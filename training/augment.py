@@ -261,7 +261,7 @@ class AugmentPipe(torch.nn.Module):
     def _blit(self, images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
         """Integer flips, quarter turns and shifts move pixels exactly: gather, mirroring at the borders."""
         n, channels, height, width = images.shape
-        if height != width:
+        if self.rotate90 > 0 and height != width:
             raise ValueError(f'AugmentPipe: rotate90 needs square images, got {height}x{width}')
         cx, cy = (width - 1) / 2, (height - 1) / 2
         ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=G_inv.dtype) - cy,
