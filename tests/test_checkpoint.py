@@ -1,7 +1,6 @@
 """Our snapshot format: exact round trips, weights-only contents, atomic writes and clear errors."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickletools

@@ -1,6 +1,5 @@
 """dnnlib.util: EasyDict, format_time and the offline cache lookup (never the network)."""
 import hashlib
-import os
 import pickle
 import socket
 
