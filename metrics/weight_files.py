@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from metrics.torchscript_reader import read_torchscript_tensors
+from metrics.torchscript_reader import TorchScriptReadError, read_torchscript_tensors
 
 
 class DetectorFormatError(ValueError):
@@ -31,7 +31,10 @@ def is_torchscript_archive(path: str) -> bool:
 def read_weight_file(path: str) -> dict[str, torch.Tensor]:
     """Flat {name: tensor} from a TorchScript archive or a `torch.save`d state dict; never executes file code."""
     if is_torchscript_archive(path):
-        return dict(read_torchscript_tensors(path))
+        try:
+            return dict(read_torchscript_tensors(path))
+        except TorchScriptReadError as err:
+            raise DetectorFormatError(str(err)) from None
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
