@@ -1,0 +1,40 @@
+"""Atomic writes for experiment outputs: a reader never sees a half-written table or figure."""
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def _temporary_beside(path: pathlib.Path) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    return pathlib.Path(name)
+
+
+def write_text_atomic(path: PathLike, text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = pathlib.Path(path)
+    temporary = _temporary_beside(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def save_figure_atomic(figure, path: PathLike, dpi: int = 120) -> pathlib.Path:
+    """``figure.savefig`` to a temporary file beside ``path``, then rename; the format follows the suffix."""
+    path = pathlib.Path(path)
+    temporary = _temporary_beside(path)
+    try:
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

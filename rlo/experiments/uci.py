@@ -1,0 +1,170 @@
+"""The four binary problems of the paper's Table 1, read from the UCI files (Wine from scikit-learn's copy).
+
+Every loader returns a :class:`BinaryDataset` with features ``x`` [N, d] float64 and labels ``y`` [N] int64 in
+{-1, +1}. The raw files are read as published, quirks included (see ``shared/data/README.md``):
+
+- Ionosphere (Sigillito): 351 x 34, class ``g`` (good) -> +1, ``b`` (bad) -> -1.
+- SPECTF heart, the paper's "Specheart" (Kurgan & Cios): SPECTF.train (80) and SPECTF.test (187) are joined into
+  one 267 x 44 set before the 5-fold split, because the paper cross-validates; label 1 (abnormal) -> +1,
+  0 -> -1. CRLF endings and ", " separators are tolerated.
+- Madelon (Guyon, NIPS 2003): madelon_train + madelon_valid joined, 2600 x 500; labels are already +-1. The test
+  split has no public labels, so it is not used. Trailing spaces on every line are tolerated.
+- Wine (Forina et al.): scikit-learn's bundled copy (no file needed), 178 x 13 with 3 cultivars. We make it
+  binary as cultivar 1 (sklearn class 0, 59 samples) -> +1 versus cultivars 2 and 3 (119) -> -1.
+
+Where the files live: ``--data-dir`` on the command line, else ``$RLO_UCI_DIR``, else
+``$RLO_SHARED_DIR/data/uci``, else ``../shared/data/uci`` next to the repository root.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Callable, Dict, Optional, Sequence, Union
+
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA_DIR_ENV = "RLO_UCI_DIR"
+SHARED_DIR_ENV = "RLO_SHARED_DIR"
+UCI_URL = "https://archive.ics.uci.edu/"
+WINE_POSITIVE_CLASS = 0  # sklearn's class 0 is cultivar 1 in wine.data
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryDataset:
+    """A binary classification problem: x [N, d] float64, y [N] int64 in {-1, +1}."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    source: str
+
+    def __post_init__(self):
+        if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):
+            raise ValueError(f"{self.name}: x must be [N, d] and y [N], got {self.x.shape} and {self.y.shape}")
+        if not set(np.unique(self.y).tolist()) <= {-1, 1}:
+            raise ValueError(f"{self.name}: labels must be -1/+1, found {np.unique(self.y).tolist()}")
+
+
+def default_data_dir() -> pathlib.Path:
+    """``$RLO_UCI_DIR``, else ``$RLO_SHARED_DIR/data/uci``, else ``<repo>/../shared/data/uci``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return pathlib.Path(os.environ[DATA_DIR_ENV])
+    shared = pathlib.Path(os.environ.get(SHARED_DIR_ENV) or REPO_ROOT.parent / "shared")
+    return shared / "data" / "uci"
+
+
+def _require(data_dir: pathlib.Path, name: str) -> pathlib.Path:
+    path = data_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"UCI data file not found: {path}. Download '{name}' from the UCI Machine Learning Repository "
+            f"({UCI_URL}) and put it in {data_dir}, or point --data-dir / ${DATA_DIR_ENV} at the folder holding it.")
+    return path
+
+
+def _read_rows(path: pathlib.Path) -> list:
+    """Non-empty lines split on commas and/or whitespace (handles CRLF, ', ' and trailing spaces)."""
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if fields:
+            rows.append((line_no, fields))
+    if not rows:
+        raise ValueError(f"{path}: file holds no data rows")
+    return rows
+
+
+def _to_matrix(path: pathlib.Path, rows: list, columns: int) -> np.ndarray:
+    for line_no, fields in rows:
+        if len(fields) != columns:
+            raise ValueError(f"{path}:{line_no}: expected {columns} fields, found {len(fields)}")
+    try:
+        return np.array([fields for _, fields in rows], dtype=np.float64)
+    except ValueError as error:
+        raise ValueError(f"{path}: non-numeric field ({error})") from None
+
+
+def load_ionosphere(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+    """Ionosphere: 351 x 34 radar returns; 'g' -> +1, 'b' -> -1."""
+    path = _require(pathlib.Path(data_dir or default_data_dir()), "ionosphere.data")
+    rows = _read_rows(path)
+    labels = []
+    for line_no, fields in rows:
+        if fields[-1] not in ("g", "b"):
+            raise ValueError(f"{path}:{line_no}: class must be 'g' or 'b', found {fields[-1]!r}")
+        labels.append(1 if fields[-1] == "g" else -1)
+    x = _to_matrix(path, [(n, f[:-1]) for n, f in rows], 34)
+    return BinaryDataset("ionosphere", x, np.array(labels, dtype=np.int64), str(path))
+
+
+def load_spectf(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+    """SPECTF heart ("Specheart"): SPECTF.train + SPECTF.test, 267 x 44; label 1 -> +1, 0 -> -1."""
+    data_dir = pathlib.Path(data_dir or default_data_dir())
+    parts = []
+    for name in ("SPECTF.train", "SPECTF.test"):
+        path = _require(data_dir, name)
+        parts.append(_to_matrix(path, _read_rows(path), 45))
+    table = np.concatenate(parts)
+    labels = table[:, 0]
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"{data_dir}/SPECTF.*: labels must be 0/1, found {np.unique(labels).tolist()}")
+    return BinaryDataset("spectf", table[:, 1:], np.where(labels > 0, 1, -1).astype(np.int64),
+                         str(data_dir / "SPECTF.{train,test}"))
+
+
+def _read_madelon_split(data_dir: pathlib.Path, split: str) -> tuple:
+    data_path = _require(data_dir, f"madelon_{split}.data")
+    label_path = _require(data_dir, f"madelon_{split}.labels")
+    values = np.array(data_path.read_text().split(), dtype=np.float64)
+    labels = np.array(label_path.read_text().split(), dtype=np.float64).astype(np.int64)
+    if values.size != labels.size * 500:
+        raise ValueError(f"{data_path}: expected {labels.size} rows x 500 features (from {label_path.name}), "
+                         f"found {values.size} values")
+    if not np.isin(labels, (-1, 1)).all():
+        raise ValueError(f"{label_path}: labels must be -1/+1, found {np.unique(labels).tolist()}")
+    return values.reshape(labels.size, 500), labels
+
+
+def load_madelon(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+    """Madelon: train (2000) + valid (600) = 2600 x 500 integer features, labels +-1."""
+    data_dir = pathlib.Path(data_dir or default_data_dir())
+    x_train, y_train = _read_madelon_split(data_dir, "train")
+    x_valid, y_valid = _read_madelon_split(data_dir, "valid")
+    return BinaryDataset("madelon", np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid]),
+                         str(data_dir / "madelon_{train,valid}.{data,labels}"))
+
+
+def load_wine(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+    """Wine from scikit-learn's bundled copy, 178 x 13: cultivar 1 -> +1, cultivars 2 and 3 -> -1.
+
+    ``data_dir`` is accepted for a uniform signature and ignored: no file is needed.
+    """
+    from sklearn.datasets import load_wine as sklearn_load_wine
+    bunch = sklearn_load_wine()
+    y = np.where(bunch.target == WINE_POSITIVE_CLASS, 1, -1).astype(np.int64)
+    return BinaryDataset("wine", np.asarray(bunch.data, dtype=np.float64), y, "sklearn.datasets.load_wine")
+
+
+LOADERS: Dict[str, Callable[[Optional[PathLike]], BinaryDataset]] = {
+    "wine": load_wine,
+    "ionosphere": load_ionosphere,
+    "madelon": load_madelon,
+    "spectf": load_spectf,
+}
+DATASET_NAMES = tuple(LOADERS)
+
+
+def load_dataset(name: str, data_dir: Optional[PathLike] = None) -> BinaryDataset:
+    """One of :data:`DATASET_NAMES` ('specheart' is accepted for 'spectf')."""
+    key = "spectf" if name.lower() == "specheart" else name.lower()
+    if key not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")
+    return LOADERS[key](data_dir)
+
+
+def load_datasets(names: Sequence[str], data_dir: Optional[PathLike] = None) -> Dict[str, BinaryDataset]:
+    return {dataset.name: dataset for dataset in (load_dataset(name, data_dir) for name in names)}
