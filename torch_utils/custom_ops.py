@@ -46,6 +46,25 @@ def _source_digest(paths: Sequence[str], build_kwargs: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _cudart_ldflags(cuda_home: str) -> list[str]:
+    """-L flag for libcudart when CUDA_HOME (guessed by torch from nvcc's location) does not hold it.
+
+    Happens when nvcc sits in /usr/local/bin while the toolkit lives in /usr/local/cuda.
+    """
+    def has_cudart(folder: str) -> bool:
+        return os.path.isfile(os.path.join(folder, "libcudart.so"))
+
+    if any(has_cudart(os.path.join(cuda_home, sub)) for sub in ("lib64", "lib")):
+        return []
+    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda", os.path.realpath("/usr/local/cuda")):
+        if not root:
+            continue
+        for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+            if has_cudart(os.path.join(root, sub)):
+                return [f"-L{os.path.join(root, sub)}"]
+    return []
+
+
 def compile_plugin(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
                    source_dir: Optional[str] = None, verbose: bool = False, **build_kwargs) -> ModuleType:
     """Compile (or reuse a cached build of) a torch C++/CUDA extension and import it. Raises on failure.
@@ -66,6 +85,9 @@ def compile_plugin(module_name: str, sources: Sequence[str], headers: Optional[S
     cpp_extension.verify_ninja_availability()  # RuntimeError naming ninja when it is absent.
     if cpp_extension.CUDA_HOME is None:
         raise RuntimeError(f"plugin {module_name}: CUDA toolkit (nvcc) not found; set CUDA_HOME")
+
+    build_kwargs = dict(build_kwargs)
+    build_kwargs["extra_ldflags"] = list(build_kwargs.get("extra_ldflags", [])) + _cudart_ldflags(cpp_extension.CUDA_HOME)
 
     build_dir = os.path.join(cache_root(), f"{module_name}_{_source_digest(list(sources) + headers, build_kwargs)}")
     os.makedirs(build_dir, exist_ok=True)

@@ -109,68 +109,97 @@ def _empty(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty([0])
 
 
-def _same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """t with exactly the strides of `like` (the kernel walks all operands with one flat index)."""
-    if t.numel() == 0 or t.stride() == like.stride():
-        return t
-    return torch.empty_like(like).copy_(t)
+def _is_dense(x: torch.Tensor) -> bool:
+    """No gaps and no overlaps in memory, in whatever dimension order (what the kernel can walk flat)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _dense(x: torch.Tensor) -> torch.Tensor:
-    return x if x.is_non_overlapping_and_dense() else x.contiguous()
+    return x if _is_dense(x) else x.contiguous()
 
 
-def _bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, spec: ActivationSpec, alpha: float,
-                   gain: float, clamp: float) -> torch.Tensor:
-    act_id = spec.cuda_idx
-    b_t = b.to(x.dtype).contiguous() if b is not None else _empty(x)
+def _same_layout(t: torch.Tensor, *likes: torch.Tensor) -> torch.Tensor:
+    """t (dense) with exactly the strides of the first non-empty `like`: the kernel walks all operands
+    with one flat index."""
+    t = _dense(t)
+    for like in likes:
+        if like.numel() != 0:
+            return t if t.stride() == like.stride() else torch.empty_like(like).copy_(t)
+    return t
 
-    def kernel(src, xref, yref, dy, grad):
-        return _plugin.bias_act(src, b_t.detach(), xref, yref, dy, grad, dim, act_id, alpha, gain, clamp)
 
-    class Forward(torch.autograd.Function):
+_cuda_functions: dict[tuple, type] = {}
+
+
+def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) -> type:
+    """autograd.Function running the plugin for one configuration (cached: classes are costly to make).
+
+    Forward saves only what the derivative needs: x for swish, y for output-referenced activations
+    and for the clamp mask. Gradients of any order come from Grad, whose own backward is exact to
+    second order (the derivative of act' goes to x for swish, to y for the others).
+    """
+    key = (dim, act, alpha, gain, clamp)
+    if key in _cuda_functions:
+        return _cuda_functions[key]
+    spec = activation_funcs[act]
+    keep_x = "x" in spec.ref
+    keep_y = "y" in spec.ref or clamp >= 0
+    grad2_to_y = "y" in spec.ref and spec.has_2nd_grad
+    grad2_to_x = keep_x and spec.has_2nd_grad
+
+    def kernel(src, b, xref, yref, dy, grad):
+        return _plugin.bias_act(src, b, xref, yref, dy, grad, dim, spec.cuda_idx, alpha, gain, clamp)
+
+    def reduce_bias(t: torch.Tensor) -> torch.Tensor:
+        return t.sum([i for i in range(t.ndim) if i != dim])
+
+    class BiasActCuda(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x_in, b_in):
-            x_in = _dense(x_in)
-            y = kernel(x_in, _empty(x_in), _empty(x_in), _empty(x_in), 0)
-            keep_x = "x" in spec.ref or spec.has_2nd_grad
-            keep_y = "y" in spec.ref or clamp >= 0
-            ctx.save_for_backward(x_in if keep_x else _empty(x_in), y if keep_y else _empty(x_in))
+        def forward(ctx, x, b):  # x: dense (see bias_act); b: [x.shape[dim]] or empty
+            e = _empty(x)
+            y = kernel(x, b, e, e, e, 0)
+            ctx.save_for_backward(x if keep_x else e, b if keep_x else e, y if keep_y else e)
             return y
 
         @staticmethod
         def backward(ctx, dy):
-            x_saved, y_saved = ctx.saved_tensors
-            dy = _same_layout(_dense(dy), x_saved if x_saved.numel() else y_saved if y_saved.numel() else dy)
-            dx = Grad.apply(dy, x_saved, y_saved)
-            db = None
-            if ctx.needs_input_grad[1]:
-                db = dx.sum([i for i in range(dx.ndim) if i != dim])
+            x, b, y = ctx.saved_tensors
+            dy = _same_layout(dy, y, x)
+            dx = BiasActCudaGrad.apply(dy, x, b, y)
+            db = reduce_bias(dx) if ctx.needs_input_grad[1] else None
             return (dx if ctx.needs_input_grad[0] else None), db
 
-    class Grad(torch.autograd.Function):
-        """dx = dy * act'(x + b) * gain * clamp_mask; differentiable once more."""
-
+    class BiasActCudaGrad(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, dy, x_saved, y_saved):
-            dx = dy if (spec.cuda_idx == 1 and gain == 1 and clamp < 0) else kernel(dy, x_saved, y_saved, _empty(dy), 1)
-            ctx.save_for_backward(dy if spec.has_2nd_grad else _empty(dy), x_saved, y_saved)
+        def forward(ctx, dy, x, b, y):
+            dx = kernel(dy, b, x, y, _empty(dy), 1)
+            ctx.save_for_backward(dy if spec.has_2nd_grad else _empty(dy), x, b, y)
             return dx
 
         @staticmethod
         def backward(ctx, d_dx):
-            dy, x_saved, y_saved = ctx.saved_tensors
-            d_dx = _same_layout(_dense(d_dx), dy if dy.numel() else x_saved if x_saved.numel() else d_dx)
-            d_dy = d_x = None
+            dy, x, b, y = ctx.saved_tensors
+            d_dx = _same_layout(d_dx, y, x)
+            d_dy = d_x = d_b = d_y = None
             if ctx.needs_input_grad[0]:
-                d_dy = Grad.apply(d_dx, x_saved, y_saved)
-            if spec.has_2nd_grad and ctx.needs_input_grad[1]:
-                d_x = kernel(d_dx, x_saved, y_saved, dy, 2)
-            return d_dy, d_x, None
+                d_dy = BiasActCudaGrad.apply(d_dx, x, b, y)
+            if (grad2_to_x and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])) or \
+                    (grad2_to_y and ctx.needs_input_grad[3]):
+                d2 = kernel(d_dx, b, x, y, dy, 2)
+                if grad2_to_x:
+                    d_x = d2
+                    d_b = reduce_bias(d2) if ctx.needs_input_grad[2] else None
+                else:
+                    d_y = d2
+            return d_dy, d_x, d_b, d_y
 
-    if spec.cuda_idx == 1 and gain == 1 and clamp < 0:
-        return x if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    return Forward.apply(x, b_t if b is not None else None)
+    _cuda_functions[key] = BiasActCuda
+    return BiasActCuda
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -191,5 +220,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and _init():
         spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
         _check_bias(x, b, dim)
-        return _bias_act_cuda(x, b, dim, spec, alpha_f, gain_f, clamp_f)
+        if act == "linear" and gain_f == 1 and clamp_f < 0:  # nothing to fuse
+            return x if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        b_t = _empty(x) if b is None else b.to(x.dtype).contiguous()
+        # Densify outside the Function so that saved inputs stay connected for double backward.
+        return _bias_act_cuda(dim, act, alpha_f, gain_f, clamp_f).apply(_dense(x), b_t)
     return _bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

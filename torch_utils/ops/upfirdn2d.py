@@ -138,7 +138,7 @@ def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: t
 
     Equals: zero-stuff by up, pad by pad=(x0, x1, y0, y1), correlate with k, take every down-th sample.
     """
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     upx, upy = up
     downx, downy = down
     px0, px1, py0, py1 = pad
@@ -148,26 +148,33 @@ def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: t
     if out_w < 1 or out_h < 1:
         raise ValueError(f"upfirdn2d output would be empty: input {h}x{w}, up={up}, down={down}, "
                          f"padding={list(pad)}, filter {kh}x{kw}")
-    # Channels fold into the batch: a single-channel convolution is faster than groups=C on CPU.
-    y = x.reshape(n * c, 1, h, w)
-    weight = k.to(x.dtype)[None, None]
+    # Depthwise (groups=C) convolutions: PyTorch has fast CPU and GPU kernels for exactly this case.
+    weight = k.to(x.dtype)[None, None].expand(c, 1, kh, kw)
+    y = x
     if upx > 1 or upy > 1:
         # Transposed conv with the flipped kernel == zero-stuffing followed by correlation with k.
-        # Its full output starts kw-1 (kh-1) samples before the zero-stuffed signal; shift by padding.
-        y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx))
-        full_h, full_w = y.shape[2], y.shape[3]
-        left, top = px0 - (kw - 1), py0 - (kh - 1)
-        full_out_w = w * upx + px0 + px1 - kw + 1
-        full_out_h = h * upy + py0 + py1 - kh + 1
-        y = _pad_or_crop(y, [left, full_out_w - full_w - left, top, full_out_h - full_h - top])
+        # Its full output starts kw-1 (kh-1) samples before the zero-stuffed signal. Its own `padding`
+        # (crop at both ends) and `output_padding` (< stride, extends the end) absorb the usual
+        # shifts for free; anything else is an explicit pad/crop.
+        full_out = (w * upx + px0 + px1 - kw + 1, h * upy + py0 + py1 - kh + 1)
+        full = ((w - 1) * upx + kw, (h - 1) * upy + kh)
+        crop0 = (kw - 1 - px0, kh - 1 - py0)
+        extra = [full_out[i] - full[i] + 2 * crop0[i] for i in range(2)]
+        if all(crop0[i] >= 0 and 0 <= extra[i] < (upx, upy)[i] for i in range(2)):
+            y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx), padding=(crop0[1], crop0[0]),
+                                   output_padding=(extra[1], extra[0]), groups=c)
+        else:
+            y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx), groups=c)
+            y = _pad_or_crop(y, [-crop0[0], full_out[0] - full[0] + crop0[0],
+                                 -crop0[1], full_out[1] - full[1] + crop0[1]])
         if downx > 1 or downy > 1:
             y = y[:, :, ::downy, ::downx]
     else:
         if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
-            y = F.conv2d(y, weight, stride=(downy, downx), padding=(py0, px0))
+            y = F.conv2d(y, weight, stride=(downy, downx), padding=(py0, px0), groups=c)
         else:
-            y = F.conv2d(_pad_or_crop(y, [px0, px1, py0, py1]), weight, stride=(downy, downx))
-    return y.reshape(n, c, out_h, out_w)
+            y = F.conv2d(_pad_or_crop(y, [px0, px1, py0, py1]), weight, stride=(downy, downx), groups=c)
+    return y
 
 
 def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,

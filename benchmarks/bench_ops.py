@@ -1,0 +1,117 @@
+"""Time the custom ops (forward + backward) at StyleGAN2-like sizes; prints median/min/max in ms.
+
+    python benchmarks/bench_ops.py                      # CPU: our reference vs the naive definition
+    python benchmarks/bench_ops.py --device cuda        # GPU: reference vs plugin (when it builds)
+
+"naive" is the textbook upfirdn2d (materialise the zero-stuffed, padded image, depthwise 2-D conv),
+i.e. what the official reference does; "ref" is ours; "cuda" is our plugin.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d  # noqa: E402
+
+
+def naive_upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """Zero-stuff, pad, depthwise 2-D conv, decimate (square factors, 2-D filter)."""
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = upfirdn2d._parse_padding(padding)
+    x = x.reshape(n, c, h, 1, w, 1)
+    x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
+    x = F.pad(x, [px0, px1, py0, py1])
+    k = (f * gain).to(x.dtype)
+    k = k if flip_filter else k.flip([0, 1])
+    x = F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c)
+    return x[:, :, ::down, ::down]
+
+
+def naive_upsample2d(x, f):
+    fw = f.shape[-1]
+    return naive_upfirdn2d(x, f, up=2, padding=[(fw + 1) // 2, (fw - 2) // 2] * 2, gain=4)
+
+
+def naive_downsample2d(x, f):
+    fw = f.shape[-1]
+    return naive_upfirdn2d(x, f, down=2, padding=[(fw - 1) // 2, (fw - 2) // 2] * 2)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fwd_bwd(fn, inputs, device, repeats: int, warmup: int = 2) -> list[float]:
+    times = []
+    for i in range(warmup + repeats):
+        for t in inputs:
+            t.grad = None
+        sync(device)
+        start = time.perf_counter()
+        y = fn(*inputs)
+        y.backward(torch.ones_like(y))
+        sync(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=128)
+    parser.add_argument("--res", type=int, default=32, help="feature-map size before resampling (px)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda given but torch.cuda.is_available() is False")
+
+    n, c, r = args.batch, args.channels, args.res
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    mk = lambda *shape: torch.randn(*shape, generator=gen).to(device).requires_grad_(True)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=device)
+    x = mk(n, c, r, r)
+    b = mk(c)
+    w3 = mk(c, c, 3, 3)
+    impls = ["naive", "ref"] + (["cuda"] if device.type == "cuda" else [])
+
+    cases = []
+    for impl in impls:
+        if impl == "naive":
+            cases.append(("upsample2d [1,3,3,1] x2", impl, lambda x: naive_upsample2d(x, f), (x,)))
+            cases.append(("downsample2d [1,3,3,1] /2", impl, lambda x: naive_downsample2d(x, f), (x,)))
+            continue
+        cases.append(("upsample2d [1,3,3,1] x2", impl, lambda x, i=impl: upfirdn2d.upsample2d(x, f, impl=i), (x,)))
+        cases.append(("downsample2d [1,3,3,1] /2", impl,
+                      lambda x, i=impl: upfirdn2d.downsample2d(x, f, impl=i), (x,)))
+        cases.append(("bias_act lrelu clamp=256", impl,
+                      lambda x, b, i=impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=i), (x, b)))
+    cases.append(("conv2d_resample 3x3 up=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
+        x, w, f, up=2, padding=1), (x, w3)))
+    cases.append(("conv2d_resample 3x3 down=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
+        x, w, f, down=2, padding=1), (x, w3)))
+
+    print(f"config: device={device} batch={n} channels={c} res={r} repeats={args.repeats} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"{'op':32s} {'impl':8s} {'median_ms':>10s} {'min_ms':>10s} {'max_ms':>10s}")
+    for name, impl, fn, inputs in cases:
+        t = time_fwd_bwd(fn, inputs, device, args.repeats)
+        print(f"{name:32s} {impl:8s} {statistics.median(t):10.3f} {min(t):10.3f} {max(t):10.3f}")
+
+
+if __name__ == "__main__":
+    main()

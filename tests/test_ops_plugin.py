@@ -1,0 +1,292 @@
+"""CUDA plugin layer: autograd wrappers, fallback behaviour, a real nvcc build (slow), GPU checks (cuda).
+
+The CPU tests drive the plugin autograd wrappers with stand-in "plugins" that implement the kernels'
+documented contract (bias_act.h / upfirdn2d.h) in PyTorch, and compare values and first/second-order
+gradients against the reference ops. The cuda-marked tests do the same against the compiled kernels.
+"""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+
+OPS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "torch_utils", "ops")
+ACTS = sorted(bias_act.activation_funcs)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# ----------------------------------------------------------------------------------------------------
+# Stand-in plugins implementing the kernel contracts in PyTorch (no autograd inside, like a kernel).
+
+SELU_A, SELU_S = 1.6732632423543772, 1.0507009873554805
+
+
+class FakeBiasActPlugin:
+    @staticmethod
+    def bias_act(x, b, xref, yref, dy, grad, dim, act, alpha, gain, clamp):
+        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
+        bias = b.reshape(shape) if b.numel() else 0
+        if grad == 0:
+            name = [k for k, v in bias_act.activation_funcs.items() if v.cuda_idx == act][0]
+            y = bias_act.activation_funcs[name].func(x + bias, alpha=alpha) * gain
+            return y.clamp(-clamp, clamp) if clamp >= 0 else y
+        s = xref + bias if xref.numel() else None
+        z = yref / gain if yref.numel() else None
+        if grad == 1:
+            d = {1: lambda: torch.ones_like(x), 2: lambda: (z > 0).to(x.dtype),
+                 3: lambda: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, alpha)), 4: lambda: 1 - z * z,
+                 5: lambda: z * (1 - z), 6: lambda: torch.where(z > 0, 1.0, z + 1),
+                 7: lambda: torch.where(z > 0, SELU_S, z + SELU_S * SELU_A), 8: lambda: 1 - torch.exp(-z),
+                 9: lambda: torch.sigmoid(s) + s * torch.sigmoid(s) * (1 - torch.sigmoid(s))}[act]()
+            out = x * gain * d
+        else:
+            g = torch.sigmoid(s) if s is not None else None
+            d = {4: lambda: -2 * z, 5: lambda: 1 - 2 * z, 6: lambda: (z <= 0).to(x.dtype),
+                 7: lambda: (z <= 0).to(x.dtype), 8: lambda: torch.exp(-z),
+                 9: lambda: gain * g * (1 - g) * (2 + s * (1 - 2 * g))}.get(act, lambda: torch.zeros_like(x))()
+            out = x * dy * d
+        if clamp >= 0 and yref.numel():
+            out = torch.where(yref.abs() < clamp, out, torch.zeros_like(out))
+        return out
+
+
+class FakeUpfirdn2dPlugin:
+    @staticmethod
+    def upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain):
+        assert f.ndim == 2
+        with torch.no_grad():
+            return upfirdn2d._upfirdn2d_ref(x, f, up=[upx, upy], down=[downx, downy],
+                                            padding=[px0, px1, py0, py1], flip_filter=flip_filter, gain=gain)
+
+
+def _first_and_second_grads(fn, inputs):
+    """Outputs, d(sum(y*g1))/d inputs, and d(sum(grads*g2))/d inputs, all with create_graph."""
+    torch.manual_seed(1)
+    y = fn(*inputs)
+    g1 = torch.randn_like(y)
+    grads = torch.autograd.grad(y, inputs, g1, create_graph=True, allow_unused=True)
+    used = [(g, x) for g, x in zip(grads, inputs) if g is not None and g.requires_grad]
+    if not used:
+        return y, grads, [None] * len(inputs)
+    total = sum((g * torch.randn_like(g)).sum() for g, _ in used)
+    second = torch.autograd.grad(total, inputs, allow_unused=True)
+    return y, grads, second
+
+
+def _assert_grads_close(a, b, **tol):
+    """Same outputs and gradients; a missing gradient (None) counts as zeros."""
+    ya, ga, sa = a
+    yb, gb, sb = b
+    torch.testing.assert_close(ya, yb, **tol)
+    for u, v in list(zip(ga, gb)) + list(zip(sa, sb)):
+        if u is None and v is None:
+            continue
+        u = torch.zeros_like(v) if u is None else u.detach()
+        v = torch.zeros_like(u) if v is None else v.detach()
+        torch.testing.assert_close(u, v, **tol)
+
+
+def _bias_act_inputs(device="cpu", dtype=torch.float64, channels_last=False):
+    x = torch.randn(2, 5, 3, 4, dtype=dtype, device=device) * 1.5
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    b = torch.randn(5, dtype=dtype, device=device) * 0.5
+    return x.requires_grad_(True), b.requires_grad_(True)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("clamp", [None, 0.7])
+def test_bias_act_plugin_autograd_matches_reference_to_second_order(monkeypatch, act, clamp):
+    monkeypatch.setattr(bias_act, "_plugin", FakeBiasActPlugin)
+    spec, alpha, gain, clamp_f = bias_act._resolve(act, None, 1.3, clamp)
+    fn_cuda = lambda x, b: bias_act._bias_act_cuda(1, act, alpha, gain, clamp_f).apply(x, b)
+    fn_ref = lambda x, b: bias_act._bias_act_ref(x, b, act=act, gain=1.3, clamp=clamp)
+    for channels_last in (False, True):
+        x, b = _bias_act_inputs(channels_last=channels_last)
+        _assert_grads_close(_first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)),
+                            rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("up,down,padding,fname", [
+    (2, 1, [2, 1, 2, 1], "2d"), (1, 2, [1, 2, 0, 1], "2d"), ([2, 1], [1, 2], [-1, 2, 1, 0], "2d"),
+    (2, 2, [3, 0, 1, 2], "1d"), (1, 1, [1, 1, 2, 2], "1d"),
+])
+def test_upfirdn2d_plugin_autograd_matches_reference_to_second_order(monkeypatch, up, down, padding, fname):
+    monkeypatch.setattr(upfirdn2d, "_plugin", FakeUpfirdn2dPlugin)
+    f = torch.rand(3, 4) if fname == "2d" else upfirdn2d.setup_filter([1, 2, 3, 1], separable=True)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    for flip in (False, True):
+        fn_cuda = lambda x: upfirdn2d._upfirdn2d_cuda(x, f, up, down, padding, flip, 1.7)
+        fn_ref = lambda x: upfirdn2d._upfirdn2d_ref(x, f, up, down, padding, flip, 1.7)
+        _assert_grads_close(_first_and_second_grads(lambda x: fn_cuda(x) ** 2, (x,)),
+                            _first_and_second_grads(lambda x: fn_ref(x) ** 2, (x,)), rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fallback behaviour.
+
+
+def test_ops_on_cpu_tensors_never_build_or_warn():
+    tried = (bias_act._plugin_tried, upfirdn2d._plugin_tried)
+    x = torch.randn(1, 2, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bias_act.bias_act(x, torch.zeros(2), act="lrelu", impl="cuda")
+        upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]), impl="cuda")
+    assert (bias_act._plugin_tried, upfirdn2d._plugin_tried) == tried
+
+
+def test_get_plugin_without_cuda_warns_once_and_returns_none(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    name = "rlo_test_plugin_nocuda"
+    monkeypatch.delitem(custom_ops._cache, name, raising=False)
+    with pytest.warns(custom_ops.PluginFallbackWarning, match="no CUDA device"):
+        assert custom_ops.get_plugin(name, sources=["bias_act.cpp"], source_dir=OPS_DIR) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert custom_ops.get_plugin(name, sources=["bias_act.cpp"], source_dir=OPS_DIR) is None
+
+
+def test_get_plugin_build_failures_fall_back_with_the_reason(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    name = "rlo_test_plugin_missing"
+    monkeypatch.delitem(custom_ops._cache, name, raising=False)
+    with pytest.warns(custom_ops.PluginFallbackWarning, match="no_such_kernel.cu"):
+        assert custom_ops.get_plugin(name, sources=["no_such_kernel.cu"], source_dir=OPS_DIR) is None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension: nvcc exploded")
+    monkeypatch.setattr(custom_ops, "compile_plugin", broken)
+    name = "rlo_test_plugin_broken"
+    monkeypatch.delitem(custom_ops._cache, name, raising=False)
+    with pytest.warns(custom_ops.PluginFallbackWarning, match="nvcc exploded"):
+        assert custom_ops.get_plugin(name, sources=["bias_act.cpp"], source_dir=OPS_DIR) is None
+
+
+def test_cache_root_honours_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLO_CUDA_CACHE", str(tmp_path / "rlo"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch"))
+    assert custom_ops.cache_root() == str(tmp_path / "rlo")
+    monkeypatch.delenv("RLO_CUDA_CACHE")
+    assert custom_ops.cache_root() == str(tmp_path / "torch")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real build (no GPU needed: nvcc + ninja, for a fixed architecture).
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module_name,sources,headers,entry", [
+    ("rlo_bias_act_plugin", ["bias_act.cpp", "bias_act.cu"], ["bias_act.h"], "bias_act"),
+    ("rlo_upfirdn2d_plugin", ["upfirdn2d.cpp", "upfirdn2d.cu"], ["upfirdn2d.h"], "upfirdn2d"),
+])
+def test_cuda_sources_compile_and_expose_entry_points(monkeypatch, tmp_path, module_name, sources, headers, entry):
+    from torch.utils import cpp_extension
+    try:
+        cpp_extension.verify_ninja_availability()
+    except RuntimeError:
+        pytest.skip("ninja is not installed")
+    if cpp_extension.CUDA_HOME is None:
+        pytest.skip("nvcc (CUDA toolkit) not found")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
+    monkeypatch.setenv("RLO_CUDA_CACHE", str(tmp_path))
+    module = custom_ops.compile_plugin(module_name, sources, headers, OPS_DIR,
+                                       extra_cuda_cflags=["--use_fast_math"])
+    assert callable(getattr(module, entry))
+    assert any(p.suffix == ".so" for p in tmp_path.rglob("*.so"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# On a GPU: compiled kernels vs the reference.
+
+
+def _require_plugins():
+    if not (bias_act._init() and upfirdn2d._init()):
+        pytest.fail("CUDA plugin failed to build on a machine with a GPU (see the PluginFallbackWarning)")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_cuda_bias_act_values_match_reference(act, dtype, clamp):
+    _require_plugins()
+    x = torch.randn(4, 7, 5, 6, device="cuda") * 2
+    b = torch.randn(7, device="cuda")
+    ref = bias_act.bias_act(x.double(), b.double(), act=act, gain=1.1, clamp=clamp, impl="ref")
+    for xx in (x, x.to(memory_format=torch.channels_last), x.transpose(2, 3)):
+        y = bias_act.bias_act(xx.to(dtype), b.to(dtype), act=act, gain=1.1, clamp=clamp, impl="cuda")
+        tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.float16 else dict(rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y.double(), ref if xx is not x.transpose(2, 3) else ref.transpose(2, 3), **tol)
+    y = bias_act.bias_act(x.transpose(0, 1), b[:4].reshape(4).repeat(1), dim=0, act=act, impl="cuda")
+    torch.testing.assert_close(y, bias_act.bias_act(x.transpose(0, 1), b[:4], dim=0, act=act, impl="ref"))
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("clamp", [None, 0.7])
+def test_cuda_bias_act_grads_match_reference_to_second_order(act, clamp):
+    _require_plugins()
+    fn_cuda = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="cuda")
+    fn_ref = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="ref")
+    for channels_last in (False, True):
+        x, b = _bias_act_inputs("cuda", channels_last=channels_last)
+        _assert_grads_close(_first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)),
+                            rtol=1e-7, atol=1e-7)
+    x = (torch.rand(1, 3, 2, 2, dtype=torch.float64, device="cuda") * 0.8 + 0.1).requires_grad_(True)
+    b = torch.zeros(3, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert gradcheck(fn_cuda, (x, b))
+    assert gradgradcheck(fn_cuda, (x, b))
+
+
+CUDA_FILTERS = {
+    "none": None,
+    "binomial4": upfirdn2d.setup_filter([1, 3, 3, 1]),
+    "separable8": upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1]),
+    "random3x5": torch.rand(3, 5, generator=torch.Generator().manual_seed(2)),
+}
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("fname", sorted(CUDA_FILTERS))
+@pytest.mark.parametrize("up,down,padding", [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 2, 1, 2]),
+                                             (2, 2, [-1, 3, 0, 2]), ([3, 1], [1, 2], [4, 4, 2, -1])])
+def test_cuda_upfirdn2d_matches_reference(fname, up, down, padding):
+    _require_plugins()
+    f = CUDA_FILTERS[fname]
+    f = None if f is None else f.cuda()
+    x = torch.randn(2, 5, 11, 13, device="cuda")
+    for flip in (False, True):
+        ref = upfirdn2d.upfirdn2d(x.double(), f, up, down, padding, flip, 1.3, impl="ref")
+        for xx in (x, x.to(memory_format=torch.channels_last)):
+            y = upfirdn2d.upfirdn2d(xx, f, up, down, padding, flip, 1.3, impl="cuda")
+            torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+        y16 = upfirdn2d.upfirdn2d(x.half(), f, up, down, padding, flip, 1.3, impl="cuda")
+        torch.testing.assert_close(y16.double(), ref, rtol=1e-2, atol=2e-2)
+        xd = x[:1, :2, :6, :7].double().requires_grad_(True)
+        fn_cuda = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="cuda") ** 2
+        fn_ref = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="ref") ** 2
+        _assert_grads_close(_first_and_second_grads(fn_cuda, (xd,)), _first_and_second_grads(fn_ref, (xd,)),
+                            rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_conv2d_resample_matches_cpu():
+    _require_plugins()
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 8, 8, 8)
+    w = torch.randn(6, 8, 3, 3)
+    for up, down in [(2, 1), (1, 2), (1, 1)]:
+        y_cpu = conv2d_resample.conv2d_resample(x, w, f, up=up, down=down, padding=1)
+        y_gpu = conv2d_resample.conv2d_resample(x.cuda(), w.cuda(), f.cuda(), up=up, down=down, padding=1)
+        torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
