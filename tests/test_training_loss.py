@@ -1,0 +1,206 @@
+"""StyleGAN2Loss: each phase's gradients equal those of the loss written out by hand (independent oracles)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rlo
+from torch_utils import training_stats
+from training.loss import StyleGAN2Loss
+from training.networks import Discriminator, Generator
+
+RES = 16
+
+
+def tiny_networks(c_dim=0):
+    torch.manual_seed(1)
+    G = Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=RES, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=64, channel_max=8, use_noise=False))
+    D = Discriminator(c_dim=c_dim, img_resolution=RES, img_channels=3, channel_base=64, channel_max=8,
+                      epilogue_kwargs=dict(mbstd_group_size=1))
+    return G.train().requires_grad_(False), D.train().requires_grad_(False)
+
+
+def batch(n=4, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.rand([n, 3, RES, RES], generator=gen) * 2 - 1
+    z = torch.randn([n, 8], generator=gen)
+    c = torch.zeros([n, 0])
+    return real, c, z
+
+
+def grads(module):
+    return [p.grad.clone() if p.grad is not None else None for p in module.parameters()]
+
+
+def run_phase(loss, module, phase, real, c, z, gain=1.0):
+    module.requires_grad_(True)
+    for p in module.parameters():
+        p.grad = None
+    loss.accumulate_gradients(phase, real, c, z, c, gain=gain, cur_nimg=0)
+    module.requires_grad_(False)
+    return grads(module)
+
+
+def oracle_grads(module, scalar_fn):
+    module.requires_grad_(True)
+    for p in module.parameters():
+        p.grad = None
+    scalar_fn().backward()
+    module.requires_grad_(False)
+    return grads(module)
+
+
+def assert_grads_close(got, want, rtol=1e-4, atol=1e-6):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None or torch.count_nonzero(g) == 0
+        else:
+            torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+
+
+def rooted_eq4(logits, y, k, m):
+    # m * (1 + exp(-y z)) ** (1/k): the paper's eq. 4 for a binary label y in {-1, +1}.
+    return m * (1 + torch.exp(-y * logits)) ** (1 / k)
+
+
+OBJECTIVES = {
+    'ce': (rlo.GanObjective(rlo.LossConfig('ce')),
+           lambda z, y: F.softplus(-y * z)),
+    'rlo-k2': (rlo.GanObjective(rlo.LossConfig('rlo', k=2)),
+               lambda z, y: rooted_eq4(z, y, 2.0, 2.0)),
+    'rlo-k3-m5': (rlo.GanObjective(rlo.LossConfig('rlo', k=3, m=5)),
+                  lambda z, y: rooted_eq4(z, y, 3.0, 5.0)),
+    'rlo-eq9-k4': (rlo.GanObjective(rlo.LossConfig('rlo-eq9', k=4)),
+                   lambda z, y: 4.0 * (1 - (1 + torch.exp(-y * z)) ** (-1 / 4))),
+}
+
+
+@pytest.mark.parametrize('name', list(OBJECTIVES))
+def test_dmain_gradients_equal_hand_written_loss(name):
+    objective, formula = OBJECTIVES[name]
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, objective=objective, style_mixing_prob=0, r1_gamma=1.0)
+    got = run_phase(loss, D, 'Dmain', real, c, z)
+    fake = G(z, c).detach()
+    want = oracle_grads(D, lambda: formula(D(fake, c), -1.0).mean() + formula(D(real, c), 1.0).mean())
+    assert_grads_close(got, want)
+    assert all(p.grad is None for p in G.parameters())
+
+
+@pytest.mark.parametrize('name', list(OBJECTIVES))
+def test_gmain_gradients_equal_non_saturating_loss(name):
+    objective, formula = OBJECTIVES[name]
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, objective=objective, style_mixing_prob=0)
+    got = run_phase(loss, G, 'Gmain', real, c, z, gain=3.0)
+    want = oracle_grads(G, lambda: 3.0 * formula(D(G(z, c), c), 1.0).mean())
+    assert_grads_close(got, want)
+    assert all(p.grad is None for p in D.parameters())
+
+
+def test_r1_gradients_equal_gamma_half_squared_input_gradient_norm():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    gamma, gain = 0.7, 16.0
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=gamma, style_mixing_prob=0)
+    got = run_phase(loss, D, 'Dreg', real, c, z, gain=gain)
+
+    def r1():
+        x = real.clone().requires_grad_(True)
+        g, = torch.autograd.grad(D(x, c).sum(), x, create_graph=True)  # plain autograd, weight grads included
+        return gain * (gamma / 2) * g.square().sum([1, 2, 3]).mean()
+    want = oracle_grads(D, r1)
+    assert_grads_close(got, want)
+
+
+def test_path_length_penalty_and_running_mean():
+    G, D = tiny_networks()
+    real, c, z = batch(n=4)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=0, pl_weight=2.0, pl_batch_shrink=2,
+                         pl_decay=0.1)
+    loss.pl_mean.fill_(0.5)
+    torch.manual_seed(5)
+    got = run_phase(loss, G, 'Greg', real, c, z, gain=4.0)
+    got_pl_mean = float(loss.pl_mean)
+
+    torch.manual_seed(5)  # same path-length noise draw
+
+    def pl():
+        ws = G.mapping(z[:2], c[:2])
+        img = G.synthesis(ws)
+        noise = torch.randn_like(img) / math.sqrt(RES * RES)
+        g, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = g.square().sum(2).mean(1).sqrt()
+        mean = 0.5 + 0.1 * (lengths.mean() - 0.5)
+        pl.mean = float(mean.detach())
+        return 4.0 * 2.0 * (lengths - mean).square().mean()
+    want = oracle_grads(G, pl)
+    assert_grads_close(got, want)
+    assert got_pl_mean == pytest.approx(pl.mean, rel=1e-5)
+
+
+def test_dboth_equals_dmain_plus_dreg():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=2.0, style_mixing_prob=0)
+    both = run_phase(loss, D, 'Dboth', real, c, z)
+    main = run_phase(loss, D, 'Dmain', real, c, z)
+    reg = run_phase(loss, D, 'Dreg', real, c, z)
+    summed = [a + (b if b is not None else 0) for a, b in zip(main, reg)]  # R1 leaves e.g. D's output bias untouched
+    assert_grads_close(both, summed)
+
+
+def test_style_mixing_changes_only_layers_after_a_crossover():
+    G, D = tiny_networks()
+    _, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=1.0)
+    torch.manual_seed(3)
+    _, ws = loss.run_G(z, c)
+    plain = G.mapping(z, c)
+    same = (ws == plain).all(dim=2).all(dim=0)  # per layer
+    cutoff = int(same.logical_not().nonzero()[0])
+    assert 1 <= cutoff < G.num_ws
+    assert same[:cutoff].all() and not same[cutoff:].any()
+
+
+def test_scores_and_losses_are_reported():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    training_stats.reset()
+    collector = training_stats.Collector('Loss/.*')
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=0)
+    run_phase(loss, D, 'Dmain', real, c, z)
+    collector.update()
+    with torch.no_grad():
+        real_logits = D(real, c)
+        fake_logits = D(G(z, c), c)
+    assert collector.mean('Loss/scores/real') == pytest.approx(float(real_logits.mean()), rel=1e-5)
+    assert collector.mean('Loss/scores/fake') == pytest.approx(float(fake_logits.mean()), rel=1e-5)
+    assert collector.mean('Loss/signs/real') == pytest.approx(float(real_logits.sign().mean()))
+    d_loss = F.softplus(fake_logits) + F.softplus(-real_logits)
+    assert collector.mean('Loss/D/loss') == pytest.approx(float(d_loss.mean()), rel=1e-5)
+    assert collector.num('Loss/D/loss') == 4
+
+
+def test_non_finite_loss_is_counted():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=float('inf'), style_mixing_prob=0)
+    run_phase(loss, D, 'Dmain', real, c, z)
+    assert float(loss.nonfinite) == 0
+    run_phase(loss, D, 'Dreg', real, c, z)
+    assert float(loss.nonfinite) > 0
+
+
+def test_unknown_phase_is_rejected():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D)
+    with pytest.raises(ValueError, match='Gmian'):
+        loss.accumulate_gradients('Gmian', real, c, z, c, gain=1, cur_nimg=0)
