@@ -13,7 +13,7 @@ through the identity ``R_k(nll) = k * R_1(nll / k)`` which holds exactly (cap in
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -51,19 +51,26 @@ class BatchedFamilyLoss:
         self.inverse = torch.empty_like(order)
         self.inverse[order] = torch.arange(order.numel())
 
-    def __call__(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """z [M, ...] logits, y [...] in {-1, +1} (broadcast over models) -> [M, ...] per-sample losses."""
+    def __call__(self, z: torch.Tensor, y: torch.Tensor, nll: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """z [M, ...] logits, y [...] in {-1, +1} (broadcast over models) -> [M, ...] per-sample losses.
+
+        ``nll``: ``rlo.logistic(z, y, reduction='none')`` if the caller has it already (saves recomputing it).
+        """
         if z.shape[0] != self.num_models:
             raise ValueError(f"built for {self.num_models} models, got z of shape {tuple(z.shape)}")
+        if nll is None:
+            nll = rlo.logistic(z, y, reduction="none")
         parts = []
         for key, indices, k in self.groups:
-            z_group = z.index_select(0, indices.to(z.device))
+            indices = indices.to(z.device)
             if key.is_rooted and key.m is None:
-                k = k.to(device=z.device, dtype=z.dtype).view(-1, *([1] * (z.ndim - 1)))
-                nll = rlo.logistic(z_group, y, reduction="none")
-                part = k * rlo.rooted_from_nll(nll / k, 1.0, form=ROOTED_FORM_OF[key.name], input_dtype=z.dtype)
+                k = k.to(device=z.device, dtype=nll.dtype).view(-1, *([1] * (z.ndim - 1)))
+                part = k * rlo.rooted_from_nll(nll.index_select(0, indices) / k, 1.0, form=ROOTED_FORM_OF[key.name],
+                                               input_dtype=z.dtype)
+            elif key.name == "ce":
+                part = nll.index_select(0, indices)
             else:
-                part = rlo.binary_loss(key, z_group, y, reduction="none")
+                part = rlo.binary_loss(key, z.index_select(0, indices), y, reduction="none")
             parts.append(part)
         merged = parts[0] if len(parts) == 1 else torch.cat(parts)
         return merged.index_select(0, self.inverse.to(z.device))
@@ -103,12 +110,13 @@ def batched_gd(features: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor
     for step in range(steps + 1):
         weights.requires_grad_(True)
         z = torch.einsum("fnd,mfd->mfn", features, weights)  # [M, F, N]
-        data_loss = (family_loss(z, y) * train).sum(dim=-1) / n_train  # [M, F]
+        nll = rlo.logistic(z, y, reduction="none")  # [M, F, N] logistic loss = cross-entropy of every model
+        data_loss = (family_loss(z, y, nll) * train).sum(dim=-1) / n_train  # [M, F]
         objective = data_loss + 0.5 * l2_strength * weights[..., :-1].square().sum(dim=-1)
         with torch.no_grad():
             correct = ((z > 0) == (y > 0)).to(dtype)
             records["objective"].append(objective.detach())
-            records["train_ce"].append((rlo.logistic(z, y, reduction="none") * train).sum(dim=-1) / n_train)
+            records["train_ce"].append((nll.detach() * train).sum(dim=-1) / n_train)
             records["test_acc"].append((correct * test).sum(dim=-1) / n_test)
             records["train_acc"].append((correct * train).sum(dim=-1) / n_train)
         if step == steps:
