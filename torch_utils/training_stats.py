@@ -7,6 +7,7 @@ summed over all processes (one all-reduce per update, so every process must call
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -16,7 +17,7 @@ _COUNTER_DTYPE = torch.float64
 _rank: int = 0
 _sync_device: Optional[torch.device] = None
 _moments: dict[str, dict[torch.device, torch.Tensor]] = {}   # name -> device -> [count, sum, sum of squares]
-_cumulative: dict[str, torch.Tensor] = {}                     # name -> CPU [3], everything synced so far
+_collectors: 'weakref.WeakSet[Collector]' = weakref.WeakSet()
 
 
 def init_multiprocessing(rank: int, sync_device: Optional[torch.device]) -> None:
@@ -32,7 +33,8 @@ def init_multiprocessing(rank: int, sync_device: Optional[torch.device]) -> None
 def reset() -> None:
     """Forget everything reported and synced (tests; a fresh run in the same process)."""
     _moments.clear()
-    _cumulative.clear()
+    for collector in list(_collectors):
+        collector._inbox.clear()
 
 
 def report(name: str, value: Any) -> Any:
@@ -54,7 +56,7 @@ def report0(name: str, value: Any) -> Any:
 
 
 def _all_names() -> list[str]:
-    names = set(_moments) | set(_cumulative)
+    names = set(_moments)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, sorted(names))
@@ -62,8 +64,8 @@ def _all_names() -> list[str]:
     return sorted(names)
 
 
-def _sync() -> dict[str, torch.Tensor]:
-    """Move every process's pending moments into `_cumulative` (summed over processes) and return it."""
+def _sync() -> None:
+    """Move every process's pending moments (summed over processes) into each live Collector's inbox."""
     names = _all_names()
     device = _sync_device if _sync_device is not None else torch.device('cpu')
     pending = torch.zeros([len(names), 3], dtype=_COUNTER_DTYPE, device=device)
@@ -74,9 +76,8 @@ def _sync() -> dict[str, torch.Tensor]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(pending)
     pending = pending.cpu()
-    for row, name in enumerate(names):
-        _cumulative[name] = _cumulative.get(name, torch.zeros([3], dtype=_COUNTER_DTYPE)) + pending[row]
-    return _cumulative
+    for collector in list(_collectors):
+        collector._receive(names, pending)
 
 
 class Collector:
@@ -88,26 +89,26 @@ class Collector:
     def __init__(self, regex: str = '.*', keep_previous: bool = True):
         self._regex = re.compile(regex)
         self._keep_previous = keep_previous
-        self._baseline: dict[str, torch.Tensor] = {}
+        self._inbox: dict[str, torch.Tensor] = {}
         self._moments: dict[str, torch.Tensor] = {}
-        self.update()
-        self._moments.clear()
+        _sync()  # what was reported before this collector existed is not its business
+        _collectors.add(self)
+
+    def _receive(self, names: list[str], pending: torch.Tensor) -> None:
+        for row, name in enumerate(names):
+            if self._regex.fullmatch(name) and pending[row, 0] > 0:
+                self._inbox[name] = self._inbox[name] + pending[row] if name in self._inbox else pending[row].clone()
 
     def names(self) -> list[str]:
         return sorted(self._moments)
 
     def update(self) -> None:
         """Collective: take in everything reported since the previous update (all processes must call it)."""
+        _sync()
         if not self._keep_previous:
             self._moments.clear()
-        for name, cumulative in _sync().items():
-            if not self._regex.fullmatch(name):
-                continue
-            delta = cumulative - self._baseline.get(name, torch.zeros_like(cumulative))
-            self._baseline[name] = cumulative.clone()
-            if delta[0] > 0:
-                self._moments[name] = delta
-
+        self._moments.update(self._inbox)
+        self._inbox = {}
     def num(self, name: str) -> int:
         return int(self._moments[name][0]) if name in self._moments else 0
 

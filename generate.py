@@ -1,0 +1,126 @@
+"""Generate images with a trained generator (our snapshot or an official StyleGAN2-ADA .pkl).
+
+Examples:
+
+\b
+  # Seeds 0..7 of a digits run, truncation 0.7: seed0000.png ... seed0007.png and grid.png
+  python generate.py --network=runs/00000-digits32-tiny-ce-ada/network-snapshot-000008.pt --seeds=0-7 \\
+      --trunc=0.7 --outdir=out
+\b
+  # Class 3 of a conditional network
+  python generate.py --network=snapshot.pt --seeds=0-15 --class=3 --outdir=out
+
+Latent z of seed s is np.random.RandomState(s).randn(1, z_dim), as in StyleGAN2-ADA's generate.py, so the same
+weights give the same images there and here. With --noise-mode=random, torch is seeded with s as well.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Optional
+
+import click
+import numpy as np
+import torch
+
+NOISE_MODES = ('const', 'random', 'none')
+
+
+def parse_range(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (inclusive ranges, order kept)."""
+    values: list[int] = []
+    for part in text.split(','):
+        part = part.strip()
+        match = re.fullmatch(r'(\d+)-(\d+)', part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if hi < lo:
+                raise ValueError(f'range {part!r} runs backwards')
+            values += list(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            values.append(int(part))
+        else:
+            raise ValueError(f'{part!r} is not a non-negative integer or a range like 0-7')
+    return values
+
+
+def class_label(G: torch.nn.Module, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
+    """One-hot [1, c_dim] for a conditional G (class required); [1, 0] for an unconditional one."""
+    label = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise click.UsageError(f'--class={class_idx} given, but the network is unconditional')
+        return label
+    if class_idx is None:
+        raise click.UsageError(f'the network is conditional ({G.c_dim} classes): pass --class=<0..{G.c_dim - 1}>')
+    if not 0 <= class_idx < G.c_dim:
+        raise click.UsageError(f'--class={class_idx} is outside 0..{G.c_dim - 1}')
+    label[:, class_idx] = 1
+    return label
+
+
+@torch.no_grad()
+def generate_images(G: torch.nn.Module, seeds: list[int], truncation_psi: float = 1.0,
+                    class_idx: Optional[int] = None, noise_mode: str = 'const',
+                    device: torch.device = torch.device('cpu')) -> np.ndarray:
+    """uint8 images [len(seeds), H, W, C] (NHWC), one per seed."""
+    label = class_label(G, class_idx, device)
+    images = []
+    for seed in seeds:
+        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device)
+        torch.manual_seed(seed)
+        img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()[0])
+    return np.stack(images)
+
+
+def save_outputs(images: np.ndarray, seeds: list[int], outdir: str) -> list[str]:
+    """seedNNNN.png per image and grid.png (up to 8 columns, unused cells black); returns the paths."""
+    from training.image_grid import save_image_grid, save_png
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    for image, seed in zip(images, seeds):
+        path = os.path.join(outdir, f'seed{seed:04d}.png')
+        save_png(path, image)
+        paths.append(path)
+    gw = min(len(images), 8)
+    gh = math.ceil(len(images) / gw)
+    cells = np.zeros([gw * gh, *images.shape[1:]], dtype=np.uint8)
+    cells[:len(images)] = images
+    grid_path = os.path.join(outdir, 'grid.png')
+    save_image_grid(cells.transpose(0, 3, 1, 2), grid_path, drange=(0, 255), grid_size=(gw, gh))
+    return paths + [grid_path]
+
+
+@click.command(help=__doc__)
+@click.option('--network', 'network_path', help='Snapshot (.pt) or official .pkl', required=True, metavar='PATH')
+@click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9-11', required=True, metavar='LIST')
+@click.option('--trunc', 'truncation_psi', help='Truncation psi [default: 1]', type=float, default=1.0)
+@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=int, metavar='INT')
+@click.option('--noise-mode', help='Noise mode [default: const]', type=click.Choice(NOISE_MODES), default='const')
+@click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
+def main(network_path: str, seeds: str, truncation_psi: float, class_idx: Optional[int], noise_mode: str,
+         outdir: str) -> None:
+    from training import checkpoint
+    try:
+        seed_list = parse_range(seeds)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--seeds') from None
+    if not seed_list:
+        raise click.BadParameter('no seeds given', param_hint='--seeds')
+    device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    print(f'Loading networks from "{network_path}"...')
+    try:
+        G = checkpoint.load_network(network_path, device=device)['G_ema']
+    except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
+        raise click.BadParameter(str(err), param_hint='--network') from None
+    if G is None:
+        raise click.BadParameter(f'{network_path} holds no G_ema', param_hint='--network')
+    images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
+    paths = save_outputs(images, seed_list, outdir)
+    print(f'Wrote {len(paths) - 1} images and {paths[-1]}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,142 @@
+"""Training loop on the embedded digits at 16x16 with a few channels: outputs, EMA, lazy-reg Adam, resume, NaN stop."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from training import checkpoint, options
+from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
+from training.training_loop import NonFiniteError, build_phases, training_loop, update_ema
+
+BATCH = 8
+
+
+def tiny_options(run_dir, **overrides) -> TrainingOptions:
+    """16x16 digits, 4-16 channels, batch 8, two steps per tick, a snapshot every tick."""
+    spec = dataclasses.replace(options.CFG_SPECS['tiny'], cbase=64, cmax=16, zdim=16, mb=BATCH, mbstd=4)
+    G_kwargs, D_kwargs = options.network_kwargs(spec, resolution=16, channels=3, c_dim=0)
+    os.makedirs(run_dir, exist_ok=True)
+    opts = TrainingOptions(
+        run_dir=str(run_dir), cfg='tiny', data=DataOptions(path=None, resolution=16, workers=0),
+        G_kwargs=G_kwargs, D_kwargs=D_kwargs, G_opt=OptimizerOptions(lr=0.0025), D_opt=OptimizerOptions(lr=0.0025),
+        loss=LossOptions(name='ce', r1_gamma=0.1), augment=AugmentOptions(mode='ada', kimg=1),
+        batch_size=BATCH, batch_gpu=BATCH, ema_kimg=0.01, ema_rampup=0.05, total_kimg=0.04,
+        kimg_per_tick=0.016, image_snapshot_ticks=1, network_snapshot_ticks=1, random_seed=3)
+    return dataclasses.replace(opts, **overrides)
+
+
+def read_stats(run_dir):
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def loss_stats(entry):
+    return {k: v for k, v in entry.items() if k.startswith(('Loss/', 'Progress/'))}
+
+
+def test_short_run_writes_snapshot_grids_stats_and_tensorboard(tmp_path):
+    opts = tiny_options(tmp_path / 'run', loss=LossOptions(name='rlo', k=2, r1_gamma=0.1))
+    result = training_loop(opts)
+    run = opts.run_dir
+    assert result['cur_nimg'] == 40
+    for name in ['reals.png', 'fakes_init.png', 'fakes000000.png', 'network-snapshot-000000.pt']:
+        assert os.path.isfile(os.path.join(run, name)), name
+    assert any(name.startswith('events.out.tfevents') for name in os.listdir(run))
+
+    stats = read_stats(run)
+    assert [s['Progress/tick']['mean'] for s in stats] == [0, 1, 2]
+    assert [s['Progress/kimg']['mean'] for s in stats] == pytest.approx([0.008, 0.024, 0.04])
+    for key in ['Loss/G/loss', 'Loss/D/loss', 'Loss/scores/real', 'Loss/scores/fake', 'Loss/r1_penalty',
+                'Loss/pl_penalty']:
+        assert key in stats[1] or key in stats[0], key
+    assert all(np.isfinite(s['Loss/G/loss']['mean']) for s in stats)
+
+    data = checkpoint.load_network(result['last_snapshot'])
+    state = data['resume_state']
+    assert state['cur_nimg'] == 40 and state['cur_tick'] == 3 and state['batch_idx'] == 5
+    assert json.loads(state['training_options_json'])['loss']['name'] == 'rlo'
+    assert data['training_set_kwargs']['resolution'] == 16
+    # G_ema moved away from its initialisation and away from G (EMA, not a copy).
+    G, G_ema = data['G'], data['G_ema']
+    assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), G_ema.parameters()))
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    straight = tiny_options(tmp_path / 'straight')
+    training_loop(straight)
+    first = tiny_options(tmp_path / 'first', total_kimg=0.024)           # stops after tick 1 (3 steps)
+    snapshot = training_loop(first)['last_snapshot']
+    resumed = tiny_options(tmp_path / 'resumed', resume=snapshot)
+    assert training_loop(resumed)['cur_nimg'] == 40
+
+    want = {s['Progress/tick']['mean']: loss_stats(s) for s in read_stats(straight.run_dir)}
+    got = read_stats(resumed.run_dir)
+    assert [s['Progress/tick']['mean'] for s in got] == [2]
+    assert loss_stats(got[0]) == want[2]
+    a = checkpoint.load_network(os.path.join(straight.run_dir, 'network-snapshot-000000.pt'))
+    b = checkpoint.load_network(os.path.join(resumed.run_dir, 'network-snapshot-000000.pt'))
+    for name in ['G', 'D', 'G_ema', 'augment_pipe']:
+        for (key, x), (_, y) in zip(a[name].state_dict().items(), b[name].state_dict().items()):
+            assert torch.equal(x, y), f'{name}.{key}'
+    assert a['resume_state']['ada'] == b['resume_state']['ada']
+
+
+def test_non_finite_loss_stops_naming_the_phase_and_last_snapshot(tmp_path, monkeypatch):
+    from training.loss import StyleGAN2Loss
+    original = StyleGAN2Loss.accumulate_gradients
+
+    def poisoned(self, phase, *args, cur_nimg, **kwargs):
+        original(self, phase, *args, cur_nimg=cur_nimg, **kwargs)
+        if phase == 'Dmain' and cur_nimg >= 2 * BATCH:  # after the tick-0 snapshot
+            next(self.D.parameters()).grad.fill_(float('nan'))
+    monkeypatch.setattr(StyleGAN2Loss, 'accumulate_gradients', poisoned)
+    opts = tiny_options(tmp_path / 'run')
+    with pytest.raises(NonFiniteError, match=r'non-finite gradients in phase Dmain at kimg 0\.016.*'
+                                             r'network-snapshot-000000\.pt'):
+        training_loop(opts)
+
+
+def test_infinite_r1_weight_stops_in_dreg_before_any_snapshot(tmp_path):
+    opts = tiny_options(tmp_path / 'run', loss=LossOptions(r1_gamma=float('inf')))
+    with pytest.raises(NonFiniteError, match='non-finite loss in phase Dreg.*no snapshot was saved yet'):
+        training_loop(opts)
+
+
+def test_ema_half_life_with_ramp_up():
+    torch.manual_seed(0)
+    G, G_ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    G.register_buffer('w_avg', torch.ones(2))
+    G_ema.register_buffer('w_avg', torch.zeros(2))
+    before = [p.detach().clone() for p in G_ema.parameters()]
+    opts = TrainingOptions(batch_size=32, ema_kimg=10, ema_rampup=0.05)
+    update_ema(G_ema, G, opts, cur_nimg=40_000)  # ramp-up: half-life min(10 000, 0.05 * 40 000) = 2000 images
+    beta = 0.5 ** (32 / 2000)
+    for new, old, p in zip(G_ema.parameters(), before, G.parameters()):
+        torch.testing.assert_close(new, beta * old + (1 - beta) * p)
+    assert torch.equal(G_ema.w_avg, G.w_avg)  # buffers are copied, not averaged
+
+
+def test_lazy_regularisation_rescales_adam_lr_and_betas():
+    G, D = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opts = TrainingOptions(G_opt=OptimizerOptions(lr=0.002, betas=(0.0, 0.99)), D_opt=OptimizerOptions(lr=0.003),
+                           G_reg_interval=4, D_reg_interval=None)
+    phases = build_phases(G, D, opts)
+    assert [(p.name, p.interval) for p in phases] == [('Gmain', 1), ('Greg', 4), ('Dboth', 1)]
+    group = phases[0].opt.param_groups[0]
+    assert group['lr'] == pytest.approx(0.002 * 4 / 5)
+    assert group['betas'] == pytest.approx((0.0, 0.99 ** (4 / 5)))
+    assert phases[2].opt.param_groups[0]['lr'] == pytest.approx(0.003)
+
+
+def test_training_options_round_trip_through_json():
+    spec = options.CFG_SPECS['paper256']
+    G_kwargs, D_kwargs = options.network_kwargs(spec, 256, 3, 0)
+    opts = TrainingOptions(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss=LossOptions(name='rlo-eq9', k=3, m=5),
+                           G_opt=OptimizerOptions(lr=0.1, betas=(0.5, 0.9)), metrics=['fid50k_full'])
+    again = TrainingOptions.from_json(opts.to_json())
+    assert again == opts
+    with pytest.raises(ValueError, match='bogus'):
+        TrainingOptions.from_dict(dict(json.loads(opts.to_json()), bogus=1))

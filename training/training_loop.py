@@ -1,0 +1,384 @@
+"""The StyleGAN2(-ADA) training loop: phases Gmain, Greg, Dmain, Dreg; G_ema; ADA; ticks, snapshots, metrics.
+
+Determinism and resume: every process draws latents and conditioning labels from one shared generator (seeded by
+--seed), reads its slice of a position-addressed image stream (training/sampler.py) and keeps its own device RNG
+for noise, style mixing and augmentation. A snapshot holds all of that state, so a resumed run continues exactly
+where the snapshot was taken (bit for bit on CPU). Everything done at a tick's end leaves the RNGs untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+import rlo
+from dnnlib import util as dnnlib_util
+from torch_utils import distributed, misc, training_stats
+from torch_utils.distributed import DistContext
+from torch_utils.ops import conv2d_gradfix
+from training import checkpoint, image_grid
+from training.augment import AUGPIPE_SPECS, AdaController, AugmentPipe
+from training.dataset import open_dataset
+from training.loss import StyleGAN2Loss
+from training.networks import Discriminator, Generator
+from training.options import TrainingOptions
+from training.sampler import StreamSampler
+
+RESUME_STATE_VERSION = 1
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN/inf; the message names the phase and the last good snapshot."""
+
+
+@dataclasses.dataclass
+class Phase:
+    name: str                       # 'Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg' or 'Dboth'
+    module: torch.nn.Module
+    opt: torch.optim.Optimizer
+    interval: int                   # run every `interval` minibatches
+
+
+def snapshot_name(cur_nimg: int) -> str:
+    return f'network-snapshot-{cur_nimg // 1000:06d}.pt'
+
+
+def build_phases(G: torch.nn.Module, D: torch.nn.Module, opts: TrainingOptions) -> list[Phase]:
+    """Adam per network; with lazy regularisation, lr and betas are rescaled by interval / (interval + 1)."""
+    phases = []
+    for prefix, module, opt_opts, reg_interval in [('G', G, opts.G_opt, opts.G_reg_interval),
+                                                   ('D', D, opts.D_opt, opts.D_reg_interval)]:
+        ratio = 1.0 if reg_interval is None else reg_interval / (reg_interval + 1)
+        opt = torch.optim.Adam(module.parameters(), lr=opt_opts.lr * ratio,
+                               betas=tuple(beta ** ratio for beta in opt_opts.betas), eps=opt_opts.eps)
+        if reg_interval is None:
+            phases.append(Phase(prefix + 'both', module, opt, 1))
+        else:
+            phases += [Phase(prefix + 'main', module, opt, 1), Phase(prefix + 'reg', module, opt, reg_interval)]
+    return phases
+
+
+@contextlib.contextmanager
+def rng_unchanged() -> Iterator[None]:
+    """Whatever runs inside (grids, metrics) leaves the python/numpy/torch/CUDA RNG states as they were."""
+    state = checkpoint.capture_rng_state()
+    try:
+        yield
+    finally:
+        checkpoint.restore_rng_state(state)
+
+
+def seed_process_rngs(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, opts: TrainingOptions, cur_nimg: int) -> None:
+    """G_ema <- lerp(G, G_ema, beta) with half-life ema_kimg (ramped up to ema_rampup * images seen)."""
+    ema_nimg = opts.ema_kimg * 1000
+    if opts.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * opts.ema_rampup)
+    ema_beta = 0.5 ** (opts.batch_size / max(ema_nimg, 1e-8))
+    with torch.no_grad():
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, ema_beta))
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
+def gather_resume_state(opts: TrainingOptions, phases: list[Phase], loss: StyleGAN2Loss, ada: Optional[AdaController],
+                        latent_gen: torch.Generator, cur_nimg: int, next_tick: int, batch_idx: int) -> dict[str, Any]:
+    """Everything beyond the weights that the next step depends on (collective: every process calls it)."""
+    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
+    ada_state = None
+    if ada is not None:
+        ada_state = ada.state_dict()
+        pending = torch.tensor(ada_state['stats'], dtype=torch.float64, device=loss.device)
+        ada_state['stats'] = distributed.all_reduce_sum(pending).tolist()  # restored on rank 0 only
+    return dict(version=RESUME_STATE_VERSION, cur_nimg=cur_nimg, cur_tick=next_tick, batch_idx=batch_idx,
+                G_opt=G_opt.state_dict(), D_opt=D_opt.state_dict(), pl_mean=loss.pl_mean.detach().cpu(),
+                ada=ada_state, latent_gen=latent_gen.get_state(),
+                rng=distributed.all_gather_object(checkpoint.capture_rng_state()),
+                num_gpus=opts.num_gpus, batch_size=opts.batch_size, random_seed=opts.random_seed,
+                training_options_json=opts.to_json())
+
+
+def apply_resume_state(state: dict[str, Any], opts: TrainingOptions, ctx: DistContext, phases: list[Phase],
+                       loss: StyleGAN2Loss, ada: Optional[AdaController], latent_gen: torch.Generator) -> list[str]:
+    """Restore gather_resume_state()'s output (RNGs excepted: see training_loop); returns warnings to print."""
+    warnings = []
+    if state.get('version') != RESUME_STATE_VERSION:
+        raise ValueError(f'--resume: resume_state version {state.get("version")!r}; this code reads '
+                         f'{RESUME_STATE_VERSION}')
+    for key, ours in [('num_gpus', opts.num_gpus), ('batch_size', opts.batch_size), ('random_seed', opts.random_seed)]:
+        if state[key] != ours:
+            warnings.append(f'the snapshot was trained with {key}={state[key]}, this run uses {ours}: it continues '
+                            'from the snapshot but will not replicate an uninterrupted run')
+    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
+    G_opt.load_state_dict(state['G_opt'])
+    D_opt.load_state_dict(state['D_opt'])
+    loss.pl_mean.copy_(state['pl_mean'])
+    if ada is not None and state['ada'] is not None:
+        ada_state = dict(state['ada'])
+        if not ctx.is_main:
+            ada_state['stats'] = [0.0, 0.0]
+        ada.load_state_dict(ada_state)
+    latent_gen.set_state(state['latent_gen'])
+    return warnings
+
+
+def current_memory_gb(device: torch.device) -> tuple[float, float]:
+    """(peak process RSS, peak CUDA memory allocated) in GB; 0 where not measurable."""
+    cpu = 0.0
+    try:
+        import resource
+        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KB on Linux
+    except (ImportError, AttributeError):
+        pass
+    gpu = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda' else 0.0
+    return cpu, gpu
+
+
+def open_tensorboard(run_dir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        print(f'Skipping TensorBoard export: {err}')
+        return None
+    return SummaryWriter(run_dir)
+
+
+def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
+                  device: torch.device = torch.device('cpu')) -> dict[str, Any]:
+    """Train as `opts` says, writing to opts.run_dir (rank 0). Returns {'cur_nimg', 'last_snapshot'}."""
+    start_time = time.time()
+    is_main = ctx.is_main
+    B, W = opts.batch_size, ctx.world_size
+    torch.backends.cudnn.benchmark = opts.cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = opts.allow_tf32
+    torch.backends.cudnn.allow_tf32 = opts.allow_tf32
+    conv2d_gradfix.enabled = True
+    training_stats.reset()
+    training_stats.init_multiprocessing(rank=ctx.rank, sync_device=device if device.type == 'cuda' else None)
+
+    # ------------------------------------------------------------------ Setup: data, networks, loss, state.
+    training_set = open_dataset(**opts.data.dataset_kwargs())
+    resume_data = checkpoint.load_network(opts.resume) if opts.resume else None
+    resume_state = resume_data.get('resume_state') if resume_data else None
+    cur_nimg = int(resume_state['cur_nimg']) if resume_state else 0
+    if is_main:
+        print(f'Dataset: {training_set.name}, {len(training_set)} images, shape {training_set.image_shape}, '
+              f'label dim {training_set.label_dim}')
+
+    seed_process_rngs(opts.random_seed)  # identical initial weights on every process
+    G = Generator(**opts.G_kwargs).train().requires_grad_(False).to(device)
+    D = Discriminator(**opts.D_kwargs).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    augment_pipe, ada = None, None
+    if opts.augment.mode != 'noaug':
+        augment_pipe = AugmentPipe(**AUGPIPE_SPECS[opts.augment.pipe]).train().requires_grad_(False).to(device)
+        ada = AdaController(augment_pipe, batch_size=B, target=opts.augment.target if opts.augment.mode == 'ada'
+                            else None, p=opts.augment.p, interval=opts.augment.interval, kimg=opts.augment.kimg)
+    if resume_data is not None:
+        if is_main:
+            print(f'Resuming from "{opts.resume}"' + (' (full training state)' if resume_state else ' (weights only)'))
+        for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
+            if module is not None and resume_data.get(name) is not None:
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=resume_state is not None)
+    for module in [G, D, G_ema, augment_pipe]:
+        if module is not None:
+            distributed.broadcast_module(module)
+    if is_main:
+        z = torch.zeros([opts.batch_gpu, G.z_dim], device=device)
+        c = torch.zeros([opts.batch_gpu, G.c_dim], device=device)
+        img = misc.print_module_summary(G, [z, c])
+        misc.print_module_summary(D, [img, c])
+
+    objective = rlo.GanObjective(rlo.LossConfig(opts.loss.name, k=opts.loss.k, m=opts.loss.m))
+    loss = StyleGAN2Loss(device=device, G=G, D=D, objective=objective, augment_pipe=augment_pipe,
+                         r1_gamma=opts.loss.r1_gamma, style_mixing_prob=opts.loss.style_mixing_prob,
+                         pl_weight=opts.loss.pl_weight, pl_batch_shrink=opts.loss.pl_batch_shrink,
+                         pl_decay=opts.loss.pl_decay, blur_init_sigma=opts.loss.blur_init_sigma,
+                         blur_fade_kimg=opts.loss.blur_fade_kimg,
+                         observe_real_logits=ada.observe if ada is not None else None)
+    phases = build_phases(G, D, opts)
+    latent_gen = torch.Generator().manual_seed(opts.random_seed)  # shared by all processes: z and c of every step
+    cur_tick, batch_idx = 0, 0
+    if resume_state:
+        for warning in apply_resume_state(resume_state, opts, ctx, phases, loss, ada, latent_gen):
+            if is_main:
+                print(f'Warning: {warning}')
+        cur_tick, batch_idx = int(resume_state['cur_tick']), int(resume_state['batch_idx'])
+
+    sampler = StreamSampler(len(training_set), B, rank=ctx.rank, world_size=W, seed=opts.random_seed, start=cur_nimg)
+    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=B // W,
+                                         num_workers=opts.data.workers, pin_memory=device.type == 'cuda',
+                                         prefetch_factor=2 if opts.data.workers > 0 else None,
+                                         generator=torch.Generator().manual_seed(opts.random_seed))
+
+    # ------------------------------------------------------------------ Logs: grids, stats, TensorBoard.
+    grid_size = image_grid.grid_shape(training_set.resolution)
+    grid_z = grid_c = None
+    stats_jsonl = stats_tfevents = None
+    if is_main:
+        labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
+        grid_idx = image_grid.snapshot_grid_indices(labels, len(training_set), grid_size, opts.random_seed)
+        reals = np.stack([training_set[int(i)][0] for i in grid_idx])
+        image_grid.save_image_grid(reals, os.path.join(opts.run_dir, 'reals.png'), (0, 255), grid_size)
+        grid_gen = torch.Generator().manual_seed(opts.random_seed)
+        grid_z = torch.randn([len(grid_idx), G.z_dim], generator=grid_gen).to(device).split(opts.batch_gpu)
+        grid_c = torch.from_numpy(labels[grid_idx]).to(device).split(opts.batch_gpu)
+        if not resume_state:
+            save_fakes(G_ema, grid_z, grid_c, os.path.join(opts.run_dir, 'fakes_init.png'), grid_size)
+        stats_jsonl = open(os.path.join(opts.run_dir, 'stats.jsonl'), 'at')
+        stats_tfevents = open_tensorboard(opts.run_dir)
+    stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
+
+    # Per-process RNG stream of the loop: noise, style mixing, augmentation, path-length noise.
+    if resume_state and len(resume_state['rng']) == W:
+        checkpoint.restore_rng_state(resume_state['rng'][ctx.rank])
+    else:
+        if resume_state and is_main:
+            print(f'Warning: the snapshot holds RNG states of {len(resume_state["rng"])} processes, this run has {W}; '
+                  'reseeding')
+        seed_process_rngs((opts.random_seed * W + ctx.rank) * 1000003 + cur_nimg // B)
+
+    # ------------------------------------------------------------------ Train.
+    if is_main:
+        print(f'Training for {opts.total_kimg:g} kimg from {cur_nimg / 1000:g} kimg...\n')
+    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    maintenance_time = tick_start_time - start_time
+    last_snapshot: Optional[str] = None
+    data_iter = iter(loader)
+    while True:
+        # Fetch this process's reals and the step's shared latents; split into accumulation rounds.
+        real_img, real_c = next(data_iter)
+        real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
+        real_c = real_c.to(device).split(opts.batch_gpu)
+        all_z = torch.randn([len(phases), B, G.z_dim], generator=latent_gen)
+        c_idx = torch.randint(len(training_set), [len(phases) * B], generator=latent_gen).tolist()
+        all_c = torch.from_numpy(np.stack([training_set.get_label(i) for i in c_idx]))
+        all_c = all_c.reshape(len(phases), B, training_set.label_dim)
+        mine = slice(ctx.rank * (B // W), (ctx.rank + 1) * (B // W))
+
+        # Phases: each runs every `interval` steps and ends with one optimiser step.
+        for phase, phase_z, phase_c in zip(phases, all_z, all_c):
+            if batch_idx % phase.interval != 0:
+                continue
+            phase.opt.zero_grad(set_to_none=True)
+            phase.module.requires_grad_(True)
+            rounds = zip(real_img, real_c, phase_z[mine].to(device).split(opts.batch_gpu),
+                         phase_c[mine].to(device).split(opts.batch_gpu))
+            for round_img, round_c, gen_z, gen_c in rounds:
+                loss.accumulate_gradients(phase.name, round_img, round_c, gen_z, gen_c,
+                                          gain=phase.interval / opts.num_rounds, cur_nimg=cur_nimg)
+            phase.module.requires_grad_(False)
+            flat = distributed.average_gradients(phase.module.parameters(), extra=loss.nonfinite)
+            if not bool(torch.isfinite(flat).all()) or float(flat[-1]) != 0:
+                what = 'loss' if float(flat[-1]) != 0 else 'gradients'
+                where = f'the last good snapshot is {last_snapshot}' if last_snapshot else 'no snapshot was saved yet'
+                raise NonFiniteError(f'non-finite {what} in phase {phase.name} at kimg {cur_nimg / 1000:.3f} '
+                                     f'(tick {cur_tick}); {where}. Resume from it with --resume, e.g. with a '
+                                     f'lower --glr/--dlr or a different --gamma.')
+            phase.opt.step()
+
+        # G_ema, counters, ADA.
+        update_ema(G_ema, G, opts, cur_nimg)
+        cur_nimg += B
+        batch_idx += 1
+        if ada is not None:
+            ada.step()
+
+        # End of tick?
+        done = cur_nimg >= opts.total_kimg * 1000
+        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + opts.kimg_per_tick * 1000:
+            continue
+        tick_end_time = time.time()
+        with rng_unchanged():
+            cpu_mem, gpu_mem = current_memory_gb(device)
+            fields = [f'tick {cur_tick:<5d}', f'kimg {cur_nimg / 1000:<8.1f}',
+                      f'time {dnnlib_util.format_time(tick_end_time - start_time):<12s}',
+                      f'sec/tick {tick_end_time - tick_start_time:<7.1f}',
+                      f'sec/kimg {(tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1000:<7.2f}',
+                      f'maintenance {maintenance_time:<6.1f}', f'cpumem {cpu_mem:<6.2f}', f'gpumem {gpu_mem:<6.2f}',
+                      f'augment {ada.p if ada is not None else 0:.3f}']
+            training_stats.report0('Progress/tick', cur_tick)
+            training_stats.report0('Progress/kimg', cur_nimg / 1000)
+            training_stats.report0('Progress/augment', ada.p if ada is not None else 0)
+            training_stats.report0('Timing/total_sec', tick_end_time - start_time)
+            training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time)
+            training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1000)
+            training_stats.report0('Timing/maintenance_sec', maintenance_time)
+            training_stats.report0('Resources/peak_cpu_mem_gb', cpu_mem)
+            training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem)
+            if is_main:
+                print(' '.join(fields), flush=True)
+
+            if is_main and opts.image_snapshot_ticks and (done or cur_tick % opts.image_snapshot_ticks == 0):
+                save_fakes(G_ema, grid_z, grid_c, os.path.join(opts.run_dir, f'fakes{cur_nimg // 1000:06d}.png'),
+                           grid_size)
+
+            distributed.average_buffers(G)  # w_avg: each process tracked its own latents
+            distributed.average_buffers(G_ema)
+            snapshot_path = None
+            if opts.network_snapshot_ticks and (done or cur_tick % opts.network_snapshot_ticks == 0):
+                state = gather_resume_state(opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx)
+                snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg))
+                if is_main:
+                    checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe),
+                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state)
+                last_snapshot = snapshot_path
+
+            if snapshot_path is not None and opts.metrics:
+                from metrics import metric_main
+                if is_main:
+                    print('Evaluating metrics...')
+                for metric in opts.metrics:
+                    result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=opts.data.dataset_kwargs(),
+                                                     num_gpus=W, rank=ctx.rank, device=device)
+                    if is_main:
+                        metric_main.report_metric(result, run_dir=opts.run_dir, snapshot_pkl=snapshot_path)
+                        for name, value in result.results.items():
+                            training_stats.report0(f'Metrics/{name}', value)
+
+            stats_collector.update()
+            if is_main:
+                stats = stats_collector.as_dict()
+                timestamp = time.time()
+                stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
+                stats_jsonl.flush()
+                if stats_tfevents is not None:
+                    for name, value in stats.items():
+                        stats_tfevents.add_scalar(name, value['mean'], global_step=int(cur_nimg / 1e3),
+                                                  walltime=timestamp - start_time)
+                    stats_tfevents.flush()
+
+        cur_tick += 1
+        tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        maintenance_time = tick_start_time - tick_end_time
+        if done:
+            break
+
+    if is_main:
+        stats_jsonl.close()
+        if stats_tfevents is not None:
+            stats_tfevents.close()
+        print('\nExiting...')
+    return dict(cur_nimg=cur_nimg, last_snapshot=last_snapshot)
+
+
+@torch.no_grad()
+def save_fakes(G_ema: torch.nn.Module, grid_z: tuple[torch.Tensor, ...], grid_c: tuple[torch.Tensor, ...], path: str,
+               grid_size: tuple[int, int]) -> None:
+    """G_ema's images for the fixed grid latents (constant noise) as one PNG grid."""
+    images = torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
+    image_grid.save_image_grid(images, path, drange=(-1, 1), grid_size=grid_size)
