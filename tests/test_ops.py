@@ -163,6 +163,27 @@ def test_upfirdn2d_equals_naive_definition(fname, up, down, padding):
         np.testing.assert_allclose(y.numpy(), expect, rtol=1e-6, atol=1e-6)
 
 
+def test_upfirdn2d_equals_naive_definition_on_random_configurations():
+    """Odd sizes, large pads and crops on either side (even beyond the data), mixed up/down factors."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    while checked < 60:
+        h, w, fh, fw = rng.integers(1, 7, size=4)
+        up = [int(v) for v in rng.integers(1, 4, size=2)]
+        down = [int(v) for v in rng.integers(1, 4, size=2)]
+        pad = [int(v) for v in rng.integers(-4, 6, size=4)]
+        if w * up[0] + pad[0] + pad[1] - fw < 0 or h * up[1] + pad[2] + pad[3] - fh < 0:
+            continue
+        x = torch.from_numpy(rng.standard_normal([1, 2, h, w]))
+        f = torch.from_numpy(rng.random([fh, fw], dtype=np.float32))
+        flip = bool(rng.integers(2))
+        expect = naive_upfirdn2d(x.numpy(), f.numpy(), up, down, pad, flip, 0.5)
+        y = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=pad, flip_filter=flip, gain=0.5, impl="ref")
+        assert tuple(y.shape) == expect.shape, (h, w, fh, fw, up, down, pad)
+        np.testing.assert_allclose(y.numpy(), expect, rtol=1e-6, atol=1e-6)
+        checked += 1
+
+
 @pytest.mark.parametrize("fname", ["binomial4_2d", "binomial3_1d", "random_3x4"])
 def test_resampling_wrappers_follow_official_padding(fname):
     f = FILTERS[fname]

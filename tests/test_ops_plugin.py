@@ -211,38 +211,34 @@ def _require_plugins():
         pytest.fail("CUDA plugin failed to build on a machine with a GPU (see the PluginFallbackWarning)")
 
 
-@pytest.mark.cuda
-@needs_cuda
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("clamp", [None, 0.5])
-def test_cuda_bias_act_values_match_reference(act, dtype, clamp):
-    _require_plugins()
-    x = torch.randn(4, 7, 5, 6, device="cuda") * 2
-    b = torch.randn(7, device="cuda")
+# The checks take the device as an argument so that their logic can be exercised on CPU as well
+# (where impl='cuda' quietly means the reference, making them self-comparisons).
+
+
+def check_bias_act_values(device, act, dtype, clamp):
+    x = torch.randn(4, 7, 5, 6, device=device) * 2
+    b = torch.randn(7, device=device)
     ref = bias_act.bias_act(x.double(), b.double(), act=act, gain=1.1, clamp=clamp, impl="ref")
-    for xx in (x, x.to(memory_format=torch.channels_last), x.transpose(2, 3)):
+    tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.float16 else dict(rtol=1e-5, atol=1e-5)
+    layouts = [(x, ref), (x.to(memory_format=torch.channels_last), ref), (x.transpose(2, 3), ref.transpose(2, 3))]
+    for xx, expect in layouts:
         y = bias_act.bias_act(xx.to(dtype), b.to(dtype), act=act, gain=1.1, clamp=clamp, impl="cuda")
-        tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.float16 else dict(rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(y.double(), ref if xx is not x.transpose(2, 3) else ref.transpose(2, 3), **tol)
-    y = bias_act.bias_act(x.transpose(0, 1), b[:4].reshape(4).repeat(1), dim=0, act=act, impl="cuda")
-    torch.testing.assert_close(y, bias_act.bias_act(x.transpose(0, 1), b[:4], dim=0, act=act, impl="ref"))
+        assert y.dtype == dtype and y.shape == expect.shape
+        torch.testing.assert_close(y.double(), expect, **tol)
+    xt = x.transpose(0, 1)  # bias along dim 0 of a non-contiguous tensor
+    torch.testing.assert_close(bias_act.bias_act(xt, b, dim=0, act=act, impl="cuda"),
+                               bias_act.bias_act(xt, b, dim=0, act=act, impl="ref"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.cuda
-@needs_cuda
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("clamp", [None, 0.7])
-def test_cuda_bias_act_grads_match_reference_to_second_order(act, clamp):
-    _require_plugins()
+def check_bias_act_grads(device, act, clamp):
     fn_cuda = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="cuda")
     fn_ref = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="ref")
     for channels_last in (False, True):
-        x, b = _bias_act_inputs("cuda", channels_last=channels_last)
+        x, b = _bias_act_inputs(device, channels_last=channels_last)
         _assert_grads_close(_first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)),
                             rtol=1e-7, atol=1e-7)
-    x = (torch.rand(1, 3, 2, 2, dtype=torch.float64, device="cuda") * 0.8 + 0.1).requires_grad_(True)
-    b = torch.zeros(3, dtype=torch.float64, device="cuda", requires_grad=True)
+    x = (torch.rand(1, 3, 2, 2, dtype=torch.float64, device=device) * 0.8 + 0.1).requires_grad_(True)
+    b = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)
     assert gradcheck(fn_cuda, (x, b))
     assert gradgradcheck(fn_cuda, (x, b))
 
@@ -253,30 +249,56 @@ CUDA_FILTERS = {
     "separable8": upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1]),
     "random3x5": torch.rand(3, 5, generator=torch.Generator().manual_seed(2)),
 }
+UPFIRDN_CASES = [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 2, 1, 2]), (2, 2, [-1, 3, 0, 2]),
+                 ([3, 1], [1, 2], [4, 4, 2, -1])]
 
 
-@pytest.mark.cuda
-@needs_cuda
-@pytest.mark.parametrize("fname", sorted(CUDA_FILTERS))
-@pytest.mark.parametrize("up,down,padding", [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 2, 1, 2]),
-                                             (2, 2, [-1, 3, 0, 2]), ([3, 1], [1, 2], [4, 4, 2, -1])])
-def test_cuda_upfirdn2d_matches_reference(fname, up, down, padding):
-    _require_plugins()
+def check_upfirdn2d(device, fname, up, down, padding):
     f = CUDA_FILTERS[fname]
-    f = None if f is None else f.cuda()
-    x = torch.randn(2, 5, 11, 13, device="cuda")
+    f = None if f is None else f.to(device)
+    x = torch.randn(2, 5, 11, 13, device=device)
     for flip in (False, True):
         ref = upfirdn2d.upfirdn2d(x.double(), f, up, down, padding, flip, 1.3, impl="ref")
         for xx in (x, x.to(memory_format=torch.channels_last)):
             y = upfirdn2d.upfirdn2d(xx, f, up, down, padding, flip, 1.3, impl="cuda")
             torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
-        y16 = upfirdn2d.upfirdn2d(x.half(), f, up, down, padding, flip, 1.3, impl="cuda")
-        torch.testing.assert_close(y16.double(), ref, rtol=1e-2, atol=2e-2)
-        xd = x[:1, :2, :6, :7].double().requires_grad_(True)
+        if device != "cpu":  # half-precision depthwise conv is not implemented on CPU
+            y16 = upfirdn2d.upfirdn2d(x.half(), f, up, down, padding, flip, 1.3, impl="cuda")
+            assert y16.dtype == torch.float16
+            torch.testing.assert_close(y16.double(), ref, rtol=1e-2, atol=2e-2)
+        xd = x[:1, :2].double().requires_grad_(True)
         fn_cuda = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="cuda") ** 2
         fn_ref = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="ref") ** 2
         _assert_grads_close(_first_and_second_grads(fn_cuda, (xd,)), _first_and_second_grads(fn_ref, (xd,)),
                             rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_cuda_bias_act_values_match_reference(act, dtype, clamp):
+    _require_plugins()
+    check_bias_act_values("cuda", act, dtype, clamp)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("clamp", [None, 0.7])
+def test_cuda_bias_act_grads_match_reference_to_second_order(act, clamp):
+    _require_plugins()
+    check_bias_act_grads("cuda", act, clamp)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("fname", sorted(CUDA_FILTERS))
+@pytest.mark.parametrize("up,down,padding", UPFIRDN_CASES)
+def test_cuda_upfirdn2d_matches_reference(fname, up, down, padding):
+    _require_plugins()
+    check_upfirdn2d("cuda", fname, up, down, padding)
 
 
 @pytest.mark.cuda
@@ -290,3 +312,15 @@ def test_cuda_conv2d_resample_matches_cpu():
         y_cpu = conv2d_resample.conv2d_resample(x, w, f, up=up, down=down, padding=1)
         y_gpu = conv2d_resample.conv2d_resample(x.cuda(), w.cuda(), f.cuda(), up=up, down=down, padding=1)
         torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_plugins_load_without_fallback_warning():
+    """The plugin path is really taken on a GPU (no PluginFallbackWarning, plugin modules loaded)."""
+    x = torch.randn(2, 4, 8, 8, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", custom_ops.PluginFallbackWarning)
+        bias_act.bias_act(x, torch.zeros(4, device="cuda"), act="lrelu")
+        upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1], device=x.device))
+    assert custom_ops.is_loaded("rlo_bias_act_plugin") and custom_ops.is_loaded("rlo_upfirdn2d_plugin")

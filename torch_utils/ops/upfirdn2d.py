@@ -126,9 +126,22 @@ def _rank_one_factors(f: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Ten
 
 
 def _pad_or_crop(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
-    """F.pad semantics (negative = crop) but skips the copy when nothing changes."""
-    if any(p != 0 for p in pad):
+    """F.pad(x, [x0, x1, y0, y1]) semantics on the zero-extended image: negative values crop, and a
+    crop may run past the data on one side while the other side pads (F.pad itself refuses that)."""
+    if not any(pad):
+        return x
+    if all(p >= 0 for p in pad) or all(p <= 0 for p in pad) and x.shape[3] + pad[0] + pad[1] >= 0 \
+            and x.shape[2] + pad[2] + pad[3] >= 0:
         return F.pad(x, list(pad))
+    for dim, (p0, p1) in ((3, pad[0:2]), (2, pad[2:4])):
+        size = x.shape[dim]
+        start, length = -p0, size + p0 + p1          # window of the zero-extended axis to keep
+        lo, hi = min(max(start, 0), size), min(max(start + length, 0), size)
+        x = x.narrow(dim, lo, hi - lo)
+        before = min(max(-start, 0), length)
+        pads = [0, 0, 0, 0]
+        pads[(3 - dim) * 2:(3 - dim) * 2 + 2] = [before, length - before - (hi - lo)]
+        x = F.pad(x, pads)
     return x
 
 
@@ -267,13 +280,13 @@ def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
-    f = f.to(device=x.device)
+    # Gain folded into the float32 taps exactly as in the reference, so both paths round alike.
+    f = f.to(device=x.device) * (gain ** (f.ndim / 2))
     if f.ndim == 2:
-        return _Upfirdn2dCuda.apply(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
-    # Separable: horizontal then vertical pass, each carrying sqrt(gain), as in the 1-D reference.
-    g = float(gain) ** 0.5
-    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0), flip_filter, g)
-    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, py0, py1), flip_filter, g)
+        return _Upfirdn2dCuda.apply(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, 1.0)
+    # Separable: horizontal then vertical pass, as in the reference.
+    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0), flip_filter, 1.0)
+    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, py0, py1), flip_filter, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------
