@@ -140,8 +140,9 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) 
     """autograd.Function running the plugin for one configuration (cached: classes are costly to make).
 
     Forward saves only what the derivative needs: x for swish, y for output-referenced activations
-    and for the clamp mask. Gradients of any order come from Grad, whose own backward is exact to
-    second order (the derivative of act' goes to x for swish, to y for the others).
+    and for the clamp mask. First and second derivatives are exact (the derivative of act' goes to x
+    for swish, to y for the others, which autograd carries back to x); third order is not supported,
+    as in the official op.
     """
     key = (dim, act, alpha, gain, clamp)
     if key in _cuda_functions:

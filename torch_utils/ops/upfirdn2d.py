@@ -5,10 +5,11 @@ Definition (the oracle): for each channel, insert ``up - 1`` zeros after every i
 convolution; ``flip_filter=True`` makes it a correlation), multiply by ``gain``, keep every ``down``-th
 sample. Output size per axis: ``(in * up + pad0 + pad1 - filter_taps) // down + 1``.
 
-The reference path computes exactly that without materialising the zero-stuffed image: upsampling is a
-depthwise transposed convolution, downsampling a strided convolution, and separable filters (1-D, or
-2-D of rank one) run as two 1-D passes. The CUDA path uses our plugin (``upfirdn2d.cu``) when
-``impl='cuda'`` and ``x.is_cuda``; it falls back to the reference with one warning when it cannot build.
+The reference path computes exactly that without materialising the zero-stuffed image: upsampling is
+a depthwise transposed convolution, downsampling a strided convolution, and separable filters (1-D,
+or 2-D of rank one, detected on CPU) run as two 1-D passes. The CUDA path uses our plugin
+(``upfirdn2d.cu``) when ``impl='cuda'`` and ``x.is_cuda``; it falls back to the reference with one
+warning when it cannot build.
 """
 from __future__ import annotations
 
