@@ -87,7 +87,8 @@ def compile_plugin(module_name: str, sources: Sequence[str], headers: Optional[S
         raise RuntimeError(f"plugin {module_name}: CUDA toolkit (nvcc) not found; set CUDA_HOME")
 
     build_kwargs = dict(build_kwargs)
-    build_kwargs["extra_ldflags"] = list(build_kwargs.get("extra_ldflags", [])) + _cudart_ldflags(cpp_extension.CUDA_HOME)
+    extra_ldflags = list(build_kwargs.get("extra_ldflags", []))
+    build_kwargs["extra_ldflags"] = extra_ldflags + _cudart_ldflags(cpp_extension.CUDA_HOME)
 
     build_dir = os.path.join(cache_root(), f"{module_name}_{_source_digest(list(sources) + headers, build_kwargs)}")
     os.makedirs(build_dir, exist_ok=True)
