@@ -10,6 +10,8 @@ import io
 import pathlib
 from typing import Dict, List, Tuple
 
+import torch
+
 from rlo.experiments.logreg import (DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, Score, best_index, ranked,
                                     scores)
 from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
@@ -99,7 +101,8 @@ def setup_text(runs: Dict[str, DatasetRun], cfg: LogRegConfig, seconds: float) -
             f"(bias not penalised); RLO = eq. 4 with m = k, k ∈ {{{', '.join(f'{k:g}' for k in cfg.k_values)}}}. "
             f"Test accuracy (%) after the last iteration, mean ± std (population) over folds; best k chosen on the "
             f"same test folds (as the paper does). Wine = cultivar 1 vs rest; Specheart = SPECTF train+test; "
-            f"Madelon = train+valid.\nData: {shapes}. Whole grid: {seconds:.1f} s wall time.")
+            f"Madelon = train+valid.\n\nData: {shapes}. Whole grid: {seconds:.1f} s wall time "
+            f"({torch.get_num_threads()} torch threads).")
 
 
 def markdown_report(runs: Dict[str, DatasetRun], cfg: LogRegConfig, seconds: float) -> str:

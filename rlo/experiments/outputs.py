@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
+import uuid
 from typing import Union
 
 PathLike = Union[str, os.PathLike]
 
 
 def _temporary_beside(path: pathlib.Path) -> pathlib.Path:
+    """A fresh name in the target's folder (same file system, so the rename is atomic); same suffix for savefig."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    return pathlib.Path(name)
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex}{path.suffix}")
 
 
 def write_text_atomic(path: PathLike, text: str) -> pathlib.Path:

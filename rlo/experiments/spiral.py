@@ -224,7 +224,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     header = (f"# FCNs on the 2-class spiral: CE vs RLO (paper Figures 2/3)\n\nProduced by `python -m "
               f"rlo.experiments.spiral`. Spiral: {NUM_SAMPLES} points, {TURNS:g} turns, noise std {NOISE:g}, "
               f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
-              f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s.\n\n")
+              f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
+              f"({torch.get_num_threads()} torch threads).\n\n")
     figure = boundary_figure(runs, data)
     paths = [write_text_atomic(args.out / TABLE_NAME, header + table + "\n"),
              write_text_atomic(args.out / CSV_NAME, results_csv(runs)),
