@@ -21,14 +21,21 @@ MeanStd = Tuple[float, float]
 # Paper Table 1: (LR, LR-L2, rows of (k, RLO, RLO-L2)) per dataset, transcribed as printed.
 PAPER_TABLE1: Dict[str, Tuple[MeanStd, MeanStd, Tuple[Tuple[int, MeanStd, MeanStd], ...]]] = {
     "wine": ((90.0, 4.15), (89.44, 5.66),
-             ((3, (97.22, 1.75), (94.55, 3.51)), (11, (82.77, 1.23), (95.55, 2.22)), (13, (91.66, 5.55), (95.0, 5.09)))),
+             ((3, (97.22, 1.75), (94.55, 3.51)),
+              (11, (82.77, 1.23), (95.55, 2.22)),
+              (13, (91.66, 5.55), (95.0, 5.09)))),
     "ionosphere": ((81.4, 2.73), (83.94, 2.1),
-                   ((4, (85.07, 1.12), (86.47, 1.12)), (3, (86.47, 1.69), (85.63, 0.56)),
+                   ((4, (85.07, 1.12), (86.47, 1.12)),
+                    (3, (86.47, 1.69), (85.63, 0.56)),
                     (16, (84.5, 0.0), (86.19, 0.56)))),
     "madelon": ((52.03, 1.9), (50.83, 1.51),
-                ((6, (54.36, 0.71), (52.75, 0.97)), (9, (54.13, 0.58), (51.8, 1.43)), (19, (52.36, 1.14), (54.13, 1.42)))),
+                ((6, (54.36, 0.71), (52.75, 0.97)),
+                 (9, (54.13, 0.58), (51.8, 1.43)),
+                 (19, (52.36, 1.14), (54.13, 1.42)))),
     "spectf": ((80.49, 3.92), (88.25, 1.69),
-               ((20, (84.0, 3.10), (88.5, 1.83)), (15, (82.75, 1.83), (88.0, 1.49)), (13, (82.99, 2.44), (88.0, 1.00)))),
+               ((20, (84.0, 3.10), (88.5, 1.83)),
+                (15, (82.75, 1.83), (88.0, 1.49)),
+                (13, (82.99, 2.44), (88.0, 1.00)))),
 }
 PAPER_FIGURE1_BEST_K = {"ionosphere": 4, "madelon": 6, "spectf": 20, "wine": 3}
 
@@ -98,7 +105,8 @@ def setup_text(runs: Dict[str, DatasetRun], cfg: LogRegConfig, seconds: float) -
                        f"({r.steps} it, {r.seconds:.1f} s)" for r in _ordered(runs))
     return (f"Full-batch GD from zero weights, lr {cfg.lr:g}, float64; {cfg.n_folds}-fold stratified CV (seed "
             f"{cfg.seed}); features standardised on the training folds only, plus a bias; L2 = 0.5·{cfg.l2:g}·‖w‖² "
-            f"(bias not penalised); RLO = eq. 4 with m = k, k ∈ {{{', '.join(f'{k:g}' for k in cfg.k_values)}}}. "
+            f"(bias not penalised); RLO = eq. 4 with m = k, "
+            f"k ∈ {{{', '.join(f'{k:g}' for k in cfg.k_values)}}}. "
             f"Test accuracy (%) after the last iteration, mean ± std (population) over folds; best k chosen on the "
             f"same test folds (as the paper does). Wine = cultivar 1 vs rest; Specheart = SPECTF train+test; "
             f"Madelon = train+valid.\n\nData: {shapes}. Whole grid: {seconds:.1f} s wall time "
