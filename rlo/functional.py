@@ -36,25 +36,37 @@ EQ4_EXPONENT_CAP_MAX = 50.0
 # ----------------------------------------------------------------------------------------------------------------
 # Argument checks.
 
-def check_k(k: float) -> float:
-    """k must be a finite positive number; the rooted loss is undefined otherwise."""
+Scalar = Union[float, torch.Tensor]
+
+
+def _check_positive(value, name: str, hint: str = "") -> Scalar:
+    """A finite positive number, or a tensor of them (one k per model, broadcast against the samples)."""
+    if torch.is_tensor(value):
+        if not value.dtype.is_floating_point:
+            value = value.double()
+        if value.numel() and not bool((torch.isfinite(value) & (value > 0)).all()):
+            bad = value[~(torch.isfinite(value) & (value > 0))].flatten()[:5].tolist()
+            raise ValueError(f"{name} must hold positive finite numbers{hint}, found {name}={bad}")
+        return value
     try:
-        k_value = float(k)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"k must be a positive finite number, got k={k!r}") from None
-    if not math.isfinite(k_value) or k_value <= 0:
-        raise ValueError(f"k must be a positive finite number, got k={k!r}")
-    return k_value
+        raise ValueError(f"{name} must be a positive finite number{hint}, got {name}={value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a positive finite number{hint}, got {name}={value!r}")
+    return number
 
 
-def resolve_m(k: float, m: Optional[float]) -> float:
+def check_k(k: Scalar) -> Scalar:
+    """k must be finite and positive (a float, or a tensor of them); the rooted loss is undefined otherwise."""
+    return _check_positive(k, "k")
+
+
+def resolve_m(k: Scalar, m: Optional[Scalar]) -> Scalar:
     """The paper's multiplier m; eq. 4 uses m = k, which makes the gradient scale exactly p**(-1/k)."""
     if m is None:
         return k
-    m_value = float(m)
-    if not math.isfinite(m_value) or m_value <= 0:
-        raise ValueError(f"m must be a positive finite number (or None for m = k), got m={m!r}")
-    return m_value
+    return _check_positive(m, "m", " (or None for m = k)")
 
 
 def _check_reduction(reduction: str) -> None:
@@ -126,36 +138,51 @@ def class_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # The rooted transform of a negative log-likelihood.
 
-def eq4_exponent_cap(input_dtype: torch.dtype, k: float, m: float) -> float:
+def eq4_exponent_cap(input_dtype: torch.dtype, k: Scalar, m: Scalar) -> Scalar:
     """Largest exponent t = nll/k at which eq. 4 is evaluated exactly; beyond it the loss continues linearly.
 
     Chosen so that the largest per-logit gradient, (m/k) * exp(t_max), is at most a quarter of the input dtype's
     largest finite value (float16: t_max ~ 9.7 for m = k), and never above exp(50) so values stay finite.
+    Tensor k or m give a tensor of caps.
     """
     dtype = input_dtype if input_dtype.is_floating_point else torch.float32
-    finite_max = torch.finfo(dtype).max
-    cap = math.log(finite_max) - math.log(4.0 * max(1.0, m / k))
-    return min(cap, EQ4_EXPONENT_CAP_MAX)
+    log_finite_max = math.log(torch.finfo(dtype).max)
+    if torch.is_tensor(k) or torch.is_tensor(m):
+        ratio = torch.as_tensor(m, dtype=torch.float64) / torch.as_tensor(k, dtype=torch.float64)
+        cap = log_finite_max - torch.log(4.0 * ratio.clamp(min=1.0))
+        return cap.clamp(max=EQ4_EXPONENT_CAP_MAX)
+    return min(log_finite_max - math.log(4.0 * max(1.0, m / k)), EQ4_EXPONENT_CAP_MAX)
 
 
-def rooted_from_nll(nll: torch.Tensor, k: float, m: Optional[float] = None, form: str = "eq4",
+def rooted_from_nll(nll: torch.Tensor, k: Scalar, m: Optional[Scalar] = None, form: str = "eq4",
                     input_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """Per-sample rooted loss from nll = -log p >= 0 (see the module docstring for both forms)."""
+    """Per-sample rooted loss from nll = -log p >= 0 (see the module docstring for both forms).
+
+    k and m may be tensors broadcastable against nll (e.g. one k per model, shape [M, 1]) to evaluate a
+    whole k-grid in one call.
+    """
     k = check_k(k)
     m = resolve_m(k, m)
     _check_form(form)
+    if torch.is_tensor(k):
+        k = k.to(device=nll.device, dtype=nll.dtype)
+    if torch.is_tensor(m):
+        m = m.to(device=nll.device, dtype=nll.dtype)
     t = nll / k
     if form == "eq9":
         return -m * torch.expm1(-t)
     t_max = eq4_exponent_cap(input_dtype or nll.dtype, k, m)
-    t_capped = t.clamp(max=t_max)
+    if torch.is_tensor(t_max):
+        t_capped = torch.minimum(t, t_max.to(device=nll.device, dtype=nll.dtype))
+    else:
+        t_capped = t.clamp(max=t_max)
     return m * torch.exp(t_capped) * (1 + (t - t_capped))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Public losses.
 
-def rooted_logistic(logits: torch.Tensor, target: Target, k: float, m: Optional[float] = None,
+def rooted_logistic(logits: torch.Tensor, target: Target, k: Scalar, m: Optional[Scalar] = None,
                     form: str = "eq4", reduction: str = "mean") -> torch.Tensor:
     """Binary rooted logistic loss. logits [N] (any shape), target in {0, 1} or {-1, +1} (same shape, or a scalar).
 
@@ -166,7 +193,7 @@ def rooted_logistic(logits: torch.Tensor, target: Target, k: float, m: Optional[
     return _reduce(loss, reduction)
 
 
-def rooted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, k: float, m: Optional[float] = None,
+def rooted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, k: Scalar, m: Optional[Scalar] = None,
                          form: str = "eq4", reduction: str = "mean") -> torch.Tensor:
     """Multi-class rooted loss. logits [N, C, ...], integer target [N, ...]; p = softmax probability of the target.
 

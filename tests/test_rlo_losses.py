@@ -307,3 +307,17 @@ def test_gan_objective_rlo_roots_each_softplus_term(k, m):
     torch.testing.assert_close(eq4.g_fake(logits), mm * torch.exp(F.softplus(-logits) / k))
     eq9 = rlo.GanObjective(rlo.LossConfig(name="rlo-eq9", k=k, m=m))
     torch.testing.assert_close(eq9.d_fake(logits), mm * (1 - torch.sigmoid(-logits) ** (1 / k)))
+
+
+def test_a_tensor_of_k_values_evaluates_a_whole_k_grid_in_one_call():
+    ks = torch.tensor([0.5, 3.0, 11.0, 100.0], dtype=torch.float64)
+    z = torch.randn(len(ks), 50, dtype=torch.float64) * 40  # wide enough to hit the float16 cap below
+    y = torch.randint(0, 2, (50,))
+    for form in ["eq4", "eq9"]:
+        for dtype in [torch.float64, torch.float16]:
+            batched = rlo.rooted_logistic(z.to(dtype), y, ks[:, None], form=form, reduction="none")
+            for i, k in enumerate(ks.tolist()):
+                single = rlo.rooted_logistic(z[i].to(dtype), y, k, form=form, reduction="none")
+                torch.testing.assert_close(batched[i], single)
+    with pytest.raises(ValueError, match="k"):
+        rlo.rooted_logistic(z, y, torch.tensor([[1.0], [0.0], [2.0], [3.0]]))

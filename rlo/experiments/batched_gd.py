@@ -6,9 +6,9 @@ model through the ``rlo`` loss family, the masked training mean per (model, fold
 of the sum (models and folds do not interact, so each slice gets its own gradient). The only Python loop is over
 GD steps.
 
-Different k in one call: ``rlo.rooted_from_nll`` takes a scalar k, so models that differ only in k are batched
-through the identity ``R_k(nll) = k * R_1(nll / k)`` which holds exactly (cap included) for ``m = k``;
-:class:`BatchedFamilyLoss` is checked against ``rlo.binary_loss`` for each k in the tests.
+Different k in one call: ``rlo.rooted_from_nll`` takes a tensor of k values (one per model, broadcast over the
+samples), so models that differ only in k share one call; :class:`BatchedFamilyLoss` is checked against
+``rlo.binary_loss`` for each k in the tests.
 """
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ class BatchedFamilyLoss:
             indices = indices.to(z.device)
             if key.is_rooted and key.m is None:
                 k = k.to(device=z.device, dtype=nll.dtype).view(-1, *([1] * (z.ndim - 1)))
-                part = k * rlo.rooted_from_nll(nll.index_select(0, indices) / k, 1.0, form=ROOTED_FORM_OF[key.name],
-                                               input_dtype=z.dtype)
+                part = rlo.rooted_from_nll(nll.index_select(0, indices), k, form=ROOTED_FORM_OF[key.name],
+                                           input_dtype=z.dtype)
             elif key.name == "ce":
                 part = nll.index_select(0, indices)
             else:
