@@ -78,9 +78,9 @@ def setup_training_options(
     snap: int = 50, metrics: Optional[str] = None, seed: int = 0, cond: bool = False, subset: Optional[int] = None,
     mirror: bool = False, aug: str = 'ada', p: Optional[float] = None, target: Optional[float] = None,
     augpipe: Optional[str] = None, resume: Optional[str] = None, freezed: int = 0, fp32: bool = False,
-    nhwc: bool = False, allow_tf32: bool = False, nobench: bool = False, workers: int = 3, loss: str = 'ce',
-    k: Optional[float] = None, m: Optional[float] = None, glr: Optional[float] = None, dlr: Optional[float] = None,
-    cbase: Optional[int] = None, cmax: Optional[int] = None, map_depth: Optional[int] = None,
+    nhwc: bool = False, allow_tf32: bool = False, nobench: bool = False, workers: Optional[int] = None,
+    loss: str = 'ce', k: Optional[float] = None, m: Optional[float] = None, glr: Optional[float] = None,
+    dlr: Optional[float] = None,    cbase: Optional[int] = None, cmax: Optional[int] = None, map_depth: Optional[int] = None,
     mbstd_group: Optional[int] = None, blur: float = 0.0, cuda: Optional[bool] = None, local_gpus: bool = True,
 ) -> tuple[TrainingOptions, str]:
     """CLI values -> (TrainingOptions without run_dir, run description); UserError on any invalid value.
@@ -101,6 +101,8 @@ def setup_training_options(
         raise UserError(f'--gpus={gpus}, but only {torch.cuda.device_count()} CUDA devices are visible')
     if subset is not None and subset < 1:
         raise UserError(f'--subset must be at least 1, got {subset}')
+    if workers is None:
+        workers = 3 if cuda else 0  # in-process loading is cheaper than worker processes on a small CPU
     if workers < 0:
         raise UserError(f'--workers must be >= 0, got {workers}')
     data_opts = DataOptions(path=data, use_labels=cond, max_size=subset, xflip=mirror, random_seed=seed,
@@ -346,7 +348,7 @@ def print_summary(opts: TrainingOptions) -> None:
 @click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, default=False, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, default=False, metavar='BOOL')
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, default=False, metavar='BOOL')
-@click.option('--workers', help='DataLoader worker processes [default: 3]', type=int, default=3, metavar='INT')
+@click.option('--workers', help='DataLoader worker processes [default: 3 with CUDA, else 0]', type=int, metavar='INT')
 @click.option('--loss', 'loss', help='Adversarial loss: ce, rlo (eq. 4) or rlo-eq9 [default: ce]', type=click.Choice(LOSS_NAMES), default='ce')
 @click.option('--k', help='Root k of the rooted losses [default: 2]', type=float)
 @click.option('--m', help='Multiplier m of the rooted losses [default: k]', type=float)

@@ -140,3 +140,21 @@ def test_training_options_round_trip_through_json():
     assert again == opts
     with pytest.raises(ValueError, match='bogus'):
         TrainingOptions.from_dict(dict(json.loads(opts.to_json()), bogus=1))
+
+
+def test_resume_from_weights_only_fine_tunes_from_zero(tmp_path):
+    """A file without resume_state (e.g. an official .pkl) gives the weights; counters start at 0."""
+    from training.networks import Discriminator, Generator
+    opts = tiny_options(tmp_path / 'run', total_kimg=0.016, G_opt=OptimizerOptions(lr=0.0),
+                        D_opt=OptimizerOptions(lr=0.0), augment=AugmentOptions(mode='noaug'))
+    torch.manual_seed(11)
+    G, D = Generator(**opts.G_kwargs), Discriminator(**opts.D_kwargs)
+    weights = tmp_path / 'weights.pt'
+    checkpoint.save_snapshot(weights, dict(G=G, D=D, G_ema=G))
+    result = training_loop(dataclasses.replace(opts, resume=str(weights)))
+    assert result['cur_nimg'] == 16  # from zero, not from a stored counter
+    out = checkpoint.load_network(result['last_snapshot'])
+    for x, y in zip(D.state_dict().values(), out['D'].state_dict().values()):
+        assert torch.equal(x, y)  # lr 0: D is exactly the resumed D
+    for x, y in zip(G.parameters(), out['G_ema'].parameters()):
+        assert torch.equal(x, y)  # G_ema = EMA of an unchanging G that started equal to it

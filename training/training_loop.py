@@ -148,6 +148,23 @@ def current_memory_gb(device: torch.device) -> tuple[float, float]:
     return cpu, gpu
 
 
+def report_tick(cur_tick: int, cur_nimg: int, tick_nimg: int, total_sec: float, tick_sec: float,
+                maintenance_sec: float, ada: Optional[AdaController], device: torch.device, is_main: bool) -> None:
+    """The tick line (rank 0) and the Progress/Timing/Resources statistics of stats.jsonl."""
+    cpu_mem, gpu_mem = current_memory_gb(device)
+    augment_p = ada.p if ada is not None else 0.0
+    sec_per_kimg = tick_sec / tick_nimg * 1000
+    for name, value in [('Progress/tick', cur_tick), ('Progress/kimg', cur_nimg / 1000), ('Progress/augment', augment_p),
+                        ('Timing/total_sec', total_sec), ('Timing/sec_per_tick', tick_sec),
+                        ('Timing/sec_per_kimg', sec_per_kimg), ('Timing/maintenance_sec', maintenance_sec),
+                        ('Resources/peak_cpu_mem_gb', cpu_mem), ('Resources/peak_gpu_mem_gb', gpu_mem)]:
+        training_stats.report0(name, value)
+    if is_main:
+        print(f'tick {cur_tick:<5d} kimg {cur_nimg / 1000:<8.3f} time {dnnlib_util.format_time(total_sec):<12s} '
+              f'sec/tick {tick_sec:<7.1f} sec/kimg {sec_per_kimg:<7.2f} maintenance {maintenance_sec:<6.1f} '
+              f'cpumem {cpu_mem:<6.2f} gpumem {gpu_mem:<6.2f} augment {augment_p:.3f}', flush=True)
+
+
 def open_tensorboard(run_dir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -155,6 +172,99 @@ def open_tensorboard(run_dir: str):
         print(f'Skipping TensorBoard export: {err}')
         return None
     return SummaryWriter(run_dir)
+
+
+def build_networks(opts: TrainingOptions, device: torch.device, resume_data: Optional[dict[str, Any]],
+                   verbose: bool) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module,
+                                           Optional[AugmentPipe], Optional[AdaController]]:
+    """G, D, G_ema, augment pipe and its ADA controller: identical on every process, resumed weights if given."""
+    seed_process_rngs(opts.random_seed)
+    G = Generator(**opts.G_kwargs).train().requires_grad_(False).to(device)
+    D = Discriminator(**opts.D_kwargs).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    augment_pipe, ada = None, None
+    if opts.augment.mode != 'noaug':
+        augment_pipe = AugmentPipe(**AUGPIPE_SPECS[opts.augment.pipe]).train().requires_grad_(False).to(device)
+        target = opts.augment.target if opts.augment.mode == 'ada' else None
+        ada = AdaController(augment_pipe, batch_size=opts.batch_size, target=target, p=opts.augment.p,
+                            interval=opts.augment.interval, kimg=opts.augment.kimg)
+    if resume_data is not None:
+        full = resume_data.get('resume_state') is not None
+        if verbose:
+            print(f'Resuming from "{opts.resume}"' + (' (full training state)' if full else ' (weights only)'))
+        for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
+            if module is not None and resume_data.get(name) is not None:
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=full)
+    for module in [G, D, G_ema, augment_pipe]:
+        if module is not None:
+            distributed.broadcast_module(module)
+    if verbose:
+        z = torch.zeros([opts.batch_gpu, G.z_dim], device=device)
+        c = torch.zeros([opts.batch_gpu, G.c_dim], device=device)
+        img = misc.print_module_summary(G, [z, c])
+        misc.print_module_summary(D, [img, c])
+    return G, D, G_ema, augment_pipe, ada
+
+
+class SnapshotGrid:
+    """Fixed reals and latents for the image grids (rank 0): reals.png now, fakes*.png on demand."""
+
+    def __init__(self, training_set: torch.utils.data.Dataset, z_dim: int, opts: TrainingOptions,
+                 device: torch.device):
+        self.run_dir = opts.run_dir
+        self.size = image_grid.grid_shape(training_set.resolution)
+        labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
+        indices = image_grid.snapshot_grid_indices(labels, len(training_set), self.size, opts.random_seed)
+        reals = np.stack([training_set[int(i)][0] for i in indices])
+        image_grid.save_image_grid(reals, os.path.join(self.run_dir, 'reals.png'), (0, 255), self.size)
+        gen = torch.Generator().manual_seed(opts.random_seed)
+        self.z = torch.randn([len(indices), z_dim], generator=gen).to(device).split(opts.batch_gpu)
+        self.c = torch.from_numpy(labels[indices]).to(device).split(opts.batch_gpu)
+
+    @torch.no_grad()
+    def save_fakes(self, G_ema: torch.nn.Module, name: str) -> None:
+        images = torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(self.z, self.c)]).numpy()
+        image_grid.save_image_grid(images, os.path.join(self.run_dir, name), drange=(-1, 1), grid_size=self.size)
+
+
+def evaluate_metrics(G_ema: torch.nn.Module, snapshot_path: str, opts: TrainingOptions, ctx: DistContext,
+                     device: torch.device) -> None:
+    """Every --metrics entry on G_ema (collective), appended to metric-<name>.jsonl and reported as Metrics/*."""
+    from metrics import metric_main
+    if ctx.is_main:
+        print('Evaluating metrics...')
+    for metric in opts.metrics:
+        result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=opts.data.dataset_kwargs(),
+                                         num_gpus=ctx.world_size, rank=ctx.rank, device=device)
+        if ctx.is_main:
+            metric_main.report_metric(result, run_dir=opts.run_dir, snapshot_pkl=snapshot_path)
+        for name, value in result.results.items():
+            training_stats.report0(f'Metrics/{name}', value)
+
+
+def write_stats(stats: dict[str, dict[str, float]], stats_jsonl, stats_tfevents, cur_nimg: int,
+                start_time: float) -> None:
+    """One stats.jsonl line per tick; TensorBoard scalars at step = kimg."""
+    timestamp = time.time()
+    stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
+    stats_jsonl.flush()
+    if stats_tfevents is not None:
+        for name, value in stats.items():
+            stats_tfevents.add_scalar(name, value['mean'], global_step=int(cur_nimg / 1e3),
+                                      walltime=timestamp - start_time)
+        stats_tfevents.flush()
+
+
+def start_loop_rngs(resume_state: Optional[dict[str, Any]], opts: TrainingOptions, ctx: DistContext,
+                    cur_nimg: int) -> None:
+    """Per-process RNGs of the loop (noise, style mixing, augmentation, path-length noise): restored or seeded."""
+    if resume_state and len(resume_state['rng']) == ctx.world_size:
+        checkpoint.restore_rng_state(resume_state['rng'][ctx.rank])
+        return
+    if resume_state and ctx.is_main:
+        print(f'Warning: the snapshot holds RNG states of {len(resume_state["rng"])} processes, this run has '
+              f'{ctx.world_size}; reseeding')
+    seed_process_rngs((opts.random_seed * ctx.world_size + ctx.rank) * 1000003 + cur_nimg // opts.batch_size)
 
 
 def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
@@ -179,32 +289,9 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
         print(f'Dataset: {training_set.name}, {len(training_set)} images, shape {training_set.image_shape}, '
               f'label dim {training_set.label_dim}')
 
-    seed_process_rngs(opts.random_seed)  # identical initial weights on every process
-    G = Generator(**opts.G_kwargs).train().requires_grad_(False).to(device)
-    D = Discriminator(**opts.D_kwargs).train().requires_grad_(False).to(device)
-    G_ema = copy.deepcopy(G).eval()
-    augment_pipe, ada = None, None
-    if opts.augment.mode != 'noaug':
-        augment_pipe = AugmentPipe(**AUGPIPE_SPECS[opts.augment.pipe]).train().requires_grad_(False).to(device)
-        ada = AdaController(augment_pipe, batch_size=B, target=opts.augment.target if opts.augment.mode == 'ada'
-                            else None, p=opts.augment.p, interval=opts.augment.interval, kimg=opts.augment.kimg)
-    if resume_data is not None:
-        if is_main:
-            print(f'Resuming from "{opts.resume}"' + (' (full training state)' if resume_state else ' (weights only)'))
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
-            if module is not None and resume_data.get(name) is not None:
-                misc.copy_params_and_buffers(resume_data[name], module, require_all=resume_state is not None)
-    for module in [G, D, G_ema, augment_pipe]:
-        if module is not None:
-            distributed.broadcast_module(module)
-    if is_main:
-        z = torch.zeros([opts.batch_gpu, G.z_dim], device=device)
-        c = torch.zeros([opts.batch_gpu, G.c_dim], device=device)
-        img = misc.print_module_summary(G, [z, c])
-        misc.print_module_summary(D, [img, c])
-
-    objective = rlo.GanObjective(rlo.LossConfig(opts.loss.name, k=opts.loss.k, m=opts.loss.m))
-    loss = StyleGAN2Loss(device=device, G=G, D=D, objective=objective, augment_pipe=augment_pipe,
+    G, D, G_ema, augment_pipe, ada = build_networks(opts, device, resume_data, verbose=is_main)
+    loss = StyleGAN2Loss(device=device, G=G, D=D, augment_pipe=augment_pipe,
+                         objective=rlo.GanObjective(rlo.LossConfig(opts.loss.name, k=opts.loss.k, m=opts.loss.m)),
                          r1_gamma=opts.loss.r1_gamma, style_mixing_prob=opts.loss.style_mixing_prob,
                          pl_weight=opts.loss.pl_weight, pl_batch_shrink=opts.loss.pl_batch_shrink,
                          pl_decay=opts.loss.pl_decay, blur_init_sigma=opts.loss.blur_init_sigma,
@@ -226,31 +313,16 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
                                          generator=torch.Generator().manual_seed(opts.random_seed))
 
     # ------------------------------------------------------------------ Logs: grids, stats, TensorBoard.
-    grid_size = image_grid.grid_shape(training_set.resolution)
-    grid_z = grid_c = None
-    stats_jsonl = stats_tfevents = None
+    grid = stats_jsonl = stats_tfevents = None
     if is_main:
-        labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
-        grid_idx = image_grid.snapshot_grid_indices(labels, len(training_set), grid_size, opts.random_seed)
-        reals = np.stack([training_set[int(i)][0] for i in grid_idx])
-        image_grid.save_image_grid(reals, os.path.join(opts.run_dir, 'reals.png'), (0, 255), grid_size)
-        grid_gen = torch.Generator().manual_seed(opts.random_seed)
-        grid_z = torch.randn([len(grid_idx), G.z_dim], generator=grid_gen).to(device).split(opts.batch_gpu)
-        grid_c = torch.from_numpy(labels[grid_idx]).to(device).split(opts.batch_gpu)
+        grid = SnapshotGrid(training_set, G.z_dim, opts, device)
         if not resume_state:
-            save_fakes(G_ema, grid_z, grid_c, os.path.join(opts.run_dir, 'fakes_init.png'), grid_size)
+            grid.save_fakes(G_ema, 'fakes_init.png')
         stats_jsonl = open(os.path.join(opts.run_dir, 'stats.jsonl'), 'at')
         stats_tfevents = open_tensorboard(opts.run_dir)
     stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
 
-    # Per-process RNG stream of the loop: noise, style mixing, augmentation, path-length noise.
-    if resume_state and len(resume_state['rng']) == W:
-        checkpoint.restore_rng_state(resume_state['rng'][ctx.rank])
-    else:
-        if resume_state and is_main:
-            print(f'Warning: the snapshot holds RNG states of {len(resume_state["rng"])} processes, this run has {W}; '
-                  'reseeding')
-        seed_process_rngs((opts.random_seed * W + ctx.rank) * 1000003 + cur_nimg // B)
+    start_loop_rngs(resume_state, opts, ctx, cur_nimg)
 
     # ------------------------------------------------------------------ Train.
     if is_main:
@@ -299,33 +371,15 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
             ada.step()
 
         # End of tick?
-        done = cur_nimg >= opts.total_kimg * 1000
-        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + opts.kimg_per_tick * 1000:
+        done = cur_nimg >= round(opts.total_kimg * 1000)
+        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + round(opts.kimg_per_tick * 1000):
             continue
         tick_end_time = time.time()
         with rng_unchanged():
-            cpu_mem, gpu_mem = current_memory_gb(device)
-            fields = [f'tick {cur_tick:<5d}', f'kimg {cur_nimg / 1000:<8.1f}',
-                      f'time {dnnlib_util.format_time(tick_end_time - start_time):<12s}',
-                      f'sec/tick {tick_end_time - tick_start_time:<7.1f}',
-                      f'sec/kimg {(tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1000:<7.2f}',
-                      f'maintenance {maintenance_time:<6.1f}', f'cpumem {cpu_mem:<6.2f}', f'gpumem {gpu_mem:<6.2f}',
-                      f'augment {ada.p if ada is not None else 0:.3f}']
-            training_stats.report0('Progress/tick', cur_tick)
-            training_stats.report0('Progress/kimg', cur_nimg / 1000)
-            training_stats.report0('Progress/augment', ada.p if ada is not None else 0)
-            training_stats.report0('Timing/total_sec', tick_end_time - start_time)
-            training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time)
-            training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1000)
-            training_stats.report0('Timing/maintenance_sec', maintenance_time)
-            training_stats.report0('Resources/peak_cpu_mem_gb', cpu_mem)
-            training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem)
-            if is_main:
-                print(' '.join(fields), flush=True)
-
+            report_tick(cur_tick, cur_nimg, cur_nimg - tick_start_nimg, tick_end_time - start_time,
+                        tick_end_time - tick_start_time, maintenance_time, ada, device, is_main)
             if is_main and opts.image_snapshot_ticks and (done or cur_tick % opts.image_snapshot_ticks == 0):
-                save_fakes(G_ema, grid_z, grid_c, os.path.join(opts.run_dir, f'fakes{cur_nimg // 1000:06d}.png'),
-                           grid_size)
+                grid.save_fakes(G_ema, f'fakes{cur_nimg // 1000:06d}.png')
 
             distributed.average_buffers(G)  # w_avg: each process tracked its own latents
             distributed.average_buffers(G_ema)
@@ -339,28 +393,11 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
                 last_snapshot = snapshot_path
 
             if snapshot_path is not None and opts.metrics:
-                from metrics import metric_main
-                if is_main:
-                    print('Evaluating metrics...')
-                for metric in opts.metrics:
-                    result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=opts.data.dataset_kwargs(),
-                                                     num_gpus=W, rank=ctx.rank, device=device)
-                    if is_main:
-                        metric_main.report_metric(result, run_dir=opts.run_dir, snapshot_pkl=snapshot_path)
-                        for name, value in result.results.items():
-                            training_stats.report0(f'Metrics/{name}', value)
+                evaluate_metrics(G_ema, snapshot_path, opts, ctx, device)
 
             stats_collector.update()
             if is_main:
-                stats = stats_collector.as_dict()
-                timestamp = time.time()
-                stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
-                stats_jsonl.flush()
-                if stats_tfevents is not None:
-                    for name, value in stats.items():
-                        stats_tfevents.add_scalar(name, value['mean'], global_step=int(cur_nimg / 1e3),
-                                                  walltime=timestamp - start_time)
-                    stats_tfevents.flush()
+                write_stats(stats_collector.as_dict(), stats_jsonl, stats_tfevents, cur_nimg, start_time)
 
         cur_tick += 1
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
@@ -374,11 +411,3 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
             stats_tfevents.close()
         print('\nExiting...')
     return dict(cur_nimg=cur_nimg, last_snapshot=last_snapshot)
-
-
-@torch.no_grad()
-def save_fakes(G_ema: torch.nn.Module, grid_z: tuple[torch.Tensor, ...], grid_c: tuple[torch.Tensor, ...], path: str,
-               grid_size: tuple[int, int]) -> None:
-    """G_ema's images for the fixed grid latents (constant noise) as one PNG grid."""
-    images = torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
-    image_grid.save_image_grid(images, path, drange=(-1, 1), grid_size=grid_size)
