@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from conftest import shared_path
 from training import network_layers, networks
-from training.network_layers import compute_dtype, modulated_conv2d
+from training.network_layers import (compute_dtype, compute_memory_format, default_fused_modconv,
+                                     modulated_conv2d)
 from training.networks import NETWORK_CLASSES, Discriminator, Generator, MinibatchStdLayer
 
 REF_DIR = ('data', 'sg2ada_ref')
@@ -179,7 +180,8 @@ def test_modulated_conv2d_upsampling_paths_agree_in_value_and_gradient():
     results = []
     for fused in (True, False):
         x = torch.randn(2, 4, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
-        weight = torch.randn(6, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        weight = torch.randn(6, 4, 3, 3, dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(2)).requires_grad_()
         styles = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_()
         y = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f, flip_weight=False,
                              fused_modconv=fused)
@@ -308,17 +310,15 @@ def test_style_mixing_through_synthesis_ws():
 
 
 @pytest.mark.parametrize('architecture', ['orig', 'skip', 'resnet'])
-def test_generator_architectures_train_and_eval_paths_agree(architecture):
+def test_generator_architectures_fused_and_unfused_modconv_agree(architecture):
     G = Generator(**{**TINY_G, 'synthesis_kwargs': {**TINY_G['synthesis_kwargs'], 'architecture': architecture}})
     z = torch.randn(3, 16)
-    G.eval()
     with torch.no_grad():
-        img_eval = G(z, None, noise_mode='const')  # fused modconv
-    G.train()
-    img_train = G(z, None, noise_mode='const')     # non-fused modconv
-    assert img_train.shape == (3, 3, 16, 16)
-    torch.testing.assert_close(img_train.detach(), img_eval, rtol=1e-5, atol=1e-5)
-    img_train.square().mean().backward()
+        img_fused = G(z, None, noise_mode='const', fused_modconv=True)   # per-sample weights, grouped conv
+    img = G(z, None, noise_mode='const', fused_modconv=False)            # shared conv, scaled activations
+    assert img.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(img.detach(), img_fused, rtol=1e-5, atol=1e-5)
+    img.square().mean().backward()
     assert [n for n, p in G.named_parameters() if p.grad is None] == []
 
 
@@ -337,6 +337,39 @@ def test_compute_dtype_uses_fp16_only_on_cuda():
     assert compute_dtype(True, True, 'cuda') == torch.float32   # force_fp32
     assert compute_dtype(False, False, 'cuda') == torch.float32
     assert compute_dtype(True, False, 'cpu') == torch.float32   # CPU runs fp16 blocks in fp32
+
+
+def test_memory_format_official_on_cuda_size_based_on_cpu():
+    big, small = network_layers.CPU_CHANNELS_LAST_MIN_PIXELS, network_layers.CPU_CHANNELS_LAST_MIN_PIXELS - 1
+    assert compute_memory_format(True, torch.float16, 'cuda', small) == torch.channels_last
+    assert compute_memory_format(True, torch.float32, 'cuda', big) == torch.contiguous_format
+    assert compute_memory_format(False, torch.float16, 'cuda', big) == torch.contiguous_format
+    assert compute_memory_format(False, torch.float32, 'cpu', big) == torch.channels_last
+    assert compute_memory_format(True, torch.float32, 'cpu', small) == torch.contiguous_format
+
+
+def test_fused_modconv_default_official_on_cuda_never_on_cpu():
+    assert default_fused_modconv(False, torch.float32, 16, 'cuda')       # fp32 inference
+    assert default_fused_modconv(False, torch.float16, 1, 'cuda')        # batch of one
+    assert not default_fused_modconv(False, torch.float16, 16, 'cuda')
+    assert not default_fused_modconv(True, torch.float32, 16, 'cuda')    # training
+    assert not default_fused_modconv(False, torch.float32, 1, 'cpu')
+
+
+def test_channels_last_layout_gives_same_values(monkeypatch):
+    G = Generator(**{**TINY_G, 'synthesis_kwargs': {**TINY_G['synthesis_kwargs'], 'architecture': 'resnet'}})
+    D = Discriminator(**{**TINY_D, 'architecture': 'skip'})
+    z = torch.randn(2, 16)
+    outputs = []
+    for threshold in (10 ** 9, 0):  # never / always channels_last on CPU
+        monkeypatch.setattr(network_layers, 'CPU_CHANNELS_LAST_MIN_PIXELS', threshold)
+        img = G(z, None, noise_mode='const')
+        logits = D(img, None)
+        assert img.is_contiguous()
+        grads = torch.autograd.grad(logits.sum(), [G.synthesis.b16.conv1.weight, D.b16.conv0.weight])
+        outputs.append([img, logits, *grads])
+    for a, b in zip(*outputs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_fp16_blocks_run_in_fp32_on_cpu_and_match_force_fp32():

@@ -18,7 +18,8 @@ import torch
 from torch_utils import misc
 from torch_utils.ops import bias_act, upfirdn2d
 from training.network_layers import (FIR_FILTER, Conv2dLayer, FullyConnectedLayer, compute_dtype,
-                                     compute_memory_format, modulated_conv2d, normalize_2nd_moment)
+                                     compute_memory_format, default_fused_modconv, modulated_conv2d,
+                                     normalize_2nd_moment)
 
 ARCHITECTURES = ('orig', 'skip', 'resnet')
 NOISE_MODES = ('random', 'const', 'none')
@@ -162,7 +163,8 @@ class SynthesisLayer(torch.nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == 'random':
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = (torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                     * self.noise_strength)
         if self.use_noise and noise_mode == 'const':
             noise = self.noise_const * self.noise_strength
 
@@ -246,20 +248,23 @@ class SynthesisBlock(torch.nn.Module):
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, force_fp32: bool = False,
-                fused_modconv: bool | None = None, noise_mode: str = 'random') -> tuple[torch.Tensor, torch.Tensor | None]:
+                fused_modconv: bool | None = None,
+                noise_mode: str = 'random') -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, in_channels, res/2, res/2] (None for the first block), img [N, img_channels, res/2, res/2]
         or None, ws [N, num_conv + num_torgb, w_dim] -> (x [N, out_channels, res, res], img float32)."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = compute_dtype(self.use_fp16, force_fp32, ws.device)
-        memory_format = compute_memory_format(self.channels_last, dtype)
+        with misc.suppress_tracer_warnings():  # batch size becomes a constant when tracing
+            batch_size = int(ws.shape[0])
+        memory_format = compute_memory_format(self.channels_last, dtype, ws.device,
+                                              batch_size * self.resolution ** 2)
         if fused_modconv is None:
-            with misc.suppress_tracer_warnings():  # batch size becomes a constant when tracing
-                fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
+            fused_modconv = default_fused_modconv(self.training, dtype, batch_size, ws.device)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.to(memory_format=memory_format)
         else:
             misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -386,7 +391,8 @@ class DiscriminatorBlock(torch.nn.Module):
                  fp16_channels_last: bool = False, freeze_layers: int = 0):
         _check_architecture(architecture, 'DiscriminatorBlock')
         if in_channels not in (0, tmp_channels):
-            raise ValueError(f'DiscriminatorBlock: in_channels={in_channels}; expected 0 or tmp_channels={tmp_channels}')
+            raise ValueError(f'DiscriminatorBlock: in_channels={in_channels}; '
+                             f'expected 0 or tmp_channels={tmp_channels}')
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
@@ -420,9 +426,12 @@ class DiscriminatorBlock(torch.nn.Module):
                 force_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, in_channels, res, res] or None, img [N, img_channels, res, res] (or None after the first
         block unless 'skip') -> (x [N, out_channels, res/2, res/2], img [.., res/2, res/2] or None)."""
-        device = x.device if x is not None else img.device
-        dtype = compute_dtype(self.use_fp16, force_fp32, device)
-        memory_format = compute_memory_format(self.channels_last, dtype)
+        ref = x if x is not None else img
+        dtype = compute_dtype(self.use_fp16, force_fp32, ref.device)
+        with misc.suppress_tracer_warnings():  # batch size becomes a constant when tracing
+            batch_size = int(ref.shape[0])
+        memory_format = compute_memory_format(self.channels_last, dtype, ref.device,
+                                              batch_size * self.resolution ** 2)
 
         if x is not None:
             misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution])
