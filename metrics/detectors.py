@@ -101,7 +101,9 @@ def _not_found_message(what: str, files: tuple[WeightFile, ...], detector_dir: s
     lines.append(f'  --detector-dir: {given.get("--detector-dir", "(not given)")}')
     lines.append(f'  ${DETECTOR_DIR_ENV}: {os.environ.get(DETECTOR_DIR_ENV) or "(not set)"}')
     lines.append(f'  {cache_detector_dir()}')
-    lines.append(f'  {os.path.join(dnnlib_util.cache_dir(), "downloads")} and ~/.cache/dnnlib/downloads (URL caches)')
+    official = os.path.expanduser(os.environ.get(dnnlib_util.OFFICIAL_CACHE_DIR_ENV) or os.path.join('~', '.cache', 'dnnlib'))
+    lines.append(f'  {os.path.join(dnnlib_util.cache_dir(), "downloads")} and {os.path.join(official, "downloads")} '
+                 '(URL caches, <md5 of URL>_<file name>)')
     lines.append(f'  {_torch_hub_checkpoints()}')
     lines.append('Nothing is downloaded at run time. On a machine with internet, download one of:')
     for file in files:

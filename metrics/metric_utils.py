@@ -374,8 +374,8 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector: str, dete
                                         batch_gen: int | None = None, **stats_kwargs) -> FeatureStats:
     """Detector features of `max_items` generated images; sample i uses z, c drawn from sample_rng(opts.seed, i)."""
     batch_size = opts.batch_size if batch_size is None else batch_size
-    if batch_gen is None:
-        batch_gen = min(batch_size, 4)
+    if batch_gen is None:  # at most 4 images per generator call, as StyleGAN2-ADA
+        batch_gen = next(b for b in (4, 3, 2, 1) if batch_size % b == 0)
     if batch_size % batch_gen != 0:
         raise ValueError(f'batch_size={batch_size} must be a multiple of batch_gen={batch_gen}')
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)

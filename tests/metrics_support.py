@@ -228,3 +228,32 @@ def write_image_folder(folder: str, num: int, resolution: int = 32, channels: in
                                                                                  PIL.Image.BILINEAR))
         PIL.Image.fromarray(img).save(os.path.join(folder, f'img{i:05d}.png'))
     return folder
+
+
+# ----------------------------------------------------------------------------
+# Two-process runs (torch.distributed, gloo on CPU).
+
+def distributed_worker(rank: int, world_size: int, init_file: str, data_dir: str, detector_dir: str,
+                       out_dir: str) -> None:
+    """One process of a multi-process metric run: dataset/generator features and KID; rank 0 saves them."""
+    import numpy as np
+    import torch.distributed
+
+    from metrics import metric_main, metric_utils
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    try:
+        kwargs = dict(G=TinyGenerator(z_dim=8, img_resolution=32), G_kwargs=dict(noise_mode='const'),
+                      dataset_kwargs=dict(path=data_dir), device='cpu', detector_dir=detector_dir, batch_size=2,
+                      num_gpus=world_size, rank=rank, cache=False)
+        opts = metric_utils.MetricOptions(**kwargs)
+        real = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
+                                                              capture_all=True).get_all()
+        gen = metric_utils.compute_feature_stats_for_generator(opts, 'inception', dict(return_features=True),
+                                                               capture_all=True, max_items=5).get_all()
+        kid = metric_main.calc_metric('kid5_full', **kwargs)
+        if rank == 0:
+            np.savez(os.path.join(out_dir, 'result.npz'), real=real, gen=gen, kid=kid.results.kid5_full,
+                     num_gpus=kid.num_gpus)
+    finally:
+        torch.distributed.destroy_process_group()
