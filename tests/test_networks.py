@@ -400,9 +400,13 @@ def test_fp16_path_approximates_fp32(monkeypatch):
                             lambda use_fp16, force_fp32, device: torch.float16 if use_fp16 and not force_fp32
                             else torch.float32)
         img16 = G(z, None, noise_mode='const', fused_modconv=False)
+        img16_fused = G(z, None, noise_mode='const', fused_modconv=True)
         logits16 = D(img32, None)
     assert img16.dtype == torch.float32 and logits16.dtype == torch.float32
-    assert float((img16 - img32).abs().max()) < 2e-2 * float(img32.abs().max())
+    assert G.synthesis.b16.conv1(torch.zeros(1, 16, 16, 16, dtype=torch.float16), torch.zeros(1, 16)).dtype \
+        == torch.float16
+    for img in (img16, img16_fused):
+        assert float((img - img32).abs().max()) < 2e-2 * float(img32.abs().max())
     assert float((logits16 - logits32).abs().max()) < 2e-2 * max(1.0, float(logits32.abs().max()))
 
 
@@ -448,6 +452,57 @@ def test_freeze_layers_turns_first_layers_into_buffers_with_same_state_dict():
     assert 'b8.conv0.weight' in dict(frozen.named_parameters())
 
 
+def test_r1_penalty_double_backward_matches_finite_differences():
+    D = Discriminator(**{**TINY_D, 'architecture': 'resnet', 'c_dim': 3})
+    img = torch.randn(4, 3, 16, 16, requires_grad=True)
+    c = torch.eye(3)[[0, 1, 2, 0]]
+    (r1_grads,) = torch.autograd.grad(D(img, c).sum(), [img], create_graph=True)
+    r1_grads.square().sum().backward()
+    # Only the output bias cannot influence d(logits)/d(img).
+    assert [n for n, p in D.named_parameters() if p.grad is None] == ['b4.out.bias']
+
+    def penalty() -> float:
+        (g,) = torch.autograd.grad(D(img, c).sum(), [img])
+        return float(g.double().square().sum())
+
+    # Oracle: central differences along the gradient direction, for weights in smooth regions of the
+    # penalty (the epilogue fc and the cmap mapping; lrelu kinks make conv weights too rough for this).
+    for w in (D.b4.fc.weight, D.mapping.fc0.weight):
+        direction = w.grad / w.grad.norm()
+        analytic = float((w.grad * direction).sum())
+        eps = 1e-2
+        with torch.no_grad():
+            w += eps * direction
+        plus = penalty()
+        with torch.no_grad():
+            w -= 2 * eps * direction
+        minus = penalty()
+        with torch.no_grad():
+            w += eps * direction
+        assert abs((plus - minus) / (2 * eps) - analytic) <= 1e-2 * abs(analytic)
+
+
+def test_path_length_gradients_without_weight_gradients_match_full_autograd():
+    from torch_utils.ops import conv2d_gradfix
+    G = Generator(**TINY_G).train()
+    z = torch.randn(2, 16)
+    pl_noise = torch.randn(2, 3, 16, 16)
+    results = []
+    for skip_weight_grads in (False, True):
+        G.zero_grad(set_to_none=True)
+        ws = G.mapping(z, None)
+        img = G.synthesis(ws, noise_mode='const')
+        with conv2d_gradfix.no_weight_gradients(skip_weight_grads):
+            (pl_grads,) = torch.autograd.grad((img * pl_noise).sum(), [ws], create_graph=True)
+        pl_grads.square().sum(2).mean(1).sqrt().mean().backward()
+        results.append([pl_grads.detach()] + [p.grad for p in G.parameters()])
+    assert sum(g is not None for g in results[0]) > len(results[0]) // 2
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoint support and input validation.
 
@@ -475,3 +530,27 @@ def test_bad_architecture_is_named():
     with pytest.raises(ValueError, match="'unet'"):
         Generator(**{**TINY_G, 'synthesis_kwargs': dict(architecture='unet')})
 
+
+
+@pytest.mark.cuda
+def test_cuda_reproduces_official_outputs_and_runs_fp16():
+    if not torch.cuda.is_available():
+        pytest.skip('needs a CUDA device')
+    nets = {k: v.cuda() for k, v in load_reference().items()}
+    z = torch.from_numpy(ref_array('z')).cuda()
+    c = torch.zeros([len(z), 0], device='cuda')
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        img = nets['G_ema'](z, c, noise_mode='const')
+        logits = nets['D'](torch.from_numpy(ref_array('img_G_ema')).cuda(), c)
+    assert max_abs_diff(img.cpu(), ref_array('img_G_ema')) <= 1e-3
+    assert max_abs_diff(logits.cpu(), ref_array('d_logits')) <= 1e-3
+
+    kwargs = {**TINY_G, 'synthesis_kwargs': {**TINY_G['synthesis_kwargs'], 'num_fp16_res': 2, 'conv_clamp': 256}}
+    G = Generator(**kwargs).cuda().train()
+    D = Discriminator(**{**TINY_D, 'num_fp16_res': 2, 'conv_clamp': 256}).cuda()
+    img = G(torch.randn(4, 16, device='cuda'), None)
+    assert img.dtype == torch.float32
+    D(img, None).sum().backward()
+    assert G.synthesis.b16.conv1.weight.grad is not None
+    x16 = torch.zeros(1, 16, 16, 16, device='cuda', dtype=torch.float16)
+    assert G.synthesis.b16.conv1(x16, torch.zeros(1, 16, device='cuda')).dtype == torch.float16
