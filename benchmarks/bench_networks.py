@@ -129,7 +129,7 @@ def main() -> None:
                     wall, cpu = time_reps(step, args.reps, device)
                     print(f'  {label} fwd+bwd  impl={impl:4s}  wall {summary(wall)}  (n={len(wall)})', flush=True)
                     if device.type == 'cpu':
-                        print(f'  {label} fwd+bwd  impl={impl:4s}  cpu  {summary(cpu)}  (process CPU time, all threads)')
+                        print(f'  {label} fwd+bwd  impl={impl:4s}  cpu  {summary(cpu)}  (process CPU, all threads)')
                     if args.profile:
                         with torch.profiler.profile() as prof:
                             step()

@@ -249,6 +249,8 @@ def test_class_embedding_normalised_and_concatenated():
         y_swapped = G(z, c.flip(0), noise_mode='const')
     assert y.shape == (2, 3, 16, 16)
     assert not torch.allclose(y, y_swapped)
+    with pytest.raises(ValueError, match='c_dim=4'):
+        G(z, None)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ class MappingNetwork(torch.nn.Module):
         truncation_psi < 1 pulls w towards w_avg; truncation_cutoff limits that to the first ws.
         update_emas=True moves w_avg towards this batch's mean w (training).
         """
+        if self.z_dim > 0 and z is None:
+            raise ValueError(f'MappingNetwork: z_dim={self.z_dim} needs latents z of shape [N, {self.z_dim}], got None')
+        if self.c_dim > 0 and c is None:
+            raise ValueError(f'MappingNetwork: c_dim={self.c_dim} needs labels c of shape [N, {self.c_dim}], got None')
         x = None
         if self.z_dim > 0:
             misc.assert_shape(z, [None, self.z_dim])
