@@ -308,6 +308,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector: str, detect
             return FeatureStats.load(cache_file)
 
     num_items = len(dataset) if max_items is None else min(len(dataset), max_items)
+    if num_items < 1:
+        raise ValueError(f'dataset {opts.dataset_kwargs.get("path")!r} has no images to compute features of')
     stats = FeatureStats(max_items=num_items, **stats_kwargs)
     progress = opts.progress.sub(tag='dataset features', num_items=num_items, rel_lo=rel_lo, rel_hi=rel_hi)
     model = _get_detector(opts, detector, detector_kwargs, verbose=progress.verbose)

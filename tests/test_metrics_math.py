@@ -9,10 +9,10 @@ import torch
 from sklearn.metrics.pairwise import polynomial_kernel
 
 from metrics import metric_main
-from metrics.frechet_inception_distance import frechet_distance
+from metrics.frechet_inception_distance import frechet_distance, trace_sqrt_product
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_distance
-from metrics.metric_utils import FeatureStats
+from metrics.metric_utils import FeatureStats, sample_latents
 from metrics.perceptual_path_length import ppl_from_distances, slerp
 from metrics.precision_recall import precision_recall
 
@@ -50,6 +50,33 @@ def test_fid_closed_form_for_diagonal_gaussians():
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
     assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-12)
     assert frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(0, abs=1e-12)
+
+
+def test_trace_sqrt_product_on_rank_deficient_covariances_equals_nuclear_norm():
+    """Few samples in many dimensions (as in quick FIDs): Tr((S1 S2)^(1/2)) = ||X1c X2c^T||_* / sqrt(n1 n2)."""
+    x1, x2 = _features(9, 40, 0.0, 8).astype(np.float64), _features(6, 40, 1.0, 9).astype(np.float64)
+    c1, c2 = x1 - x1.mean(0), x2 - x2.mean(0)
+    s1, s2 = c1.T @ c1 / len(x1), c2.T @ c2 / len(x2)
+    expected = np.linalg.svd(c1 @ c2.T / np.sqrt(len(x1) * len(x2)), compute_uv=False).sum()
+    assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_generated_latents_depend_only_on_seed_and_index():
+    class Labels:
+        def __len__(self):
+            return 5
+
+        def get_label(self, idx):
+            return np.eye(5, dtype=np.float32)[idx]
+
+    z_all, c_all = sample_latents(list(range(10)), 4, seed=3, dataset=Labels(), c_dim=5)
+    z_odd, c_odd = sample_latents([1, 3, 5, 7, 9], 4, seed=3, dataset=Labels(), c_dim=5)
+    np.testing.assert_array_equal(z_all[1::2], z_odd)
+    np.testing.assert_array_equal(c_all[1::2], c_odd)
+    assert set(c_all.sum(1)) == {1.0}
+    z_other, _ = sample_latents(list(range(10)), 4, seed=4, dataset=Labels(), c_dim=5)
+    assert not np.allclose(z_all, z_other)
+    assert abs(z_all.mean()) < 1 and 0.3 < z_all.std() < 2
 
 
 def test_kid_equals_unbiased_polynomial_mmd():
