@@ -204,3 +204,18 @@ def test_unknown_phase_is_rejected():
     loss = StyleGAN2Loss(torch.device('cpu'), G, D)
     with pytest.raises(ValueError, match='Gmian'):
         loss.accumulate_gradients('Gmian', real, c, z, c, gain=1, cur_nimg=0)
+
+
+def test_blur_is_a_separable_gaussian_applied_before_d():
+    G, D = tiny_networks()
+    real, c, _ = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, blur_init_sigma=2.0, blur_fade_kimg=1.0)
+    sigma = 1.5
+    x = torch.arange(-4, 5, dtype=torch.float32)  # 3 sigma, rounded down
+    k = torch.pow(2.0, -(x / sigma) ** 2)
+    k = k / k.sum()
+    weight = (k[:, None] * k[None, :]).expand(3, 1, 9, 9)
+    blurred = F.conv2d(real, weight, padding=4, groups=3)  # zero padding, like upfirdn2d.filter2d
+    with torch.no_grad():
+        torch.testing.assert_close(loss.run_D(real, c, blur_sigma=sigma), D(blurred, c), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loss.run_D(real, c, blur_sigma=0.3), D(real, c))  # under one pixel: off
