@@ -154,8 +154,8 @@ def score_snapshot(snapshot: str, metrics: list[str], data: Optional[str], mirro
                 num_gpus=gpus, device=device, detector_dir=detector_dir, verbose=verbose, run_dir=run_dir,
                 snapshot=os.path.abspath(snapshot))
     if verbose:
-        print(f'Scoring {snapshot} ({", ".join(metrics)}) on {gpus} {"GPU" if device == "cuda" else "process"}'
-              f'{"s" if gpus > 1 else ""}', flush=True)
+        unit = ('GPU' if device == 'cuda' else 'process') if gpus == 1 else ('GPUs' if device == 'cuda' else 'processes')
+        print(f'Scoring {snapshot} ({", ".join(metrics)}) on {gpus} {unit}', flush=True)
     with tempfile.TemporaryDirectory() as temp_dir:
         if gpus == 1:
             return metrics_process(0, args, temp_dir)

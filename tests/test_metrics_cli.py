@@ -62,25 +62,25 @@ def test_network_writes_official_jsonl_beside_snapshot_and_num_gen_renames(run_d
     detector_dir = os.path.dirname(ms.shared_fid_file()[0])
     snapshot = run_dir / 'network-snapshot-000004.pt'
     result = CliRunner().invoke(calc_metrics.main, ['--network', str(snapshot), '--metrics', 'kid50k_full',
-                                                    '--num-gen', '4', '--detector-dir', detector_dir])
+                                                    '--num-gen', '2', '--detector-dir', detector_dir])
     assert result.exit_code == 0, result.output
-    lines = _lines(run_dir / 'metric-kid4_full.jsonl')
+    lines = _lines(run_dir / 'metric-kid2_full.jsonl')
     assert len(lines) == 1 and set(lines[0]) == OFFICIAL_FIELDS
-    assert lines[0]['metric'] == 'kid4_full' and lines[0]['snapshot_pkl'] == 'network-snapshot-000004.pt'
-    assert set(lines[0]['results']) == {'kid4_full'} and lines[0]['num_gpus'] == 1
+    assert lines[0]['metric'] == 'kid2_full' and lines[0]['snapshot_pkl'] == 'network-snapshot-000004.pt'
+    assert set(lines[0]['results']) == {'kid2_full'} and lines[0]['num_gpus'] == 1
     assert 'img/s' in result.output
 
 
 def test_run_dir_scores_every_snapshot_once(run_dir):
     detector_dir = os.path.dirname(ms.shared_fid_file()[0])
-    args = ['--run-dir', str(run_dir), '--metrics', 'kid3_full', '--detector-dir', detector_dir]
+    args = ['--run-dir', str(run_dir), '--metrics', 'kid2_full', '--detector-dir', detector_dir]
     result = CliRunner().invoke(calc_metrics.main, args)
     assert result.exit_code == 0, result.output
-    lines = _lines(run_dir / 'metric-kid3_full.jsonl')
+    lines = _lines(run_dir / 'metric-kid2_full.jsonl')
     assert [line['snapshot_pkl'] for line in lines] == ['network-snapshot-000000.pt', 'network-snapshot-000004.pt']
     again = CliRunner().invoke(calc_metrics.main, args)
     assert again.exit_code == 0 and 'already scored' in again.output
-    assert len(_lines(run_dir / 'metric-kid3_full.jsonl')) == 2
+    assert len(_lines(run_dir / 'metric-kid2_full.jsonl')) == 2
 
 
 def test_list_snapshots_orders_by_kimg_and_ignores_other_files(tmp_path):

@@ -2,7 +2,6 @@
 and a missing file is a clear offline error."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
@@ -17,7 +16,7 @@ from metrics import detectors
 from metrics.inception import InceptionV3, build_inception, convert_pytorch_fid_state, load_inception_state
 from metrics.tf_resize import resize_like_tf1
 from metrics.torchscript_reader import TorchScriptReadError, read_torchscript_tensors
-from metrics.vgg16 import VGG16, build_vgg16, has_lpips_weights
+from metrics.vgg16 import build_vgg16, has_lpips_weights
 from metrics.weight_files import DetectorFormatError
 
 

@@ -38,6 +38,14 @@ def G():
     return ms.TinyGenerator(z_dim=8, img_resolution=32)
 
 
+@pytest.fixture(scope='module')
+def real_features(data_dir, inception_dir):
+    """Inception features of the dataset images computed directly (the oracle side of the end-to-end tests)."""
+    detector = detectors.get_detector('inception', 'cpu', inception_dir)
+    with torch.no_grad():
+        return detector(_real_images(data_dir), return_features=True).numpy()
+
+
 def _kwargs(G, data_dir, detector_dir, **extra):
     return dict(G=G, G_kwargs=dict(noise_mode='const'), dataset_kwargs=dict(path=data_dir), device='cpu',
                 detector_dir=detector_dir, **extra)
@@ -64,7 +72,7 @@ def _direct_fid(real_features, gen_features):
     return float(np.sum((g.mean(0) - r.mean(0)) ** 2) + traces - 2 * trace_root)
 
 
-def test_fid_end_to_end_equals_direct_computation(G, data_dir, inception_dir, cache_dir, capsys):
+def test_fid_end_to_end_equals_direct_computation(G, data_dir, inception_dir, cache_dir, real_features, capsys):
     progress = metric_utils.ProgressMonitor(verbose=True)
     result = metric_main.calc_metric('fid6_full', **_kwargs(G, data_dir, inception_dir, batch_size=4,
                                                             progress=progress))
@@ -73,9 +81,8 @@ def test_fid_end_to_end_equals_direct_computation(G, data_dir, inception_dir, ca
 
     detector = detectors.get_detector('inception', 'cpu', inception_dir)
     with torch.no_grad():
-        real = detector(_real_images(data_dir), return_features=True).numpy()
         gen = detector(_generated_images(G, 6), return_features=True).numpy()
-    assert result.results.fid6_full == pytest.approx(_direct_fid(real, gen), rel=1e-4)
+    assert result.results.fid6_full == pytest.approx(_direct_fid(real_features, gen), rel=1e-4)
     out = capsys.readouterr().out
     assert f'dataset features: {NUM_REAL} images in' in out and 'generator features: 6 images in' in out
     assert 'img/s' in out
@@ -83,7 +90,7 @@ def test_fid_end_to_end_equals_direct_computation(G, data_dir, inception_dir, ca
 
 def test_dataset_stats_are_cached_per_options_and_reused(G, data_dir, inception_dir, cache_dir, monkeypatch):
     kwargs = _kwargs(G, data_dir, inception_dir, batch_size=12)
-    first = metric_main.calc_metric('kid4_full', **kwargs).results.kid4_full
+    first = metric_main.calc_metric('kid2_full', **kwargs).results.kid2_full
     files = sorted(os.listdir(cache_dir))
     assert len(files) == 1 and files[0].startswith('tinyset-pt_inception-2015-12-05-6726825d-')
     mtime = os.path.getmtime(cache_dir / files[0])
@@ -91,13 +98,13 @@ def test_dataset_stats_are_cached_per_options_and_reused(G, data_dir, inception_
     loads = []
     original = metric_utils.FeatureStats.load
     monkeypatch.setattr(metric_utils.FeatureStats, 'load', staticmethod(lambda p: loads.append(p) or original(p)))
-    again = metric_main.calc_metric('kid4_full', **kwargs).results.kid4_full
+    again = metric_main.calc_metric('kid2_full', **kwargs).results.kid2_full
     assert loads == [str(cache_dir / files[0])] and again == first
     assert os.path.getmtime(cache_dir / files[0]) == mtime
 
     # Different options (legacy kid: max_real = num_gen; mirrored dataset) -> their own cache files.
-    metric_main.calc_metric('kid4', **kwargs)
-    metric_main.calc_metric('kid4', **dict(kwargs, dataset_kwargs=dict(path=data_dir, xflip=True)))
+    metric_main.calc_metric('kid2', **kwargs)
+    metric_main.calc_metric('kid2', **dict(kwargs, dataset_kwargs=dict(path=data_dir, xflip=True)))
     assert len(os.listdir(cache_dir)) == 3
     assert not [name for name in os.listdir(cache_dir) if name.endswith('.tmp')]
 
@@ -109,18 +116,18 @@ def test_failed_cache_write_leaves_no_file(G, data_dir, inception_dir, cache_dir
 
     monkeypatch.setattr(np, 'savez', broken_savez)
     with pytest.raises(OSError, match='disk full'):
-        metric_main.calc_metric('kid4_full', **_kwargs(G, data_dir, inception_dir, batch_size=12))
+        metric_main.calc_metric('kid2', **_kwargs(G, data_dir, inception_dir, batch_size=12))
     assert not cache_dir.exists() or os.listdir(cache_dir) == []
 
 
 def test_feature_stats_do_not_depend_on_batch_size(G, data_dir, inception_dir, cache_dir):
     stats = []
-    for batch_size in (3, 8):
+    for batch_size in (2, 3):  # 2: a partial last batch; 3: one batch
         opts = metric_utils.MetricOptions(**_kwargs(G, data_dir, inception_dir, batch_size=batch_size, cache=False))
         real = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
-                                                              capture_all=True, capture_mean_cov=True)
+                                                              capture_all=True, capture_mean_cov=True, max_items=3)
         gen = metric_utils.compute_feature_stats_for_generator(opts, 'inception', dict(return_features=True),
-                                                               capture_all=True, capture_mean_cov=True, max_items=6)
+                                                               capture_all=True, capture_mean_cov=True, max_items=3)
         stats.append((real, gen))
     for a, b in zip(stats[0], stats[1]):
         assert a.num_items == b.num_items
@@ -129,27 +136,30 @@ def test_feature_stats_do_not_depend_on_batch_size(G, data_dir, inception_dir, c
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_kid_and_is_end_to_end_equal_direct_computation(G, data_dir, inception_dir, cache_dir):
-    kwargs = _kwargs(G, data_dir, inception_dir, batch_size=10)
-    kid = metric_main.calc_metric('kid6_full', **kwargs).results.kid6_full
-    is_result = metric_main.calc_metric('is20', **kwargs).results
-
+def test_kid_end_to_end_equals_direct_computation(G, data_dir, inception_dir, cache_dir, real_features):
+    kid = metric_main.calc_metric('kid3_full', **_kwargs(G, data_dir, inception_dir, batch_size=3)).results.kid3_full
     detector = detectors.get_detector('inception', 'cpu', inception_dir)
     with torch.no_grad():
-        real = detector(_real_images(data_dir), return_features=True).numpy().astype(np.float64)
-        gen_images = _generated_images(G, 20)
-        gen = detector(gen_images[:6], return_features=True).numpy().astype(np.float64)
-        probs = detector(gen_images, no_output_bias=True).numpy()
-    # m = 6 < 7 reals: each of the 100 subsets is a seeded random draw; replay the same draws.
+        gen = detector(_generated_images(G, 3), return_features=True).numpy().astype(np.float64)
+    real = real_features.astype(np.float64)
+    # m = 3 < 7 reals: each of the 100 subsets is a seeded random draw; replay the same draws.
     rng = np.random.RandomState(0)
-    n, m, t = real.shape[1], 6, 0.0
+    n, m, t = real.shape[1], 3, 0.0
     for _ in range(100):
-        x, y = gen[rng.choice(6, m, replace=False)], real[rng.choice(NUM_REAL, m, replace=False)]
+        x, y = gen[rng.choice(3, m, replace=False)], real[rng.choice(NUM_REAL, m, replace=False)]
         kxx, kyy, kxy = (x @ x.T / n + 1) ** 3, (y @ y.T / n + 1) ** 3, (x @ y.T / n + 1) ** 3
         t += ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
     assert kid == pytest.approx(t / 100, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_inception_score_end_to_end_equals_direct_computation(G, data_dir, inception_dir, cache_dir):
+    result = metric_main.calc_metric('is20', **_kwargs(G, data_dir, inception_dir, batch_size=10)).results
+    detector = detectors.get_detector('inception', 'cpu', inception_dir)
+    with torch.no_grad():
+        probs = detector(_generated_images(G, 20), no_output_bias=True).numpy()
     mean, std = inception_score(probs, 10)
-    assert is_result.is20_mean == pytest.approx(mean, rel=1e-4) and is_result.is20_std == pytest.approx(std, rel=1e-3, abs=1e-6)
+    assert result.is20_mean == pytest.approx(mean, rel=1e-4) and result.is20_std == pytest.approx(std, rel=1e-3, abs=1e-6)
 
 
 def test_ppl_end_to_end_equals_direct_lpips_computation(G, cache_dir):
@@ -204,6 +214,7 @@ def test_precision_recall_end_to_end_equals_direct_computation(G, data_dir, cach
     assert (results.pr63_precision, results.pr63_recall) == pytest.approx((precision, recall))
 
 
+@pytest.mark.slow  # about 10-20 s: two fresh processes import torch and build the detector
 def test_two_processes_give_the_same_features_and_kid_as_one(G, data_dir, inception_dir, tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(ms.distributed_worker, args=(2, str(tmp_path / 'init'), data_dir, inception_dir, str(tmp_path)),
