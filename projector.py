@@ -38,7 +38,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 import click
 import numpy as np
@@ -181,11 +181,12 @@ def w_statistics(G: torch.nn.Module, num_samples: int, class_idx: Optional[int],
 
 def project(G: torch.nn.Module, target: torch.Tensor, vgg16: torch.nn.Module, *,
             opts: ProjectionOptions = ProjectionOptions(), class_idx: Optional[int] = None, seed: int = 303,
-            device: torch.device = torch.device('cpu'), progress: bool = True, desc: str = 'project') -> ProjectionResult:
+            device: torch.device = torch.device('cpu'), progress: bool = True,
+            desc: str = 'project') -> ProjectionResult:
     """Find w (broadcast to all layers) whose image is LPIPS-closest to `target` (uint8 [C, H, W], G's size).
 
-    G is not modified (a copy's noise maps are optimised). Random draws come from a CPU generator seeded
-    with `seed`, so results do not depend on the device or on other projections run before.
+    G is left as it is (copies on `device` are used; one has its noise maps optimised). Random draws come from
+    a CPU generator seeded with `seed`, so results do not depend on the device or on projections run before.
     """
     if tuple(target.shape) != (G.img_channels, G.img_resolution, G.img_resolution):
         raise ValueError(f'target shape {list(target.shape)} != [{G.img_channels}, {G.img_resolution}, '
@@ -193,8 +194,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, vgg16: torch.nn.Module, *,
     if opts.num_steps < 1:
         raise ValueError(f'num_steps must be >= 1, got {opts.num_steps}')
     start_time = time.time()
-    G_const = G.eval().requires_grad_(False).to(device)
-    G = copy.deepcopy(G_const)
+    G_const = copy.deepcopy(G).eval().requires_grad_(False).to(device)  # the network as saved: constant noise
+    G = copy.deepcopy(G_const)  # its noise maps become optimisation variables
     gen = torch.Generator().manual_seed(seed)
 
     w_avg, w_std = w_statistics(G, opts.w_avg_samples, class_idx, device)
@@ -284,7 +285,13 @@ def video_support() -> Optional[str]:
     return f'needs the {" and ".join(missing)} package (pip install {" ".join(missing)})' if missing else None
 
 
-def write_video(path: str, target: np.ndarray, frames: np.ndarray) -> bool:
+def iter_frames(G: torch.nn.Module, ws: torch.Tensor, batch_size: int = 16) -> Iterator[np.ndarray]:
+    """uint8 [H, W, C] images of ws [N, num_ws, w_dim], made a batch at a time (1000 steps at 1024 px is 3 GB)."""
+    for start in range(0, ws.shape[0], batch_size):
+        yield from synthesize_uint8(G, ws[start:start + batch_size], batch_size)
+
+
+def write_video(path: str, target: np.ndarray, frames: Iterable[np.ndarray]) -> bool:
     """proj.mp4: target | projection after each step, 10 fps, libx264 (official settings); False if it failed."""
     import imageio
     directory = os.path.dirname(os.path.abspath(path))
@@ -465,13 +472,14 @@ def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed:
         folder = outdir if len(networks) == 1 else os.path.join(outdir, _folder_name(index, label))
         os.makedirs(folder, exist_ok=True)
         print(f'Projecting {target_path} into {path} ({num_steps} steps)...')
+        G = G.to(torch_device)
         result = project(G, target_tensor, vgg16, opts=opts, class_idx=class_idx, seed=seed, device=torch_device,
                          desc=label)
         projected_w = result.w_steps[-1]
         proj = synthesize_uint8(G, projected_w.unsqueeze(0))[0]
         save_png(os.path.join(folder, 'proj.png'), proj)
         save_projected_w(os.path.join(folder, 'projected_w.npz'), projected_w)
-        video = write_video(os.path.join(folder, 'proj.mp4'), target, synthesize_uint8(G, result.w_steps)) \
+        video = write_video(os.path.join(folder, 'proj.mp4'), target, iter_frames(G, result.w_steps)) \
             if save_video else False
         print(f'{label}: LPIPS {result.initial_distance:.4f} (w_avg) -> {result.final_distance:.4f} '
               f'in {result.seconds:.1f} s')

@@ -155,6 +155,66 @@ def test_video_is_written_or_skipped_with_a_message(single_run):
         assert sum(1 for _ in reader) == 12
 
 
+def test_project_is_seeded_and_leaves_the_callers_network_alone(projector, setup):
+    G = checkpoint.load_network(setup['final'])['G_ema']
+    before = {name: buf.clone() for name, buf in G.named_buffers()}
+    target = torch.from_numpy(setup['target'].transpose(2, 0, 1).copy())
+    opts = projector.ProjectionOptions(num_steps=3, w_avg_samples=500)
+    runs = [projector.project(G, target, setup['vgg'], opts=opts, seed=seed, progress=False) for seed in (1, 1, 2)]
+    torch.testing.assert_close(runs[0].w_steps, runs[1].w_steps, rtol=0, atol=0)
+    assert not torch.equal(runs[0].w_steps, runs[2].w_steps)
+    assert runs[0].w_steps.shape == (3, G.num_ws, G.w_dim)
+    for name, buf in G.named_buffers():
+        assert torch.equal(buf, before[name]), name
+
+
+def test_video_frames_are_target_beside_each_step(projector, setup, tmp_path, monkeypatch):
+    """The mp4 encoder itself is imageio-ffmpeg's; here a recording writer stands in for it."""
+    import imageio
+    recorded = []
+
+    class Writer:
+        def __init__(self, path, **kwargs):
+            self.path, self.kwargs = path, kwargs
+
+        def append_data(self, frame):
+            recorded.append(frame)
+
+        def close(self):
+            open(self.path, 'wb').write(b'mp4')
+
+    monkeypatch.setattr(imageio, 'get_writer', Writer)
+    G = checkpoint.load_network(setup['final'])['G_ema']
+    ws = torch.randn([3, G.num_ws, G.w_dim])
+    path = tmp_path / 'proj.mp4'
+    assert projector.write_video(str(path), setup['target'], projector.iter_frames(G, ws, batch_size=2))
+    assert path.read_bytes() == b'mp4' and os.listdir(tmp_path) == ['proj.mp4']
+    with torch.no_grad():
+        want = to_uint8(G.synthesis(ws, noise_mode='const'))
+    assert len(recorded) == 3
+    for frame, image in zip(recorded, want):
+        np.testing.assert_array_equal(frame, np.concatenate([setup['target'], image], axis=1))
+
+
+@pytest.mark.slow
+def test_greyscale_conditional_32px_projection_converges(projector, setup, tmp_path):
+    torch.manual_seed(3)
+    G = Generator(**{**TINY_G, 'c_dim': 3, 'img_channels': 1, 'img_resolution': 32}).eval()
+    checkpoint.save_snapshot(tmp_path / 'grey.pt', dict(G_ema=G))
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.RandomState(1).randn(1, G.z_dim)).float()
+        image = to_uint8(G(z, torch.eye(3)[[1]], noise_mode='const'))[0, :, :, 0]
+    PIL.Image.fromarray(image, 'L').save(tmp_path / 'grey.png')
+    result = run(projector, [f'--network={tmp_path / "grey.pt"}', f'--target={tmp_path / "grey.png"}', '--class=1',
+                             f'--outdir={tmp_path / "out"}', '--num-steps=150', '--save-video=0',
+                             f'--detector-dir={setup["detector_dir"]}'])
+    assert result.exit_code == 0, result.output
+    record, = [json.loads(line) for line in (tmp_path / 'out' / 'projection.jsonl').read_text().splitlines()]
+    assert record['class_idx'] == 1 and record['lpips'] < 0.35 * record['initial_lpips'], record
+    with PIL.Image.open(tmp_path / 'out' / 'proj.png') as proj:
+        assert proj.mode == 'L' and proj.size == (32, 32)
+
+
 # ----------------------------------------------------------------------------
 # Several networks: the CE-vs-RLO comparison.
 
@@ -247,7 +307,8 @@ def test_target_is_center_cropped_resized_and_converted(projector, tmp_path):
     rgb = projector.load_target(str(path), resolution=16, channels=3)
     assert rgb.shape == (16, 16, 3) and (rgb == (200, 100, 50)).all()
     grey = projector.load_target(str(path), resolution=8, channels=1)
-    assert grey.shape == (8, 8, 1) and (np.abs(grey.astype(int) - round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)) <= 1).all()
+    luma = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # ITU-R 601-2, PIL's RGB -> L
+    assert grey.shape == (8, 8, 1) and (np.abs(grey.astype(int) - luma) <= 1).all()
 
 
 @pytest.mark.parametrize('kind', ['missing', 'unreadable'])
