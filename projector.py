@@ -21,9 +21,9 @@ The distance is the LPIPS distance (squared distance of the VGG16 LPIPS embeddin
 pools accept). As in the official script, proj.png, the video and the reported distance use the projected w with
 the network's own constant noise, so projected_w.npz alone reproduces proj.png.
 
-With several --network: <outdir>/target.png, compare.png (target left, then each projection labelled with its
-network file name and final LPIPS distance), projection.jsonl (one line per network), and a folder
-<outdir>/NN-<network name>/ per network holding its proj.png, projected_w.npz and proj.mp4.
+Every run also writes compare.png (target left, then each projection labelled with its network file name and
+final LPIPS distance) and projection.jsonl (one line per network: distances, steps, seconds). With several
+--network, each network's proj.png, projected_w.npz and proj.mp4 go to a folder <outdir>/NN-<network name>/.
 projected_w.npz holds w [1, num_ws, w_dim] as official (its generate.py --projected-w reads it).
 """
 from __future__ import annotations
@@ -397,7 +397,8 @@ def _folder_name(index: int, label: str) -> str:
 # ----------------------------------------------------------------------------
 # Command line.
 
-def _load_generator(path: str, device: torch.device) -> torch.nn.Module:
+def _load_generator(path: str) -> torch.nn.Module:
+    """G_ema of a snapshot or official pickle, on the CPU (moved to the device only while it is projected)."""
     from training import checkpoint
     if not os.path.exists(path) and '://' not in path:
         raise click.BadParameter(f'no such file: {path}', param_hint='--network')
@@ -439,7 +440,7 @@ def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed:
     torch_device = torch.device(device)
 
     # Everything that can fail fast does so before the first projection.
-    networks = [_load_generator(path, torch_device) for path in network_paths]
+    networks = [_load_generator(path) for path in network_paths]
     shape = (networks[0].img_channels, networks[0].img_resolution)
     for path, G in zip(network_paths, networks):
         if (G.img_channels, G.img_resolution) != shape:

@@ -323,6 +323,14 @@ def test_bad_target_names_the_path(projector, setup, tmp_path, kind):
     assert ('no such file' if kind == 'missing' else 'cannot read') in result.output
 
 
+def test_missing_network_names_the_path(projector, setup, tmp_path):
+    missing = tmp_path / 'runs' / 'network-snapshot-000000.pt'
+    result = run(projector, [f'--network={setup["final"]}', f'--network={missing}', f'--target={setup["target_path"]}',
+                             f'--outdir={tmp_path / "out"}', f'--detector-dir={setup["detector_dir"]}'])
+    assert result.exit_code != 0 and str(missing) in result.output and '--network' in result.output
+    assert not (tmp_path / 'out').exists()
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv('RLO_CACHE_DIR', str(tmp_path / 'cache'))
