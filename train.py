@@ -10,13 +10,14 @@ Examples:
   python train.py --outdir=runs --data=datasets/ffhq256.zip --gpus=2 --cfg=paper256 --mirror=1 --loss=rlo --k=2
 \b
   # Several nodes: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; --batch is the total over all processes.
-  torchrun --nnodes=2 --node-rank=0 --nproc-per-node=8 --rdzv-endpoint=host0:29500 train.py --outdir=runs ...
+  torchrun --nnodes=2 --node-rank=0 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
+  torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
 \b
   # Continue a run exactly where its snapshot left off (optimizers, augment p, counters, RNGs).
-  python train.py --outdir=runs --resume=runs/00000-digits32-tiny-ce-ada/network-snapshot-000004.pt
+  python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-ada/network-snapshot-000012.pt
 
---cfg=auto picks the `tiny` config when no CUDA device is present (32-64 channels, 64-d latents, fp32), and
-StyleGAN2-ADA's resolution-based heuristic on GPUs.
+--cfg=auto picks the `tiny` config when no CUDA device is present (32-64 channels, 64-d latents, fp32, batch 16,
+12 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs.
 """
 from __future__ import annotations
 
