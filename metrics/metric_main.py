@@ -3,6 +3,8 @@
 Names are the official ones (fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, is50k; legacy fid50k, kid50k,
 pr50k3, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend) and the same families with another sample count for quick
 looks: fid5k_full, fid500_full, kid10k, pr5k3_full (last digit = neighbourhood size), is5k, ppl2_wend_5k.
+Offline digits metrics (ours, classifier trained here; NOT comparable to FID/KID/IS): fdd2k_full, kdd2k_full,
+cls2k (metrics/digits_metrics.py).
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import time
 import torch
 
 from dnnlib import util as dnnlib_util
-from metrics import (frechet_inception_distance, inception_score, kernel_inception_distance, metric_utils,
-                     perceptual_path_length, precision_recall)
+from metrics import (digits_metrics, frechet_inception_distance, inception_score, kernel_inception_distance,
+                     metric_utils, perceptual_path_length, precision_recall)
 
 PRIMARY_METRICS = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'is50k']
 LEGACY_METRICS = ['fid50k', 'kid50k', 'pr50k3', 'ppl_zfull', 'ppl_wfull', 'ppl_zend', 'ppl_wend']
+DIGITS_METRICS = ['fdd2k_full', 'kdd2k_full', 'cls2k']
 
 _COUNT = r'(?P<count>\d+k?)'
 _PATTERNS = {
@@ -28,7 +31,12 @@ _PATTERNS = {
     'pr': re.compile(rf'^pr{_COUNT}(?P<nhood>\d)(?P<full>_full)?$'),
     'is': re.compile(rf'^is{_COUNT}$'),
     'ppl': re.compile(r'^(?P<base>ppl2_wend|ppl_zfull|ppl_wfull|ppl_zend|ppl_wend)(?:_(?P<count>\d+k?))?$'),
+    'fdd': re.compile(rf'^fdd{_COUNT}(?P<full>_full)?$'),
+    'kdd': re.compile(rf'^kdd{_COUNT}(?P<full>_full)?$'),
+    'cls': re.compile(rf'^cls{_COUNT}$'),
 }
+_DETECTORS = {'fid': 'inception', 'kid': 'inception', 'is': 'inception', 'pr': 'vgg16', 'ppl': 'vgg16',
+              'fdd': 'digits', 'kdd': 'digits', 'cls': 'digits'}
 # base name -> (space, sampling, crop); "ppl2" is StyleGAN2's variant without the face crop.
 _PPL_VARIANTS = {'ppl2_wend': ('w', 'end', False), 'ppl_zfull': ('z', 'full', True), 'ppl_wfull': ('w', 'full', True),
                  'ppl_zend': ('z', 'end', True), 'ppl_wend': ('w', 'end', True)}
@@ -37,7 +45,8 @@ _DEFAULT_COUNT = 50000
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """A parsed metric name: family ('fid', 'kid', 'pr', 'is', 'ppl'), sample count and variant options."""
+    """A parsed metric name: family ('fid', 'kid', 'pr', 'is', 'ppl', 'fdd', 'kdd', 'cls'), sample count and
+    variant options."""
     name: str
     family: str
     num_gen: int
@@ -71,7 +80,8 @@ def parse_metric(name: str) -> MetricSpec:
             return MetricSpec(name, family, num_gen, full=bool(match.group('full')), nhood_size=int(match.group('nhood')))
         return MetricSpec(name, family, num_gen, full=bool(match.groupdict().get('full')))
     raise ValueError(f'unknown metric {name!r}; valid: {", ".join(list_valid_metrics())} '
-                     f'(or the same with another count, e.g. fid5k_full, kid1k, pr5k3_full, is5k, ppl2_wend_5k)')
+                     f'(or the same with another count, e.g. fid5k_full, kid1k, pr5k3_full, is5k, ppl2_wend_5k, '
+                     f'fdd500_full)')
 
 
 def is_valid_metric(metric: str) -> bool:
@@ -83,7 +93,12 @@ def is_valid_metric(metric: str) -> bool:
 
 
 def list_valid_metrics() -> list[str]:
-    return PRIMARY_METRICS + LEGACY_METRICS
+    return PRIMARY_METRICS + LEGACY_METRICS + DIGITS_METRICS
+
+
+def detector_kind(metric: str) -> str:
+    """The detector a metric needs: 'inception', 'vgg16' (files on disk) or 'digits' (trained here on first use)."""
+    return _DETECTORS[parse_metric(metric).family]
 
 
 def with_num_gen(metric: str, num_gen: int) -> str:
@@ -94,8 +109,8 @@ def with_num_gen(metric: str, num_gen: int) -> str:
         return spec.ppl_base if num_gen == _DEFAULT_COUNT else f'{spec.ppl_base}_{count}'
     if spec.family == 'pr':
         return f'pr{count}{spec.nhood_size}' + ('_full' if spec.full else '')
-    if spec.family == 'is':
-        return f'is{count}'
+    if spec.family in ('is', 'cls'):
+        return f'{spec.family}{count}'
     return f'{spec.family}{count}' + ('_full' if spec.full else '')
 
 
@@ -103,7 +118,7 @@ def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]
     n = spec.num_gen
     if spec.family != 'ppl':
         opts.dataset_kwargs.update(max_size=None)
-        if spec.full or spec.family == 'is':
+        if spec.full or spec.family in ('is', 'cls'):
             opts.dataset_kwargs.update(xflip=False)
     if spec.family == 'fid':
         return {spec.name: frechet_inception_distance.compute_fid(opts, max_real=None if spec.full else n, num_gen=n)}
@@ -119,6 +134,16 @@ def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]
     if spec.family == 'is':
         mean, std = inception_score.compute_is(opts, num_gen=n, num_splits=10)
         return {f'{spec.name}_mean': mean, f'{spec.name}_std': std}
+    if spec.family == 'fdd':
+        return {spec.name: digits_metrics.compute_fdd(opts, max_real=None if spec.full else n, num_gen=n)}
+    if spec.family == 'kdd':
+        kdd = digits_metrics.compute_kdd(opts, max_real=1000000 if spec.full else n, num_gen=n, num_subsets=100,
+                                         max_subset_size=1000)
+        return {spec.name: kdd}
+    if spec.family == 'cls':
+        confident, score, class_entropy = digits_metrics.compute_cls(opts, num_gen=n)
+        return {f'{spec.name}_confident': confident, f'{spec.name}_score': score,
+                f'{spec.name}_class_entropy': class_entropy}
     space, sampling, crop = _PPL_VARIANTS[spec.ppl_base]
     ppl = perceptual_path_length.compute_ppl(opts, num_samples=n, epsilon=1e-4, space=space, sampling=sampling,
                                              crop=crop, batch_size=2)
