@@ -14,6 +14,8 @@ Examples:
 
 Metrics: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, is50k; legacy fid50k, kid50k, pr50k3, ppl_zfull,
 ppl_wfull, ppl_zend, ppl_wend; the same with other counts (fid5k_full, kid1k, is10k, ppl2_wend_5k, ...).
+Offline, for the embedded digits: fdd2k_full, kdd2k_full, cls2k (a digits classifier trained here on first use;
+not comparable to FID/KID/IS).
 The detectors are local files, never downloaded: see `--detector-dir` and the README.
 """
 from __future__ import annotations
@@ -48,10 +50,7 @@ def parse_metric_list(text: str, num_gen: Optional[int]) -> list[str]:
 def detector_needs(metric: str) -> tuple[str, bool]:
     """(detector kind, needs LPIPS weights) of a metric name."""
     from metrics import metric_main
-    family = metric_main.parse_metric(metric).family
-    if family in ('fid', 'kid', 'is'):
-        return 'inception', False
-    return 'vgg16', family == 'ppl'
+    return metric_main.detector_kind(metric), metric_main.parse_metric(metric).family == 'ppl'
 
 
 def check_detectors(metrics: list[str], detector_dir: Optional[str]) -> None:

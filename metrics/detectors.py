@@ -43,6 +43,7 @@ LPIPS_FILE = WeightFile('vgg.pth', 'https://github.com/richzhang/PerceptualSimil
                         "LPIPS v0.1 linear weights for VGG (the lpips package's lpips/weights/v0.1/vgg.pth)")
 
 KINDS = {'inception': INCEPTION_FILES, 'vgg16': VGG16_FILES}
+TRAINED_HERE = 'digits'  # metrics/digits_classifier.py: trained on the embedded digits and cached, nothing to find
 
 
 class DetectorNotFoundError(FileNotFoundError):
@@ -133,9 +134,15 @@ class DetectorFiles:
 
 
 def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool = False) -> DetectorFiles:
-    """Paths of the weight files for `kind` ('inception' or 'vgg16'); DetectorNotFoundError when absent."""
+    """Paths of the weight files for `kind` ('inception' or 'vgg16'); DetectorNotFoundError when absent.
+
+    'digits' is never missing: the classifier is trained on first use (a few seconds on CPU) and cached.
+    """
+    if kind == TRAINED_HERE:
+        from metrics.digits_classifier import ensure_classifier_file
+        return DetectorFiles(kind, ensure_classifier_file())
     if kind not in KINDS:
-        raise ValueError(f'unknown detector kind {kind!r}; expected one of {sorted(KINDS)}')
+        raise ValueError(f'unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}')
     for file in KINDS[kind]:
         path = _find(file, detector_dir)
         if path is None:
@@ -166,6 +173,9 @@ def get_detector(kind: str, device: torch.device | str = 'cpu', detector_dir: st
         if kind == 'inception':
             from metrics.inception import build_inception
             _detector_cache[key] = build_inception(files.path, device)
+        elif kind == TRAINED_HERE:
+            from metrics.digits_classifier import build_digits_detector
+            _detector_cache[key] = build_digits_detector(files.path, device)
         else:
             from metrics.vgg16 import build_vgg16
             _detector_cache[key] = build_vgg16(files.path, files.lpips_path, device)
