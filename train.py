@@ -50,12 +50,6 @@ def _parse_comma_list(text: str) -> list[str]:
     return [item for item in text.split(',') if item]
 
 
-def _metric_detector(metric: str) -> str:
-    from metrics import metric_main
-    family = metric_main.parse_metric(metric).family
-    return 'inception' if family in ('fid', 'kid', 'is') else 'vgg16'
-
-
 def check_metrics(metrics: list[str]) -> None:
     """Every metric name is valid and its detector weights are on disk (nothing is downloaded)."""
     if not metrics:
@@ -67,7 +61,7 @@ def check_metrics(metrics: list[str]) -> None:
                             ' (or "none")')
         spec = metric_main.parse_metric(metric)
         try:
-            detectors.locate_detector(_metric_detector(metric), need_lpips=spec.family == 'ppl')
+            detectors.locate_detector(metric_main.detector_kind(metric), need_lpips=spec.family == 'ppl')
         except detectors.DetectorNotFoundError as err:
             raise UserError(f'--metrics={metric} needs detector weights that are not on this machine:\n{err}\n'
                             'Or train without metrics: --metrics=none') from None
@@ -211,8 +205,9 @@ def setup_training_options(
     # Metrics, snapshots, resume.
     if snap < 1:
         raise UserError(f'--snap must be at least 1, got {snap}')
-    metric_list = _parse_comma_list(metrics) if metrics is not None else (
-        [] if cfg_name == 'tiny' else ['fid50k_full'])
+    if metrics is None:  # FID on GPUs; on the CPU config the offline digits metric, when training on digits
+        metrics = ('fdd2k_full' if data is None else 'none') if cfg_name == 'tiny' else 'fid50k_full'
+    metric_list = _parse_comma_list(metrics)
     check_metrics(metric_list)
     ema_rampup, ada_kimg = spec.ramp, 500.0
     if resume is not None:
@@ -333,7 +328,8 @@ def print_summary(opts: TrainingOptions) -> None:
 @click.option('--kimg', help='Training duration in thousands of real images [default: per --cfg]', type=float)
 @click.option('--tick', help='Thousands of images per progress tick [default: per --cfg]', type=float, metavar='KIMG')
 @click.option('--snap', help='Snapshot interval in ticks [default: 50]', type=int, default=50, metavar='INT')
-@click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full; none for --cfg=tiny]', metavar='LIST')
+@click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
+              'the embedded digits, else none]', metavar='LIST')
 @click.option('--seed', help='Random seed [default: 0]', type=int, default=0, metavar='INT')
 @click.option('--cond', help='Train a conditional model on the dataset labels [default: false]', type=bool, default=False, metavar='BOOL')
 @click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ['--cbase=128', '--cmax=16', '--batch=8', '--workers=0']
+TINY = ['--cbase=128', '--cmax=16', '--batch=8', '--workers=0', '--metrics=none']
 
 
 def load_train():
@@ -85,6 +85,7 @@ def test_dry_run_prints_options_and_picks_tiny_config_on_cpu(train, tmp_path):
     assert options['loss']['name'] == 'rlo' and options['loss']['k'] == 2
     assert options['data']['xflip'] is True and options['data']['resolution'] == 32
     assert options['G_kwargs']['z_dim'] == 64
+    assert options['metrics'] == ['fdd2k_full']  # the offline digits metric: no downloads needed
     assert 'Dry run; exiting.' in text
     assert not (tmp_path / 'runs').exists()
 

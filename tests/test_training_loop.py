@@ -158,3 +158,15 @@ def test_resume_from_weights_only_fine_tunes_from_zero(tmp_path):
         assert torch.equal(x, y)  # lr 0: D is exactly the resumed D
     for x, y in zip(G.parameters(), out['G_ema'].parameters()):
         assert torch.equal(x, y)  # G_ema = EMA of an unchanging G that started equal to it
+
+
+def test_metrics_are_evaluated_at_snapshots_and_logged(tmp_path):
+    opts = tiny_options(tmp_path / 'run', total_kimg=0.016, metrics=['cls100'])
+    training_loop(opts)
+    lines = (tmp_path / 'run' / 'metric-cls100.jsonl').read_text().splitlines()
+    assert len(lines) == 2  # snapshots at tick 0 and at the end
+    result = json.loads(lines[-1])
+    assert result['snapshot_pkl'] == 'network-snapshot-000000.pt'
+    assert 0 <= result['results']['cls100_confident'] <= 1
+    stats = read_stats(opts.run_dir)
+    assert stats[-1]['Metrics/cls100_confident']['mean'] == pytest.approx(result['results']['cls100_confident'])
