@@ -6,7 +6,6 @@ process's own RNG, so those are switched off here; latents, labels and images ar
 import dataclasses
 import os
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -63,7 +62,6 @@ def test_gradient_accumulation_matches_one_big_pass(tmp_path):
     assert_same_networks(final_snapshot(one_pass), final_snapshot(two_passes), atol=2e-5, skip=('w_avg',))
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_total_batch(tmp_path):
     single = deterministic_options(tmp_path / 'single', batch_gpu=BATCH)
     training_loop(single)
