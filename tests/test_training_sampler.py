@@ -1,7 +1,6 @@
 """StreamSampler: epochs are permutations, resuming at a position continues the stream, W processes = 1."""
 import itertools
 
-import numpy as np
 import pytest
 
 from training.sampler import StreamSampler
