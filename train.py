@@ -31,6 +31,8 @@ from typing import Any, Optional
 import click
 import torch
 
+import rlo
+
 from torch_utils import distributed
 from torch_utils.distributed import DistContext
 from training import options as options_lib
@@ -156,18 +158,17 @@ def setup_training_options(
         raise UserError(f'--loss={loss!r}; choose one of {", ".join(LOSS_NAMES)}')
     if loss == 'ce' and (k is not None or m is not None):
         raise UserError('--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9')
-    loss_opts = LossOptions(name=loss, k=2.0 if k is None else k, m=m, r1_gamma=spec.gamma,
+    try:
+        adversarial = rlo.LossConfig(loss, k=2.0 if k is None else k, m=m)
+    except ValueError as err:
+        raise UserError(f'--loss={loss} --k={k} --m={m}: {err}') from None
+    loss_opts = LossOptions(adversarial=adversarial, r1_gamma=spec.gamma,
                             style_mixing_prob=0.9 if spec.mixing else 0.0, pl_weight=2.0 if spec.pl else 0.0)
     if blur < 0:
         raise UserError(f'--blur must be >= 0, got {blur}')
     if blur > 0:
         loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = blur, spec.mb * 200 / 32
-    try:
-        import rlo
-        rlo.LossConfig(loss, k=loss_opts.k, m=m)
-    except ValueError as err:
-        raise UserError(f'--loss={loss} --k={loss_opts.k} --m={m}: {err}') from None
-    desc += f'-{loss_opts.describe()}'
+    desc += f'-{adversarial.describe()}'
     if gamma is not None:
         desc += f'-gamma{gamma:g}'
     if kimg is not None:
@@ -309,7 +310,7 @@ def print_summary(opts: TrainingOptions) -> None:
     print(f'Output directory:    {opts.run_dir or "(set at launch)"}')
     print(f'Training data:       {opts.data.path or "embedded sklearn digits"} ({opts.data.resolution}px)')
     print(f'Config:              {opts.cfg}')
-    print(f'Loss:                {opts.loss.describe()}')
+    print(f'Loss:                {opts.loss.adversarial.describe()}')
     print(f'Training duration:   {opts.total_kimg:g} kimg')
     print(f'Number of processes: {opts.num_gpus} ({"CUDA" if torch.cuda.is_available() else "CPU"})')
     print(f'Batch:               {opts.batch_size} total, {opts.batch_gpu} per process and pass')

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import rlo  # noqa: E402
 from training import options  # noqa: E402
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions  # noqa: E402
 
@@ -41,7 +42,7 @@ def case_options(case: str, run_dir: str, ticks: int, loss: str) -> tuple[Traini
                                                     else 3),
         G_kwargs=G_kwargs, D_kwargs=D_kwargs, G_opt=OptimizerOptions(lr=spec.lrate),
         D_opt=OptimizerOptions(lr=spec.lrate),
-        loss=LossOptions(name=loss, r1_gamma=spec.gamma, style_mixing_prob=0.9 if spec.mixing else 0,
+        loss=LossOptions(adversarial=rlo.LossConfig(loss, k=2.0), r1_gamma=spec.gamma, style_mixing_prob=0.9 if spec.mixing else 0,
                          pl_weight=2 if spec.pl else 0),
         augment=AugmentOptions(mode='ada'), batch_size=spec.mb, batch_gpu=spec.mb, ema_kimg=spec.ema,
         ema_rampup=spec.ramp, total_kimg=(spec.mb + spec.mb * steps_per_tick * ticks) / 1000, kimg_per_tick=tick_kimg,

@@ -7,6 +7,8 @@ import dataclasses
 import os
 
 import torch
+
+import rlo
 import torch.multiprocessing as mp
 
 from torch_utils import distributed
@@ -25,7 +27,7 @@ def deterministic_options(run_dir, batch_gpu, num_gpus=1) -> TrainingOptions:
     os.makedirs(run_dir, exist_ok=True)
     return TrainingOptions(
         run_dir=str(run_dir), data=DataOptions(path=None, resolution=16, workers=0), G_kwargs=G_kwargs,
-        D_kwargs=D_kwargs, loss=LossOptions(name='rlo', k=2, r1_gamma=0.5, style_mixing_prob=0, pl_weight=0),
+        D_kwargs=D_kwargs, loss=LossOptions(adversarial=rlo.LossConfig('rlo', k=2), r1_gamma=0.5, style_mixing_prob=0, pl_weight=0),
         augment=AugmentOptions(mode='noaug'), num_gpus=num_gpus, batch_size=BATCH, batch_gpu=batch_gpu,
         ema_kimg=0.01, ema_rampup=0.05, total_kimg=0.04, kimg_per_tick=0.016, image_snapshot_ticks=None,
         network_snapshot_ticks=10, random_seed=5)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import rlo
+
 from training import checkpoint, options
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
 from training.training_loop import NonFiniteError, build_phases, training_loop, update_ema
@@ -22,7 +24,7 @@ def tiny_options(run_dir, **overrides) -> TrainingOptions:
     opts = TrainingOptions(
         run_dir=str(run_dir), cfg='tiny', data=DataOptions(path=None, resolution=16, workers=0),
         G_kwargs=G_kwargs, D_kwargs=D_kwargs, G_opt=OptimizerOptions(lr=0.0025), D_opt=OptimizerOptions(lr=0.0025),
-        loss=LossOptions(name='ce', r1_gamma=0.1), augment=AugmentOptions(mode='ada', kimg=1),
+        loss=LossOptions(adversarial=rlo.LossConfig('ce'), r1_gamma=0.1), augment=AugmentOptions(mode='ada', kimg=1),
         batch_size=BATCH, batch_gpu=BATCH, ema_kimg=0.01, ema_rampup=0.05, total_kimg=0.04,
         kimg_per_tick=0.016, image_snapshot_ticks=1, network_snapshot_ticks=1, random_seed=3)
     return dataclasses.replace(opts, **overrides)
@@ -38,7 +40,7 @@ def loss_stats(entry):
 
 
 def test_short_run_writes_snapshot_grids_stats_and_tensorboard(tmp_path):
-    opts = tiny_options(tmp_path / 'run', loss=LossOptions(name='rlo', k=2, r1_gamma=0.1))
+    opts = tiny_options(tmp_path / 'run', loss=LossOptions(adversarial=rlo.LossConfig('rlo', k=2), r1_gamma=0.1))
     result = training_loop(opts)
     run = opts.run_dir
     assert result['cur_nimg'] == 40
@@ -57,7 +59,7 @@ def test_short_run_writes_snapshot_grids_stats_and_tensorboard(tmp_path):
     data = checkpoint.load_network(result['last_snapshot'])
     state = data['resume_state']
     assert state['cur_nimg'] == 40 and state['cur_tick'] == 3 and state['batch_idx'] == 5
-    assert json.loads(state['training_options_json'])['loss']['name'] == 'rlo'
+    assert json.loads(state['training_options_json'])['loss']['adversarial']['name'] == 'rlo'
     assert data['training_set_kwargs']['resolution'] == 16
     # G_ema moved away from its initialisation and away from G (EMA, not a copy).
     G, G_ema = data['G'], data['G_ema']
@@ -134,7 +136,7 @@ def test_lazy_regularisation_rescales_adam_lr_and_betas():
 def test_training_options_round_trip_through_json():
     spec = options.CFG_SPECS['paper256']
     G_kwargs, D_kwargs = options.network_kwargs(spec, 256, 3, 0)
-    opts = TrainingOptions(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss=LossOptions(name='rlo-eq9', k=3, m=5),
+    opts = TrainingOptions(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss=LossOptions(adversarial=rlo.LossConfig('rlo-eq9', k=3, m=5)),
                            G_opt=OptimizerOptions(lr=0.1, betas=(0.5, 0.9)), metrics=['fid50k_full'])
     again = TrainingOptions.from_json(opts.to_json())
     assert again == opts

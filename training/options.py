@@ -10,6 +10,8 @@ import dataclasses
 import json
 from typing import Any, Optional
 
+import rlo
+
 # ----------------------------------------------------------------------------------------------------
 # Per-config hyper-parameters (StyleGAN2-ADA's cfg_specs, plus a tiny CPU config).
 
@@ -133,11 +135,9 @@ class OptimizerOptions:
 
 @dataclasses.dataclass
 class LossOptions:
-    """training.loss.StyleGAN2Loss settings; `name`, `k`, `m` pick the adversarial loss from the rlo family."""
+    """training.loss.StyleGAN2Loss settings; `adversarial` picks the D/G loss from the rlo family."""
 
-    name: str = 'ce'
-    k: float = 2.0
-    m: Optional[float] = None
+    adversarial: rlo.LossConfig = rlo.LossConfig(name='ce', k=2.0)
     r1_gamma: float = 10.0
     style_mixing_prob: float = 0.9
     pl_weight: float = 2.0
@@ -145,13 +145,6 @@ class LossOptions:
     pl_decay: float = 0.01
     blur_init_sigma: float = 0.0
     blur_fade_kimg: float = 0.0
-
-    def describe(self) -> str:
-        """'ce', 'rlo-k2', 'rlo-eq9-k3-m5': the loss part of run-directory names."""
-        if self.name == 'ce':
-            return 'ce'
-        label = f'{self.name}-k{self.k:g}'
-        return label if self.m is None else f'{label}-m{self.m:g}'
 
 
 @dataclasses.dataclass
@@ -211,6 +204,8 @@ class TrainingOptions:
         for name, sub in nested.items():
             if name in kwargs:
                 kwargs[name] = sub(**kwargs[name])
+        if 'loss' in kwargs and isinstance(kwargs['loss'].adversarial, dict):
+            kwargs['loss'].adversarial = rlo.LossConfig(**kwargs['loss'].adversarial)
         if 'betas' in values.get('G_opt', {}):
             kwargs['G_opt'].betas = tuple(kwargs['G_opt'].betas)
         if 'betas' in values.get('D_opt', {}):

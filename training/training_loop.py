@@ -291,7 +291,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
 
     G, D, G_ema, augment_pipe, ada = build_networks(opts, device, resume_data, verbose=is_main)
     loss = StyleGAN2Loss(device=device, G=G, D=D, augment_pipe=augment_pipe,
-                         objective=rlo.GanObjective(rlo.LossConfig(opts.loss.name, k=opts.loss.k, m=opts.loss.m)),
+                         objective=rlo.GanObjective(opts.loss.adversarial),
                          r1_gamma=opts.loss.r1_gamma, style_mixing_prob=opts.loss.style_mixing_prob,
                          pl_weight=opts.loss.pl_weight, pl_batch_shrink=opts.loss.pl_batch_shrink,
                          pl_decay=opts.loss.pl_decay, blur_init_sigma=opts.loss.blur_init_sigma,
