@@ -82,7 +82,7 @@ def test_dry_run_prints_options_and_picks_tiny_config_on_cpu(train, tmp_path):
     text = result.output
     options = json.loads(text[text.index('{'):text.index('\n}\n') + 2])
     assert options['cfg'] == 'tiny'
-    assert options['loss']['name'] == 'rlo' and options['loss']['k'] == 2
+    assert options['loss']['adversarial']['name'] == 'rlo' and options['loss']['adversarial']['k'] == 2
     assert options['data']['xflip'] is True and options['data']['resolution'] == 32
     assert options['G_kwargs']['z_dim'] == 64
     assert options['metrics'] == ['fdd2k_full']  # the offline digits metric: no downloads needed
