@@ -9,6 +9,9 @@ Examples:
 \b
   # Class 3 of a conditional network
   python generate.py --network=snapshot.pt --seeds=0-15 --class=3 --outdir=out
+\b
+  # Render the w that projector.py found (projected_w.npz, w [n, num_ws, w_dim]): proj00.png, ...
+  python generate.py --network=snapshot.pt --projected-w=proj/projected_w.npz --outdir=out
 
 Latent z of seed s is np.random.RandomState(s).randn(1, z_dim), as in StyleGAN2-ADA's generate.py, so the same
 weights give the same images there and here. With --noise-mode=random, torch is seeded with s as well.
@@ -75,13 +78,39 @@ def generate_images(G: torch.nn.Module, seeds: list[int], truncation_psi: float 
     return np.stack(images)
 
 
-def save_outputs(images: np.ndarray, seeds: list[int], outdir: str) -> list[str]:
-    """seedNNNN.png per image and grid.png (up to 8 columns, unused cells black); returns the paths."""
+@torch.no_grad()
+def synthesize_ws(G: torch.nn.Module, ws: np.ndarray, noise_mode: str = 'const',
+                  device: torch.device = torch.device('cpu')) -> np.ndarray:
+    """uint8 images [n, H, W, C] from ws [n, num_ws, w_dim] (e.g. projector.py's projected_w.npz)."""
+    expected = (G.num_ws, G.w_dim)
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != expected:
+        raise ValueError(f'projected w has shape {tuple(ws.shape)}; this network needs [n, {expected[0]}, '
+                         f'{expected[1]}] (num_ws, w_dim)')
+    images = []
+    for w in torch.from_numpy(np.asarray(ws, dtype=np.float32)).to(device):
+        img = G.synthesis(w.unsqueeze(0), noise_mode=noise_mode)
+        images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()[0])
+    return np.stack(images)
+
+
+def load_ws(path: str) -> np.ndarray:
+    """The 'w' array of an .npz file, read without pickles."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if 'w' not in data:
+                raise ValueError(f'{path} has no array named "w" (found: {", ".join(data.files) or "none"})')
+            return data['w']
+    except (OSError, ValueError) as err:
+        raise ValueError(f'cannot read projected w from {path}: {err}') from None
+
+
+def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]:
+    """<name>.png per image and grid.png (up to 8 columns, unused cells black); returns the paths."""
     from training.image_grid import save_image_grid, save_png
     os.makedirs(outdir, exist_ok=True)
     paths = []
-    for image, seed in zip(images, seeds):
-        path = os.path.join(outdir, f'seed{seed:04d}.png')
+    for image, name in zip(images, names):
+        path = os.path.join(outdir, f'{name}.png')
         save_png(path, image)
         paths.append(path)
     gw = min(len(images), 8)
@@ -95,20 +124,31 @@ def save_outputs(images: np.ndarray, seeds: list[int], outdir: str) -> list[str]
 
 @click.command(help=__doc__)
 @click.option('--network', 'network_path', help='Snapshot (.pt) or official .pkl', required=True, metavar='PATH')
-@click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9-11', required=True, metavar='LIST')
+@click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9-11', metavar='LIST')
+@click.option('--projected-w', help='Render the ws of this .npz (projector.py output) instead of seeds',
+              metavar='FILE')
 @click.option('--trunc', 'truncation_psi', help='Truncation psi [default: 1]', type=float, default=1.0)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise mode [default: const]', type=click.Choice(NOISE_MODES), default='const')
 @click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
-def main(network_path: str, seeds: str, truncation_psi: float, class_idx: Optional[int], noise_mode: str,
-         outdir: str) -> None:
+def main(network_path: str, seeds: Optional[str], projected_w: Optional[str], truncation_psi: float,
+         class_idx: Optional[int], noise_mode: str, outdir: str) -> None:
     from training import checkpoint
-    try:
-        seed_list = parse_range(seeds)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint='--seeds') from None
-    if not seed_list:
-        raise click.BadParameter('no seeds given', param_hint='--seeds')
+    if (seeds is None) == (projected_w is None):
+        raise click.UsageError('give exactly one of --seeds and --projected-w')
+    ws = None
+    if projected_w is not None:
+        try:
+            ws = load_ws(projected_w)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--projected-w') from None
+    else:
+        try:
+            seed_list = parse_range(seeds)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--seeds') from None
+        if not seed_list:
+            raise click.BadParameter('no seeds given', param_hint='--seeds')
     device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
     print(f'Loading networks from "{network_path}"...')
     try:
@@ -117,8 +157,16 @@ def main(network_path: str, seeds: str, truncation_psi: float, class_idx: Option
         raise click.BadParameter(str(err), param_hint='--network') from None
     if G is None:
         raise click.BadParameter(f'{network_path} holds no G_ema', param_hint='--network')
-    images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
-    paths = save_outputs(images, seed_list, outdir)
+    if ws is not None:
+        try:
+            images = synthesize_ws(G, ws, noise_mode, device)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--projected-w') from None
+        names = [f'proj{i:02d}' for i in range(len(images))]
+    else:
+        images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
+        names = [f'seed{seed:04d}' for seed in seed_list]
+    paths = save_outputs(images, names, outdir)
     print(f'Wrote {len(paths) - 1} images and {paths[-1]}')
 
 

@@ -70,7 +70,7 @@ def test_truncation_matches_official_psi_0_7(generate, official_snapshot, tmp_pa
 
 def test_grid_pads_to_full_rows_of_eight(generate, tmp_path):
     images = np.full([10, 4, 4, 3], 200, dtype=np.uint8)
-    paths = generate.save_outputs(images, list(range(10)), str(tmp_path))
+    paths = generate.save_outputs(images, [f'img{i}' for i in range(10)], str(tmp_path))
     grid = read_png(paths[-1])
     assert grid.shape == (2 * 4, 8 * 4, 3)
     assert (grid[4:, 8:] == 0).all() and (grid[:4] == 200).all()
@@ -107,3 +107,24 @@ def test_conditional_network_needs_a_valid_class(generate, tmp_path):
 def test_missing_network_file_is_named(generate, tmp_path):
     result = run(generate, ['--network=/no/such/net.pt', '--seeds=0', f'--outdir={tmp_path}'])
     assert result.exit_code == 2 and '/no/such/net.pt' in result.output
+
+
+def test_projected_w_renders_the_ws_like_the_synthesis_network(generate, tmp_path):
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=32, channel_max=4)).eval()
+    network = tmp_path / 'net.pt'
+    checkpoint.save_snapshot(network, dict(G_ema=G))
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, 8), None)
+        want = (G.synthesis(ws, noise_mode='const').permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    np.savez(tmp_path / 'projected_w.npz', w=ws.numpy())
+    result = run(generate, [f'--network={network}', f'--projected-w={tmp_path / "projected_w.npz"}',
+                            f'--outdir={tmp_path / "out"}'])
+    assert result.exit_code == 0, result.output
+    for i in range(2):
+        np.testing.assert_array_equal(read_png(tmp_path / 'out' / f'proj{i:02d}.png'), want[i].numpy())
+    np.savez(tmp_path / 'wrong.npz', w=ws.numpy()[:, :1])
+    result = run(generate, [f'--network={network}', f'--projected-w={tmp_path / "wrong.npz"}', f'--outdir={tmp_path}'])
+    assert result.exit_code == 2 and 'num_ws, w_dim' in result.output
+    result = run(generate, [f'--network={network}', f'--outdir={tmp_path}'])
+    assert result.exit_code == 2 and 'exactly one of --seeds and --projected-w' in result.output
