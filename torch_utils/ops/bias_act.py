@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from types import ModuleType
 from typing import Callable, Optional
 
 import numpy as np
@@ -86,23 +87,14 @@ def _bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 
 # ----------------------------------------------------------------------------------------------------
 # CUDA plugin path.
 
-_plugin = None
-_plugin_tried = False
+def _plugin() -> Optional[ModuleType]:
+    """The compiled kernels, built on first use; None (after one warning) where they cannot be used.
 
-
-def _init() -> bool:
-    """Build (once) and report whether the CUDA plugin is usable."""
-    global _plugin, _plugin_tried
-    if not _plugin_tried:
-        _plugin_tried = True
-        _plugin = custom_ops.get_plugin(
-            module_name="rlo_bias_act_plugin",
-            sources=["bias_act.cpp", "bias_act.cu"],
-            headers=["bias_act.h"],
-            source_dir=os.path.dirname(__file__),
-            extra_cuda_cflags=["--use_fast_math"],
-        )
-    return _plugin is not None
+    custom_ops.get_plugin caches the outcome per process, so this is a dictionary lookup after the first call.
+    """
+    return custom_ops.get_plugin(module_name="rlo_bias_act_plugin", sources=["bias_act.cpp", "bias_act.cu"],
+                                 headers=["bias_act.h"], source_dir=os.path.dirname(__file__),
+                                 extra_cuda_cflags=["--use_fast_math"])
 
 
 def _empty(x: torch.Tensor) -> torch.Tensor:
@@ -154,7 +146,7 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) 
     grad2_to_x = keep_x and spec.has_2nd_grad
 
     def kernel(src, b, xref, yref, dy, grad):
-        return _plugin.bias_act(src, b, xref, yref, dy, grad, dim, spec.cuda_idx, alpha, gain, clamp)
+        return _plugin().bias_act(src, b, xref, yref, dy, grad, dim, spec.cuda_idx, alpha, gain, clamp)
 
     def reduce_bias(t: torch.Tensor) -> torch.Tensor:
         return t.sum([i for i in range(t.ndim) if i != dim])
@@ -218,7 +210,7 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     """
     if impl not in ("cuda", "ref"):
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
-    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and _init():
+    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and _plugin() is not None:
         spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
         _check_bias(x, b, dim)
         if act == "linear" and gain_f == 1 and clamp_f < 0:  # nothing to fuse

@@ -14,6 +14,7 @@ warning when it cannot build.
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -222,23 +223,14 @@ def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, 
 # ----------------------------------------------------------------------------------------------------
 # CUDA plugin path.
 
-_plugin = None
-_plugin_tried = False
+def _plugin() -> Optional[ModuleType]:
+    """The compiled kernels, built on first use; None (after one warning) where they cannot be used.
 
-
-def _init() -> bool:
-    """Build (once) and report whether the CUDA plugin is usable."""
-    global _plugin, _plugin_tried
-    if not _plugin_tried:
-        _plugin_tried = True
-        _plugin = custom_ops.get_plugin(
-            module_name="rlo_upfirdn2d_plugin",
-            sources=["upfirdn2d.cpp", "upfirdn2d.cu"],
-            headers=["upfirdn2d.h"],
-            source_dir=os.path.dirname(__file__),
-            extra_cuda_cflags=["--use_fast_math"],
-        )
-    return _plugin is not None
+    custom_ops.get_plugin caches the outcome per process, so this is a dictionary lookup after the first call.
+    """
+    return custom_ops.get_plugin(module_name="rlo_upfirdn2d_plugin", sources=["upfirdn2d.cpp", "upfirdn2d.cu"],
+                                 headers=["upfirdn2d.h"], source_dir=os.path.dirname(__file__),
+                                 extra_cuda_cflags=["--use_fast_math"])
 
 
 class _Upfirdn2dCuda(torch.autograd.Function):
@@ -249,7 +241,7 @@ class _Upfirdn2dCuda(torch.autograd.Function):
         upx, upy = up
         downx, downy = down
         px0, px1, py0, py1 = padding
-        y = _plugin.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+        y = _plugin().upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
         ctx.save_for_backward(f)
         ctx.cfg = (up, down, padding, flip_filter, gain, x.shape)
         return y
@@ -305,7 +297,7 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
     """
     if impl not in ("cuda", "ref"):
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
-    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and x.ndim == 4 and _init():
+    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and x.ndim == 4 and _plugin() is not None:
         if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
             raise ValueError(f"upfirdn2d filter must be a float32 1-D or 2-D tensor, got {getattr(f, 'shape', f)}")
         return _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)
