@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import rlo
-from rlo.experiments import classify
+from rlo.experiments import classify, classifier_models
+from training.dataset import DatasetError
 
 
 # ---------------------------------------------------------------- loss names
@@ -92,16 +93,26 @@ def test_random_crop_flip_matches_a_per_image_reference():
         torch.testing.assert_close(out[i], window.flip(-1) if flip[i] else window, rtol=0, atol=0)
 
 
+def test_models_map_32px_images_to_class_logits():
+    x = torch.randn(2, 3, 32, 32)
+    assert classifier_models.make_classifier("small-cnn", 3, 10)(x).shape == (2, 10)
+    resnet = classifier_models.make_classifier("resnet18", 3, 10)
+    assert resnet.conv1.stride == (1, 1) and isinstance(resnet.maxpool, torch.nn.Identity)
+    assert resnet(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="'vgg'"):
+        classifier_models.make_classifier("vgg", 3, 10)
+
+
 # ---------------------------------------------------------------- CIFAR-10
 
-def _fake_cifar_archive(tmp_path, per_batch=2):
+def _fake_cifar_archive(tmp_path, per_batch=2, with_test_batch=True):
     """cifar-10-python.tar.gz in the official layout (protocol-2 pickles of {'data': uint8 [N, 3072] planar RGB,
     'labels': list}, as in tests/test_dataset_tool.py); returns (path, train NHWC, train labels, test, labels)."""
     rng = np.random.RandomState(1)
     batches = {}
     path = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
-        for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] * with_test_batch:
             images = rng.randint(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
             labels = [int(v) for v in rng.randint(0, 10, size=per_batch)]
             content = {b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), b"labels": labels,
@@ -112,7 +123,8 @@ def _fake_cifar_archive(tmp_path, per_batch=2):
             tar.addfile(info, io.BytesIO(data))
             batches[batch] = (images, labels)
     train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
-    return (path, np.concatenate([b[0] for b in train]), sum((b[1] for b in train), []), *batches["test_batch"])
+    return (path, np.concatenate([b[0] for b in train]), sum((b[1] for b in train), []),
+            *batches.get("test_batch", (None, None)))
 
 
 def test_cifar10_loader_reads_the_python_archive_exactly(tmp_path):
@@ -129,6 +141,14 @@ def _extracted(path, tmp_path):
     with tarfile.open(path) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     return tmp_path / "x" / "cifar-10-batches-py"
+
+
+def test_archive_without_test_batch_is_reported(tmp_path):
+    path = _fake_cifar_archive(tmp_path, with_test_batch=False)[0]
+    assert classify.main(["--data", "cifar10", "--cifar-path", str(path), "--out", str(tmp_path)],
+                         progress=False) == 2
+    with pytest.raises(DatasetError, match=r"cifar-10-python\.tar\.gz.*no test_batch inside"):
+        classify.load_cifar10_split(path)
 
 
 def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch, capsys):
