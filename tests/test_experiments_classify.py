@@ -182,6 +182,8 @@ def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
         final = [100 * float(e["test_acc"]) for e in epochs if e["loss"] == row["loss"] and e["epoch"] == "2"]
         assert float(row["test_acc_mean"]) == pytest.approx(np.mean(final), abs=1e-5)
         assert float(row["test_acc_std"]) == pytest.approx(np.std(final), abs=1e-5)
+        ce = [100 * float(e["test_acc"]) for e in epochs if e["loss"] == "ce" and e["epoch"] == "2"]
+        assert float(row["diff_vs_ce_mean"]) == pytest.approx(np.mean(np.subtract(final, ce)), abs=1e-5)
     for e in epochs:  # accuracies are counts out of the 40 test images
         assert float(e["test_acc"]) * 40 == pytest.approx(round(float(e["test_acc"]) * 40), abs=1e-3)
     assert (tmp_path / "classify_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,8 @@ gamma = 3, alpha = 0.25; RLO eq. 4 with m = k. Our choices where the paper is si
   (running, while the weights change), test accuracy and CE after the epoch, and the training wall time of the
   epoch (evaluation excluded). Epoch 0 is the shared initial network.
 - Reported: mean +- std (numpy's population std) over seeds of the test accuracy after the last epoch (no
-  early stopping on the test set) and, for reference, of the best test accuracy over epochs (optimistic: it picks
+  early stopping on the test set), its difference to CE on the same seed (paired: same init, same batches) and,
+  for reference, of the best test accuracy over epochs (optimistic: it picks
   the epoch on the test set), plus the mean training time per epoch.
 """
 from __future__ import annotations
@@ -336,15 +337,24 @@ def _by_loss(runs: Sequence[RunHistory]) -> Dict[rlo.LossConfig, List[RunHistory
 
 
 def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
-    """One dict per loss: accuracies in %, times in seconds, mean/std over seeds (numpy population std)."""
+    """One dict per loss: accuracies in %, times in seconds, mean/std over seeds (numpy population std).
+
+    ``diff_vs_ce_*``: last-epoch test accuracy minus CE's on the same seed (same init and batches), in
+    percentage points; empty when CE was not run.
+    """
     rows = []
+    ce_final = {run.seed: run.epochs[-1].test_acc for run in runs if run.loss == rlo.LossConfig("ce")}
     for cfg, group in _by_loss(runs).items():
         final = 100 * np.array([run.epochs[-1].test_acc for run in group])
+        paired = 100 * np.array([run.epochs[-1].test_acc - ce_final[run.seed] for run in group
+                                 if run.seed in ce_final])
         best = 100 * np.array([max(r.test_acc for r in run.epochs[1:]) if len(run.epochs) > 1
                                else run.epochs[0].test_acc for run in group])
         epoch_times = np.array([r.epoch_time_s for run in group for r in run.epochs[1:]] or [0.0])
         rows.append(dict(loss=cfg.describe(), label=loss_label(cfg), k=f"{cfg.k:g}" if cfg.is_rooted else "",
                          seeds=len(group), test_acc_mean=final.mean(), test_acc_std=final.std(),
+                         diff_vs_ce_mean=paired.mean() if paired.size else "",
+                         diff_vs_ce_std=paired.std() if paired.size else "",
                          best_epoch_acc_mean=best.mean(), best_epoch_acc_std=best.std(),
                          epoch_time_mean_s=epoch_times.mean(), epoch_time_std_s=epoch_times.std(),
                          total_train_time_mean_s=float(np.mean([run.epochs[-1].wall_s for run in group])),
@@ -353,11 +363,14 @@ def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
 
 
 def results_table(runs: Sequence[RunHistory]) -> str:
-    lines = ["| Loss | test acc. (%), last epoch | best-epoch test acc. (%) | train time / epoch (s) | "
-             "train time, total (s) | train CE, last epoch |", "|---|---|---|---|---|---|"]
+    lines = ["| Loss | test acc. (%), last epoch | − CE, same seed (pp) | best-epoch test acc. (%) | "
+             "train time / epoch (s) | train time, total (s) | train CE, last epoch |",
+             "|---|---|---|---|---|---|---|"]
     for row in summary_rows(runs):
+        paired = "" if row["diff_vs_ce_mean"] == "" else f"{row['diff_vs_ce_mean']:+.2f} ± {row['diff_vs_ce_std']:.2f}"
         lines.append(f"| {row['label']} | {row['test_acc_mean']:.2f} ± {row['test_acc_std']:.2f} "
-                     f"(n={row['seeds']}) | {row['best_epoch_acc_mean']:.2f} ± {row['best_epoch_acc_std']:.2f} | "
+                     f"(n={row['seeds']}) | {paired} | "
+                     f"{row['best_epoch_acc_mean']:.2f} ± {row['best_epoch_acc_std']:.2f} | "
                      f"{row['epoch_time_mean_s']:.3f} ± {row['epoch_time_std_s']:.3f} | "
                      f"{row['total_train_time_mean_s']:.1f} | {row['final_train_ce_mean']:.4f} |")
     return "\n".join(lines)
