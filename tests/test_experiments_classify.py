@@ -187,3 +187,13 @@ def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
     for e in epochs:  # accuracies are counts out of the 40 test images
         assert float(e["test_acc"]) * 40 == pytest.approx(round(float(e["test_acc"]) * 40), abs=1e-3)
     assert (tmp_path / "classify_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cifar10_run_trains_with_augmentation_and_writes_its_outputs(tmp_path, monkeypatch):
+    path = _fake_cifar_archive(tmp_path, per_batch=4)[0]
+    monkeypatch.setenv(classify.CIFAR10_ENV, str(path))
+    assert classify.main(["--data", "cifar10", "--epochs", "1", "--seeds", "1", "--losses", "rlo-8", "--out",
+                          str(tmp_path), "--device", "cpu"], progress=False) == 0
+    table = (tmp_path / "classify_cifar10.md").read_text()
+    assert "20 train / 4 test images [3, 32, 32]" in table and "augmentation crop+flip" in table
+    assert "| RLO-8 |" in table and (tmp_path / "classify_cifar10.png").exists()
