@@ -7,10 +7,8 @@ gradients against the reference ops. The cuda-marked tests do the same against t
 import os
 import warnings
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
 from torch_utils import custom_ops

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 import rlo
-from rlo import functional as RF
 
 KS = [0.5, 1.0, 2.0, 3.0, 11.0, 100.0]
 

@@ -12,7 +12,7 @@ import pickle
 import re
 import tarfile
 import zipfile
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
@@ -176,11 +176,15 @@ def is_cifar10_source(path: str) -> bool:
     return os.path.isfile(path) and re.search(r'\.(tar|tar\.gz|tgz)$', path) is not None
 
 
-def load_cifar10(path: str) -> ArrayImageSource:
-    """The 50,000 CIFAR-10 training images (uint8 [N, 32, 32, 3]) and labels 0..9, in batch order."""
+def load_cifar10(path: str, batches: Sequence[str] = tuple(CIFAR10_TRAIN_BATCHES)) -> ArrayImageSource:
+    """CIFAR-10 images (uint8 [N, 32, 32, 3]) and labels 0..9 of the named batches, in that order.
+
+    The default is the 50,000 training images; ``batches=('test_batch',)`` gives the 10,000 test images.
+    """
+    names = list(batches)
     batches = {}
     if os.path.isdir(path):
-        for batch in CIFAR10_TRAIN_BATCHES:
+        for batch in names:
             file = os.path.join(path, batch)
             if not os.path.isfile(file):
                 raise DatasetError(f'{path}: missing CIFAR-10 batch {batch}')
@@ -191,16 +195,16 @@ def load_cifar10(path: str) -> ArrayImageSource:
             with tarfile.open(path, 'r:*') as tar:
                 for member in tar.getmembers():
                     base = os.path.basename(member.name)
-                    if member.isfile() and base in CIFAR10_TRAIN_BATCHES:
+                    if member.isfile() and base in names:
                         batches[base] = (f'{path}:{member.name}', tar.extractfile(member).read())
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DatasetError(f'{path}: cannot read tar archive ({err})') from None
-        missing = [b for b in CIFAR10_TRAIN_BATCHES if b not in batches]
+        missing = [b for b in names if b not in batches]
         if missing:
             raise DatasetError(f'{path}: not the CIFAR-10 python archive (cifar-10-python.tar.gz): '
                                f'no {", ".join(missing)} inside')
     images, labels = [], []
-    for batch in CIFAR10_TRAIN_BATCHES:
+    for batch in names:
         source, data = batches[batch]
         content = load_numpy_pickle(data, source)
         if not isinstance(content, dict):

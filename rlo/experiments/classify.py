@@ -35,7 +35,6 @@ import os
 import pathlib
 import re
 import sys
-import tarfile
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -151,43 +150,14 @@ def resolve_cifar10_path(cli_path: Optional[str]) -> pathlib.Path:
     return path
 
 
-def _read_cifar10_test_batch(path: pathlib.Path) -> tuple:
-    """(uint8 [N, 32, 32, 3], int64 [N]) from test_batch in the archive or folder, via the numpy-only unpickler."""
-    from training.dataset import DatasetError
-    from training.dataset_sources import load_numpy_pickle
-    if path.is_dir():
-        file = path / CIFAR10_TEST_BATCH
-        if not file.is_file():
-            raise DatasetError(f"{path}: missing CIFAR-10 batch {CIFAR10_TEST_BATCH}")
-        source, data = str(file), file.read_bytes()
-    else:
-        with tarfile.open(path, "r:*") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and os.path.basename(m.name) == CIFAR10_TEST_BATCH]
-            if not members:
-                raise DatasetError(f"{path}: not the CIFAR-10 python archive ({CIFAR10_ARCHIVE}): "
-                                   f"no {CIFAR10_TEST_BATCH} inside")
-            source, data = f"{path}:{members[0].name}", tar.extractfile(members[0]).read()
-    content = load_numpy_pickle(data, source)
-    if not isinstance(content, dict):
-        raise DatasetError(f"{source}: expected a dict with 'data' and 'labels', got {type(content).__name__}")
-    content = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
-    pixels, labels = content.get("data"), np.asarray(content.get("labels"))
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
-        raise DatasetError(f"{source}: 'data' must be a uint8 array [N, 3072]")
-    if labels.shape != (pixels.shape[0],) or not np.issubdtype(labels.dtype, np.integer) \
-            or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise DatasetError(f"{source}: 'labels' must be {pixels.shape[0]} class indices 0..9")
-    return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
-
-
 def load_cifar10_split(path: pathlib.Path) -> ImageData:
     """CIFAR-10's official split: data_batch_1..5 train, test_batch test (uint8 NCHW, labels 0..9)."""
     from training.dataset_sources import load_cifar10
     train = load_cifar10(str(path))
-    test_images, test_labels = _read_cifar10_test_batch(path)
+    test = load_cifar10(str(path), batches=(CIFAR10_TEST_BATCH,))
     to_nchw = lambda images: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return ImageData("cifar10", to_nchw(train.images), torch.tensor(train.labels, dtype=torch.int64),
-                     to_nchw(test_images), torch.from_numpy(test_labels))
+                     to_nchw(test.images), torch.tensor(test.labels, dtype=torch.int64))
 
 
 def standardiser(images: torch.Tensor) -> tuple:

@@ -30,7 +30,6 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 import rlo

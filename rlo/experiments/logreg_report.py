@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from rlo.experiments.logreg import (DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, Score, best_index, ranked,
+from rlo.experiments.logreg import (DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, best_index, ranked,
                                     scores)
 from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
 
