@@ -52,7 +52,7 @@ def _parse_comma_list(text: str) -> list[str]:
     return [item for item in text.split(',') if item]
 
 
-def check_metrics(metrics: list[str]) -> None:
+def check_metrics(metrics: list[str], detector_dir: Optional[str] = None) -> None:
     """Every metric name is valid and its detector weights are on disk (nothing is downloaded)."""
     if not metrics:
         return
@@ -63,7 +63,8 @@ def check_metrics(metrics: list[str]) -> None:
                             ' (or "none")')
         spec = metric_main.parse_metric(metric)
         try:
-            detectors.locate_detector(metric_main.detector_kind(metric), need_lpips=spec.family == 'ppl')
+            detectors.locate_detector(metric_main.detector_kind(metric), detector_dir=detector_dir,
+                                      need_lpips=spec.family == 'ppl')
         except detectors.DetectorNotFoundError as err:
             raise UserError(f'--metrics={metric} needs detector weights that are not on this machine:\n{err}\n'
                             'Or train without metrics: --metrics=none') from None
@@ -72,7 +73,7 @@ def check_metrics(metrics: list[str]) -> None:
 def setup_training_options(
     data: Optional[str] = None, gpus: int = 1, batch: Optional[int] = None, batch_gpu: Optional[int] = None,
     cfg: str = 'auto', gamma: Optional[float] = None, kimg: Optional[float] = None, tick: Optional[float] = None,
-    snap: int = 50, metrics: Optional[str] = None, seed: int = 0, cond: bool = False, subset: Optional[int] = None,
+    snap: int = 50, metrics: Optional[str] = None, detector_dir: Optional[str] = None, seed: int = 0, cond: bool = False, subset: Optional[int] = None,
     mirror: bool = False, aug: str = 'ada', p: Optional[float] = None, target: Optional[float] = None,
     augpipe: Optional[str] = None, resume: Optional[str] = None, freezed: int = 0, fp32: bool = False,
     nhwc: bool = False, allow_tf32: bool = False, nobench: bool = False, workers: Optional[int] = None,
@@ -209,7 +210,7 @@ def setup_training_options(
     if metrics is None:  # FID on GPUs; on the CPU config the offline digits metric, when training on digits
         metrics = ('fdd2k_full' if data is None else 'none') if cfg_name == 'tiny' else 'fid50k_full'
     metric_list = _parse_comma_list(metrics)
-    check_metrics(metric_list)
+    check_metrics(metric_list, detector_dir)
     ema_rampup, ada_kimg = spec.ramp, 500.0
     if resume is not None:
         from training import checkpoint
@@ -227,8 +228,10 @@ def setup_training_options(
         G_opt=OptimizerOptions(lr=spec.lrate), D_opt=OptimizerOptions(lr=dlr if dlr is not None else spec.lrate),
         loss=loss_opts, augment=aug_opts, num_gpus=gpus, batch_size=spec.mb, batch_gpu=batch_gpu,
         ema_kimg=spec.ema, ema_rampup=ema_rampup, total_kimg=spec.kimg, kimg_per_tick=spec.tick,
-        image_snapshot_ticks=snap, network_snapshot_ticks=snap, metrics=metric_list, random_seed=seed,
-        resume=resume, cudnn_benchmark=not nobench, allow_tf32=allow_tf32)
+        image_snapshot_ticks=snap, network_snapshot_ticks=snap, metrics=metric_list, detector_dir=detector_dir,
+        random_seed=seed,
+        resume=resume, cudnn_benchmark=not nobench, allow_tf32=allow_tf32,
+        repair_nonfinite_grads=bool(spec.fp16_res) and not fp32)
     return opts, desc
 
 
@@ -331,6 +334,8 @@ def print_summary(opts: TrainingOptions) -> None:
 @click.option('--snap', help='Snapshot interval in ticks [default: 50]', type=int, default=50, metavar='INT')
 @click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
               'the embedded digits, else none]', metavar='LIST')
+@click.option('--detector-dir', help='Folder with the metric detector files (searched before $RLO_DETECTOR_DIR and '
+              'the cache)', type=click.Path(file_okay=False), metavar='DIR')
 @click.option('--seed', help='Random seed [default: 0]', type=int, default=0, metavar='INT')
 @click.option('--cond', help='Train a conditional model on the dataset labels [default: false]', type=bool, default=False, metavar='BOOL')
 @click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')

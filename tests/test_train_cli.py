@@ -106,6 +106,21 @@ def test_config_table_and_overrides(train):
     assert cifar.loss.pl_weight == 0 and cifar.loss.style_mixing_prob == 0
     assert cifar.D_kwargs['architecture'] == 'orig' and cifar.batch_gpu == 32
     assert cifar.G_kwargs['synthesis_kwargs']['num_fp16_res'] == 0
+    assert opts.repair_nonfinite_grads and not cifar.repair_nonfinite_grads  # only mixed precision repairs
+
+
+def test_detector_dir_is_searched_for_metric_weights_and_passed_to_the_loop(train, tmp_path, monkeypatch):
+    from metrics_support import save_pytorch_fid_file
+    monkeypatch.setenv('RLO_DETECTOR_DIR', str(tmp_path / 'empty'))
+    monkeypatch.setenv('RLO_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib'))
+    with pytest.raises(train.UserError, match='pt_inception-2015-12-05'):
+        train.setup_training_options(cuda=False, metrics='kid50k_full')
+    (tmp_path / 'det').mkdir()
+    save_pytorch_fid_file(str(tmp_path / 'det'))
+    opts, _ = train.setup_training_options(cuda=False, metrics='kid50k_full', detector_dir=str(tmp_path / 'det'))
+    assert opts.detector_dir == str(tmp_path / 'det') and opts.metrics == ['kid50k_full']
 
 
 def test_run_directories_are_numbered_after_the_highest_existing(train, tmp_path):

@@ -101,6 +101,28 @@ def test_non_finite_loss_stops_naming_the_phase_and_last_snapshot(tmp_path, monk
         training_loop(opts)
 
 
+def test_mixed_precision_runs_repair_overflowed_gradients_and_count_them(tmp_path, monkeypatch):
+    from training.loss import StyleGAN2Loss
+    original = StyleGAN2Loss.accumulate_gradients
+    poisoned_steps = []
+
+    def overflow(self, phase, *args, cur_nimg, **kwargs):
+        original(self, phase, *args, cur_nimg=cur_nimg, **kwargs)
+        if phase == 'Dmain' and cur_nimg == 2 * BATCH:
+            grad = next(self.D.parameters()).grad
+            grad.view(-1)[:2] = torch.tensor([float('inf'), float('nan')])
+            poisoned_steps.append(cur_nimg)
+    monkeypatch.setattr(StyleGAN2Loss, 'accumulate_gradients', overflow)
+    opts = dataclasses.replace(tiny_options(tmp_path / 'run'), repair_nonfinite_grads=True)
+    result = training_loop(opts)
+    assert poisoned_steps and result['cur_nimg'] >= 3 * BATCH
+    D = checkpoint.load_network(result['last_snapshot'])['D']
+    assert all(torch.isfinite(p).all() for p in D.parameters())
+    with open(os.path.join(opts.run_dir, 'stats.jsonl')) as f:
+        counts = [json.loads(line)['Progress/nonfinite_grad_steps'] for line in f]
+    assert sum(c['num'] * c['mean'] for c in counts) == 1  # exactly the one poisoned step
+
+
 def test_infinite_r1_weight_stops_in_dreg_before_any_snapshot(tmp_path):
     opts = tiny_options(tmp_path / 'run', loss=LossOptions(r1_gamma=float('inf')))
     with pytest.raises(NonFiniteError, match='non-finite loss in phase Dreg.*no snapshot was saved yet'):

@@ -184,10 +184,14 @@ class TrainingOptions:
     image_snapshot_ticks: Optional[int] = 50
     network_snapshot_ticks: Optional[int] = 50
     metrics: list[str] = dataclasses.field(default_factory=list)
+    detector_dir: Optional[str] = None    # metric detector files (else $RLO_DETECTOR_DIR, cache)
     random_seed: int = 0
     resume: Optional[str] = None
     cudnn_benchmark: bool = True
     allow_tf32: bool = False
+    # Mixed precision: float16 layers can overflow a few gradient entries. As StyleGAN2-ADA does, set those to
+    # 0 / +-1e5 and carry on (counted in Progress/nonfinite_grad_steps). A non-finite loss still stops the run.
+    repair_nonfinite_grads: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -235,7 +235,8 @@ def evaluate_metrics(G_ema: torch.nn.Module, snapshot_path: str, opts: TrainingO
         print('Evaluating metrics...')
     for metric in opts.metrics:
         result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=opts.data.dataset_kwargs(),
-                                         num_gpus=ctx.world_size, rank=ctx.rank, device=device)
+                                         num_gpus=ctx.world_size, rank=ctx.rank, device=device,
+                                         detector_dir=opts.detector_dir)
         if ctx.is_main:
             metric_main.report_metric(result, run_dir=opts.run_dir, snapshot_pkl=snapshot_path)
         for name, value in result.results.items():
@@ -355,12 +356,18 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
                                           gain=phase.interval / opts.num_rounds, cur_nimg=cur_nimg)
             phase.module.requires_grad_(False)
             flat = distributed.average_gradients(phase.module.parameters(), extra=loss.nonfinite)
-            if not bool(torch.isfinite(flat).all()) or float(flat[-1]) != 0:
-                what = 'loss' if float(flat[-1]) != 0 else 'gradients'
+            loss_finite, grads_finite = float(flat[-1]) == 0, bool(torch.isfinite(flat[:-1]).all())
+            if not loss_finite or not (grads_finite or opts.repair_nonfinite_grads):
+                what = 'gradients' if loss_finite else 'loss'
                 where = f'the last good snapshot is {last_snapshot}' if last_snapshot else 'no snapshot was saved yet'
                 raise NonFiniteError(f'non-finite {what} in phase {phase.name} at kimg {cur_nimg / 1000:.3f} '
                                      f'(tick {cur_tick}); {where}. Resume from it with --resume, e.g. with a '
                                      f'lower --glr/--dlr or a different --gamma.')
+            if not grads_finite:  # float16 overflow in a few entries (opts.repair_nonfinite_grads)
+                for param in phase.module.parameters():
+                    if param.grad is not None:
+                        torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+            training_stats.report('Progress/nonfinite_grad_steps', float(not grads_finite))
             phase.opt.step()
 
         # G_ema, counters, ADA.
