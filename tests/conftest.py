@@ -30,3 +30,13 @@ def shared_path(*parts) -> pathlib.Path:
     if not path.exists():
         pytest.skip(f"shared fixture not found: {path} (clone the repo beside shared/ or set RLO_SHARED_DIR)")
     return path
+
+
+def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Make every floating parameter/buffer non-default, so a round trip cannot pass by re-initialisation."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
+    return module.eval()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import perturbed
 from training import checkpoint
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Discriminator, Generator
@@ -26,16 +27,6 @@ TINY_G = dict(z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3,
               mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
 TINY_D = dict(c_dim=3, img_resolution=8, img_channels=3, channel_base=64, channel_max=8)
 TRAINING_SET_KWARGS = dict(path="/data/digits.zip", use_labels=True, max_size=None, xflip=False, resolution=8)
-
-
-def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Make every parameter/buffer non-default so a round trip cannot pass by re-initialisation."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in module.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
-    return module.eval()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import perturbed, shared_path
 from dnnlib.util import EasyDict
 from training import official_pickle
 from training.checkpoint import CheckpointError, load_network
@@ -107,20 +107,12 @@ def official_pickle_bytes(data, protocol: int = 3) -> bytes:
     return pickle.dumps(data, protocol=protocol)
 
 
-def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in module.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
-    return module.eval().requires_grad_(False)
-
-
 @pytest.fixture
 def nets():
     torch.manual_seed(0)
-    return dict(G=perturbed(Generator(**TINY_G), 1), D=perturbed(Discriminator(**TINY_D), 2),
+    nets = dict(G=perturbed(Generator(**TINY_G), 1), D=perturbed(Discriminator(**TINY_D), 2),
                 G_ema=perturbed(Generator(**TINY_G), 3))
+    return {name: net.requires_grad_(False) for name, net in nets.items()}
 
 
 def snapshot_dict(nets, module_src=MODULE_SRC):
