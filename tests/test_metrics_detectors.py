@@ -201,7 +201,7 @@ def test_vgg16_from_torchvision_matches_torchvision_vgg16(vgg_files):
         x = resize_like_tf1(img.float(), 224, 224) / 255
         x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
         ref_features = ref.classifier[:5](torch.flatten(ref.avgpool(ref.features(x)), 1))
-        torch.testing.assert_close(ours(img, return_features=True), ref_features, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours(img, return_features=True), ref_features, rtol=1e-4, atol=1e-4)
 
         # LPIPS (Zhang et al. 2018) written out: unit-normalise channels, weight, spatial mean, sum over layers.
         a, b = _images(1, 32, seed=1), _images(1, 32, seed=2)
