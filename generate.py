@@ -27,6 +27,8 @@ import click
 import numpy as np
 import torch
 
+from dnnlib.cli import FiniteFloat
+
 NOISE_MODES = ('const', 'random', 'none')
 
 
@@ -127,7 +129,7 @@ def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]
 @click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9-11', metavar='LIST')
 @click.option('--projected-w', help='Render the ws of this .npz (projector.py output) instead of seeds',
               metavar='FILE')
-@click.option('--trunc', 'truncation_psi', help='Truncation psi [default: 1]', type=float, default=1.0)
+@click.option('--trunc', 'truncation_psi', help='Truncation psi [default: 1]', type=FiniteFloat(), default=1.0)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise mode [default: const]', type=click.Choice(NOISE_MODES), default='const')
 @click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')

@@ -46,6 +46,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from dnnlib.cli import SEED_RANGE
+
 VGG_MAX_SIZE = 256  # larger images are box-downsampled to this, as official
 VGG_MIN_SIZE = 32   # VGG16 halves the size five times; LPIPS needs at least 1x1 after the last pool
 COMPARE_MIN_CELL = 128  # compare.png upscales each image by an integer factor to at least this many pixels
@@ -417,7 +419,7 @@ def _load_generator(path: str) -> torch.nn.Module:
 @click.option('--target', 'target_path', required=True, metavar='FILE', help='Target image file to project to')
 @click.option('--num-steps', type=click.IntRange(min=1), default=1000, show_default=True,
               help='Number of optimization steps')
-@click.option('--seed', type=int, default=303, show_default=True, help='Random seed')
+@click.option('--seed', type=SEED_RANGE, default=303, show_default=True, help='Random seed')
 @click.option('--save-video', type=bool, default=True, show_default=True, metavar='BOOL',
               help='Save an mp4 video of optimization progress (needs imageio-ffmpeg)')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to save the output images')

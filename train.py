@@ -13,15 +13,21 @@ Examples:
   torchrun --nnodes=2 --node-rank=0 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
 \b
-  # Continue a run exactly where its snapshot left off (optimizers, augment p, counters, RNGs).
+  # Continue a run where its snapshot left off: its own data, loss, config and seed, 12 kimg more.
   python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-ada/network-snapshot-000012.pt
+\b
+  # Fine-tune an official StyleGAN2-ADA pickle with RLO: the networks come from the pickle's own kwargs.
+  python train.py --outdir=runs --data=datasets/dogs256.zip --resume=ffhq-res256-mirror-paper256-noaug.pkl --loss=rlo --k=2
 
 --cfg=auto picks the `tiny` config when no CUDA device is present (32-64 channels, 64-d latents, fp32, batch 16,
-12 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs.
+12 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With --resume of one of our snapshots, every
+flag not given on the command line is taken from the run that wrote the snapshot.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import re
 import sys
@@ -32,28 +38,234 @@ import click
 import torch
 
 import rlo
-
+from dnnlib import util as dnnlib_util
+from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from torch_utils import distributed
 from torch_utils.distributed import DistContext
+from training import checkpoint, network_transfer
 from training import options as options_lib
-from training.options import (AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions)
+from training.augment import AUGPIPE_SPECS
+from training.dataset import DatasetError, open_dataset
+from training.networks import Discriminator, Generator
+from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
 
 AUG_MODES = ('noaug', 'ada', 'fixed')
-LOSS_NAMES = ('ce', 'rlo', 'rlo-eq9')
+LOSS_NAMES = rlo.LOSS_NAMES
+OPTIMIZER_SNAPSHOTS = ('latest', 'all')
 
 
 class UserError(click.UsageError):
     """An invalid flag or flag combination, reported before anything runs."""
 
 
-def _parse_comma_list(text: str) -> list[str]:
+@dataclasses.dataclass
+class TrainFlags:
+    """train.py's flags with their defaults (the one place they are written); stored in every run's options."""
+
+    data: Optional[str] = None
+    gpus: int = 1
+    batch: Optional[int] = None
+    batch_gpu: Optional[int] = None
+    cfg: str = 'auto'
+    gamma: Optional[float] = None
+    kimg: Optional[float] = None
+    tick: Optional[float] = None
+    snap: int = 50
+    metrics: Optional[str] = None
+    detector_dir: Optional[str] = None
+    seed: int = 0
+    cond: bool = False
+    subset: Optional[int] = None
+    mirror: bool = False
+    aug: str = 'ada'
+    p: Optional[float] = None
+    target: Optional[float] = None
+    augpipe: Optional[str] = None
+    resume: Optional[str] = None
+    freezed: int = 0
+    fp32: bool = False
+    nhwc: bool = False
+    allow_tf32: bool = False
+    nobench: bool = False
+    workers: Optional[int] = None
+    loss: str = 'ce'
+    k: Optional[float] = None
+    m: Optional[float] = None
+    glr: Optional[float] = None
+    dlr: Optional[float] = None
+    cbase: Optional[int] = None
+    cmax: Optional[int] = None
+    map_depth: Optional[int] = None
+    mbstd_group: Optional[int] = None
+    blur: float = 0.0
+    optim_state: str = 'latest'
+
+
+DEFAULTS = TrainFlags()
+# Flags that describe the machine, not the run: a resumed run takes them from its own command line.
+MACHINE_FLAGS = frozenset({'gpus', 'batch_gpu', 'workers', 'nobench', 'allow_tf32', 'nhwc', 'resume'})
+# Flags whose meaning depends on another: when a resumed run switches the first, the others are not replayed.
+DEPENDENT_FLAGS = {'loss': ('k', 'm'), 'aug': ('p', 'target', 'augpipe')}
+# Flags that fix network shapes; with --resume the networks come from the file instead.
+ARCHITECTURE_FLAGS = {'cbase': 'channel_base', 'cmax': 'channel_max', 'map_depth': 'num_layers'}
+
+
+def _parse_comma_list(text: Optional[str]) -> list[str]:
     if text is None or text.lower() == 'none' or text == '':
         return []
     return [item for item in text.split(',') if item]
 
 
-def check_metrics(metrics: list[str], detector_dir: Optional[str] = None) -> None:
-    """Every metric name is valid and its detector weights are on disk (nothing is downloaded)."""
+# ----------------------------------------------------------------------------------------------------
+# The resume file and what it fixes.
+
+
+@dataclasses.dataclass
+class ResumeSource:
+    """A loaded --resume file: our snapshot (continues its run) or an official pickle (fine-tuning)."""
+
+    path: str
+    kind: str                                   # 'snapshot' or 'official'
+    networks: dict[str, Any]                    # checkpoint.load_network's result
+    stored: Optional[TrainingOptions]           # the options of the run that wrote a snapshot
+    notes: list[str] = dataclasses.field(default_factory=list)  # what changes, announced at the start
+
+    @property
+    def resume_state(self) -> Optional[dict[str, Any]]:
+        return self.networks.get('resume_state')
+
+    @property
+    def cur_nimg(self) -> int:
+        return int(self.resume_state['cur_nimg']) if self.resume_state else 0
+
+    @property
+    def kimg_text(self) -> str:
+        return f'kimg {self.cur_nimg / 1000:g}'
+
+
+def open_resume(path: str) -> ResumeSource:
+    try:
+        data = checkpoint.load_network(path)
+        kind = checkpoint.snapshot_kind(dnnlib_util.resolve_path(path))
+    except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
+        raise UserError(f'--resume={path}: {err}') from None
+    stored = None
+    options_json = (data.get('resume_state') or {}).get('training_options_json')
+    if options_json:
+        try:
+            stored = TrainingOptions.from_json(options_json)
+        except (ValueError, TypeError) as err:
+            raise UserError(f'--resume={path}: the stored training options do not read back ({err})') from None
+    return ResumeSource(path=path, kind=kind, networks=data, stored=stored)
+
+
+def flags_of_legacy_run(stored: TrainingOptions) -> dict[str, Any]:
+    """The flags of a run saved before snapshots recorded them, rebuilt from its options."""
+    adversarial, aug = stored.loss.adversarial, stored.augment
+    flags = dict(data=stored.data.path, cond=stored.data.use_labels, subset=stored.data.max_size,
+                 mirror=stored.data.xflip, seed=stored.random_seed, loss=adversarial.name, aug=aug.mode,
+                 cfg=stored.cfg if stored.cfg in options_lib.CFG_NAMES else 'auto', kimg=stored.total_kimg,
+                 metrics=','.join(stored.metrics) or 'none')
+    if adversarial.is_rooted:
+        flags.update(k=adversarial.k, m=adversarial.m)
+    if aug.mode == 'fixed':
+        flags['p'] = aug.p
+    if aug.mode != 'noaug':
+        flags['augpipe'] = aug.pipe
+    return flags
+
+
+def replay_flags(resume: ResumeSource, given: dict[str, Any]) -> dict[str, Any]:
+    """The resumed run's flags: those given now, else the stored run's (machine flags are never replayed)."""
+    assert resume.stored is not None
+    stored = resume.stored.cli_flags or flags_of_legacy_run(resume.stored)
+    merged = {key: value for key, value in stored.items() if key not in MACHINE_FLAGS and key in DEFAULTS.__dict__}
+    for switch, dependents in DEPENDENT_FLAGS.items():  # e.g. --loss=ce on an rlo-k2 run: k belongs to the old loss
+        if switch in given and given[switch] != stored.get(switch):
+            for key in dependents:
+                merged.pop(key, None)
+    merged.update(given)
+    return merged
+
+
+def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
+    """One line per setting in which the resumed run differs from the run that wrote the snapshot."""
+    old, at = resume.stored, resume.kimg_text
+    assert old is not None
+    old_loss, new_loss = old.loss.adversarial.describe(), opts.loss.adversarial.describe()
+    if old_loss != new_loss:
+        resume.notes.append(f'resuming an {old_loss} run with --loss={new_loss}: the loss changes at {at}')
+    checks = [
+        ('--data', old.data.path or 'the embedded digits', opts.data.path or 'the embedded digits', 'the dataset'),
+        ('--cond', old.data.use_labels, opts.data.use_labels, 'conditioning'),
+        ('--subset', old.data.max_size, opts.data.max_size, 'the training subset'),
+        ('--mirror', old.data.xflip, opts.data.xflip, 'x-flips'),
+        ('--seed', old.random_seed, opts.random_seed, 'the data order'),
+        ('--gamma', old.loss.r1_gamma, opts.loss.r1_gamma, 'the R1 weight'),
+        ('--glr', old.G_opt.lr, opts.G_opt.lr, "G's learning rate"),
+        ('--dlr', old.D_opt.lr, opts.D_opt.lr, "D's learning rate"),
+        ('--batch', old.batch_size, opts.batch_size, 'the batch size'),
+        ('--aug', old.augment.mode, opts.augment.mode, 'the augmentation mode'),
+        ('--augpipe', old.augment.pipe, opts.augment.pipe, 'the augmentation pipeline'),
+        ('--target', old.augment.target, opts.augment.target, "ADA's target"),
+        ('--blur', old.loss.blur_init_sigma, opts.loss.blur_init_sigma, 'the D input blur'),
+    ]
+    for flag, before, after, what in checks:
+        if before != after:
+            resume.notes.append(f'resuming with {flag}={after} (the run used {before}): {what} changes at {at}')
+    if old.total_kimg != opts.total_kimg:
+        resume.notes.append(f'training to {opts.total_kimg:g} kimg (the run was set to {old.total_kimg:g})')
+
+
+def fit_resumed_networks(resume: ResumeSource, G_kwargs: dict[str, Any], D_kwargs: dict[str, Any],
+                         given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(G_kwargs, D_kwargs) built from the resume file; a misfit is refused, a partial load announced."""
+    saved = {name: resume.networks[name].init_kwargs for name in ('G', 'D') if resume.networks.get(name) is not None}
+    if set(saved) != {'G', 'D'}:
+        raise UserError(f'--resume={resume.path}: the file holds no {" or ".join({"G", "D"} - set(saved))} network')
+    if resume.kind == 'snapshot':
+        for name, run_kwargs in [('G', G_kwargs), ('D', D_kwargs)]:
+            diffs = network_transfer.shape_differences(saved[name], run_kwargs)
+            if diffs:
+                raise UserError(f'--resume={resume.path}: the snapshot\'s {name} does not fit this run '
+                                f'(snapshot vs run: {network_transfer.describe_differences(diffs)}); resume with '
+                                'the run\'s own --data/--cfg/--cond or start a new run')
+        return (network_transfer.with_shape_free_from(saved['G'], G_kwargs),
+                network_transfer.with_shape_free_from(saved['D'], D_kwargs))
+
+    # An official pickle: its architecture, the new dataset's shape; tensors copied where names and shapes agree.
+    flat = {name: network_transfer.flatten_kwargs(saved[name]) for name in saved}
+    for flag, key in ARCHITECTURE_FLAGS.items():
+        if flag in given:
+            values = {v for name in flat for k, v in flat[name].items() if k.rsplit('.', 1)[-1] == key}
+            if values and values != {given[flag]}:
+                raise UserError(f'--{flag.replace("_", "-")}={given[flag]}, but the networks are built from '
+                                f'{resume.path} with {key}={"/".join(map(str, sorted(values)))}; leave '
+                                f'--{flag.replace("_", "-")} out when fine-tuning')
+    fitted = {'G': network_transfer.fine_tune_kwargs(saved['G'], G_kwargs),
+              'D': network_transfer.fine_tune_kwargs(saved['D'], D_kwargs)}
+    for name, cls in [('G', Generator), ('D', Discriminator)]:
+        if network_transfer.shape_differences(saved[name], fitted[name]):
+            plan = network_transfer.transfer_plan(resume.networks[name], cls(**fitted[name]))
+            if plan.mismatched:
+                raise UserError(f'--resume={resume.path}: {name} cannot be fine-tuned on this dataset: tensors '
+                                f'differ in shape ({network_transfer.preview(plan.mismatched)})')
+            why = network_transfer.describe_differences(network_transfer.shape_differences(saved[name], fitted[name]))
+            if plan.fresh:
+                resume.notes.append(f'{name}: {len(plan.fresh)} tensors start from scratch because the pickle '
+                                    f'differs from this dataset ({why}): {network_transfer.preview(plan.fresh)}')
+            if plan.unused:
+                resume.notes.append(f'{name}: {len(plan.unused)} tensors of the pickle are not used ({why}): '
+                                    f'{network_transfer.preview(plan.unused)}')
+    return fitted['G'], fitted['D']
+
+
+# ----------------------------------------------------------------------------------------------------
+# Flags -> TrainingOptions, one section at a time.
+
+
+def check_metrics(metrics: list[str], detector_dir: Optional[str], dataset_kwargs: dict[str, Any]) -> None:
+    """Every metric name is valid, means something on this dataset, and its detector weights are on disk."""
     if not metrics:
         return
     from metrics import detectors, metric_main
@@ -70,169 +282,154 @@ def check_metrics(metrics: list[str], detector_dir: Optional[str] = None) -> Non
                             'Or train without metrics: --metrics=none') from None
 
 
-def setup_training_options(
-    data: Optional[str] = None, gpus: int = 1, batch: Optional[int] = None, batch_gpu: Optional[int] = None,
-    cfg: str = 'auto', gamma: Optional[float] = None, kimg: Optional[float] = None, tick: Optional[float] = None,
-    snap: int = 50, metrics: Optional[str] = None, detector_dir: Optional[str] = None, seed: int = 0, cond: bool = False, subset: Optional[int] = None,
-    mirror: bool = False, aug: str = 'ada', p: Optional[float] = None, target: Optional[float] = None,
-    augpipe: Optional[str] = None, resume: Optional[str] = None, freezed: int = 0, fp32: bool = False,
-    nhwc: bool = False, allow_tf32: bool = False, nobench: bool = False, workers: Optional[int] = None,
-    loss: str = 'ce', k: Optional[float] = None, m: Optional[float] = None, glr: Optional[float] = None,
-    dlr: Optional[float] = None,    cbase: Optional[int] = None, cmax: Optional[int] = None, map_depth: Optional[int] = None,
-    mbstd_group: Optional[int] = None, blur: float = 0.0, cuda: Optional[bool] = None, local_gpus: bool = True,
-) -> tuple[TrainingOptions, str]:
-    """CLI values -> (TrainingOptions without run_dir, run description); UserError on any invalid value.
-
-    cuda: whether processes train on CUDA devices (default: if available); local_gpus: --gpus processes are
-    spawned on this node (False under torchrun, where --gpus is the world size over all nodes).
-    """
-    from training.augment import AUGPIPE_SPECS
-    from training.dataset import DatasetError, open_dataset
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-
-    # Processes and dataset.
-    if gpus < 1:
-        raise UserError(f'--gpus must be at least 1, got {gpus}')
-    if gpus & (gpus - 1):
-        raise UserError(f'--gpus must be a power of two, got {gpus}')
-    if cuda and local_gpus and gpus > torch.cuda.device_count():
-        raise UserError(f'--gpus={gpus}, but only {torch.cuda.device_count()} CUDA devices are visible')
-    if subset is not None and subset < 1:
-        raise UserError(f'--subset must be at least 1, got {subset}')
-    if workers is None:
-        workers = 3 if cuda else 0  # in-process loading is cheaper than worker processes on a small CPU
-    if workers < 0:
-        raise UserError(f'--workers must be >= 0, got {workers}')
-    data_opts = DataOptions(path=data, use_labels=cond, max_size=subset, xflip=mirror, random_seed=seed,
-                            workers=workers)
+def _data_section(flags: TrainFlags) -> tuple[DataOptions, Any, str]:
+    if flags.subset is not None and flags.subset < 1:
+        raise UserError(f'--subset must be at least 1, got {flags.subset}')
+    data_opts = DataOptions(path=flags.data, use_labels=flags.cond, max_size=flags.subset, xflip=flags.mirror,
+                            random_seed=flags.seed, workers=flags.workers if flags.workers is not None else 0)
     try:
         dataset = open_dataset(**data_opts.dataset_kwargs())
     except (DatasetError, FileNotFoundError, OSError) as err:
-        raise UserError(f'--data={data!r}: {err}') from None
+        raise UserError(f'--data={flags.data!r}: {err}') from None
     data_opts.resolution = dataset.resolution
-    if cond and not dataset.has_labels:
-        raise UserError(f'--cond=1 requires labels, but {data or "the embedded dataset"} has none '
+    if flags.cond and not dataset.has_labels:
+        raise UserError(f'--cond=1 requires labels, but {flags.data or "the embedded dataset"} has none '
                         '(dataset.json with "labels")')
-    if subset is not None and subset > len(dataset):
-        raise UserError(f'--subset={subset} exceeds the {len(dataset)} images of {dataset.name}')
-    desc = dataset.name + ('-cond' if cond else '') + ('-mirror' if mirror else '')
+    if flags.subset is not None and flags.subset > len(dataset):
+        raise UserError(f'--subset={flags.subset} exceeds the {len(dataset)} images of {dataset.name}')
+    desc = dataset.name + ('-cond' if flags.cond else '') + ('-mirror' if flags.mirror else '')
+    return data_opts, dataset, desc
 
-    # Base config.
-    if cfg not in options_lib.CFG_NAMES:
-        raise UserError(f'--cfg={cfg!r}; choose one of {", ".join(options_lib.CFG_NAMES)}')
-    spec = options_lib.auto_spec(dataset.resolution, gpus, cuda) if cfg == 'auto' else options_lib.CFG_SPECS[cfg]
-    cfg_name = ('tiny' if not cuda else f'auto{gpus}') if cfg == 'auto' else cfg
-    desc += f'-{cfg_name}'
-    overrides: dict[str, Any] = {}
-    for flag, field, value, low in [('--gamma', 'gamma', gamma, 0), ('--kimg', 'kimg', kimg, None),
-                                    ('--tick', 'tick', tick, None), ('--glr', 'lrate', glr, None),
-                                    ('--cbase', 'cbase', cbase, None), ('--cmax', 'cmax', cmax, None),
-                                    ('--map-depth', 'map', map_depth, None), ('--mbstd-group', 'mbstd', mbstd_group, None)]:
-        if value is None:
-            continue
-        if (low is None and value <= 0) or (low is not None and value < low):
-            raise UserError(f'{flag} must be {">= 0" if low == 0 else "> 0"}, got {value}')
-        overrides[field] = value
-    spec = dataclasses.replace(spec, **overrides)
-    if dlr is not None and dlr <= 0:
-        raise UserError(f'--dlr must be > 0, got {dlr}')
 
-    # Batch.
-    if batch is not None:
-        if batch < 1 or batch % gpus != 0:
-            raise UserError(f'--batch={batch} must be a positive multiple of --gpus={gpus}')
-        spec = dataclasses.replace(spec, mb=batch)
+def _config_section(flags: TrainFlags, resolution: int, cuda: bool) -> tuple[options_lib.ConfigSpec, str, str]:
+    """(spec with the flag overrides, cfg name, description suffix)."""
+    spec = (options_lib.auto_spec(resolution, flags.gpus, cuda) if flags.cfg == 'auto'
+            else options_lib.CFG_SPECS[flags.cfg])
+    cfg_name = ('tiny' if not cuda else f'auto{flags.gpus}') if flags.cfg == 'auto' else flags.cfg
+    overrides = dict(gamma=flags.gamma, kimg=flags.kimg, tick=flags.tick, lrate=flags.glr, cbase=flags.cbase,
+                     cmax=flags.cmax, map=flags.map_depth, mbstd=flags.mbstd_group, mb=flags.batch)
+    for flag, value in [('--cbase', flags.cbase), ('--cmax', flags.cmax), ('--map-depth', flags.map_depth),
+                        ('--mbstd-group', flags.mbstd_group)]:
+        if value is not None and value <= 0:
+            raise UserError(f'{flag} must be > 0, got {value}')
+    spec = dataclasses.replace(spec, **{field: value for field, value in overrides.items() if value is not None})
+    desc = f'-{cfg_name}' + (f'-batch{flags.batch}' if flags.batch is not None else '')
+    return spec, cfg_name, desc
+
+
+def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
+    gpus = flags.gpus
+    if flags.batch is not None and (flags.batch < 1 or flags.batch % gpus != 0):
+        raise UserError(f'--batch={flags.batch} must be a positive multiple of --gpus={gpus}')
+    batch_gpu = flags.batch_gpu
     if batch_gpu is None:
-        batch_gpu = spec.mb // spec.ref_gpus if batch is None and gpus <= spec.ref_gpus else spec.mb // gpus
+        batch_gpu = spec.mb // spec.ref_gpus if flags.batch is None and gpus <= spec.ref_gpus else spec.mb // gpus
         batch_gpu = max(batch_gpu, 1)
     if batch_gpu < 1 or spec.mb % (batch_gpu * gpus) != 0:
         raise UserError(f'--batch={spec.mb} must be a multiple of --batch-gpu={batch_gpu} times --gpus={gpus}')
-    group = min(spec.mbstd, batch_gpu)
-    if batch_gpu % group != 0:
+    if batch_gpu % min(spec.mbstd, batch_gpu) != 0:
         raise UserError(f'--batch-gpu={batch_gpu} must be a multiple of the minibatch-stddev group '
                         f'(--mbstd-group={spec.mbstd})')
-    if batch is not None:
-        desc += f'-batch{batch}'
+    return batch_gpu
 
-    # Loss.
-    if loss not in LOSS_NAMES:
-        raise UserError(f'--loss={loss!r}; choose one of {", ".join(LOSS_NAMES)}')
-    if loss == 'ce' and (k is not None or m is not None):
-        raise UserError('--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9')
+
+def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[LossOptions, str]:
     try:
-        adversarial = rlo.LossConfig(loss, k=2.0 if k is None else k, m=m)
-    except ValueError as err:
-        raise UserError(f'--loss={loss} --k={k} --m={m}: {err}') from None
+        adversarial = rlo.LossConfig(flags.loss, k=2.0 if flags.k is None else flags.k, m=flags.m)
+    except (ValueError, TypeError) as err:
+        raise UserError(f'--loss={flags.loss} --k={flags.k} --m={flags.m}: {err}') from None
+    if not adversarial.is_rooted and (flags.k is not None or flags.m is not None):
+        raise UserError('--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9')
     loss_opts = LossOptions(adversarial=adversarial, r1_gamma=spec.gamma,
                             style_mixing_prob=0.9 if spec.mixing else 0.0, pl_weight=2.0 if spec.pl else 0.0)
-    if blur < 0:
-        raise UserError(f'--blur must be >= 0, got {blur}')
-    if blur > 0:
-        loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = blur, spec.mb * 200 / 32
-    desc += f'-{adversarial.describe()}'
-    if gamma is not None:
-        desc += f'-gamma{gamma:g}'
-    if kimg is not None:
-        desc += f'-kimg{kimg:g}'
+    if flags.blur > 0:
+        loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = flags.blur, spec.mb * 200 / 32
+    desc = f'-{adversarial.describe()}'
+    desc += f'-gamma{flags.gamma:g}' if flags.gamma is not None else ''
+    desc += f'-kimg{flags.kimg:g}' if flags.kimg is not None else ''
+    return loss_opts, desc
 
-    # Augmentation.
-    if aug not in AUG_MODES:
-        raise UserError(f'--aug={aug!r}; choose one of {", ".join(AUG_MODES)}')
+
+def _augment_section(flags: TrainFlags) -> tuple[AugmentOptions, str]:
+    aug, p, target, augpipe = flags.aug, flags.p, flags.target, flags.augpipe
     if p is not None and aug != 'fixed':
         raise UserError('--p can only be given with --aug=fixed')
-    if p is not None and not 0 <= p <= 1:
-        raise UserError(f'--p must be between 0 and 1, got {p}')
     if target is not None and aug != 'ada':
         raise UserError('--target can only be given with --aug=ada')
-    if target is not None and not 0 <= target <= 1:
-        raise UserError(f'--target must be between 0 and 1, got {target}')
     if augpipe is not None and aug == 'noaug':
         raise UserError('--augpipe cannot be given with --aug=noaug')
-    if augpipe is not None and augpipe not in AUGPIPE_SPECS:
-        raise UserError(f'--augpipe={augpipe!r}; choose one of {", ".join(AUGPIPE_SPECS)}')
     if aug == 'fixed' and p is None:
         raise UserError('--aug=fixed needs --p')
     aug_opts = AugmentOptions(mode=aug, pipe=augpipe or 'bgc', p=p or 0.0, target=0.6 if target is None else target)
-    desc += f'-{aug}' + (f'-p{p:g}' if p is not None else '') + (f'-target{target:g}' if target is not None else '')
+    desc = f'-{aug}' + (f'-p{p:g}' if p is not None else '') + (f'-target{target:g}' if target is not None else '')
     desc += f'-{augpipe}' if augpipe is not None else ''
+    return aug_opts, desc
 
-    # Networks.
-    if freezed < 0:
-        raise UserError(f'--freezed must be >= 0, got {freezed}')
-    G_kwargs, D_kwargs = options_lib.network_kwargs(spec, dataset.resolution, dataset.num_channels, dataset.label_dim
-                                                    if cond else 0, fp32=fp32, nhwc=nhwc, freezed=freezed)
-    desc += f'-freezed{freezed}' if freezed else ''
-    desc += '-fp32' if fp32 and spec.fp16_res else ''
 
-    # Metrics, snapshots, resume.
-    if snap < 1:
-        raise UserError(f'--snap must be at least 1, got {snap}')
+def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional[bool] = None,
+                           local_gpus: bool = True, resume_source: Optional[ResumeSource] = None,
+                           **values: Any) -> tuple[TrainingOptions, str]:
+    """Flags -> (TrainingOptions without run_dir, run description); UserError on any invalid value.
+
+    Flags come as a TrainFlags or as its fields by keyword. cuda: whether processes train on CUDA devices
+    (default: if available); local_gpus: --gpus processes are spawned on this node (False under torchrun).
+    resume_source: the loaded --resume file, whose networks fix the architecture.
+    """
+    flags = dataclasses.replace(flags or TrainFlags(), **values)
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if flags.gpus < 1 or flags.gpus & (flags.gpus - 1):
+        raise UserError(f'--gpus must be a power of two >= 1, got {flags.gpus}')
+    if cuda and local_gpus and flags.gpus > torch.cuda.device_count():
+        raise UserError(f'--gpus={flags.gpus}, but only {torch.cuda.device_count()} CUDA devices are visible')
+    if flags.workers is None:
+        flags.workers = 3 if cuda else 0  # in-process loading is cheaper than worker processes on a small CPU
+    if flags.resume is not None and resume_source is None:
+        resume_source = open_resume(flags.resume)
+
+    data_opts, dataset, desc = _data_section(flags)
+    spec, cfg_name, cfg_desc = _config_section(flags, dataset.resolution, cuda)
+    batch_gpu = _batch_gpu(flags, spec)
+    loss_opts, loss_desc = _loss_section(flags, spec)
+    aug_opts, aug_desc = _augment_section(flags)
+    desc += cfg_desc + loss_desc + aug_desc
+    G_kwargs, D_kwargs = options_lib.network_kwargs(spec, dataset.resolution, dataset.num_channels,
+                                                    dataset.label_dim if flags.cond else 0, fp32=flags.fp32,
+                                                    nhwc=flags.nhwc, freezed=flags.freezed)
+    desc += (f'-freezed{flags.freezed}' if flags.freezed else '') + ('-fp32' if flags.fp32 and spec.fp16_res else '')
+
+    metrics = flags.metrics
     if metrics is None:  # FID on GPUs; on the CPU config the offline digits metric, when training on digits
-        metrics = ('fdd2k_full' if data is None else 'none') if cfg_name == 'tiny' else 'fid50k_full'
+        metrics = ('fdd2k_full' if flags.data is None else 'none') if cfg_name == 'tiny' else 'fid50k_full'
     metric_list = _parse_comma_list(metrics)
-    check_metrics(metric_list, detector_dir)
+    check_metrics(metric_list, flags.detector_dir, data_opts.dataset_kwargs())
+
     ema_rampup, ada_kimg = spec.ramp, 500.0
-    if resume is not None:
-        from training import checkpoint
-        try:
-            resume_data = checkpoint.load_network(resume)
-        except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
-            raise UserError(f'--resume={resume}: {err}') from None
-        if resume_data.get('resume_state') is None:  # fine-tuning from weights, as StyleGAN2-ADA does
+    if resume_source is not None:
+        given = {key: value for key, value in dataclasses.asdict(flags).items() if value != getattr(DEFAULTS, key)}
+        G_kwargs, D_kwargs = fit_resumed_networks(resume_source, G_kwargs, D_kwargs, given)
+        if resume_source.kind == 'official':  # fine-tuning from weights, as StyleGAN2-ADA does
             ema_rampup, ada_kimg = None, 100.0
         desc += '-resume'
     aug_opts.kimg = ada_kimg
 
     opts = TrainingOptions(
         cfg=cfg_name, data=data_opts, G_kwargs=G_kwargs, D_kwargs=D_kwargs,
-        G_opt=OptimizerOptions(lr=spec.lrate), D_opt=OptimizerOptions(lr=dlr if dlr is not None else spec.lrate),
-        loss=loss_opts, augment=aug_opts, num_gpus=gpus, batch_size=spec.mb, batch_gpu=batch_gpu,
+        G_opt=OptimizerOptions(lr=spec.lrate), D_opt=OptimizerOptions(lr=flags.dlr or spec.lrate),
+        loss=loss_opts, augment=aug_opts, num_gpus=flags.gpus, batch_size=spec.mb, batch_gpu=batch_gpu,
         ema_kimg=spec.ema, ema_rampup=ema_rampup, total_kimg=spec.kimg, kimg_per_tick=spec.tick,
-        image_snapshot_ticks=snap, network_snapshot_ticks=snap, metrics=metric_list, detector_dir=detector_dir,
-        random_seed=seed,
-        resume=resume, cudnn_benchmark=not nobench, allow_tf32=allow_tf32,
-        repair_nonfinite_grads=bool(spec.fp16_res) and not fp32)
+        image_snapshot_ticks=flags.snap, network_snapshot_ticks=flags.snap, metrics=metric_list,
+        detector_dir=flags.detector_dir, random_seed=flags.seed, resume=flags.resume,
+        cudnn_benchmark=not flags.nobench, allow_tf32=flags.allow_tf32,
+        repair_nonfinite_grads=bool(G_kwargs['synthesis_kwargs'].get('num_fp16_res')) and not flags.fp32,
+        optimizer_snapshots=flags.optim_state,
+        cli_flags={key: value for key, value in dataclasses.asdict(flags).items() if key != 'resume'})
+    if resume_source is not None and resume_source.stored is not None:
+        announce_changes(resume_source, opts)
     return opts, desc
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run directories and processes.
 
 
 def next_run_dir(outdir: str, desc: str) -> str:
@@ -241,6 +438,29 @@ def next_run_dir(outdir: str, desc: str) -> str:
     ids = [int(match.group()) for name in existing if (match := re.match(r'^\d+', name))
            and os.path.isdir(os.path.join(outdir, name))]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+@contextlib.contextmanager
+def _outdir_lock(outdir: str):
+    """Processes started together in one --outdir take run numbers one after the other, never the same one."""
+    fd = os.open(outdir, os.O_RDONLY)  # a lock on the folder itself: nothing is left behind in it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def create_run_dir(opts: TrainingOptions, outdir: str, desc: str) -> None:
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        with _outdir_lock(outdir):
+            opts.run_dir = next_run_dir(outdir, desc)
+            os.makedirs(opts.run_dir)
+        checkpoint.atomic_write(os.path.join(opts.run_dir, 'training_options.json'),
+                                lambda f: f.write(opts.to_json().encode()))
+    except OSError as err:
+        raise UserError(f'--outdir={outdir}: cannot create the run directory there ({err.strerror or err})') from None
 
 
 class _Tee:
@@ -262,9 +482,32 @@ class _Tee:
         return getattr(self.stream, name)
 
 
+def print_summary(opts: TrainingOptions, notes: list[str] = ()) -> None:
+    print('\nTraining options:')
+    print(opts.to_json())
+    print()
+    print(f'Output directory:    {opts.run_dir or "(set at launch)"}')
+    print(f'Training data:       {opts.data.path or "embedded sklearn digits"} ({opts.data.resolution}px)')
+    print(f'Config:              {opts.cfg}')
+    print(f'Loss:                {opts.loss.adversarial.describe()}')
+    print(f'Training duration:   {opts.total_kimg:g} kimg')
+    print(f'Number of processes: {opts.num_gpus} ({"CUDA" if torch.cuda.is_available() else "CPU"})')
+    print(f'Batch:               {opts.batch_size} total, {opts.batch_gpu} per process and pass')
+    print(f'Metrics:             {", ".join(opts.metrics) or "none"}')
+    if opts.resume:
+        print(f'Resume:              {opts.resume}')
+    for note in notes:
+        print(f'Note: {note}')
+    print()
+
+
 def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env://', outdir: str = '',
-                desc: str = '') -> None:
-    """One training process: device, process group, run directory (rank 0 when not made yet), log.txt, loop."""
+                desc: str = '', notes: list[str] = (), resume_data: Optional[dict[str, Any]] = None) -> None:
+    """One training process: device, process group, run directory (rank 0 when not made yet), log.txt, loop.
+
+    Errors the user can act on (non-finite loss, a dataset image that does not decode, a full disk) end the run
+    with one line and the last good snapshot intact.
+    """
     from training.training_loop import NonFiniteError, training_loop
     cuda = torch.cuda.is_available()
     device = torch.device('cuda', ctx.local_rank) if cuda else torch.device('cpu')
@@ -278,16 +521,16 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
         if not opts.run_dir:  # torchrun: every process parsed the CLI; rank 0 names the run for all
             if ctx.is_main:
                 create_run_dir(opts, outdir, desc)
-                print_summary(opts)
             opts.run_dir = distributed.broadcast_object(opts.run_dir)
         if ctx.is_main:
             log_file = open(os.path.join(opts.run_dir, 'log.txt'), 'at')
             sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
-        training_loop(opts, ctx, device)
-    except NonFiniteError as err:
+            print_summary(opts, notes)
+        training_loop(opts, ctx, device, resume_data=resume_data)
+    except (NonFiniteError, DatasetError, checkpoint.CheckpointError) as err:
         if ctx.is_main:
             print(f'\nTraining stopped: {err}', file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
+        raise SystemExit(3 if isinstance(err, NonFiniteError) else 1) from None
     finally:
         sys.stdout, sys.stderr = saved
         if log_file is not None:
@@ -295,100 +538,109 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
         distributed.destroy_process_group()
 
 
-def _spawned(rank: int, opts: TrainingOptions, init_method: str) -> None:
-    run_process(DistContext(rank=rank, world_size=opts.num_gpus, local_rank=rank), opts, init_method)
+def _spawned(rank: int, opts: TrainingOptions, init_method: str, notes: list[str]) -> None:
+    run_process(DistContext(rank=rank, world_size=opts.num_gpus, local_rank=rank), opts, init_method, notes=notes)
 
 
-def create_run_dir(opts: TrainingOptions, outdir: str, desc: str) -> None:
-    opts.run_dir = next_run_dir(outdir, desc)
-    os.makedirs(opts.run_dir)
-    from training.checkpoint import atomic_write
-    atomic_write(os.path.join(opts.run_dir, 'training_options.json'), lambda f: f.write(opts.to_json().encode()))
+def warn_if_slow_on_cpu(opts: TrainingOptions, cuda: bool) -> None:
+    if cuda:
+        return
+    sec = options_lib.cpu_sec_per_kimg(opts.G_kwargs, opts.D_kwargs)
+    if sec < 100:
+        return
+    total_days = sec * opts.total_kimg / 86400
+    print(f'Warning: no CUDA device: --cfg={opts.cfg} at {opts.data.resolution}px costs roughly {sec:.0e} s/kimg on '
+          f'a small CPU ({opts.total_kimg:g} kimg: ~{total_days:.2g} days); train on a GPU, or use --cfg=tiny here',
+          file=sys.stderr, flush=True)
 
 
-def print_summary(opts: TrainingOptions) -> None:
-    print('\nTraining options:')
-    print(opts.to_json())
-    print()
-    print(f'Output directory:    {opts.run_dir or "(set at launch)"}')
-    print(f'Training data:       {opts.data.path or "embedded sklearn digits"} ({opts.data.resolution}px)')
-    print(f'Config:              {opts.cfg}')
-    print(f'Loss:                {opts.loss.adversarial.describe()}')
-    print(f'Training duration:   {opts.total_kimg:g} kimg')
-    print(f'Number of processes: {opts.num_gpus} ({"CUDA" if torch.cuda.is_available() else "CPU"})')
-    print(f'Batch:               {opts.batch_size} total, {opts.batch_gpu} per process and pass')
-    print(f'Metrics:             {", ".join(opts.metrics) or "none"}')
-    print()
+# ----------------------------------------------------------------------------------------------------
+# The command line.
+
+_bool = dict(type=bool, metavar='BOOL')
 
 
 @click.command(help=__doc__)
 @click.option('--outdir', help='Where to save the results', metavar='DIR', required=True)
 @click.option('--data', help='Training data (folder or zip from dataset_tool.py) [default: embedded digits]', metavar='PATH')
-@click.option('--gpus', help='Processes on this node (GPUs; CPU processes without CUDA) [default: 1]', type=int, default=1, metavar='INT')
-@click.option('--batch', help='Total batch size over all processes [default: per --cfg]', type=int, metavar='INT')
-@click.option('--batch-gpu', help='Batch per process and pass (gradient accumulation) [default: --batch/--gpus]', type=int, metavar='INT')
-@click.option('--cfg', help='Base config [default: auto]', type=click.Choice(options_lib.CFG_NAMES), default='auto')
-@click.option('--gamma', help='R1 regularization weight [default: per --cfg]', type=float)
-@click.option('--kimg', help='Training duration in thousands of real images [default: per --cfg]', type=float)
-@click.option('--tick', help='Thousands of images per progress tick [default: per --cfg]', type=float, metavar='KIMG')
-@click.option('--snap', help='Snapshot interval in ticks [default: 50]', type=int, default=50, metavar='INT')
+@click.option('--gpus', help=f'Processes on this node (GPUs; CPU processes without CUDA) [default: {DEFAULTS.gpus}]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--batch', help='Total batch size over all processes [default: per --cfg]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--batch-gpu', help='Batch per process and pass (gradient accumulation) [default: --batch/--gpus]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--cfg', help=f'Base config [default: {DEFAULTS.cfg}]', type=click.Choice(options_lib.CFG_NAMES))
+@click.option('--gamma', help='R1 regularization weight [default: per --cfg]', type=NON_NEGATIVE)
+@click.option('--kimg', help='Training duration in thousands of real images [default: per --cfg]', type=POSITIVE)
+@click.option('--tick', help='Thousands of images per progress tick [default: per --cfg]', type=POSITIVE, metavar='KIMG')
+@click.option('--snap', help=f'Snapshot interval in ticks [default: {DEFAULTS.snap}]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
               'the embedded digits, else none]', metavar='LIST')
 @click.option('--detector-dir', help='Folder with the metric detector files (searched before $RLO_DETECTOR_DIR and '
               'the cache)', type=click.Path(file_okay=False), metavar='DIR')
-@click.option('--seed', help='Random seed [default: 0]', type=int, default=0, metavar='INT')
-@click.option('--cond', help='Train a conditional model on the dataset labels [default: false]', type=bool, default=False, metavar='BOOL')
+@click.option('--seed', help=f'Random seed [default: {DEFAULTS.seed}]', type=SEED_RANGE, metavar='INT')
+@click.option('--cond', help='Train a conditional model on the dataset labels [default: false]', **_bool)
 @click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')
-@click.option('--mirror', help='Add x-flipped copies of the images [default: false]', type=bool, default=False, metavar='BOOL')
-@click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(AUG_MODES), default='ada')
-@click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
-@click.option('--target', help='ADA target value for --aug=ada [default: 0.6]', type=float)
-@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(
-    ['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc']))
-@click.option('--resume', help='Our snapshot (continues the run exactly) or official .pkl (fine-tunes)', metavar='PATH')
-@click.option('--freezed', help='Freeze the first N layers of D [default: 0]', type=int, default=0, metavar='INT')
-@click.option('--fp32', help='Disable mixed-precision training', type=bool, default=False, metavar='BOOL')
-@click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, default=False, metavar='BOOL')
-@click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, default=False, metavar='BOOL')
-@click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, default=False, metavar='BOOL')
-@click.option('--workers', help='DataLoader worker processes [default: 3 with CUDA, else 0]', type=int, metavar='INT')
-@click.option('--loss', 'loss', help='Adversarial loss: ce, rlo (eq. 4) or rlo-eq9 [default: ce]', type=click.Choice(LOSS_NAMES), default='ce')
-@click.option('--k', help='Root k of the rooted losses [default: 2]', type=float)
-@click.option('--m', help='Multiplier m of the rooted losses [default: k]', type=float)
-@click.option('--glr', help='G learning rate [default: per --cfg]', type=float)
-@click.option('--dlr', help='D learning rate [default: per --cfg]', type=float)
+@click.option('--mirror', help='Add x-flipped copies of the images [default: false]', **_bool)
+@click.option('--aug', help=f'Augmentation mode [default: {DEFAULTS.aug}]', type=click.Choice(AUG_MODES))
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=PROBABILITY)
+@click.option('--target', help='ADA target value for --aug=ada [default: 0.6]', type=PROBABILITY)
+@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(list(AUGPIPE_SPECS)))
+@click.option('--resume', help='Our snapshot (continues its run: same data, loss, config and seed unless given) or '
+              'an official .pkl (fine-tunes it)', metavar='PATH')
+@click.option('--freezed', help='Freeze the first N layers of D [default: 0]', type=click.IntRange(min=0), metavar='INT')
+@click.option('--fp32', help='Disable mixed-precision training', **_bool)
+@click.option('--nhwc', help='Use NHWC memory format with FP16', **_bool)
+@click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', **_bool)
+@click.option('--nobench', help='Disable cuDNN benchmarking', **_bool)
+@click.option('--workers', help='DataLoader worker processes [default: 3 with CUDA, else 0]', type=click.IntRange(min=0), metavar='INT')
+@click.option('--loss', 'loss', help=f'Adversarial loss [default: {DEFAULTS.loss}]', type=click.Choice(LOSS_NAMES))
+@click.option('--k', help='Root k of the rooted losses [default: 2]', type=POSITIVE)
+@click.option('--m', help='Multiplier m of the rooted losses [default: k]', type=POSITIVE)
+@click.option('--glr', help='G learning rate [default: per --cfg]', type=POSITIVE)
+@click.option('--dlr', help='D learning rate [default: per --cfg]', type=POSITIVE)
 @click.option('--cbase', help='Capacity multiplier (channel_base) [default: per --cfg]', type=int)
 @click.option('--cmax', help='Max. feature maps (channel_max) [default: per --cfg]', type=int)
 @click.option('--map-depth', help='Mapping network depth [default: per --cfg]', type=int)
 @click.option('--mbstd-group', help='Minibatch std group size [default: per --cfg]', type=int)
-@click.option('--blur', help='Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]', type=float, default=0.0)
+@click.option('--blur', help='Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]', type=NON_NEGATIVE)
+@click.option('--optim-state', help='Snapshots that keep the optimizer state: the latest only (older ones shrink '
+              f'to weights and counters) or all [default: {DEFAULTS.optim_state}]', type=click.Choice(OPTIMIZER_SNAPSHOTS))
 @click.option('--dry-run', help='Print training options and exit', is_flag=True)
 def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
+    given = {key: value for key, value in kwargs.items() if value is not None}  # flags on the command line
     ctx = distributed.torchrun_context()
     if ctx is not None:  # launched by torchrun: the world size is the process count, over all nodes
-        if kwargs['gpus'] not in (1, ctx.world_size):
-            raise UserError(f'--gpus={kwargs["gpus"]} but torchrun started WORLD_SIZE={ctx.world_size} processes; '
+        if given.get('gpus', 1) not in (1, ctx.world_size):
+            raise UserError(f'--gpus={given["gpus"]} but torchrun started WORLD_SIZE={ctx.world_size} processes; '
                             'leave --gpus out under torchrun')
         if torch.cuda.is_available() and ctx.local_rank >= torch.cuda.device_count():
             raise UserError(f'LOCAL_RANK={ctx.local_rank} but only {torch.cuda.device_count()} CUDA devices are visible')
-        kwargs['gpus'] = ctx.world_size
-    opts, desc = setup_training_options(**kwargs, cuda=torch.cuda.is_available(), local_gpus=ctx is None)
+        given['gpus'] = ctx.world_size
+
+    resume = open_resume(given['resume']) if 'resume' in given else None
+    values = replay_flags(resume, given) if resume is not None and resume.stored is not None else given
+    opts, desc = setup_training_options(TrainFlags(**values), cuda=torch.cuda.is_available(), local_gpus=ctx is None,
+                                        resume_source=resume)
+    notes = resume.notes if resume is not None else []
+    if resume is not None and resume.cur_nimg >= round(opts.total_kimg * 1000):
+        click.echo(f'{resume.path} is at {resume.kimg_text}, already at or past --kimg={opts.total_kimg:g}: nothing '
+                   'to train. Pass a larger --kimg to continue the run.')
+        return
+    warn_if_slow_on_cpu(opts, torch.cuda.is_available())
     if dry_run:
-        print_summary(opts)
+        print_summary(opts, notes)
         print('Dry run; exiting.')
         return
+    resume_data = resume.networks if resume is not None else None
     if ctx is not None:
-        run_process(ctx, opts, 'env://', outdir, desc)
+        run_process(ctx, opts, 'env://', outdir, desc, notes=notes, resume_data=resume_data)
         return
     create_run_dir(opts, outdir, desc)
-    print_summary(opts)
     if opts.num_gpus == 1:
-        run_process(DistContext(), opts)
+        run_process(DistContext(), opts, notes=notes, resume_data=resume_data)
         return
     with tempfile.TemporaryDirectory() as tmp:
         init_method = 'file://' + os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
         try:
-            torch.multiprocessing.spawn(fn=_spawned, args=(opts, init_method), nprocs=opts.num_gpus)
+            torch.multiprocessing.spawn(fn=_spawned, args=(opts, init_method, notes), nprocs=opts.num_gpus)
         except torch.multiprocessing.ProcessExitedException as err:
             raise SystemExit(err.exit_code if err.exit_code else 1) from None
 

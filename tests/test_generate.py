@@ -85,11 +85,14 @@ def test_seed_ranges(generate, text, want):
     (['--seeds=3-1'], 'runs backwards'),
     (['--seeds=a'], "'a' is not a non-negative integer"),
     (['--seeds=0', '--class=2'], 'network is unconditional'),
+    (['--seeds=0', '--trunc=nan'], "Invalid value for '--trunc': 'nan' is not a finite number"),
+    (['--seeds=0', '--trunc=inf'], "Invalid value for '--trunc': 'inf' is not a finite number"),
 ])
 def test_bad_arguments_are_named(generate, official_snapshot, tmp_path, args, message):
-    result = run(generate, [f'--network={official_snapshot}', f'--outdir={tmp_path}', *args])
+    result = run(generate, [f'--network={official_snapshot}', f'--outdir={tmp_path / "out"}', *args])
     assert result.exit_code == 2
     assert message in result.output
+    assert not (tmp_path / 'out').exists()  # nothing written (no all-black PNGs)
 
 
 def test_conditional_network_needs_a_valid_class(generate, tmp_path):

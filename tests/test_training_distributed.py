@@ -44,7 +44,7 @@ def _worker(rank: int, opts_json: str, init_file: str) -> None:
 
 
 def final_snapshot(opts):
-    return checkpoint.load_network(os.path.join(opts.run_dir, 'network-snapshot-000000.pt'))
+    return checkpoint.load_network(os.path.join(opts.run_dir, 'network-snapshot-000000-040.pt'))
 
 
 def assert_same_networks(a, b, atol, skip=()):

@@ -44,7 +44,7 @@ def test_short_run_writes_snapshot_grids_stats_and_tensorboard(tmp_path):
     result = training_loop(opts)
     run = opts.run_dir
     assert result['cur_nimg'] == 40
-    for name in ['reals.png', 'fakes_init.png', 'fakes000000.png', 'network-snapshot-000000.pt']:
+    for name in ['reals.png', 'fakes_init.png', 'fakes000000-040.png', 'network-snapshot-000000-040.pt']:
         assert os.path.isfile(os.path.join(run, name)), name
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(run))
 
@@ -78,8 +78,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     got = read_stats(resumed.run_dir)
     assert [s['Progress/tick']['mean'] for s in got] == [2]
     assert loss_stats(got[0]) == want[2]
-    a = checkpoint.load_network(os.path.join(straight.run_dir, 'network-snapshot-000000.pt'))
-    b = checkpoint.load_network(os.path.join(resumed.run_dir, 'network-snapshot-000000.pt'))
+    a = checkpoint.load_network(os.path.join(straight.run_dir, 'network-snapshot-000000-040.pt'))
+    b = checkpoint.load_network(os.path.join(resumed.run_dir, 'network-snapshot-000000-040.pt'))
     for name in ['G', 'D', 'G_ema', 'augment_pipe']:
         for (key, x), (_, y) in zip(a[name].state_dict().items(), b[name].state_dict().items()):
             assert torch.equal(x, y), f'{name}.{key}'
@@ -97,7 +97,7 @@ def test_non_finite_loss_stops_naming_the_phase_and_last_snapshot(tmp_path, monk
     monkeypatch.setattr(StyleGAN2Loss, 'accumulate_gradients', poisoned)
     opts = tiny_options(tmp_path / 'run')
     with pytest.raises(NonFiniteError, match=r'non-finite gradients in phase Dmain at kimg 0\.016.*'
-                                             r'network-snapshot-000000\.pt'):
+                                             r'network-snapshot-000000-008\.pt'):
         training_loop(opts)
 
 
@@ -190,7 +190,7 @@ def test_metrics_are_evaluated_at_snapshots_and_logged(tmp_path):
     lines = (tmp_path / 'run' / 'metric-cls100.jsonl').read_text().splitlines()
     assert len(lines) == 2  # snapshots at tick 0 and at the end
     result = json.loads(lines[-1])
-    assert result['snapshot_pkl'] == 'network-snapshot-000000.pt'
+    assert result['snapshot_pkl'] == 'network-snapshot-000000-016.pt'
     assert 0 <= result['results']['cls100_confident'] <= 1
     stats = read_stats(opts.run_dir)
     assert stats[-1]['Metrics/cls100_confident']['mean'] == pytest.approx(result['results']['cls100_confident'])

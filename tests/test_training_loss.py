@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import rlo
 from torch_utils import training_stats
 from training.loss import StyleGAN2Loss
+from training.options import LossOptions
 from training.networks import Discriminator, Generator
 
 RES = 16
@@ -68,23 +69,23 @@ def rooted_eq4(logits, y, k, m):
 
 
 OBJECTIVES = {
-    'ce': (rlo.GanObjective(rlo.LossConfig('ce')),
+    'ce': (rlo.LossConfig('ce'),
            lambda z, y: F.softplus(-y * z)),
-    'rlo-k2': (rlo.GanObjective(rlo.LossConfig('rlo', k=2)),
+    'rlo-k2': (rlo.LossConfig('rlo', k=2),
                lambda z, y: rooted_eq4(z, y, 2.0, 2.0)),
-    'rlo-k3-m5': (rlo.GanObjective(rlo.LossConfig('rlo', k=3, m=5)),
+    'rlo-k3-m5': (rlo.LossConfig('rlo', k=3, m=5),
                   lambda z, y: rooted_eq4(z, y, 3.0, 5.0)),
-    'rlo-eq9-k4': (rlo.GanObjective(rlo.LossConfig('rlo-eq9', k=4)),
+    'rlo-eq9-k4': (rlo.LossConfig('rlo-eq9', k=4),
                    lambda z, y: 4.0 * (1 - (1 + torch.exp(-y * z)) ** (-1 / 4))),
 }
 
 
 @pytest.mark.parametrize('name', list(OBJECTIVES))
 def test_dmain_gradients_equal_hand_written_loss(name):
-    objective, formula = OBJECTIVES[name]
+    adversarial, formula = OBJECTIVES[name]
     G, D = tiny_networks()
     real, c, z = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, objective=objective, style_mixing_prob=0, r1_gamma=1.0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(adversarial=adversarial, style_mixing_prob=0, r1_gamma=1.0))
     got = run_phase(loss, D, 'Dmain', real, c, z)
     fake = G(z, c).detach()
     want = oracle_grads(D, lambda: formula(D(fake, c), -1.0).mean() + formula(D(real, c), 1.0).mean())
@@ -94,10 +95,10 @@ def test_dmain_gradients_equal_hand_written_loss(name):
 
 @pytest.mark.parametrize('name', list(OBJECTIVES))
 def test_gmain_gradients_equal_non_saturating_loss(name):
-    objective, formula = OBJECTIVES[name]
+    adversarial, formula = OBJECTIVES[name]
     G, D = tiny_networks()
     real, c, z = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, objective=objective, style_mixing_prob=0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(adversarial=adversarial, style_mixing_prob=0))
     got = run_phase(loss, G, 'Gmain', real, c, z, gain=3.0)
     want = oracle_grads(G, lambda: 3.0 * formula(D(G(z, c), c), 1.0).mean())
     assert_grads_close(got, want)
@@ -108,7 +109,7 @@ def test_r1_gradients_equal_gamma_half_squared_input_gradient_norm():
     G, D = tiny_networks()
     real, c, z = batch()
     gamma, gain = 0.7, 16.0
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=gamma, style_mixing_prob=0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=gamma, style_mixing_prob=0))
     got = run_phase(loss, D, 'Dreg', real, c, z, gain=gain)
 
     def r1():
@@ -122,8 +123,8 @@ def test_r1_gradients_equal_gamma_half_squared_input_gradient_norm():
 def test_path_length_penalty_and_running_mean():
     G, D = tiny_networks()
     real, c, z = batch(n=4)
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=0, pl_weight=2.0, pl_batch_shrink=2,
-                         pl_decay=0.1)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(style_mixing_prob=0, pl_weight=2.0, pl_batch_shrink=2,
+                         pl_decay=0.1))
     loss.pl_mean.fill_(0.5)
     torch.manual_seed(5)
     got = run_phase(loss, G, 'Greg', real, c, z, gain=4.0)
@@ -148,7 +149,7 @@ def test_path_length_penalty_and_running_mean():
 def test_dboth_equals_dmain_plus_dreg():
     G, D = tiny_networks()
     real, c, z = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=2.0, style_mixing_prob=0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=2.0, style_mixing_prob=0))
     both = run_phase(loss, D, 'Dboth', real, c, z)
     main = run_phase(loss, D, 'Dmain', real, c, z)
     reg = run_phase(loss, D, 'Dreg', real, c, z)
@@ -159,7 +160,7 @@ def test_dboth_equals_dmain_plus_dreg():
 def test_style_mixing_changes_only_layers_after_a_crossover():
     G, D = tiny_networks()
     _, c, z = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=1.0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(style_mixing_prob=1.0))
     torch.manual_seed(3)
     _, ws = loss.run_G(z, c)
     plain = G.mapping(z, c)
@@ -174,7 +175,7 @@ def test_scores_and_losses_are_reported():
     real, c, z = batch()
     training_stats.reset()
     collector = training_stats.Collector('Loss/.*')
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, style_mixing_prob=0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(style_mixing_prob=0))
     run_phase(loss, D, 'Dmain', real, c, z)
     collector.update()
     with torch.no_grad():
@@ -191,7 +192,7 @@ def test_scores_and_losses_are_reported():
 def test_non_finite_loss_is_counted():
     G, D = tiny_networks()
     real, c, z = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, r1_gamma=float('inf'), style_mixing_prob=0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=float('inf'), style_mixing_prob=0))
     run_phase(loss, D, 'Dmain', real, c, z)
     assert float(loss.nonfinite) == 0
     run_phase(loss, D, 'Dreg', real, c, z)
@@ -209,7 +210,7 @@ def test_unknown_phase_is_rejected():
 def test_blur_is_a_separable_gaussian_applied_before_d():
     G, D = tiny_networks()
     real, c, _ = batch()
-    loss = StyleGAN2Loss(torch.device('cpu'), G, D, blur_init_sigma=2.0, blur_fade_kimg=1.0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(blur_init_sigma=2.0, blur_fade_kimg=1.0))
     sigma = 1.5
     x = torch.arange(-4, 5, dtype=torch.float32)  # 3 sigma, rounded down
     k = torch.pow(2.0, -(x / sigma) ** 2)
@@ -219,3 +220,41 @@ def test_blur_is_a_separable_gaussian_applied_before_d():
     with torch.no_grad():
         torch.testing.assert_close(loss.run_D(real, c, blur_sigma=sigma), D(blurred, c), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(loss.run_D(real, c, blur_sigma=0.3), D(real, c))  # under one pixel: off
+
+
+@pytest.mark.parametrize('adversarial', [rlo.LossConfig('rlo', k=2), rlo.LossConfig('rlo-eq9', k=3)])
+def test_rooted_runs_log_the_ce_equivalent_nll_beside_the_rooted_loss(adversarial):
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(adversarial=adversarial, style_mixing_prob=0))
+    seen, run_D = [], loss.run_D
+
+    def recording_run_D(img, c, blur_sigma=0):
+        logits = run_D(img, c, blur_sigma)
+        seen.append(logits.detach().clone())
+        return logits
+    loss.run_D = recording_run_D
+    training_stats.reset()
+    collector = training_stats.Collector(regex='Loss/.*')
+    run_phase(loss, G, 'Gmain', real, c, z)
+    (fake_logits,) = seen
+    collector.update()
+    assert collector.mean('Loss/G/nll') == pytest.approx(float(F.softplus(-fake_logits).mean()), rel=1e-5)
+    assert collector.mean('Loss/G/loss') != pytest.approx(collector.mean('Loss/G/nll'))
+    seen.clear()
+    run_phase(loss, D, 'Dmain', real, c, z)
+    fake_logits, real_logits = seen
+    collector.update()
+    want = F.softplus(fake_logits) + F.softplus(-real_logits)
+    assert collector.mean('Loss/D/nll') == pytest.approx(float(want.mean()), rel=1e-5)
+
+
+def test_ce_runs_do_not_log_a_duplicate_nll():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(style_mixing_prob=0))
+    training_stats.reset()
+    collector = training_stats.Collector(regex='Loss/.*')
+    run_phase(loss, G, 'Gmain', real, c, z)
+    collector.update()
+    assert 'Loss/G/loss' in collector.names() and 'Loss/G/nll' not in collector.names()

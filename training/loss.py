@@ -16,34 +16,31 @@ import torch
 import rlo
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix, upfirdn2d
+from training.options import LossOptions
 
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
+CE_OBJECTIVE = rlo.GanObjective(rlo.LossConfig('ce'))  # StyleGAN2's softplus terms, logged beside rooted losses
 
 
 class StyleGAN2Loss:
     """accumulate_gradients(phase, ...) adds gain * d(mean loss of the phase)/d(params) to the .grad fields.
 
-    objective: the adversarial loss (rlo.GanObjective). observe_real_logits: called with D's logits on reals
-    (ADA's overfitting heuristic). `nonfinite` counts phases whose loss was not finite (checked without a sync).
+    opts.adversarial picks the adversarial loss from the rlo family. observe_real_logits: called with D's logits
+    on reals (ADA's overfitting heuristic). `nonfinite` counts phases whose loss was not finite (checked without a
+    sync). With a rooted loss, Loss/G/nll and Loss/D/nll log the CE-equivalent softplus terms beside the rooted
+    values: eq. 4 grows as m*exp(nll/k), so its own values are hard to read and not comparable with a CE run.
     """
 
-    def __init__(self, device: torch.device, G: torch.nn.Module, D: torch.nn.Module,
-                 objective: rlo.GanObjective = rlo.GanObjective(), augment_pipe: Optional[torch.nn.Module] = None,
-                 r1_gamma: float = 10, style_mixing_prob: float = 0.9, pl_weight: float = 2, pl_batch_shrink: int = 2,
-                 pl_decay: float = 0.01, blur_init_sigma: float = 0, blur_fade_kimg: float = 0,
+    def __init__(self, device: torch.device, G: torch.nn.Module, D: torch.nn.Module, opts: LossOptions = LossOptions(),
+                 augment_pipe: Optional[torch.nn.Module] = None,
                  observe_real_logits: Optional[Callable[[torch.Tensor], None]] = None):
         self.device = device
         self.G = G
         self.D = D
-        self.objective = objective
+        self.opts = opts
+        self.objective = rlo.GanObjective(opts.adversarial)
+        self.reports_nll = opts.adversarial.name != 'ce'
         self.augment_pipe = augment_pipe
-        self.r1_gamma = r1_gamma
-        self.style_mixing_prob = style_mixing_prob
-        self.pl_weight = pl_weight
-        self.pl_batch_shrink = pl_batch_shrink
-        self.pl_decay = pl_decay
-        self.blur_init_sigma = blur_init_sigma
-        self.blur_fade_kimg = blur_fade_kimg
         self.observe_real_logits = observe_real_logits
         self.pl_mean = torch.zeros([], device=device)       # running mean path length (part of the resume state)
         self.nonfinite = torch.zeros([], device=device)     # phases with a non-finite loss since the last reset
@@ -51,10 +48,10 @@ class StyleGAN2Loss:
     def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """z [N, z_dim], c [N, c_dim] -> (img [N, C, H, W], ws [N, num_ws, w_dim]), with style mixing."""
         ws = self.G.mapping(z, c, update_emas=update_emas)
-        if self.style_mixing_prob > 0:
+        if self.opts.style_mixing_prob > 0:
             # One crossover layer for the whole batch, as in the official code.
             cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
-            mix = torch.rand([], device=ws.device) < self.style_mixing_prob
+            mix = torch.rand([], device=ws.device) < self.opts.style_mixing_prob
             cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
             ws_mix = self.G.mapping(torch.randn_like(z), c, update_emas=False)
             layer = torch.arange(ws.shape[1], device=ws.device).view(1, -1, 1)
@@ -81,14 +78,14 @@ class StyleGAN2Loss:
         gen_z [N, z_dim]; gain scales the gradient (lazy-regularisation interval, 1/passes)."""
         if phase not in PHASES:
             raise ValueError(f'unknown loss phase {phase!r}; expected one of {PHASES}')
-        if self.pl_weight == 0:
+        if self.opts.pl_weight == 0:
             phase = {'Greg': 'none', 'Gboth': 'Gmain'}.get(phase, phase)
-        if self.r1_gamma == 0:
+        if self.opts.r1_gamma == 0:
             phase = {'Dreg': 'none', 'Dboth': 'Dmain'}.get(phase, phase)
         blur_sigma = 0.0
-        if self.blur_init_sigma > 0:
-            fade = max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0) if self.blur_fade_kimg > 0 else 0
-            blur_sigma = fade * self.blur_init_sigma
+        if self.opts.blur_init_sigma > 0:
+            fade = max(1 - cur_nimg / (self.opts.blur_fade_kimg * 1e3), 0) if self.opts.blur_fade_kimg > 0 else 0
+            blur_sigma = fade * self.opts.blur_init_sigma
 
         # Gmain: make D call the fakes real.
         if phase in ('Gmain', 'Gboth'):
@@ -98,23 +95,25 @@ class StyleGAN2Loss:
             training_stats.report('Loss/signs/fake', gen_logits.sign())
             loss_Gmain = self.objective.g_fake(gen_logits)
             training_stats.report('Loss/G/loss', loss_Gmain)
+            if self.reports_nll:
+                training_stats.report('Loss/G/nll', CE_OBJECTIVE.g_fake(gen_logits.detach()))
             self._check_finite(loss_Gmain)
             loss_Gmain.mean().mul(gain).backward()
 
         # Greg: path-length regularisation on a shrunk batch.
         if phase in ('Greg', 'Gboth'):
-            batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+            batch_size = max(gen_z.shape[0] // self.opts.pl_batch_shrink, 1)
             gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
             pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
             with conv2d_gradfix.no_weight_gradients():
                 pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
                                                create_graph=True, only_inputs=True)[0]
             pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.pl_decay)
+            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.opts.pl_decay)
             self.pl_mean.copy_(pl_mean.detach())
             pl_penalty = (pl_lengths - pl_mean).square()
             training_stats.report('Loss/pl_penalty', pl_penalty)
-            loss_Gpl = pl_penalty * self.pl_weight
+            loss_Gpl = pl_penalty * self.opts.pl_weight
             training_stats.report('Loss/G/reg', loss_Gpl)
             self._check_finite(loss_Gpl)
             loss_Gpl.mean().mul(gain).backward()
@@ -127,6 +126,7 @@ class StyleGAN2Loss:
             training_stats.report('Loss/scores/fake', gen_logits)
             training_stats.report('Loss/signs/fake', gen_logits.sign())
             loss_Dgen = self.objective.d_fake(gen_logits)
+            nll_Dgen = CE_OBJECTIVE.d_fake(gen_logits.detach()) if self.reports_nll else 0
             self._check_finite(loss_Dgen)
             loss_Dgen.mean().mul(gain).backward()
 
@@ -144,6 +144,8 @@ class StyleGAN2Loss:
             if do_main:
                 loss_Dreal = self.objective.d_real(real_logits)
                 training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                if self.reports_nll:
+                    training_stats.report('Loss/D/nll', nll_Dgen + CE_OBJECTIVE.d_real(real_logits.detach()))
                 self._check_finite(loss_Dreal)
                 loss_Dreal_r1 = loss_Dreal_r1 + loss_Dreal.mean()
             if do_r1:
@@ -151,7 +153,7 @@ class StyleGAN2Loss:
                     r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp],
                                                    create_graph=True, only_inputs=True)[0]
                 r1_penalty = r1_grads.square().sum([1, 2, 3])
-                loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
+                loss_Dr1 = r1_penalty * (self.opts.r1_gamma / 2)
                 training_stats.report('Loss/r1_penalty', r1_penalty)
                 training_stats.report('Loss/D/reg', loss_Dr1)
                 self._check_finite(loss_Dr1)

@@ -192,6 +192,8 @@ class TrainingOptions:
     # Mixed precision: float16 layers can overflow a few gradient entries. As StyleGAN2-ADA does, set those to
     # 0 / +-1e5 and carry on (counted in Progress/nonfinite_grad_steps). A non-finite loss still stops the run.
     repair_nonfinite_grads: bool = False
+    optimizer_snapshots: str = 'latest'   # which snapshots keep the Adam state: 'latest' (older ones shrink) or 'all'
+    cli_flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # train.py's flags; --resume replays them
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -224,3 +226,34 @@ class TrainingOptions:
     def num_rounds(self) -> int:
         """Gradient-accumulation passes per step and process."""
         return self.batch_size // (self.batch_gpu * self.num_gpus)
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a configuration costs where there is no GPU.
+
+# Effective multiply-accumulates per second of one training step on the project's 2-core CPU, from
+# benchmarks/bench_networks.py at --cfg=cifar (G fwd+bwd 1.37 s, D 1.13 s at batch 16, fp32): about 330 s/kimg.
+CPU_MACS_PER_SEC = 1.9e11
+
+
+def _conv_macs_per_image(channel_base: int, channel_max: int, resolution: int) -> tuple[float, float]:
+    """(G, D) forward multiply-accumulates of the 3x3 convolutions per image; mapping and 1x1 layers are small."""
+    channels = lambda res: min(channel_base // res, channel_max)  # noqa: E731
+    g = d = 0.0
+    res = 4
+    while res <= resolution:
+        c, c_low = channels(res), channels(max(res // 2, 4))
+        g += res * res * 9 * c * ((c_low if res > 4 else 0) + c)
+        d += res * res * 9 * c * c + ((res // 2) ** 2 * 9 * c * c_low if res > 4 else 0)
+        res *= 2
+    return g, d
+
+
+def cpu_sec_per_kimg(G_kwargs: dict[str, Any], D_kwargs: dict[str, Any]) -> float:
+    """Order-of-magnitude training cost on a small CPU: each image runs G ~4x and D ~9x (forward + backward)."""
+    synthesis = G_kwargs.get('synthesis_kwargs', {})
+    g, _ = _conv_macs_per_image(synthesis.get('channel_base', 32768), synthesis.get('channel_max', 512),
+                                G_kwargs['img_resolution'])
+    _, d = _conv_macs_per_image(D_kwargs.get('channel_base', 32768), D_kwargs.get('channel_max', 512),
+                                D_kwargs['img_resolution'])
+    return 1000 * (4 * g + 9 * d) / CPU_MACS_PER_SEC

@@ -25,7 +25,7 @@ from torch_utils.distributed import DistContext
 from torch_utils.ops import conv2d_gradfix
 from training import checkpoint, image_grid
 from training.augment import AUGPIPE_SPECS, AdaController, AugmentPipe
-from training.dataset import open_dataset
+from training.dataset import DatasetError, open_dataset
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
 from training.options import TrainingOptions
@@ -46,8 +46,14 @@ class Phase:
     interval: int                   # run every `interval` minibatches
 
 
-def snapshot_name(cur_nimg: int) -> str:
-    return f'network-snapshot-{cur_nimg // 1000:06d}.pt'
+def snapshot_stem(cur_nimg: int, kimg_per_tick: float) -> str:
+    """'000012' (kimg), or '000000-496' (kimg-images) when ticks are shorter than 1 kimg and kimg would repeat."""
+    stem = f'{cur_nimg // 1000:06d}'
+    return stem if kimg_per_tick >= 1 else f'{stem}-{cur_nimg % 1000:03d}'
+
+
+def snapshot_name(cur_nimg: int, kimg_per_tick: float = 1) -> str:
+    return f'network-snapshot-{snapshot_stem(cur_nimg, kimg_per_tick)}.pt'
 
 
 def build_phases(G: torch.nn.Module, D: torch.nn.Module, opts: TrainingOptions) -> list[Phase]:
@@ -96,7 +102,8 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, opts: TrainingOptions
 
 
 def gather_resume_state(opts: TrainingOptions, phases: list[Phase], loss: StyleGAN2Loss, ada: Optional[AdaController],
-                        latent_gen: torch.Generator, cur_nimg: int, next_tick: int, batch_idx: int) -> dict[str, Any]:
+                        latent_gen: torch.Generator, cur_nimg: int, next_tick: int, batch_idx: int,
+                        total_sec: float) -> dict[str, Any]:
     """Everything beyond the weights that the next step depends on (collective: every process calls it)."""
     G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
     ada_state = None
@@ -109,7 +116,7 @@ def gather_resume_state(opts: TrainingOptions, phases: list[Phase], loss: StyleG
                 ada=ada_state, latent_gen=latent_gen.get_state(),
                 rng=distributed.all_gather_object(checkpoint.capture_rng_state()),
                 num_gpus=opts.num_gpus, batch_size=opts.batch_size, random_seed=opts.random_seed,
-                training_options_json=opts.to_json())
+                total_sec=float(total_sec), training_options_json=opts.to_json())
 
 
 def apply_resume_state(state: dict[str, Any], opts: TrainingOptions, ctx: DistContext, phases: list[Phase],
@@ -124,8 +131,12 @@ def apply_resume_state(state: dict[str, Any], opts: TrainingOptions, ctx: DistCo
             warnings.append(f'the snapshot was trained with {key}={state[key]}, this run uses {ours}: it continues '
                             'from the snapshot but will not replicate an uninterrupted run')
     G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
-    G_opt.load_state_dict(state['G_opt'])
-    D_opt.load_state_dict(state['D_opt'])
+    if state.get('G_opt') is not None and state.get('D_opt') is not None:
+        G_opt.load_state_dict(state['G_opt'])
+        D_opt.load_state_dict(state['D_opt'])
+    else:
+        warnings.append('the snapshot holds no optimizer state (only the latest snapshot of a run keeps it; see '
+                        '--optim-state): Adam restarts from zero moments, so the run continues but not bit-exactly')
     loss.pl_mean.copy_(state['pl_mean'])
     if ada is not None and state['ada'] is not None:
         ada_state = dict(state['ada'])
@@ -243,6 +254,18 @@ def evaluate_metrics(G_ema: torch.nn.Module, snapshot_path: str, opts: TrainingO
             training_stats.report0(f'Metrics/{name}', value)
 
 
+def next_batch(data_iter: Iterator[Any]) -> Any:
+    """The next batch. A DataLoader worker re-raises a DatasetError with its traceback in the message: keep the
+    original one-line message, which names the image."""
+    try:
+        return next(data_iter)
+    except DatasetError as err:
+        text = str(err).strip()
+        if 'Traceback' not in text:
+            raise
+        raise DatasetError(text.splitlines()[-1].split('DatasetError: ', 1)[-1]) from None
+
+
 def write_stats(stats: dict[str, dict[str, float]], stats_jsonl, stats_tfevents, cur_nimg: int,
                 start_time: float) -> None:
     """One stats.jsonl line per tick; TensorBoard scalars at step = kimg."""
@@ -268,9 +291,12 @@ def start_loop_rngs(resume_state: Optional[dict[str, Any]], opts: TrainingOption
     seed_process_rngs((opts.random_seed * ctx.world_size + ctx.rank) * 1000003 + cur_nimg // opts.batch_size)
 
 
-def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
-                  device: torch.device = torch.device('cpu')) -> dict[str, Any]:
-    """Train as `opts` says, writing to opts.run_dir (rank 0). Returns {'cur_nimg', 'last_snapshot'}."""
+def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), device: torch.device = torch.device('cpu'),
+                  resume_data: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Train as `opts` says, writing to opts.run_dir (rank 0). Returns {'cur_nimg', 'last_snapshot'}.
+
+    resume_data: checkpoint.load_network(opts.resume) when the caller has loaded it already (else loaded here).
+    """
     start_time = time.time()
     is_main = ctx.is_main
     B, W = opts.batch_size, ctx.world_size
@@ -283,20 +309,17 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
 
     # ------------------------------------------------------------------ Setup: data, networks, loss, state.
     training_set = open_dataset(**opts.data.dataset_kwargs())
-    resume_data = checkpoint.load_network(opts.resume) if opts.resume else None
+    if opts.resume and resume_data is None:
+        resume_data = checkpoint.load_network(opts.resume)
     resume_state = resume_data.get('resume_state') if resume_data else None
     cur_nimg = int(resume_state['cur_nimg']) if resume_state else 0
+    start_time -= float(resume_state.get('total_sec', 0.0)) if resume_state else 0.0  # elapsed time carries over
     if is_main:
         print(f'Dataset: {training_set.name}, {len(training_set)} images, shape {training_set.image_shape}, '
               f'label dim {training_set.label_dim}')
 
     G, D, G_ema, augment_pipe, ada = build_networks(opts, device, resume_data, verbose=is_main)
-    loss = StyleGAN2Loss(device=device, G=G, D=D, augment_pipe=augment_pipe,
-                         objective=rlo.GanObjective(opts.loss.adversarial),
-                         r1_gamma=opts.loss.r1_gamma, style_mixing_prob=opts.loss.style_mixing_prob,
-                         pl_weight=opts.loss.pl_weight, pl_batch_shrink=opts.loss.pl_batch_shrink,
-                         pl_decay=opts.loss.pl_decay, blur_init_sigma=opts.loss.blur_init_sigma,
-                         blur_fade_kimg=opts.loss.blur_fade_kimg,
+    loss = StyleGAN2Loss(device, G, D, opts.loss, augment_pipe=augment_pipe,
                          observe_real_logits=ada.observe if ada is not None else None)
     phases = build_phases(G, D, opts)
     latent_gen = torch.Generator().manual_seed(opts.random_seed)  # shared by all processes: z and c of every step
@@ -334,7 +357,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
     data_iter = iter(loader)
     while True:
         # Fetch this process's reals and the step's shared latents; split into accumulation rounds.
-        real_img, real_c = next(data_iter)
+        real_img, real_c = next_batch(data_iter)
         real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
         real_c = real_c.to(device).split(opts.batch_gpu)
         all_z = torch.randn([len(phases), B, G.z_dim], generator=latent_gen)
@@ -386,14 +409,15 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(),
             report_tick(cur_tick, cur_nimg, cur_nimg - tick_start_nimg, tick_end_time - start_time,
                         tick_end_time - tick_start_time, maintenance_time, ada, device, is_main)
             if is_main and opts.image_snapshot_ticks and (done or cur_tick % opts.image_snapshot_ticks == 0):
-                grid.save_fakes(G_ema, f'fakes{cur_nimg // 1000:06d}.png')
+                grid.save_fakes(G_ema, f'fakes{snapshot_stem(cur_nimg, opts.kimg_per_tick)}.png')
 
             distributed.average_buffers(G)  # w_avg: each process tracked its own latents
             distributed.average_buffers(G_ema)
             snapshot_path = None
             if opts.network_snapshot_ticks and (done or cur_tick % opts.network_snapshot_ticks == 0):
-                state = gather_resume_state(opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx)
-                snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg))
+                state = gather_resume_state(opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx,
+                                            tick_end_time - start_time)
+                snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick))
                 if is_main:
                     checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe),
                                              training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state)

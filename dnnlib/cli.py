@@ -1,0 +1,59 @@
+"""Click parameter types shared by the command-line scripts: numbers are checked where they are parsed.
+
+A NaN learning rate or an infinite --kimg is refused by click before anything runs, with the flag named, so no
+script needs its own `if not math.isfinite(...)` check.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import click
+
+SEED_RANGE = click.IntRange(0, 2 ** 32 - 1)  # numpy's RandomState and torch both take seeds in [0, 2^32)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float within optional bounds; `min_open` / `max_open` exclude the bound itself."""
+
+    name = 'float'
+
+    def __init__(self, min: Optional[float] = None, max: Optional[float] = None, min_open: bool = False,
+                 max_open: bool = False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def _bounds_text(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f'{">" if self.min_open else ">="} {self.min:g}')
+        if self.max is not None:
+            parts.append(f'{"<" if self.max_open else "<="} {self.max:g}')
+        return ' and '.join(parts)
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        if isinstance(value, float) and math.isfinite(value) and self._in_bounds(value):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f'{value!r} is not a number', param, ctx)
+        if not math.isfinite(number):
+            self.fail(f'{value!r} is not a finite number', param, ctx)
+        if not self._in_bounds(number):
+            self.fail(f'{number:g} is out of range: it must be {self._bounds_text()}', param, ctx)
+        return number
+
+    def _in_bounds(self, number: float) -> bool:
+        if self.min is not None and (number < self.min or (self.min_open and number == self.min)):
+            return False
+        if self.max is not None and (number > self.max or (self.max_open and number == self.max)):
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f'FiniteFloat({self._bounds_text() or "any"})'
+
+
+POSITIVE = FiniteFloat(min=0, min_open=True)
+NON_NEGATIVE = FiniteFloat(min=0)
+PROBABILITY = FiniteFloat(min=0, max=1)
