@@ -40,6 +40,8 @@ import torch
 import rlo
 from dnnlib import util as dnnlib_util
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
+from metrics import detectors, metric_main
+from metrics.snapshot_evaluator import SnapshotEvaluator
 from torch_utils import distributed
 from torch_utils.distributed import DistContext
 from training import checkpoint, network_transfer
@@ -48,6 +50,7 @@ from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError, open_dataset
 from training.networks import Discriminator, Generator
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
+from training.training_loop import NonFiniteError, training_loop
 
 AUG_MODES = ('noaug', 'ada', 'fixed')
 LOSS_NAMES = rlo.LOSS_NAMES
@@ -268,7 +271,6 @@ def check_metrics(metrics: list[str], detector_dir: Optional[str], dataset_kwarg
     """Every metric name is valid, means something on this dataset, and its detector weights are on disk."""
     if not metrics:
         return
-    from metrics import detectors, metric_main
     for metric in metrics:
         if not metric_main.is_valid_metric(metric):
             raise UserError(f'--metrics: unknown metric {metric!r}; valid: {", ".join(metric_main.list_valid_metrics())}'
@@ -508,7 +510,6 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
     Errors the user can act on (non-finite loss, a dataset image that does not decode, a full disk) end the run
     with one line and the last good snapshot intact.
     """
-    from training.training_loop import NonFiniteError, training_loop
     cuda = torch.cuda.is_available()
     device = torch.device('cuda', ctx.local_rank) if cuda else torch.device('cpu')
     if cuda:
@@ -526,7 +527,10 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
             log_file = open(os.path.join(opts.run_dir, 'log.txt'), 'at')
             sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
             print_summary(opts, notes)
-        training_loop(opts, ctx, device, resume_data=resume_data)
+        evaluate = None
+        if opts.metrics:
+            evaluate = SnapshotEvaluator(opts.metrics, opts.data.dataset_kwargs(), opts.run_dir, opts.detector_dir)
+        training_loop(opts, ctx, device, resume_data=resume_data, evaluate=evaluate)
     except (NonFiniteError, DatasetError, checkpoint.CheckpointError) as err:
         if ctx.is_main:
             print(f'\nTraining stopped: {err}', file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import rlo
+from metrics.snapshot_evaluator import SnapshotEvaluator
 
 from training import checkpoint, options
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
@@ -186,7 +187,7 @@ def test_resume_from_weights_only_fine_tunes_from_zero(tmp_path):
 
 def test_metrics_are_evaluated_at_snapshots_and_logged(tmp_path):
     opts = tiny_options(tmp_path / 'run', total_kimg=0.016, metrics=['cls100'])
-    training_loop(opts)
+    training_loop(opts, evaluate=SnapshotEvaluator(opts.metrics, opts.data.dataset_kwargs(), opts.run_dir))
     lines = (tmp_path / 'run' / 'metric-cls100.jsonl').read_text().splitlines()
     assert len(lines) == 2  # snapshots at tick 0 and at the end
     result = json.loads(lines[-1])

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from training.options import TrainingOptions
 from training.sampler import StreamSampler
 
 RESUME_STATE_VERSION = 1
+Evaluator = Callable[[torch.nn.Module, str, DistContext, torch.device], dict[str, float]]
 
 
 class NonFiniteError(RuntimeError):
@@ -238,22 +239,6 @@ class SnapshotGrid:
         image_grid.save_image_grid(images, os.path.join(self.run_dir, name), drange=(-1, 1), grid_size=self.size)
 
 
-def evaluate_metrics(G_ema: torch.nn.Module, snapshot_path: str, opts: TrainingOptions, ctx: DistContext,
-                     device: torch.device) -> None:
-    """Every --metrics entry on G_ema (collective), appended to metric-<name>.jsonl and reported as Metrics/*."""
-    from metrics import metric_main
-    if ctx.is_main:
-        print('Evaluating metrics...')
-    for metric in opts.metrics:
-        result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=opts.data.dataset_kwargs(),
-                                         num_gpus=ctx.world_size, rank=ctx.rank, device=device,
-                                         detector_dir=opts.detector_dir)
-        if ctx.is_main:
-            metric_main.report_metric(result, run_dir=opts.run_dir, snapshot_pkl=snapshot_path)
-        for name, value in result.results.items():
-            training_stats.report0(f'Metrics/{name}', value)
-
-
 def next_batch(data_iter: Iterator[Any]) -> Any:
     """The next batch. A DataLoader worker re-raises a DatasetError with its traceback in the message: keep the
     original one-line message, which names the image."""
@@ -292,10 +277,13 @@ def start_loop_rngs(resume_state: Optional[dict[str, Any]], opts: TrainingOption
 
 
 def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), device: torch.device = torch.device('cpu'),
-                  resume_data: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  resume_data: Optional[dict[str, Any]] = None,
+                  evaluate: Optional[Evaluator] = None) -> dict[str, Any]:
     """Train as `opts` says, writing to opts.run_dir (rank 0). Returns {'cur_nimg', 'last_snapshot'}.
 
     resume_data: checkpoint.load_network(opts.resume) when the caller has loaded it already (else loaded here).
+    evaluate: called at every snapshot with (G_ema, snapshot path, ctx, device), collectively on all processes;
+    returns {name: value}, logged as Metrics/<name> (train.py passes metrics.snapshot_evaluator's evaluator).
     """
     start_time = time.time()
     is_main = ctx.is_main
@@ -423,8 +411,9 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
                                              training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state)
                 last_snapshot = snapshot_path
 
-            if snapshot_path is not None and opts.metrics:
-                evaluate_metrics(G_ema, snapshot_path, opts, ctx, device)
+            if snapshot_path is not None and evaluate is not None:
+                for name, value in evaluate(G_ema, snapshot_path, ctx, device).items():
+                    training_stats.report0(f'Metrics/{name}', value)
 
             stats_collector.update()
             if is_main:
