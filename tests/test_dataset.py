@@ -1,16 +1,15 @@
 """ImageFolderDataset / DigitsDataset: what comes out equals what was written, and bad input names the file."""
-import io
 import json
 import os
 import pickle
 import zipfile
-import zlib
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
+from damaged_files import corrupt_stored_member, png_claiming_size
 from training.dataset import DatasetError, ImageFolderDataset, open_dataset, select_subset
 from training.embedded_data import DigitsDataset
 
@@ -344,22 +343,10 @@ def test_verify_decodable_on_embedded_digits():
     assert DigitsDataset(max_size=50).verify_decodable(sample=10) == 12
 
 
-def _corrupt_stored_member(zip_path, member):
-    """Flip one byte in the middle of a stored (uncompressed) member: its CRC no longer matches."""
-    with zipfile.ZipFile(zip_path) as zf:
-        info = zf.getinfo(member)
-    data = bytearray(zip_path.read_bytes())
-    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], 'little'), \
-        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], 'little')
-    start = info.header_offset + 30 + name_len + extra_len
-    data[start + info.compress_size // 2] ^= 0xFF
-    zip_path.write_bytes(bytes(data))
-
-
 def test_bad_crc_in_a_zip_member_is_named_before_training(tmp_path):
     fnames, _ = _make_folder(tmp_path / 'ds', n=6, res=32)
     _zip_folder(tmp_path / 'ds', tmp_path / 'ds.zip')
-    _corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])
+    corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])
     with pytest.raises(DatasetError, match=rf'ds\.zip:{fnames[4]}: cannot decode image: damaged zip member.*CRC') as info:
         ImageFolderDataset(str(tmp_path / 'ds.zip')).verify_decodable()  # small members fail at open already
     assert 're-create it with dataset_tool.py' in str(info.value)
@@ -369,25 +356,15 @@ def test_bad_crc_in_a_zip_member_mid_run_is_named(tmp_path):
     fnames, _ = _make_folder(tmp_path / 'ds', n=6, res=32)
     _zip_folder(tmp_path / 'ds', tmp_path / 'ds.zip')
     ds = ImageFolderDataset(str(tmp_path / 'ds.zip'))
-    _corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])  # damaged after the checks, e.g. on a flaky disk
+    corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])  # damaged after the checks, e.g. on a flaky disk
     ds[3]
     with pytest.raises(DatasetError, match=rf'ds\.zip:{fnames[4]}: cannot decode image: damaged zip member.*CRC'):
         ds[4]
 
 
-def _png_claiming_size(width, height):
-    """A valid 8x8 PNG whose header says width x height (chunk CRC fixed up): PIL sees the size at open."""
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format='png')
-    data = bytearray(buffer.getvalue())
-    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')
-    return bytes(data)
-
-
 def test_decompression_bomb_is_named_with_its_pixel_count(tmp_path):
     _make_folder(tmp_path / 'ds', n=3)
-    (tmp_path / 'ds' / 'zz_bomb.png').write_bytes(_png_claiming_size(20000, 20000))
+    (tmp_path / 'ds' / 'zz_bomb.png').write_bytes(png_claiming_size(20000, 20000))
     with pytest.raises(DatasetError) as info:
         ImageFolderDataset(str(tmp_path / 'ds'))
     text = str(info.value)
@@ -398,7 +375,7 @@ def test_decompression_bomb_is_named_with_its_pixel_count(tmp_path):
 def test_decompression_bomb_mid_run_is_a_dataset_error(tmp_path):
     fnames, _ = _make_folder(tmp_path / 'ds', n=3)
     ds = ImageFolderDataset(str(tmp_path / 'ds'))
-    (tmp_path / 'ds' / fnames[1]).write_bytes(_png_claiming_size(20000, 20000))  # replaced after opening
+    (tmp_path / 'ds' / fnames[1]).write_bytes(png_claiming_size(20000, 20000))  # replaced after opening
     with pytest.raises(DatasetError, match=rf'{fnames[1]}: cannot decode image: 400,000,000 pixels'):
         ds[1]
 
