@@ -328,6 +328,9 @@ def test_verify_decodable_sample_is_deterministic_and_holds_the_first_and_last(t
     assert ds.verify_decodable(sample=None) == 30 and seen == list(range(30))
     seen.clear()
     assert ds.verify_decodable(sample=0) == 2 and seen == [0, 29]
+    for bad in (-1, 2.5):
+        with pytest.raises(DatasetError, match='sample must be an integer'):
+            ds.verify_decodable(sample=bad)
 
 
 def test_verify_decodable_checks_only_the_kept_subset(tmp_path):

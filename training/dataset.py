@@ -219,12 +219,12 @@ class Dataset(torch.utils.data.Dataset):
         when the dataset is opened; this catches truncated or damaged pixel data before a run starts, at the
         cost of reading the sampled files. Raises DatasetError naming the first image that fails.
         """
+        if sample is not None and (isinstance(sample, bool) or int(sample) != sample or sample < 0):
+            raise DatasetError(f'verify_decodable: sample must be an integer >= 0 or None, got {sample!r}')
         kept = np.unique(self._raw_idx)
         if sample is None or sample + 2 >= kept.size:
             chosen = kept
         else:
-            if int(sample) != sample or sample < 0:
-                raise DatasetError(f'verify_decodable: sample must be an integer >= 0 or None, got {sample!r}')
             picks = np.random.RandomState(0).choice(kept.size, size=int(sample), replace=False)
             chosen = kept[np.unique(np.concatenate([[0, kept.size - 1], picks]))]
         for raw_idx in chosen:
@@ -325,7 +325,8 @@ class ImageFolderDataset(Dataset):
         PIL.Image.init()
         convertible = sorted(ext for ext in counts if ext in PIL.Image.EXTENSION)
         if not convertible:
-            return f'{self._path}: no images found: a training set holds {looked} files (searched recursively); found {found}'
+            return (f'{self._path}: no images found: a training set holds {looked} files (searched recursively); '
+                    f'found {found}')
         dest = self._path.rstrip('/\\') + '.zip'
         if self._type == 'zip':
             dest = os.path.splitext(self._path)[0] + '-converted.zip'
@@ -349,7 +350,8 @@ class ImageFolderDataset(Dataset):
     def _read_error(self, fname: str, err: BaseException) -> DatasetError:
         """The one-line error for an image that cannot be read: the file, the cause, and what to do."""
         if isinstance(err, PIL.Image.DecompressionBombError):
-            fix = 'remove it or replace it with a smaller image (dataset_tool.py --resolution makes training-sized ones)'
+            fix = ('remove it or replace it with a smaller image (dataset_tool.py --resolution makes '
+                   'training-sized ones)')
         elif isinstance(err, (zipfile.BadZipFile, zlib.error)):
             fix = 'the zip is damaged: re-create it with dataset_tool.py or copy it again'
         elif self._type == 'zip':
