@@ -1,8 +1,10 @@
 """Convert images into a training set: a zip (or folder) of PNGs in 00000/img00000000.png layout + dataset.json.
 
 Same flags and output layout as StyleGAN2-ADA's dataset_tool.py. Differences: odd inputs (greyscale, RGBA,
-palette, 16-bit, non-square, mixed sizes) are converted with a message instead of rejected, and the output
-appears atomically (written under a temporary name, then renamed).
+palette, 16-bit, non-square, mixed sizes, any format PIL reads) are converted with a message instead of rejected,
+upscaling and skipped non-image files are reported, and the output appears atomically (written under a temporary
+name, then renamed). Ours only: --transform=pad (whole image, black borders) and --labels=folders (class labels
+from sub-folder names).
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import click
 import PIL.Image
 from tqdm import tqdm
 
-from training.dataset import DatasetError
-from training.dataset_sources import ImageSource, open_source
+from training.dataset import IMAGE_READ_ERRORS, DatasetError, describe_image_error
+from training.dataset_sources import LABEL_SOURCES, ImageSource, open_source
 from training.image_convert import (DEFAULT_BACKGROUND, RESIZE_FILTERS, TRANSFORMS, center_crop_square,
-                                    center_crop_wide, describe_conversion, resize_to, target_mode_for, to_mode)
+                                    center_crop_wide, describe_conversion, pad_square, resize_to, target_mode_for,
+                                    to_mode)
+
+NOTE_EXAMPLES = 3  # file names shown in a note about skipped or upscaled files
 
 
 def parse_resolution(text: str | None) -> tuple[int, int] | None:
@@ -93,15 +98,40 @@ class ArchiveWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _examples(names: list[str]) -> str:
+    more = f' (and {len(names) - NOTE_EXAMPLES} more)' if len(names) > NOTE_EXAMPLES else ''
+    return ', '.join(names[:NOTE_EXAMPLES]) + more
+
+
+def upscaling_note(source: ImageSource, sizes: list[tuple[int, int]], sides: list[int], size: int) -> str | None:
+    """A warning when some images are smaller than `size` (their relevant side, `sides`), or None.
+
+    The side is what gets scaled to `size`: the shorter one for center-crop, the longer one for pad.
+    """
+    factors = [size / side for side in sides]
+    up = [idx for idx, factor in enumerate(factors) if factor > 1]
+    if not up:
+        return None
+    worst = max(up, key=lambda idx: factors[idx])
+    lo, hi = min(factors[idx] for idx in up), factors[worst]
+    by = f'{hi:.2f}x' if round(lo, 2) == round(hi, 2) else f'{lo:.2f}x to {hi:.2f}x'
+    fits = 1 << (min(sides).bit_length() - 1)
+    hint = f'; --resolution={fits}x{fits} would upscale none' if fits >= 4 else ''
+    width, height = sizes[worst]
+    return (f'Warning: upscaling {len(up)} of {len(sizes)} image(s) to {size}x{size}, by {by} (the most: '
+            f'{source.name(worst)}, {width}x{height}); upscaled images are blurry and the generator learns the '
+            f'blur{hint}.')
+
+
 def plan_output(source: ImageSource, count: int, resolution: tuple[int, int] | None, transform: str | None,
                 echo=print) -> tuple[str, int, int]:
     """(target mode, output width, output height) from the image headers; echoes what will be converted."""
     kinds = collections.Counter()
-    sizes = collections.Counter()
+    sizes = []
     for idx in range(count):
         mode, size, transparent = source.header(idx)
         kinds[(mode, transparent or mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'))] += 1
-        sizes[size] += 1
+        sizes.append(tuple(size))
     target = target_mode_for({mode for mode, _ in kinds})
     for (mode, transparent), n in sorted(kinds.items()):
         what = describe_conversion(mode, transparent, target)
@@ -109,7 +139,7 @@ def plan_output(source: ImageSource, count: int, resolution: tuple[int, int] | N
             echo(f'Converting {n} image(s): {what}.')
     if any(transparent for _, transparent in kinds):
         echo(f'Transparent pixels are composited over background RGB{DEFAULT_BACKGROUND} (white).')
-    non_square = sum(n for (w, h), n in sizes.items() if w != h)
+    non_square = sum(1 for width, height in sizes if width != height)
     if transform == 'center-crop-wide':
         if resolution is None:
             raise click.UsageError('--transform=center-crop-wide needs --resolution=WxH (e.g. 512x384)')
@@ -117,23 +147,40 @@ def plan_output(source: ImageSource, count: int, resolution: tuple[int, int] | N
         if not _is_pow2(width) or height > width:
             raise click.BadParameter(f'{width}x{height}: with center-crop-wide, W must be a power of two >= 4 and '
                                      'H <= W (the result is letterboxed to WxW)', param_hint='--resolution')
+        if height == width:
+            raise click.BadParameter(f'{width}x{height}: center-crop-wide makes a WxH band letterboxed to WxW, so it '
+                                     f'needs H < W (e.g. {width}x{width * 3 // 4}); for square output use the default '
+                                     'center crop, or --transform=pad to keep whole images', param_hint='--resolution')
+        tall = [idx for idx, (w, h) in enumerate(sizes) if h > w]
+        if tall:
+            echo(f'Warning: {len(tall)} of {count} image(s) are taller than wide (e.g. {source.name(tall[0])}, '
+                 f'{sizes[tall[0]][0]}x{sizes[tall[0]][1]}): center-crop-wide cuts their top and bottom and squeezes '
+                 f'the rest into {width}x{height}; --transform=pad keeps whole images.')
         return target, width, height
-    if non_square:
-        echo(f'Center-cropping {non_square} non-square image(s) to squares (use --transform=center-crop-wide '
-             'with --resolution=WxH to keep a wide aspect instead).')
+    if non_square and transform == 'pad':
+        echo(f'Padding {non_square} non-square image(s) to squares with black borders (the whole image is kept).')
+    elif non_square:
+        echo(f'Center-cropping {non_square} non-square image(s) to squares, which cuts off their long sides (use '
+             '--transform=pad to keep whole images with black borders, or --transform=center-crop-wide with '
+             '--resolution=WxH to keep a wide aspect).')
+    sides = [max(size) if transform == 'pad' else min(size) for size in sizes]
     if resolution is not None:
         width, height = resolution
         if width != height or not _is_pow2(width):
             raise click.BadParameter(f'{width}x{height}: the trainer needs a square power-of-two size such as 256x256',
                                      param_hint='--resolution')
+        note = upscaling_note(source, sizes, sides, width)
+        if note:
+            echo(note)
         return target, width, height
-    sides = {min(size) for size in sizes}
     side = min(sides)
     out = 1 << (side.bit_length() - 1)
-    if len(sides) > 1 or out != side:
-        echo(f'No --resolution given: the images are {"of mixed sizes" if len(sides) > 1 else f"{side}x{side}"}, '
-             f'writing {out}x{out} (the largest power of two that fits the smallest image). '
-             'Pass --resolution to choose.')
+    if len(set(sides)) > 1 or out != side:
+        smallest = sizes[sides.index(side)]
+        echo(f'No --resolution given: the {"smallest " if len(set(sides)) > 1 else ""}image'
+             f'{"" if len(set(sides)) > 1 else "s"} {"is" if len(set(sides)) > 1 else "are"} '
+             f'{smallest[0]}x{smallest[1]}, writing {out}x{out} (the largest power of two that fits '
+             f'{"the longer" if transform == "pad" else "the shorter"} side). Pass --resolution to choose.')
     if out < 4:
         raise DatasetError(f'images are too small ({side} px) for a training set; the minimum is 4x4')
     return target, out, out
@@ -145,6 +192,8 @@ def convert_image(image: PIL.Image.Image, target: str, width: int, height: int, 
     image = to_mode(image, target)
     if transform == 'center-crop-wide':
         return center_crop_wide(image, width, height, resize_filter)
+    if transform == 'pad':
+        return pad_square(image, width, resize_filter)
     return resize_to(center_crop_square(image), width, resize_filter)
 
 
@@ -154,44 +203,71 @@ def encode_png(image: PIL.Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def describe_labels(src: ImageSource, labels: str, source: str) -> list[str]:
+    """Notes on where the labels come from (and which are left out)."""
+    notes = []
+    if src.class_names is not None:
+        shown = [f'{i}={name}' for i, name in enumerate(src.class_names)]
+        if len(shown) > 12:
+            shown = shown[:10] + ['...', shown[-1]]
+        notes.append(f'Labels from {len(src.class_names)} class folders (sorted names): {", ".join(shown)}; '
+                     'the names are written to dataset.json as "class_names".')
+    if labels != 'json' and getattr(src, 'has_json_labels', False):
+        notes.append(f'Ignoring the labels in {source}/dataset.json (--labels={labels}).')
+    return notes
+
+
 def convert_dataset(source: str, dest: str, resolution: str | None = None, transform: str | None = None,
                     resize_filter: str = 'lanczos', max_images: int | None = None, echo=print,
-                    progress: bool = True) -> int:
-    """Convert `source` into `dest`; returns the number of images written. Raises DatasetError on bad input."""
+                    progress: bool = True, labels: str = 'json') -> int:
+    """Convert `source` into `dest`; returns the number of images written. Raises DatasetError on bad input.
+
+    labels: 'json' (the source's dataset.json, or the CIFAR-10/digits classes), 'folders' (class = sub-folder
+    name, sorted names -> 0, 1, ...), 'none'.
+    """
     if resize_filter not in RESIZE_FILTERS:
         raise click.BadParameter(f'{resize_filter!r} is not one of {sorted(RESIZE_FILTERS)}', param_hint='--resize-filter')
     if transform is not None and transform not in TRANSFORMS:
         raise click.BadParameter(f'{transform!r} is not one of {TRANSFORMS}', param_hint='--transform')
     if max_images is not None and max_images < 1:
         raise click.BadParameter(f'must be >= 1, got {max_images}', param_hint='--max-images')
-    src = open_source(source)
+    if labels not in LABEL_SOURCES:
+        raise click.BadParameter(f'{labels!r} is not one of {LABEL_SOURCES}', param_hint='--labels')
+    src = open_source(source, labels)
     try:
+        if src.skipped:
+            echo(f'Skipped {len(src.skipped)} non-image file(s): {_examples(list(src.skipped))}.')
+        for note in describe_labels(src, labels, source):
+            echo(note)
         count = len(src) if max_images is None else min(len(src), max_images)
         target, width, height = plan_output(src, count, parse_resolution(resolution), transform, echo)
         writer = ArchiveWriter(dest)
         try:
-            labels, written, skipped = [], 0, []
+            label_entries, written, skipped = [], 0, []
             for idx in tqdm(range(count), desc='dataset_tool', unit='img', disable=not progress, file=sys.stderr):
                 with src.open(idx) as image:
                     try:
                         image.load()
                         out = convert_image(image, target, width, height, transform, resize_filter)
-                    except (OSError, SyntaxError, ValueError) as err:
-                        raise DatasetError(f'{src.name(idx)}: cannot decode image ({err})') from None
+                    except IMAGE_READ_ERRORS as err:
+                        raise DatasetError(f'{src.name(idx)}: cannot decode image: {describe_image_error(err)}; '
+                                           'fix or remove the file') from None
                 if out is None:
                     skipped.append(src.name(idx))
                     continue
                 fname = f'{written // 1000:05d}/img{written:08d}.png'
                 writer.write(fname, encode_png(out))
                 if src.labels is not None:
-                    labels.append([fname, src.labels[idx]])
+                    label_entries.append([fname, src.labels[idx]])
                 written += 1
             if skipped:
                 echo(f'Skipped {len(skipped)} image(s) smaller than {width}x{height} for center-crop-wide, '
                      f'e.g. {skipped[0]}.')
             if written == 0:
                 raise DatasetError(f'--source {source}: no image could be converted')
-            meta = {'labels': labels if src.labels is not None else None}
+            meta = {'labels': label_entries if src.labels is not None else None}
+            if src.class_names is not None:
+                meta['class_names'] = src.class_names
             writer.write('dataset.json', json.dumps(meta).encode('utf-8'))
             writer.commit()
         except BaseException:
@@ -199,8 +275,12 @@ def convert_dataset(source: str, dest: str, resolution: str | None = None, trans
             raise
     finally:
         src.close()
-    echo(f'Wrote {written} {target} image(s) of {width}x{width} to {dest}'
-         f'{" with labels" if src.labels is not None else ""}.')
+    with_labels = ''
+    if src.class_names is not None:
+        with_labels = f' with {len(src.class_names)} class labels'
+    elif src.labels is not None:
+        with_labels = ' with labels'
+    echo(f'Wrote {written} {target} image(s) of {width}x{width} to {dest}{with_labels}.')
     return written
 
 
@@ -217,11 +297,17 @@ def convert_dataset(source: str, dest: str, resolution: str | None = None, trans
                    'images\' own size, or the largest power of two fitting the smallest image.')
 @click.option('--transform', type=click.Choice(TRANSFORMS), default=None,
               help='center-crop: crop the centred square, then resize (non-square images get this anyway). '
-                   'center-crop-wide: crop to the W:H aspect, resize to WxH, letterbox on black to WxW.')
+                   'pad: keep the whole image: resize its longer side to the resolution and pad the shorter one '
+                   'with black borders (letterbox), for portrait/landscape photos. center-crop-wide: crop to the W:H '
+                   'aspect, resize to WxH, letterbox on black to WxW (needs H < W; for landscape images).')
+@click.option('--labels', type=click.Choice(LABEL_SOURCES), default='json', show_default=True,
+              help='Class labels: json = the source\'s dataset.json if it has one (CIFAR-10 and sklearn:digits: their '
+                   'classes); folders = the name of the sub-folder holding each image (sorted names -> 0, 1, 2, ...; '
+                   'names written to dataset.json as "class_names"); none = no labels.')
 @click.option('--resize-filter', type=click.Choice(sorted(RESIZE_FILTERS)), default='lanczos', show_default=True,
               help='Resampling filter. It changes FID: compare runs only on data made with the same filter; use box '
                    'to downscale FFHQ-like data the way the official downsampled sets were made.')
-def main(source, dest, max_images, resolution, transform, resize_filter):
+def main(source, dest, max_images, resolution, transform, labels, resize_filter):
     """Convert images into a StyleGAN2-ADA training set (PNGs in 00000/img00000000.png + dataset.json).
 
     Greyscale-only sources give 1-channel PNGs, anything else RGB. RGBA, grey+alpha and palette images with
@@ -232,10 +318,12 @@ def main(source, dest, max_images, resolution, transform, resize_filter):
       python dataset_tool.py --source=~/cifar-10-python.tar.gz --dest=~/datasets/cifar10.zip
       python dataset_tool.py --source=~/emoji --dest=~/datasets/emoji32.zip --resolution=32x32 --resize-filter=box
       python dataset_tool.py --source=sklearn:digits --dest=~/datasets/digits32.zip
+      python dataset_tool.py --source=~/att_faces --dest=~/datasets/faces64.zip --resolution=64x64 \\
+          --transform=pad --labels=folders
     """
     try:
         convert_dataset(os.path.expanduser(source), os.path.expanduser(dest), resolution, transform, resize_filter,
-                        max_images, echo=click.echo)
+                        max_images, echo=click.echo, labels=labels)
     except DatasetError as err:
         raise click.ClickException(str(err)) from None
 

@@ -456,7 +456,7 @@ def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed:
     target = load_target(target_path, resolution=shape[1], channels=shape[0])
     try:
         vgg16 = get_detector('vgg16', torch_device, None if detector_dir is None else os.path.expanduser(detector_dir),
-                             need_lpips=True, verbose=True)
+                             need_lpips=True, verbose=True, purpose='projector.py (its LPIPS image distance)')
     except (DetectorNotFoundError, DetectorFormatError) as err:
         raise click.ClickException(str(err)) from None
 

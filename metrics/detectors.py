@@ -37,7 +37,7 @@ VGG16_FILES = (
     WeightFile('vgg16.pt', 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt',
                "StyleGAN2-ADA's VGG16+LPIPS detector (TorchScript; only its weights are read)"),
     WeightFile('vgg16-397923af.pth', 'https://download.pytorch.org/models/vgg16-397923af.pth',
-               "torchvision's VGG16 weights (state dict); PPL also needs the LPIPS file below"),
+               "torchvision's VGG16 weights (state dict); LPIPS (PPL, projector.py) also needs vgg.pth"),
 )
 LPIPS_FILE = WeightFile('vgg.pth', 'https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth',
                         "LPIPS v0.1 linear weights for VGG (the lpips package's lpips/weights/v0.1/vgg.pth)")
@@ -96,8 +96,12 @@ def _lpips_package_dir() -> tuple[str, ...]:
     return tuple(os.path.join(loc, 'weights', 'v0.1') for loc in spec.submodule_search_locations)
 
 
-def _not_found_message(what: str, files: tuple[WeightFile, ...], detector_dir: str | None) -> str:
-    lines = [f'{what}: none of {" / ".join(f.name for f in files)} was found. Looked in:']
+def _not_found_message(what: str, choices: list[tuple[WeightFile, ...]], detector_dir: str | None,
+                       found: dict[str, str] | None = None) -> str:
+    """What is missing, where we looked, and every file to download: one of `choices` (a choice may need several
+    files; those already `found` {name: path} are marked so), so one download round is enough."""
+    names = ' / '.join(dict.fromkeys(choice[0].name for choice in choices))
+    lines = [f'{what}: none of {names} was found. Looked in:']
     given = {label: folder for label, folder in search_dirs(detector_dir)}
     lines.append(f'  --detector-dir: {given.get("--detector-dir", "(not given)")}')
     lines.append(f'  ${DETECTOR_DIR_ENV}: {os.environ.get(DETECTOR_DIR_ENV) or "(not set)"}')
@@ -106,11 +110,28 @@ def _not_found_message(what: str, files: tuple[WeightFile, ...], detector_dir: s
     lines.append(f'  {os.path.join(dnnlib_util.cache_dir(), "downloads")} and {os.path.join(official, "downloads")} '
                  '(URL caches, <md5 of URL>_<file name>)')
     lines.append(f'  {_torch_hub_checkpoints()}')
-    lines.append('Nothing is downloaded at run time. On a machine with internet, download one of:')
-    for file in files:
-        lines.append(f'  {file.name}: {file.url}  ({file.about})')
-    lines.append(f'and put it in {cache_detector_dir()} (or in a folder given by --detector-dir or ${DETECTOR_DIR_ENV}).')
+    found = found or {}
+    if all(len(choice) == 1 for choice in choices):
+        lines.append('Nothing is downloaded at run time. On a machine with internet, download one of:')
+        for (file,) in choices:
+            lines.append(f'  {file.name}: {file.url}  ({file.about})')
+    else:
+        lines.append('Nothing is downloaded at run time. On a machine with internet, download either')
+        for number, choice in enumerate(choices):
+            if number:
+                lines.append(f'or {"both" if len(choice) == 2 else "all"} of' if len(choice) > 1 else 'or')
+            for file in choice:
+                have = f'  [already found: {found[file.name]}]' if file.name in found else ''
+                lines.append(f'  {file.name}: {file.url}  ({file.about}){have}')
+    lines.append(f'and put {"it" if all(len(choice) == 1 for choice in choices) else "the files"} in '
+                 f'{cache_detector_dir()} (or in a folder given by --detector-dir or ${DETECTOR_DIR_ENV}).')
     return '\n'.join(lines)
+
+
+def _default_purpose(kind: str, need_lpips: bool) -> str:
+    if kind == 'inception':
+        return 'FID, KID, IS'
+    return 'PPL' if need_lpips else 'PPL, precision/recall'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +154,12 @@ class DetectorFiles:
         return os.path.splitext(os.path.basename(self.path))[0]
 
 
-def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool = False) -> DetectorFiles:
+def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool = False,
+                    purpose: str | None = None) -> DetectorFiles:
     """Paths of the weight files for `kind` ('inception' or 'vgg16'); DetectorNotFoundError when absent.
 
+    `purpose` names what needs the detector in the error (default: the metrics using it, e.g. 'PPL'); with
+    `need_lpips` (PPL, the projector) the error lists every file needed, LPIPS weights included.
     'digits' is never missing: the classifier is trained on first use (a few seconds on CPU) and cached.
     """
     if kind == TRAINED_HERE:
@@ -143,6 +167,7 @@ def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool
         return DetectorFiles(kind, ensure_classifier_file())
     if kind not in KINDS:
         raise ValueError(f'unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}')
+    purpose = purpose or _default_purpose(kind, need_lpips)
     for file in KINDS[kind]:
         path = _find(file, detector_dir)
         if path is None:
@@ -151,21 +176,27 @@ def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool
             lpips_path = _find(LPIPS_FILE, detector_dir, extra_dirs=_lpips_package_dir())
             if lpips_path is None:
                 raise DetectorNotFoundError(
-                    _not_found_message(f'LPIPS weights (needed for PPL with {path})', (LPIPS_FILE,), detector_dir)
+                    _not_found_message(f'LPIPS weights (needed by {purpose} with {path})', [(LPIPS_FILE,)],
+                                       detector_dir)
                     + f'\nAlternatively use {VGG16_FILES[0].name} ({VGG16_FILES[0].url}), which includes them.')
             return DetectorFiles(kind, path, lpips_path)
         return DetectorFiles(kind, path)
-    what = 'Inception-v3 detector (FID, KID, IS)' if kind == 'inception' else 'VGG16 detector (PPL, precision/recall)'
-    raise DetectorNotFoundError(_not_found_message(what, KINDS[kind], detector_dir))
+    what = f'{"Inception-v3" if kind == "inception" else "VGG16"} detector for {purpose}'
+    if kind == 'vgg16' and need_lpips:  # the state-dict route needs the LPIPS file too: name it now, not next time
+        lpips_path = _find(LPIPS_FILE, detector_dir, extra_dirs=_lpips_package_dir())
+        found = {LPIPS_FILE.name: lpips_path} if lpips_path else {}
+        raise DetectorNotFoundError(_not_found_message(what, [(VGG16_FILES[0],), (VGG16_FILES[1], LPIPS_FILE)],
+                                                       detector_dir, found))
+    raise DetectorNotFoundError(_not_found_message(what, [(file,) for file in KINDS[kind]], detector_dir))
 
 
 _detector_cache: dict[tuple[DetectorFiles, int, str], torch.nn.Module] = {}
 
 
 def get_detector(kind: str, device: torch.device | str = 'cpu', detector_dir: str | None = None,
-                 need_lpips: bool = False, verbose: bool = False) -> torch.nn.Module:
+                 need_lpips: bool = False, verbose: bool = False, purpose: str | None = None) -> torch.nn.Module:
     """The detector module for `kind` on `device`, built once per (files, device) and then reused."""
-    files = locate_detector(kind, detector_dir, need_lpips=need_lpips)
+    files = locate_detector(kind, detector_dir, need_lpips=need_lpips, purpose=purpose)
     key = (files, os.stat(files.path).st_mtime_ns, str(torch.device(device)))
     if key not in _detector_cache:
         if verbose:

@@ -8,14 +8,17 @@ options), the same Fréchet and kernel distances, the same IS formula.
   >= 0.9 (`_confident`), the IS formula on its 10 class probabilities (`_score`, 1..10), and the entropy of its
   average prediction in nats (`_class_entropy`, ln 10 = 2.30 when all digits are equally frequent).
 
-Only meaningful for digit-like images (anything is accepted: images are reduced to 32x32 grey). The numbers are
-NOT comparable to FID/KID/IS, nor across classifier recipes (the recipe hash is part of every cache key).
+Only meaningful for the embedded digits: check_digits_dataset() refuses any other dataset (a face set gave
+fdd 1008 -> 280 -> 422, numbers that say nothing). The numbers are NOT comparable to FID/KID/IS, nor across
+classifier recipes (the recipe hash is part of every cache key).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from metrics import metric_utils
+from metrics import detectors, metric_utils
 from metrics.frechet_inception_distance import frechet_distance
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_distance
@@ -24,6 +27,26 @@ DETECTOR = 'digits'
 FEATURES = dict(return_features=True)  # [N, 128] penultimate activations
 PROBABILITIES: dict = {}  # [N, 10] softmax
 CONFIDENCE_THRESHOLD = 0.9
+
+
+def is_embedded_digits(dataset_kwargs: Mapping | None) -> bool:
+    """True when open_dataset(**dataset_kwargs) gives the embedded digits: no kwargs, path None or 'sklearn:digits'."""
+    from training.dataset import EMBEDDED_DIGITS
+    path = (dataset_kwargs or {}).get('path')
+    return path is None or path == EMBEDDED_DIGITS
+
+
+def check_digits_dataset(metric: str, dataset_kwargs: Mapping | None) -> None:
+    """Raise MetricDatasetError unless the dataset is the embedded digits, the only one the classifier knows."""
+    if is_embedded_digits(dataset_kwargs):
+        return
+    inception = detectors.INCEPTION_FILES[0]
+    raise metric_utils.MetricDatasetError(
+        f'{metric} scores images with a classifier of the embedded sklearn digits, so its numbers mean nothing for '
+        f'{dataset_kwargs["path"]} (for the digits themselves use --data=sklearn:digits). '
+        f'Use FID/KID instead (fid50k_full, kid50k_full, or fid5k_full for a quick look): they need the Inception '
+        f'file {inception.name} ({inception.url}) in {detectors.cache_detector_dir()} or in a folder given by '
+        f'--detector-dir or ${detectors.DETECTOR_DIR_ENV}.')
 
 
 def compute_fdd(opts: metric_utils.MetricOptions, max_real: int | None, num_gen: int) -> float:

@@ -4,7 +4,7 @@ Names are the official ones (fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, i
 pr50k3, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend) and the same families with another sample count for quick
 looks: fid5k_full, fid500_full, kid10k, pr5k3_full (last digit = neighbourhood size), is5k, ppl2_wend_5k.
 Offline digits metrics (ours, classifier trained here; NOT comparable to FID/KID/IS): fdd2k_full, kdd2k_full,
-cls2k (metrics/digits_metrics.py).
+cls2k (metrics/digits_metrics.py), refused on any dataset but the embedded digits (check_metric_dataset).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 
 import torch
 
@@ -150,12 +151,27 @@ def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]
     return {spec.name: ppl}
 
 
+MetricDatasetError = metric_utils.MetricDatasetError
+
+
+def check_metric_dataset(metric: str, dataset_kwargs: Mapping | None) -> None:
+    """Raise MetricDatasetError when `metric` cannot mean anything on the dataset that `dataset_kwargs` names
+    (open_dataset kwargs; None or {} is the embedded digits). Today: fdd/kdd/cls only on the embedded digits.
+
+    Cheap (opens nothing): call it with the other option checks, before creating a run directory.
+    """
+    if parse_metric(metric).family in ('fdd', 'kdd', 'cls'):
+        digits_metrics.check_digits_dataset(metric, dataset_kwargs)
+
+
 def calc_metric(metric: str, **kwargs) -> dnnlib_util.EasyDict:
     """Compute one metric; kwargs are MetricOptions' (G, G_kwargs, dataset_kwargs, num_gpus, rank, device, ...).
 
     Returns {results: {name: value}, metric, total_time, total_time_str, num_gpus}, identical in every process.
+    Raises MetricDatasetError (check_metric_dataset) before any work when the metric does not fit the dataset.
     """
     spec = parse_metric(metric)
+    check_metric_dataset(metric, kwargs.get('dataset_kwargs'))
     opts = metric_utils.MetricOptions(**kwargs)
     start_time = time.time()
     results = _run(spec, opts)

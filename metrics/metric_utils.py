@@ -22,6 +22,10 @@ from dnnlib import util as dnnlib_util
 from metrics import detectors
 
 
+class MetricDatasetError(ValueError):
+    """A metric asked for on a dataset it cannot score meaningfully; the message says why and what to use instead."""
+
+
 class MetricOptions:
     """Everything a metric needs. Keyword names follow StyleGAN2-ADA (G, G_kwargs, dataset_kwargs, num_gpus, ...).
 

@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
+from damaged_files import corrupt_stored_member, png_claiming_size
 from training.dataset import DatasetError, ImageFolderDataset, open_dataset, select_subset
 from training.embedded_data import DigitsDataset
 
@@ -262,3 +263,147 @@ def test_open_dataset_dispatches_on_path(tmp_path):
     official = dict(class_name='training.dataset.ImageFolderDataset', path=str(tmp_path / 'ds'), use_labels=False,
                     max_size=6, xflip=False, resolution=8)
     assert len(open_dataset(**official)) == 6
+
+
+# ---------------------------------------------------------------- labels are bounded and well-formed
+
+def test_absurd_class_index_is_refused_naming_file_image_and_value(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', labels=[0, 1, 2, 0, 10 ** 9, 2])
+    with pytest.raises(DatasetError) as info:
+        ImageFolderDataset(str(tmp_path / 'ds'), use_labels=True)
+    text = str(info.value)
+    assert 'dataset.json' in text and fnames[4] in text and '1000000000' in text and '100000' in text
+    assert '\n' not in text
+
+
+def test_largest_allowed_class_index_still_opens(tmp_path):
+    from training.dataset import MAX_LABEL_DIM
+    _make_folder(tmp_path / 'ds', labels=[0, 1, 2, 0, MAX_LABEL_DIM - 1, 2])
+    assert ImageFolderDataset(str(tmp_path / 'ds'), use_labels=True).label_dim == MAX_LABEL_DIM
+
+
+def test_label_vectors_of_different_lengths_name_both_images(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', labels=[[0.0, 1.0]] * 3 + [[1.0, 2.0, 3.0]] + [[0.0, 1.0]] * 2)
+    with pytest.raises(DatasetError, match=rf'{fnames[3]}.*3 values.*{fnames[0]}.*has 2'):
+        ImageFolderDataset(str(tmp_path / 'ds'), use_labels=True)
+
+
+@pytest.mark.parametrize('value', ['NaN', 'Infinity', '-Infinity', '1e39', '1' + '0' * 400])
+def test_non_finite_label_values_are_refused(tmp_path, value):
+    fnames, _ = _make_folder(tmp_path / 'ds')
+    entries = ', '.join(f'["{fname}", [0.5, {value if i == 2 else "1.0"}]]' for i, fname in enumerate(fnames))
+    (tmp_path / 'ds' / 'dataset.json').write_text('{"labels": [' + entries + ']}')
+    with pytest.raises(DatasetError, match=rf'{fnames[2]}.*finite'):
+        ImageFolderDataset(str(tmp_path / 'ds'), use_labels=True)
+
+
+# ---------------------------------------------------------------- images are decoded before training starts
+
+def _truncate(path, keep=60):
+    path.write_bytes(path.read_bytes()[:keep])  # the header survives, the pixel data does not
+
+
+def test_verify_decodable_finds_a_truncated_image_that_opening_does_not(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=6, res=32)
+    _truncate(tmp_path / 'ds' / fnames[3])
+    ds = ImageFolderDataset(str(tmp_path / 'ds'))  # headers are fine
+    with pytest.raises(DatasetError, match=rf'{fnames[3]}: cannot decode image: truncated') as info:
+        ds.verify_decodable()
+    assert 'dataset_tool.py' in str(info.value) and '\n' not in str(info.value)
+
+
+def test_verify_decodable_sample_is_deterministic_and_holds_the_first_and_last(tmp_path, monkeypatch):
+    _make_folder(tmp_path / 'ds', n=30)
+    ds = ImageFolderDataset(str(tmp_path / 'ds'))
+    seen = []
+    original = ImageFolderDataset._load_raw_image
+    monkeypatch.setattr(ImageFolderDataset, '_load_raw_image', lambda self, i: seen.append(i) or original(self, i))
+    assert ds.verify_decodable(sample=5) == len(seen) == 7
+    assert seen[0] == 0 and seen[-1] == 29 and seen == sorted(set(seen))
+    first = list(seen)
+    seen.clear()
+    ImageFolderDataset(str(tmp_path / 'ds')).verify_decodable(sample=5)
+    assert seen == first
+    seen.clear()
+    assert ds.verify_decodable(sample=None) == 30 and seen == list(range(30))
+    seen.clear()
+    assert ds.verify_decodable(sample=0) == 2 and seen == [0, 29]
+    for bad in (-1, 2.5):
+        with pytest.raises(DatasetError, match='sample must be an integer'):
+            ds.verify_decodable(sample=bad)
+
+
+def test_verify_decodable_checks_only_the_kept_subset(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=10, res=32)
+    kept = select_subset(10, 4, 0)
+    dropped = next(i for i in range(10) if i not in kept)
+    _truncate(tmp_path / 'ds' / fnames[dropped])
+    ds = ImageFolderDataset(str(tmp_path / 'ds'), max_size=4, xflip=True)
+    assert ds.verify_decodable(sample=None) == 4
+
+
+def test_verify_decodable_on_embedded_digits():
+    assert DigitsDataset(max_size=50).verify_decodable(sample=10) == 12
+
+
+def test_bad_crc_in_a_zip_member_is_named_before_training(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=6, res=32)
+    _zip_folder(tmp_path / 'ds', tmp_path / 'ds.zip')
+    corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])
+    with pytest.raises(DatasetError, match=rf'ds\.zip:{fnames[4]}: cannot decode image: damaged zip member.*CRC') as info:
+        ImageFolderDataset(str(tmp_path / 'ds.zip')).verify_decodable()  # small members fail at open already
+    assert 're-create it with dataset_tool.py' in str(info.value)
+
+
+def test_bad_crc_in_a_zip_member_mid_run_is_named(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=6, res=32)
+    _zip_folder(tmp_path / 'ds', tmp_path / 'ds.zip')
+    ds = ImageFolderDataset(str(tmp_path / 'ds.zip'))
+    corrupt_stored_member(tmp_path / 'ds.zip', fnames[4])  # damaged after the checks, e.g. on a flaky disk
+    ds[3]
+    with pytest.raises(DatasetError, match=rf'ds\.zip:{fnames[4]}: cannot decode image: damaged zip member.*CRC'):
+        ds[4]
+
+
+def test_decompression_bomb_is_named_with_its_pixel_count(tmp_path):
+    _make_folder(tmp_path / 'ds', n=3)
+    (tmp_path / 'ds' / 'zz_bomb.png').write_bytes(png_claiming_size(20000, 20000))
+    with pytest.raises(DatasetError) as info:
+        ImageFolderDataset(str(tmp_path / 'ds'))
+    text = str(info.value)
+    assert 'zz_bomb.png' in text and '400,000,000 pixels' in text and 'decompression bomb' in text
+    assert f'{2 * PIL.Image.MAX_IMAGE_PIXELS:,}' in text
+
+
+def test_decompression_bomb_mid_run_is_a_dataset_error(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=3)
+    ds = ImageFolderDataset(str(tmp_path / 'ds'))
+    (tmp_path / 'ds' / fnames[1]).write_bytes(png_claiming_size(20000, 20000))  # replaced after opening
+    with pytest.raises(DatasetError, match=rf'{fnames[1]}: cannot decode image: 400,000,000 pixels'):
+        ds[1]
+
+
+def test_loader_worker_failure_is_the_one_line_dataset_error(tmp_path):
+    fnames, _ = _make_folder(tmp_path / 'ds', n=4, res=32)
+    _truncate(tmp_path / 'ds' / fnames[2])
+    loader = torch.utils.data.DataLoader(ImageFolderDataset(str(tmp_path / 'ds')), batch_size=4, num_workers=1)
+    with pytest.raises(DatasetError) as info:
+        next(iter(loader))
+    text = str(info.value)
+    assert text.startswith(str(tmp_path / 'ds' / fnames[2])) and 'truncated' in text
+    assert 'Traceback' not in text and '\n' not in text
+
+
+# ---------------------------------------------------------------- folders of other image formats
+
+def test_folder_of_other_image_formats_says_how_to_convert(tmp_path):
+    (tmp_path / 'faces').mkdir()
+    for i in range(3):
+        PIL.Image.fromarray(np.zeros((112, 92), np.uint8)).save(tmp_path / 'faces' / f's{i}.pgm')
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'faces' / 'x.bmp')
+    (tmp_path / 'faces' / 'README').write_text('ATT faces')
+    with pytest.raises(DatasetError) as info:
+        open_dataset(str(tmp_path / 'faces'))
+    text = str(info.value)
+    assert 'no PNG or JPEG images' in text and '3 .pgm, 1 (no extension), 1 .bmp' in text
+    assert f'python dataset_tool.py --source={tmp_path / "faces"} --dest={tmp_path / "faces"}.zip' in text

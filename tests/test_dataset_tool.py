@@ -7,6 +7,7 @@ import shutil
 import tarfile
 import zipfile
 
+import click
 import numpy as np
 import PIL.Image
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 import dataset_tool
 from conftest import shared_path
+from damaged_files import corrupt_stored_member, png_claiming_size
 from training.dataset import DatasetError, ImageFolderDataset
 from training.dataset_sources import load_numpy_pickle
 from training.embedded_data import DigitsDataset
@@ -261,3 +263,184 @@ def test_real_emoji_of_every_colour_type_convert_cleanly(tmp_path):
             rgba = np.asarray(img.convert('RGBA'))
         expected = _composite_over_white(rgba).reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))  # box = 2x2 means
         assert np.abs(ds[i][0].transpose(1, 2, 0) - expected).max() <= 1.5, fname
+
+
+# ---------------------------------------------------------------- class labels from sub-folder names
+
+def _class_folders(root, classes, per_class=2, size=(8, 8), ext='png'):
+    """Images in one sub-folder per class, each filled with its class number; returns {relative path: class name}."""
+    made = {}
+    for name in classes:
+        for i in range(per_class):
+            rel = f'{name}/{i}.{ext}'
+            _save(str(root / rel), np.full(size[::-1], len(made), np.uint8), 'L')
+            made[rel] = name
+    return made
+
+
+def test_folder_labels_follow_sorted_folder_names(tmp_path):
+    made = _class_folders(tmp_path / 'src', ['s2', 's10', 's1'])
+    n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip', labels='folders')
+    assert n == 6 and '3 class folders' in messages and '0=s1, 1=s10, 2=s2' in messages
+    with zipfile.ZipFile(tmp_path / 'out.zip') as zf:
+        meta = json.loads(zf.read('dataset.json'))
+    assert meta['class_names'] == ['s1', 's10', 's2']  # plain sorted(), as torchvision's ImageFolder
+    ds = ImageFolderDataset(str(tmp_path / 'out.zip'), use_labels=True)
+    assert ds.label_dim == 3
+    sources = sorted(made)  # images are written in sorted path order
+    for i, rel in enumerate(sources):
+        assert meta['class_names'][int(np.argmax(ds[i][1]))] == made[rel]
+        assert meta['labels'][i][1] == ['s1', 's10', 's2'].index(made[rel])
+
+
+def test_folder_labels_skip_a_folder_wrapping_everything_and_take_nested_images(tmp_path):
+    _class_folders(tmp_path / 'src' / 'att_faces', ['s1', 's2'])
+    _save(str(tmp_path / 'src' / 'att_faces' / 's2' / 'extra' / 'x.png'), np.zeros((8, 8), np.uint8), 'L')
+    with zipfile.ZipFile(tmp_path / 'faces.zip', 'w') as zf:
+        for path in sorted((tmp_path / 'src').rglob('*.png')):
+            zf.write(path, path.relative_to(tmp_path / 'src').as_posix())
+    n, _ = _convert(tmp_path / 'faces.zip', tmp_path / 'out.zip', labels='folders')
+    with zipfile.ZipFile(tmp_path / 'out.zip') as zf:
+        meta = json.loads(zf.read('dataset.json'))
+    assert n == 5 and meta['class_names'] == ['s1', 's2']
+    assert [label for _fname, label in meta['labels']] == [0, 0, 1, 1, 1]
+
+
+def test_folder_labels_need_every_image_in_a_class_folder(tmp_path):
+    _class_folders(tmp_path / 'src', ['a', 'b'])
+    _save(str(tmp_path / 'src' / 'loose.png'), np.zeros((8, 8), np.uint8), 'L')
+    with pytest.raises(DatasetError, match='1 image.*not in a class sub-folder.*loose.png'):
+        _convert(tmp_path / 'src', tmp_path / 'out.zip', labels='folders')
+    _class_folders(tmp_path / 'one', ['only'])
+    with pytest.raises(DatasetError, match='all in only/.*one sub-folder per class'):
+        _convert(tmp_path / 'one', tmp_path / 'out.zip', labels='folders')
+    assert not (tmp_path / 'out.zip').exists()
+
+
+def test_folder_labels_replace_dataset_json_and_none_drops_labels(tmp_path):
+    _class_folders(tmp_path / 'src', ['a', 'b'], per_class=1)
+    (tmp_path / 'src' / 'dataset.json').write_text(json.dumps({'labels': [['a/0.png', 7], ['b/0.png', 7]]}))
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'folders.zip', labels='folders')
+    assert 'Ignoring the labels' in messages
+    assert ImageFolderDataset(str(tmp_path / 'folders.zip'), use_labels=True).label_dim == 2
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'none.zip', labels='none')
+    assert 'Ignoring the labels' in messages
+    with zipfile.ZipFile(tmp_path / 'none.zip') as zf:
+        assert json.loads(zf.read('dataset.json')) == {'labels': None}
+    _convert(tmp_path / 'src', tmp_path / 'json.zip')
+    assert ImageFolderDataset(str(tmp_path / 'json.zip'), use_labels=True).label_dim == 8
+
+
+def test_folder_labels_are_refused_for_sources_with_their_own_classes(tmp_path):
+    with pytest.raises(DatasetError, match='--labels=folders.*sklearn:digits'):
+        _convert('sklearn:digits', tmp_path / 'out.zip', labels='folders')
+    n, _ = _convert('sklearn:digits', tmp_path / 'out.zip', labels='none', max_images=5)
+    assert n == 5 and not ImageFolderDataset(str(tmp_path / 'out.zip'), use_labels=True).has_labels
+
+
+def test_cli_folder_labels_and_pad(tmp_path):
+    _class_folders(tmp_path / 'src', ['a', 'b'], size=(6, 8))
+    result = CliRunner().invoke(dataset_tool.main, ['--source', str(tmp_path / 'src'), '--dest', str(tmp_path / 'o.zip'),
+                                                    '--labels=folders', '--transform=pad', '--resolution=8x8'])
+    assert result.exit_code == 0, result.output
+    ds = ImageFolderDataset(str(tmp_path / 'o.zip'), use_labels=True)
+    assert ds.label_dim == 2 and ds.image_shape == [1, 8, 8]
+    assert np.all(ds[0][0][0, :, :1] == 0) and np.all(ds[0][0][0, :, 7:] == 0)  # 6 wide: one black column each side
+
+
+# ---------------------------------------------------------------- pad, center-crop-wide on tall images, upscaling
+
+def test_pad_keeps_the_whole_portrait_image_between_black_borders(tmp_path):
+    tall = np.random.RandomState(6).randint(1, 256, size=(16, 10, 3), dtype=np.uint8)
+    _save(str(tmp_path / 'src/a.png'), tall)
+    n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip', transform='pad', resolution='16x16')
+    assert n == 1 and 'Padding 1' in messages and 'black' in messages and 'Warning: upscaling' not in messages
+    img = ImageFolderDataset(str(tmp_path / 'out.zip'))[0][0].transpose(1, 2, 0)
+    assert np.array_equal(img[:, 3:13], tall)  # longer side already 16: not resampled, centred
+    assert np.all(img[:, :3] == 0) and np.all(img[:, 13:] == 0)
+
+
+def test_pad_scales_the_longer_side_of_a_landscape_image(tmp_path):
+    _save(str(tmp_path / 'src/a.png'), np.full((20, 40), 90, np.uint8), 'L')
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip', transform='pad')
+    assert 'writing 32x32' in messages and 'longer' in messages  # largest power of two that fits the longer side
+    img = ImageFolderDataset(str(tmp_path / 'out.zip'))[0][0][0]
+    assert img.shape == (32, 32)
+    assert np.all(img[8:24] == 90) and np.all(img[:8] == 0) and np.all(img[24:] == 0)  # 40x20 -> 32x16 band
+
+
+def test_center_crop_wide_refuses_a_square_resolution(tmp_path):
+    _save(str(tmp_path / 'src/a.png'), np.zeros((112, 92), np.uint8), 'L')
+    with pytest.raises(click.BadParameter, match='needs H < W.*--transform=pad'):
+        _convert(tmp_path / 'src', tmp_path / 'out.zip', transform='center-crop-wide', resolution='64x64')
+
+
+def test_center_crop_wide_warns_about_tall_images(tmp_path):
+    _save(str(tmp_path / 'src/a_tall.png'), np.zeros((112, 92), np.uint8), 'L')
+    _save(str(tmp_path / 'src/b_wide.png'), np.zeros((48, 64), np.uint8), 'L')
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip', transform='center-crop-wide', resolution='64x32')
+    assert '1 of 2 image(s) are taller than wide' in messages and 'a_tall.png, 92x112' in messages
+    assert '--transform=pad' in messages
+
+
+def test_upscaling_is_reported_with_count_and_factor(tmp_path):
+    _save(str(tmp_path / 'src/a_small.png'), np.zeros((112, 92), np.uint8), 'L')
+    _save(str(tmp_path / 'src/b_big.png'), np.zeros((256, 256), np.uint8), 'L')
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip', resolution='128x128')
+    assert 'upscaling 1 of 2 image(s) to 128x128, by 1.39x' in messages and 'a_small.png, 92x112' in messages
+    assert '--resolution=64x64 would upscale none' in messages
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'pad.zip', resolution='128x128', transform='pad')
+    assert 'by 1.14x' in messages  # pad scales the longer side: 112 -> 128
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'small.zip', resolution='64x64')
+    assert 'Warning: upscaling' not in messages
+
+
+def test_att_like_pgm_faces_in_person_folders(tmp_path):
+    rng = np.random.RandomState(7)
+    for person in range(1, 4):
+        for shot in range(1, 3):
+            path = tmp_path / 'att' / f's{person}' / f'{shot}.pgm'
+            os.makedirs(path.parent, exist_ok=True)
+            PIL.Image.fromarray(rng.randint(0, 256, size=(112, 92), dtype=np.uint8), 'L').save(path)
+    (tmp_path / 'att' / 'README').write_text('ORL faces')
+    n, messages = _convert(tmp_path / 'att', tmp_path / 'faces.zip', transform='pad', labels='folders',
+                           resolution='64x64')
+    assert n == 6 and 'Skipped 1 non-image file(s): README' in messages and 'Warning: upscaling' not in messages
+    ds = ImageFolderDataset(str(tmp_path / 'faces.zip'), use_labels=True)
+    assert ds.image_shape == [1, 64, 64] and ds.label_dim == 3
+    assert ds.verify_decodable() == 6
+
+
+def test_non_image_files_are_listed_when_skipped(tmp_path):
+    _save(str(tmp_path / 'src/a.png'), np.zeros((8, 8, 3), np.uint8))
+    for name in ('notes.txt', 'b/info.csv', 'c.doc', 'd.md'):
+        os.makedirs((tmp_path / 'src' / name).parent, exist_ok=True)
+        (tmp_path / 'src' / name).write_text('x')
+    (tmp_path / 'src' / '.DS_Store').write_text('x')  # hidden files are not worth a note
+    _n, messages = _convert(tmp_path / 'src', tmp_path / 'out.zip')
+    assert 'Skipped 4 non-image file(s): b/info.csv, c.doc, d.md (and 1 more).' in messages
+    assert '.DS_Store' not in messages
+
+
+# ---------------------------------------------------------------- damaged sources
+
+def test_decompression_bomb_in_the_source_is_named(tmp_path):
+    _save(str(tmp_path / 'src/a.png'), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / 'src' / 'b_bomb.png').write_bytes(png_claiming_size(20000, 20000))
+    with pytest.raises(DatasetError, match=r'b_bomb\.png: cannot read image: 400,000,000 pixels, over the limit'):
+        _convert(tmp_path / 'src', tmp_path / 'out.zip')
+    result = CliRunner().invoke(dataset_tool.main, ['--source', str(tmp_path / 'src'), '--dest', str(tmp_path / 'o.zip')])
+    assert result.exit_code != 0 and 'b_bomb.png' in result.output and 'Traceback' not in result.output
+
+
+def test_bad_crc_in_a_source_zip_is_named(tmp_path):
+    noise = np.random.RandomState(8).randint(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as zf:
+        for i in range(2):
+            buffer = io.BytesIO()
+            PIL.Image.fromarray(noise[i]).save(buffer, format='png')
+            zf.writestr(f'imgs/{i}.png', buffer.getvalue())
+    corrupt_stored_member(tmp_path / 'src.zip', 'imgs/1.png')
+    with pytest.raises(DatasetError, match=r'src\.zip:imgs/1\.png: cannot read image: damaged zip member.*CRC'):
+        _convert(tmp_path / 'src.zip', tmp_path / 'out.zip')
+    assert not (tmp_path / 'out.zip').exists()

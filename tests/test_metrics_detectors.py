@@ -277,6 +277,23 @@ def test_missing_lpips_file_is_named_when_ppl_needs_it(isolated_cache, vgg_files
         detectors.locate_detector('vgg16', str(folder), need_lpips=True)
 
 
+def test_missing_vgg16_for_lpips_lists_both_routes_with_every_file(isolated_cache):
+    with pytest.raises(detectors.DetectorNotFoundError) as info:
+        detectors.locate_detector('vgg16', need_lpips=True, purpose='projector.py')
+    text = str(info.value)
+    assert text.startswith('VGG16 detector for projector.py:')
+    assert text.index('vgg16.pt:') < text.index('or both of') < text.index('vgg16-397923af.pth:') < text.index('vgg.pth:')
+    assert detectors.LPIPS_FILE.url in text and 'already found' not in text
+    folder = isolated_cache / 'dets'
+    folder.mkdir()
+    (folder / 'vgg.pth').write_bytes(b'x')
+    with pytest.raises(detectors.DetectorNotFoundError, match=r'vgg\.pth: .*\[already found: .*dets/vgg\.pth\]'):
+        detectors.locate_detector('vgg16', str(folder), need_lpips=True)
+    with pytest.raises(detectors.DetectorNotFoundError) as info:
+        detectors.locate_detector('vgg16')  # precision/recall: the VGG16 file alone is enough
+    assert 'precision/recall' in str(info.value) and 'vgg.pth:' not in str(info.value)
+
+
 def test_detector_search_order_flag_then_env_then_cache(isolated_cache, monkeypatch):
     flag, env, cache = (isolated_cache / name for name in ('flag', 'env', 'cache/detectors'))
     for folder in (flag, env, cache):

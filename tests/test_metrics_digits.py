@@ -254,3 +254,27 @@ def test_calc_metrics_cli_scores_a_digits_snapshot_offline(cache_root, tmp_path,
         assert len(lines) == 1 and lines[0]['metric'] == name and set(lines[0]['results']) == keys
         assert lines[0]['snapshot_pkl'] == 'network-snapshot-000000.pt'
     assert lines[0]['results']['cls64_score'] >= 1
+
+
+@pytest.mark.parametrize('metric', ['fdd2k_full', 'kdd500', 'cls2k'])
+def test_digits_metrics_are_refused_on_other_datasets_naming_the_fid_file(metric, tmp_path, monkeypatch):
+    monkeypatch.setenv('RLO_CACHE_DIR', str(tmp_path / 'cache'))
+    with pytest.raises(metric_main.MetricDatasetError) as info:
+        metric_main.check_metric_dataset(metric, dict(path='~/datasets/faces64.zip', resolution=64))
+    text = str(info.value)
+    assert metric in text and '~/datasets/faces64.zip' in text and 'mean nothing' in text
+    assert 'inception-2015-12-05.pt' in text and str(tmp_path / 'cache' / 'detectors') in text
+    assert '--detector-dir' in text and '\n' not in text
+    for embedded in (None, {}, dict(path=None, resolution=32), dict(path='sklearn:digits')):
+        metric_main.check_metric_dataset(metric, embedded)
+
+
+def test_other_metrics_are_not_limited_to_the_digits():
+    for metric in ('fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend'):
+        metric_main.check_metric_dataset(metric, dict(path='faces.zip'))
+
+
+def test_calc_metric_refuses_before_opening_anything(tmp_path):
+    missing = tmp_path / 'faces.zip'  # not even there: the refusal comes before the dataset is opened
+    with pytest.raises(metric_main.MetricDatasetError, match='faces.zip'):
+        metric_main.calc_metric('fdd100_full', G=None, dataset_kwargs=dict(path=str(missing)), device='cpu')

@@ -348,8 +348,11 @@ def test_missing_detector_is_the_offline_error_naming_the_file(projector, setup,
     outdir = isolated_cache / 'out'
     result = run(projector, [f'--network={setup["final"]}', f'--target={setup["target_path"]}', f'--outdir={outdir}',
                              f'--detector-dir={empty}'])
-    assert result.exit_code != 0
+    assert result.exit_code != 0 and 'Traceback' not in result.output
+    first_line = result.output.splitlines()[0]
+    assert 'projector.py' in first_line and 'PPL' not in first_line
     assert 'vgg16.pt' in result.output and 'vgg16-397923af.pth' in result.output
+    assert 'vgg.pth' in result.output  # every file of the state-dict route, at the first attempt
     assert 'Nothing is downloaded' in result.output and str(empty) in result.output
     assert not outdir.exists()  # failed before any work
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import re
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -20,13 +23,57 @@ import torch
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MODE_CHANNELS = {'L': 1, 'RGB': 3}  # what a prepared dataset may hold; dataset_tool.py converts the rest
 EMBEDDED_DIGITS = 'sklearn:digits'  # `path` value (or None) that selects the embedded default dataset
+# Largest label dimension accepted (one-hot classes or vector length). ImageNet-21k has 21,841 classes; past this
+# a label is a typo or an ID, not a class index, and one-hot vectors and the conditioning layer would be absurd.
+MAX_LABEL_DIM = 100000
+VERIFY_SAMPLE = 256  # images fully decoded by verify_decodable() by default, besides the first and the last
 
 _FIX_HINT = ('prepare the images with `python dataset_tool.py --source=<your images> --dest=<dataset>.zip '
              '--resolution=<R>x<R>`, which converts colour modes and crops/resizes to a square power-of-two size')
 
 
+# A DataLoader worker re-raises our exception as DatasetError("Caught DatasetError in DataLoader worker process N.
+# Original Traceback ... training.dataset.DatasetError: <message>"); the last line starting so holds the message.
+_WORKER_MESSAGE = re.compile(r'^(?:[A-Za-z_][\w.]*\.)?DatasetError: ', re.MULTILINE)
+
+
 class DatasetError(ValueError):
-    """A dataset that cannot be used for training; the message names the file and the fix."""
+    """A dataset that cannot be used for training; the message names the file and the fix.
+
+    Raised when the dataset is opened or verified, and while training when an image cannot be decoded (also
+    from DataLoader workers: the message is then the worker's one-line message, without the traceback).
+    """
+
+    def __init__(self, message: str = ''):
+        if isinstance(message, str) and message.startswith('Caught DatasetError') and 'Traceback' in message:
+            found = list(_WORKER_MESSAGE.finditer(message))
+            if found:
+                message = message[found[-1].end():].rstrip('\n')
+        super().__init__(message)
+
+
+# What reading an image can raise besides our own errors: PIL (OSError, SyntaxError, ValueError, EOFError,
+# DecompressionBombError, which is a bare Exception) and zipfile/zlib for a damaged archive member.
+IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, PIL.Image.DecompressionBombError,
+                     zipfile.BadZipFile, zlib.error)
+
+
+def describe_image_error(err: BaseException) -> str:
+    """The cause of an image read failure in a few words (truncated, damaged zip member, too many pixels, ...)."""
+    text = str(err)
+    if isinstance(err, PIL.Image.DecompressionBombError):
+        found = re.search(r'\((\d+) pixels\).*?limit of (\d+) pixels', text)
+        if found:
+            return (f'{int(found[1]):,} pixels, over the limit of {int(found[2]):,} that PIL enforces against '
+                    '"decompression bombs"')
+        return f'too many pixels ({text})'
+    if isinstance(err, (zipfile.BadZipFile, zlib.error)):
+        return f'damaged zip member ({text})'
+    if 'truncated' in text:
+        return f'truncated: the file ends before the image data does ({text})'
+    if isinstance(err, PIL.UnidentifiedImageError):
+        return 'not an image file PIL can read (unknown or corrupt header)'
+    return f'corrupt image data ({type(err).__name__}: {text})'
 
 
 def select_subset(num_raw: int, max_size: int | None, random_seed: int) -> np.ndarray:
@@ -64,15 +111,40 @@ def parse_labels_json(text: str, source: str) -> dict[str, Any]:
     labels = {}
     for pos, entry in enumerate(entries):
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise DatasetError(f'{source}: labels[{pos}] must be a [filename, label] pair, got {entry!r}')
+            raise DatasetError(f'{source}: labels[{pos}] must be a [filename, label] pair, got {_short(entry)}')
         fname, label = entry
         ok_int = isinstance(label, int) and not isinstance(label, bool) and label >= 0
         ok_vec = (isinstance(label, list) and len(label) > 0
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in label))
         if not (ok_int or ok_vec):
-            raise DatasetError(f'{source}: label of {fname!r} must be a class index >= 0 or a list of numbers, got {label!r}')
+            raise DatasetError(f'{source}: label of {fname!r} must be a class index >= 0 or a list of numbers, '
+                               f'got {_short(label)}')
+        if ok_int and label >= MAX_LABEL_DIM:
+            raise DatasetError(f'{source}: class index {label} of {fname!r} would make a {label + 1}-dimensional '
+                               f'one-hot label (the limit is {MAX_LABEL_DIM}); class indices must count 0, 1, 2, ... '
+                               'over the classes: renumber them (dataset_tool.py --labels=folders does this)')
+        if ok_vec:
+            if len(label) > MAX_LABEL_DIM:
+                raise DatasetError(f'{source}: label vector of {fname!r} has {len(label)} values (the limit is '
+                                   f'{MAX_LABEL_DIM})')
+            bad = next((v for v in label if not _is_float32(v)), None)
+            if bad is not None:
+                raise DatasetError(f'{source}: label vector of {fname!r} holds {bad!r}; label values must be finite '
+                                   'numbers within float32 range')
         labels[fname.replace('\\', '/')] = label
     return labels
+
+
+def _is_float32(value: int | float) -> bool:
+    try:
+        return math.isfinite(value) and abs(float(value)) <= float(np.finfo(np.float32).max)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def labels_to_array(labels: list[Any], fnames: list[str], source: str) -> np.ndarray:
@@ -83,7 +155,8 @@ def labels_to_array(labels: list[Any], fnames: list[str], source: str) -> np.nda
         if isinstance(label, int):
             raise DatasetError(f'{source}: {fname!r} has a class index but other images have label vectors; use one kind')
         if len(label) != len(labels[0]):
-            raise DatasetError(f'{source}: label of {fname!r} has {len(label)} values, the first image has {len(labels[0])}')
+            raise DatasetError(f'{source}: label of {fname!r} has {len(label)} values, but the label of {fnames[0]!r} '
+                               f'has {len(labels[0])}; every label vector must have the same length')
     return np.asarray(labels, dtype=np.float32)
 
 
@@ -138,6 +211,25 @@ class Dataset(torch.utils.data.Dataset):
             onehot[label] = 1
             return onehot
         return label.astype(np.float32, copy=True)
+
+    def verify_decodable(self, sample: int | None = VERIFY_SAMPLE) -> int:
+        """Decode the first and the last image and `sample` others (all when None); returns how many were decoded.
+
+        The sample is deterministic (RandomState(0) over the images kept by max_size). Headers are already checked
+        when the dataset is opened; this catches truncated or damaged pixel data before a run starts, at the
+        cost of reading the sampled files. Raises DatasetError naming the first image that fails.
+        """
+        if sample is not None and (isinstance(sample, bool) or int(sample) != sample or sample < 0):
+            raise DatasetError(f'verify_decodable: sample must be an integer >= 0 or None, got {sample!r}')
+        kept = np.unique(self._raw_idx)
+        if sample is None or sample + 2 >= kept.size:
+            chosen = kept
+        else:
+            picks = np.random.RandomState(0).choice(kept.size, size=int(sample), replace=False)
+            chosen = kept[np.unique(np.concatenate([[0, kept.size - 1], picks]))]
+        for raw_idx in chosen:
+            self._load_raw_image(int(raw_idx))
+        return int(chosen.size)
 
     def get_details(self, idx: int) -> dict[str, Any]:
         return dict(raw_idx=int(self._raw_idx[idx]), xflip=bool(self._xflip[idx]),
@@ -210,7 +302,7 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'dataset path does not exist: {self._path}')
         self._image_fnames = [fname for fname in self._all_fnames if _is_listed(fname)]
         if not self._image_fnames:
-            raise DatasetError(f'{self._path}: no images found (looked for {", ".join(IMAGE_EXTENSIONS)}, recursively)')
+            raise DatasetError(self._no_images_message())
 
         raw_idx = select_subset(len(self._image_fnames), max_size, random_seed)
         self._raw_mode, shape = self._check_headers(raw_idx, resolution)
@@ -219,14 +311,54 @@ class ImageFolderDataset(Dataset):
         super().__init__(name=name, raw_shape=[len(self._image_fnames)] + shape, raw_idx=raw_idx,
                          use_labels=use_labels, xflip=xflip, raw_labels=raw_labels)
 
+    def _no_images_message(self) -> str:
+        """No PNG/JPEG: say which extensions are there and how to convert them (dataset_tool.py reads them)."""
+        counts: dict[str, int] = {}
+        for fname in self._all_fnames:
+            if not any(part.startswith('.') or part == '__MACOSX' for part in fname.split('/')):
+                ext = os.path.splitext(fname)[1].lower() or '(no extension)'
+                counts[ext] = counts.get(ext, 0) + 1
+        looked = '/'.join(IMAGE_EXTENSIONS)
+        if not counts:
+            return f'{self._path}: no files found (a training set holds {looked} images)'
+        found = ', '.join(f'{n} {ext}' for ext, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        PIL.Image.init()
+        convertible = sorted(ext for ext in counts if ext in PIL.Image.EXTENSION)
+        if not convertible:
+            return (f'{self._path}: no images found: a training set holds {looked} files (searched recursively); '
+                    f'found {found}')
+        dest = self._path.rstrip('/\\') + '.zip'
+        if self._type == 'zip':
+            dest = os.path.splitext(self._path)[0] + '-converted.zip'
+        return (f'{self._path}: no PNG or JPEG images; found {found}. Training reads only {looked}; convert them '
+                f'with `python dataset_tool.py --source={self._path} --dest={dest}` (it reads '
+                f'{", ".join(convertible)} and makes square power-of-two images), then use --data={dest}')
+
     def _where(self, fname: str) -> str:
         return f'{self._path}/{fname}' if self._type == 'dir' else f'{self._path}:{fname}'
 
     def _get_zipfile(self) -> zipfile.ZipFile:
         assert self._type == 'zip'
         if self._zipfile is None:
-            self._zipfile = zipfile.ZipFile(self._path)
+            try:
+                self._zipfile = zipfile.ZipFile(self._path)
+            except (zipfile.BadZipFile, OSError) as err:
+                raise DatasetError(f'{self._path}: damaged zip archive ({err}); re-create it with dataset_tool.py '
+                                   'or copy it again') from None
         return self._zipfile
+
+    def _read_error(self, fname: str, err: BaseException) -> DatasetError:
+        """The one-line error for an image that cannot be read: the file, the cause, and what to do."""
+        if isinstance(err, PIL.Image.DecompressionBombError):
+            fix = ('remove it or replace it with a smaller image (dataset_tool.py --resolution makes '
+                   'training-sized ones)')
+        elif isinstance(err, (zipfile.BadZipFile, zlib.error)):
+            fix = 'the zip is damaged: re-create it with dataset_tool.py or copy it again'
+        elif self._type == 'zip':
+            fix = 're-create the zip with dataset_tool.py from intact source images'
+        else:
+            fix = 'replace or remove this file, or re-create the dataset with dataset_tool.py'
+        return DatasetError(f'{self._where(fname)}: cannot decode image: {describe_image_error(err)}; {fix}')
 
     def _open_file(self, fname: str):
         if self._type == 'dir':
@@ -250,8 +382,10 @@ class ImageFolderDataset(Dataset):
                 with self._open_file(fname) as file:
                     with PIL.Image.open(file) as image:
                         mode, size = image.mode, image.size
-            except (OSError, SyntaxError, ValueError) as err:
-                raise DatasetError(f'{self._where(fname)}: cannot read image ({err})') from None
+            except DatasetError:
+                raise
+            except IMAGE_READ_ERRORS as err:
+                raise self._read_error(fname, err) from None
             if mode not in MODE_CHANNELS:
                 raise DatasetError(f'{self._where(fname)}: colour mode {mode!r} is not 8-bit greyscale or RGB; ' + _FIX_HINT)
             if first is None:
@@ -280,8 +414,10 @@ class ImageFolderDataset(Dataset):
                 image.load()
                 mode = image.mode
                 array = np.asarray(image)
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DatasetError(f'{self._where(fname)}: cannot decode image ({err})') from None
+        except DatasetError:
+            raise
+        except IMAGE_READ_ERRORS as err:
+            raise self._read_error(fname, err) from None
         if array.ndim == 2:
             array = array[:, :, np.newaxis]
         array = array.transpose(2, 0, 1)
@@ -295,11 +431,13 @@ class ImageFolderDataset(Dataset):
         if 'dataset.json' not in self._all_fnames:
             return None
         source = self._where('dataset.json')
-        with self._open_file('dataset.json') as file:
-            try:
+        try:
+            with self._open_file('dataset.json') as file:
                 text = file.read().decode('utf-8')
-            except UnicodeDecodeError as err:
-                raise DatasetError(f'{source}: not UTF-8 text ({err})') from None
+        except UnicodeDecodeError as err:
+            raise DatasetError(f'{source}: not UTF-8 text ({err})') from None
+        except (OSError, zipfile.BadZipFile, zlib.error) as err:
+            raise DatasetError(f'{source}: cannot read ({err}); re-create the dataset with dataset_tool.py') from None
         by_fname = parse_labels_json(text, source)
         if not by_fname:
             return None

@@ -17,17 +17,25 @@ from typing import Any, Sequence
 import numpy as np
 import PIL.Image
 
-from training.dataset import DatasetError, labels_to_array, parse_labels_json
+from training.dataset import (IMAGE_READ_ERRORS, MAX_LABEL_DIM, DatasetError, describe_image_error, labels_to_array,
+                              parse_labels_json)
 
 SKLEARN_DIGITS = 'sklearn:digits'
+LABEL_SOURCES = ('json', 'folders', 'none')  # dataset_tool.py --labels: dataset.json, class sub-folders, no labels
 CIFAR10_TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]  # 50,000 training images; test_batch is left out
 CIFAR10_RESOLUTION = 32
 
 
 class ImageSource:
-    """Random access to source images: len, a name for messages, the header (mode, size), the image, its label."""
+    """Random access to source images: len, a name for messages, the header (mode, size), the image, its label.
+
+    `class_names[i]` names class index i when the labels come from folder names; `skipped` lists the files of
+    the source that are not images (and not dataset.json), for a note.
+    """
 
     labels: list[Any] | None = None
+    class_names: list[str] | None = None
+    skipped: Sequence[str] = ()
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -47,34 +55,83 @@ class ImageSource:
         pass
 
 
-class FileImageSource(ImageSource):
-    """Every image file under a folder (recursively) or in a zip, sorted by path, plus dataset.json labels."""
+def _is_hidden(fname: str) -> bool:
+    """macOS zip debris ('__MACOSX/', '._x.png') and other hidden files, which are ignored without a note."""
+    return any(part.startswith('.') or part == '__MACOSX' for part in fname.split('/'))
 
-    def __init__(self, path: str):
+
+def folder_classes(fnames: Sequence[str], where: str) -> tuple[list[str], list[int]]:
+    """(class names, class index per file) from sub-folder names: sorted names -> 0, 1, 2, ... (as torchvision's
+    ImageFolder). Folders that hold every file (a zip wrapping all in one folder) are skipped first; the class is
+    the next folder, so images further down (s1/a/1.png) belong to it. Raises naming files outside any class folder.
+    """
+    dirs = [fname.split('/')[:-1] for fname in fnames]
+    common = 0
+    while all(len(d) > common for d in dirs) and len({d[common] for d in dirs}) == 1:
+        common += 1
+    loose = [fname for fname, d in zip(fnames, dirs) if len(d) == common]
+    if loose and len(loose) == len(fnames):
+        inside = f' are all in {"/".join(dirs[0][:common])}/' if common else ' are all at the top level'
+        raise DatasetError(f'{where}: --labels=folders: the images{inside}; put them in one sub-folder per class '
+                           '(e.g. s1/, s2/, ...)')
+    if loose:
+        raise DatasetError(f'{where}: --labels=folders: {len(loose)} image(s) are not in a class sub-folder, e.g. '
+                           f'{loose[0]}; move them into the folder of their class or remove them')
+    names = sorted({d[common] for d in dirs})
+    if len(names) > MAX_LABEL_DIM:
+        raise DatasetError(f'{where}: --labels=folders: {len(names)} class folders, more than the {MAX_LABEL_DIM} '
+                           'classes a dataset may have')
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[d[common]] for d in dirs]
+
+
+class FileImageSource(ImageSource):
+    """Every image file under a folder (recursively) or in a zip, sorted by path, plus labels.
+
+    labels: 'json' takes them from the source's dataset.json when there is one, 'folders' from sub-folder names
+    (folder_classes), 'none' drops them.
+    """
+
+    def __init__(self, path: str, labels: str = 'json'):
+        if labels not in LABEL_SOURCES:
+            raise DatasetError(f'--labels={labels}: expected one of {", ".join(LABEL_SOURCES)}')
         self.path = path
         self._zip = None
         if os.path.isdir(path):
             names = sorted(os.path.relpath(os.path.join(root, f), path).replace('\\', '/')
                            for root, _dirs, files in os.walk(path, followlinks=True) for f in files)
         elif zipfile.is_zipfile(path):
-            self._zip = zipfile.ZipFile(path)
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as err:
+                raise DatasetError(f'--source {path}: damaged zip archive ({err})') from None
             names = sorted(info.filename for info in self._zip.infolist() if not info.is_dir())
         else:
             raise DatasetError(f'--source {path}: not a folder, zip, CIFAR-10 archive or {SKLEARN_DIGITS}')
         PIL.Image.init()
         known = set(PIL.Image.EXTENSION)
-        self.fnames = [n for n in names if os.path.splitext(n)[1].lower() in known
-                       and not any(p.startswith('.') or p == '__MACOSX' for p in n.split('/'))]
+        visible = [n for n in names if not _is_hidden(n)]
+        self.fnames = [n for n in visible if os.path.splitext(n)[1].lower() in known]
+        self.skipped = [n for n in visible if os.path.splitext(n)[1].lower() not in known and n != 'dataset.json']
         if not self.fnames:
-            raise DatasetError(f'--source {path}: no image files found (searched recursively)')
+            found = f'; found only {len(self.skipped)} other file(s), e.g. {self.skipped[0]}' if self.skipped else ''
+            raise DatasetError(f'--source {path}: no image files found (searched recursively){found}')
+        self.has_json_labels = False
+        if labels == 'folders':
+            self.class_names, self.labels = folder_classes(self.fnames, f'--source {path}')
         if 'dataset.json' in names:
-            source = f'{path}/dataset.json'
-            by_fname = parse_labels_json(self._read('dataset.json').decode('utf-8'), source)
-            if by_fname:
+            source = self.name_of('dataset.json')
+            try:
+                by_fname = parse_labels_json(self._read('dataset.json').decode('utf-8'), source)
+            except (UnicodeDecodeError, OSError, zipfile.BadZipFile) as err:
+                raise DatasetError(f'{source}: cannot read ({err})') from None
+            self.has_json_labels = bool(by_fname)
+            if by_fname and labels == 'json':
                 missing = [n for n in self.fnames if n not in by_fname]
                 if missing:
                     raise DatasetError(f'{source}: no label for image {missing[0]!r}'
-                                       + (f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''))
+                                       + (f' (and {len(missing) - 1} more)' if len(missing) > 1 else '')
+                                       + '; label every image, or convert without labels: --labels=none')
                 labels_to_array([by_fname[n] for n in self.fnames], self.fnames, source)  # checks consistency
                 self.labels = [by_fname[n] for n in self.fnames]
 
@@ -87,14 +144,18 @@ class FileImageSource(ImageSource):
     def __len__(self) -> int:
         return len(self.fnames)
 
+    def name_of(self, fname: str) -> str:
+        return f'{self.path}:{fname}' if self._zip is not None else f'{self.path}/{fname}'
+
     def name(self, idx: int) -> str:
-        return f'{self.path}/{self.fnames[idx]}'
+        return self.name_of(self.fnames[idx])
 
     def open(self, idx: int) -> PIL.Image.Image:
         try:
             image = PIL.Image.open(io.BytesIO(self._read(self.fnames[idx])))
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DatasetError(f'{self.name(idx)}: cannot read image ({err})') from None
+        except IMAGE_READ_ERRORS as err:
+            raise DatasetError(f'{self.name(idx)}: cannot read image: {describe_image_error(err)}; fix or remove '
+                               'the file') from None
         return image
 
     def close(self) -> None:
@@ -232,12 +293,21 @@ def load_sklearn_digits() -> ArrayImageSource:
     return ArrayImageSource('sklearn-digits', images.transpose(0, 2, 3, 1), labels)
 
 
-def open_source(source: str) -> ImageSource:
-    """The ImageSource for a --source value; raises DatasetError naming the path when it is unusable."""
-    if source == SKLEARN_DIGITS:
-        return load_sklearn_digits()
+def open_source(source: str, labels: str = 'json') -> ImageSource:
+    """The ImageSource for a --source value; raises DatasetError naming the path when it is unusable.
+
+    labels: see FileImageSource; CIFAR-10 and the digits carry their class labels ('json'), or none ('none').
+    """
+    if labels not in LABEL_SOURCES:
+        raise DatasetError(f'--labels={labels}: expected one of {", ".join(LABEL_SOURCES)}')
+    if source == SKLEARN_DIGITS or (os.path.exists(source) and is_cifar10_source(source)):
+        if labels == 'folders':
+            raise DatasetError(f'--labels=folders: {source} is not a folder of class sub-folders; it has its own '
+                               'class labels (the default, --labels=json) or none (--labels=none)')
+        src = load_sklearn_digits() if source == SKLEARN_DIGITS else load_cifar10(source)
+        if labels == 'none':
+            src.labels = None
+        return src
     if not os.path.exists(source):
         raise DatasetError(f'--source {source}: no such file or folder')
-    if is_cifar10_source(source):
-        return load_cifar10(source)
-    return FileImageSource(source)
+    return FileImageSource(source, labels)

@@ -11,8 +11,9 @@ import PIL.Image
 GREY_MODES = frozenset({'1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'})
 ALPHA_MODES = frozenset({'RGBA', 'RGBa', 'LA', 'La', 'PA'})
 RESIZE_FILTERS = {'box': PIL.Image.BOX, 'lanczos': PIL.Image.LANCZOS}
-TRANSFORMS = ('center-crop', 'center-crop-wide')
+TRANSFORMS = ('center-crop', 'center-crop-wide', 'pad')
 DEFAULT_BACKGROUND = (255, 255, 255)
+PAD_COLOUR = 0  # --transform=pad borders: black, like center-crop-wide's letterbox
 
 
 def has_alpha(image: PIL.Image.Image) -> bool:
@@ -89,6 +90,23 @@ def center_crop_wide(image: PIL.Image.Image, width: int, height: int, resize_fil
     image = image.crop((0, top, src_w, top + crop_h)).resize((width, height), RESIZE_FILTERS[resize_filter])
     canvas = PIL.Image.new(image.mode, (width, width), 0)
     canvas.paste(image, (0, (width - height) // 2))
+    return canvas
+
+
+def pad_square(image: PIL.Image.Image, size: int, resize_filter: str) -> PIL.Image.Image:
+    """The whole image resized so its longer side is `size`, centred on a size x size black square.
+
+    Resizing before padding keeps the border sharp (no filter ringing at its edge). Square images are just resized.
+    """
+    width, height = image.size
+    if width == height:
+        return resize_to(image, size, resize_filter)
+    scale = size / max(width, height)
+    new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), RESIZE_FILTERS[resize_filter])
+    canvas = PIL.Image.new(image.mode, (size, size), PAD_COLOUR)
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
     return canvas
 
 
