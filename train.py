@@ -55,6 +55,7 @@ from training.training_loop import NonFiniteError, training_loop
 AUG_MODES = ('noaug', 'ada', 'fixed')
 LOSS_NAMES = rlo.LOSS_NAMES
 OPTIMIZER_SNAPSHOTS = ('latest', 'all')
+DECODE_CHECK_SAMPLE = 256  # images fully decoded before a run starts (plus the first and last; headers: all)
 
 
 class UserError(click.UsageError):
@@ -275,6 +276,10 @@ def check_metrics(metrics: list[str], detector_dir: Optional[str], dataset_kwarg
         if not metric_main.is_valid_metric(metric):
             raise UserError(f'--metrics: unknown metric {metric!r}; valid: {", ".join(metric_main.list_valid_metrics())}'
                             ' (or "none")')
+        try:
+            metric_main.check_metric_dataset(metric, dataset_kwargs)
+        except metric_main.MetricDatasetError as err:
+            raise UserError(f'--metrics={metric}: {err}') from None
         spec = metric_main.parse_metric(metric)
         try:
             detectors.locate_detector(metric_main.detector_kind(metric), detector_dir=detector_dir,
@@ -291,6 +296,9 @@ def _data_section(flags: TrainFlags) -> tuple[DataOptions, Any, str]:
                             random_seed=flags.seed, workers=flags.workers if flags.workers is not None else 0)
     try:
         dataset = open_dataset(**data_opts.dataset_kwargs())
+        if len(dataset) > 1000 and dataset.resolution >= 512:
+            print(f'Checking that {dataset.name}\'s images decode (a sample of 258)...', flush=True)
+        dataset.verify_decodable(sample=DECODE_CHECK_SAMPLE)
     except (DatasetError, FileNotFoundError, OSError) as err:
         raise UserError(f'--data={flags.data!r}: {err}') from None
     data_opts.resolution = dataset.resolution

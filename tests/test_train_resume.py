@@ -173,3 +173,42 @@ def test_processes_started_together_get_distinct_run_numbers(tmp_path):
     numbers = sorted(int(d.rsplit('/', 1)[-1][:5]) for d in dirs)
     assert numbers == list(range(8))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(d.rsplit('/', 1)[-1] for d in dirs)
+
+
+def test_truncated_image_is_refused_before_a_run_directory_exists(train, tmp_path):
+    data = image_folder(tmp_path / 'faces', 16)
+    png = data / '3.png'
+    png.write_bytes(png.read_bytes()[:60])
+    outdir = tmp_path / 'runs'
+    result = invoke(train, [f'--outdir={outdir}', f'--data={data}', *TINY])
+    assert result.exit_code == 2
+    assert '3.png' in result.output and 'Traceback' not in result.output
+    assert not outdir.exists()
+
+
+def test_image_that_fails_mid_run_stops_with_one_line_and_the_last_snapshot_usable(train, tmp_path, monkeypatch):
+    from training.dataset import DatasetError, ImageFolderDataset
+    data = image_folder(tmp_path / 'faces', 16)
+    original, outdir = ImageFolderDataset._load_raw_image, tmp_path / 'runs'
+
+    def fails_later(self, raw_idx):
+        if list(outdir.glob('*/network-snapshot-*.pt')):  # the file breaks after the first snapshot
+            raise DatasetError(f'{data / "5.png"}: truncated image file; re-create it or remove it')
+        return original(self, raw_idx)
+    monkeypatch.setattr(ImageFolderDataset, '_load_raw_image', fails_later)
+    result = CliRunner().invoke(train.main, [f'--outdir={outdir}', f'--data={data}', '--kimg=1', *TINY])
+    assert result.exit_code == 1, result.output
+    assert f'Training stopped: {data / "5.png"}: truncated image file' in result.output
+    assert 'Traceback' not in result.output
+    (run,) = outdir.iterdir()
+    snapshots = sorted(run.glob('network-snapshot-*.pt'))
+    assert snapshots and checkpoint.load_network(snapshots[-1])['G'] is not None
+
+
+def test_digits_metric_on_other_data_is_refused_before_a_run_directory_exists(train, tmp_path):
+    data = image_folder(tmp_path / 'faces', 16)
+    outdir = tmp_path / 'runs'
+    result = invoke(train, [f'--outdir={outdir}', f'--data={data}', *TINY[:3], '--metrics=fdd2k_full'])
+    assert result.exit_code == 2
+    assert '--metrics=fdd2k_full' in result.output and 'inception-2015-12-05.pt' in result.output
+    assert not outdir.exists()

@@ -25,7 +25,7 @@ from torch_utils.distributed import DistContext
 from torch_utils.ops import conv2d_gradfix
 from training import checkpoint, image_grid
 from training.augment import AUGPIPE_SPECS, AdaController, AugmentPipe
-from training.dataset import DatasetError, open_dataset
+from training.dataset import open_dataset
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
 from training.options import TrainingOptions
@@ -239,18 +239,6 @@ class SnapshotGrid:
         image_grid.save_image_grid(images, os.path.join(self.run_dir, name), drange=(-1, 1), grid_size=self.size)
 
 
-def next_batch(data_iter: Iterator[Any]) -> Any:
-    """The next batch. A DataLoader worker re-raises a DatasetError with its traceback in the message: keep the
-    original one-line message, which names the image."""
-    try:
-        return next(data_iter)
-    except DatasetError as err:
-        text = str(err).strip()
-        if 'Traceback' not in text:
-            raise
-        raise DatasetError(text.splitlines()[-1].split('DatasetError: ', 1)[-1]) from None
-
-
 def write_stats(stats: dict[str, dict[str, float]], stats_jsonl, stats_tfevents, cur_nimg: int,
                 start_time: float) -> None:
     """One stats.jsonl line per tick; TensorBoard scalars at step = kimg."""
@@ -345,7 +333,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
     data_iter = iter(loader)
     while True:
         # Fetch this process's reals and the step's shared latents; split into accumulation rounds.
-        real_img, real_c = next_batch(data_iter)
+        real_img, real_c = next(data_iter)  # a damaged image: DatasetError naming it
         real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(opts.batch_gpu)
         real_c = real_c.to(device).split(opts.batch_gpu)
         all_z = torch.randn([len(phases), B, G.z_dim], generator=latent_gen)
