@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from dnnlib.cli import FiniteFloat
+from training import checkpoint
+from training.image_grid import save_image_grid, save_png
 
 NOISE_MODES = ('const', 'random', 'none')
 
@@ -108,7 +110,6 @@ def load_ws(path: str) -> np.ndarray:
 
 def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]:
     """<name>.png per image and grid.png (up to 8 columns, unused cells black); returns the paths."""
-    from training.image_grid import save_image_grid, save_png
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for image, name in zip(images, names):
@@ -135,7 +136,6 @@ def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]
 @click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
 def main(network_path: str, seeds: Optional[str], projected_w: Optional[str], truncation_psi: float,
          class_idx: Optional[int], noise_mode: str, outdir: str) -> None:
-    from training import checkpoint
     if (seeds is None) == (projected_w is None):
         raise click.UsageError('give exactly one of --seeds and --projected-w')
     ws = None

@@ -16,6 +16,8 @@ import os
 
 import click
 
+from metrics.metric_plot import MetricPlotError, format_table, metric_series, plot_metric_curves
+
 
 @click.command(help=__doc__)
 @click.option('--run-dir', 'run_dirs', multiple=True, required=True, metavar='DIR', help='Training run (repeatable)')
@@ -27,7 +29,6 @@ import click
 @click.option('--title', metavar='TEXT', help='Figure title')
 @click.option('--log-y', is_flag=True, help='Logarithmic y axis')
 def main(run_dirs, labels, metric, key, x_axis, out_path, title, log_y):
-    from metrics.metric_plot import MetricPlotError, format_table, metric_series, plot_metric_curves
     if labels and len(labels) != len(run_dirs):
         raise click.BadParameter(f'{len(labels)} labels for {len(run_dirs)} run dirs; give one per --run-dir',
                                  param_hint='--label')

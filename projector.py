@@ -47,6 +47,11 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib.cli import SEED_RANGE
+from metrics.detectors import DetectorNotFoundError, get_detector
+from metrics.weight_files import DetectorFormatError
+from training import checkpoint
+from training.checkpoint import atomic_write
+from training.image_grid import save_png
 
 VGG_MAX_SIZE = 256  # larger images are box-downsampled to this, as official
 VGG_MIN_SIZE = 32   # VGG16 halves the size five times; LPIPS needs at least 1x1 after the last pool
@@ -264,7 +269,6 @@ def synthesize_uint8(G: torch.nn.Module, ws: torch.Tensor, batch_size: int = 16)
 
 def save_projected_w(path: str, w: torch.Tensor) -> None:
     """w [num_ws, w_dim] -> npz with key 'w' of shape [1, num_ws, w_dim] (official layout), atomically."""
-    from training.checkpoint import atomic_write
     buffer = io.BytesIO()
     np.savez(buffer, w=w.unsqueeze(0).detach().cpu().numpy().astype(np.float32))
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
@@ -385,7 +389,6 @@ def compare_grid(target: np.ndarray, projections: list[np.ndarray], labels: list
 
 def write_jsonl(path: str, records: list[dict]) -> None:
     """All records so far, one JSON object a line, written atomically (a crash keeps the previous file)."""
-    from training.checkpoint import atomic_write
     text = ''.join(json.dumps(record) + '\n' for record in records)
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -401,7 +404,6 @@ def _folder_name(index: int, label: str) -> str:
 
 def _load_generator(path: str) -> torch.nn.Module:
     """G_ema of a snapshot or official pickle, on the CPU (moved to the device only while it is projected)."""
-    from training import checkpoint
     if not os.path.exists(path) and '://' not in path:
         raise click.BadParameter(f'no such file: {path}', param_hint='--network')
     try:
@@ -432,9 +434,6 @@ def _load_generator(path: str) -> torch.nn.Module:
 @click.option('--device', type=click.Choice(['auto', 'cuda', 'cpu']), default='auto', show_default=True)
 def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed: int, save_video: bool, outdir: str,
          class_idx: Optional[int], compare_cols: Optional[int], detector_dir: Optional[str], device: str) -> None:
-    from metrics.detectors import DetectorNotFoundError, get_detector
-    from metrics.weight_files import DetectorFormatError
-    from training.image_grid import save_png
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():

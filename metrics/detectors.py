@@ -13,6 +13,9 @@ import os
 import torch
 
 from dnnlib import util as dnnlib_util
+from metrics.digits_classifier import build_digits_detector, ensure_classifier_file
+from metrics.inception import build_inception
+from metrics.vgg16 import build_vgg16
 
 DETECTOR_DIR_ENV = 'RLO_DETECTOR_DIR'
 
@@ -163,7 +166,6 @@ def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool
     'digits' is never missing: the classifier is trained on first use (a few seconds on CPU) and cached.
     """
     if kind == TRAINED_HERE:
-        from metrics.digits_classifier import ensure_classifier_file
         return DetectorFiles(kind, ensure_classifier_file())
     if kind not in KINDS:
         raise ValueError(f'unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}')
@@ -202,13 +204,10 @@ def get_detector(kind: str, device: torch.device | str = 'cpu', detector_dir: st
         if verbose:
             print(f'Loading {kind} detector from {files.path}' + (f' + {files.lpips_path}' if files.lpips_path else ''))
         if kind == 'inception':
-            from metrics.inception import build_inception
             _detector_cache[key] = build_inception(files.path, device)
         elif kind == TRAINED_HERE:
-            from metrics.digits_classifier import build_digits_detector
             _detector_cache[key] = build_digits_detector(files.path, device)
         else:
-            from metrics.vgg16 import build_vgg16
             _detector_cache[key] = build_vgg16(files.path, files.lpips_path, device)
     return _detector_cache[key]
 

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib import util as dnnlib_util
+from rlo.experiments.image_data import load_digits_images
 from metrics.weight_files import DetectorFormatError, check_state_dict
+from training.checkpoint import atomic_write
 
 INPUT_SIZE = 32
 NUM_CLASSES = 10
@@ -120,7 +122,6 @@ def split_indices(num_images: int, recipe: DigitsClassifierRecipe) -> tuple[np.n
 
 def load_training_data() -> tuple[torch.Tensor, torch.Tensor]:
     """The embedded digits as classifier input: (float32 [1797, 1, 32, 32] in [-1, 1], int64 labels [1797])."""
-    from training.embedded_data import load_digits_images
     images, labels = load_digits_images(resolution=INPUT_SIZE, num_channels=1)
     return to_grey32(torch.from_numpy(images)), torch.from_numpy(labels)
 
@@ -223,7 +224,6 @@ def ensure_classifier_file(recipe: DigitsClassifierRecipe = DEFAULT_RECIPE) -> s
 
     Raises RuntimeError, caching nothing, when the held-out accuracy is below MIN_HELDOUT_ACCURACY.
     """
-    from training.checkpoint import atomic_write
     path = classifier_path(recipe)
     if os.path.isfile(path):
         return path

@@ -20,6 +20,7 @@ import torch
 
 from dnnlib import util as dnnlib_util
 from metrics import detectors
+from training.dataset import open_dataset
 
 
 class MetricDatasetError(ValueError):
@@ -241,7 +242,6 @@ class FeatureStats:
 
 def open_metric_dataset(opts: MetricOptions):
     """The dataset named by opts.dataset_kwargs (training.dataset.open_dataset kwargs)."""
-    from training.dataset import open_dataset
     kwargs = dict(opts.dataset_kwargs)
     kwargs.pop('class_name', None)
     return open_dataset(**kwargs)

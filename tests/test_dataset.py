@@ -11,7 +11,7 @@ import torch
 
 from damaged_files import corrupt_stored_member, png_claiming_size
 from training.dataset import DatasetError, ImageFolderDataset, open_dataset, select_subset
-from training.embedded_data import DigitsDataset
+from training.dataset import DigitsDataset
 
 
 def _write_png(path, array, mode=None):

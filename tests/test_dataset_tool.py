@@ -17,8 +17,8 @@ import dataset_tool
 from conftest import shared_path
 from damaged_files import corrupt_stored_member, png_claiming_size
 from training.dataset import DatasetError, ImageFolderDataset
-from training.dataset_sources import load_numpy_pickle
-from training.embedded_data import DigitsDataset
+from rlo.experiments.image_data import load_numpy_pickle
+from training.dataset import DigitsDataset
 
 
 def _convert(source, dest, **kwargs):

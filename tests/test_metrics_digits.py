@@ -16,7 +16,7 @@ from metrics import detectors, digits_classifier, metric_main, metric_utils
 from metrics.digits_metrics import classifier_scores
 from metrics.weight_files import DetectorFormatError
 from training.checkpoint import save_snapshot
-from training.embedded_data import load_digits_images
+from rlo.experiments.image_data import load_digits_images
 from training.networks import Generator
 
 TINY_G = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3,

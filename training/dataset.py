@@ -20,6 +20,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from rlo.experiments.image_data import DataFileError, load_digits_images
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MODE_CHANNELS = {'L': 1, 'RGB': 3}  # what a prepared dataset may hold; dataset_tool.py converts the rest
 EMBEDDED_DIGITS = 'sklearn:digits'  # `path` value (or None) that selects the embedded default dataset
@@ -449,6 +451,31 @@ class ImageFolderDataset(Dataset):
         return labels_to_array([by_fname[fname] for fname in self._image_fnames], self._image_fnames, source)
 
 
+# ----------------------------------------------------------------------------
+# The embedded default dataset: scikit-learn's 1,797 8x8 handwritten digits (shipped inside scikit-learn), scaled
+# to 0..255 (ink bright on black, like MNIST), upsampled with PIL's bicubic filter to the requested power-of-two
+# resolution (32x32 by default) and, by default, three grey channels: 3-channel images go straight into
+# Inception for FID, and the same network configs work for this and for RGB datasets.
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn digits as a training set with the ImageFolderDataset interface (10 one-hot labels)."""
+
+    def __init__(self, resolution: int | None = None, use_labels: bool = False, max_size: int | None = None,
+                 xflip: bool = False, random_seed: int = 0, num_channels: int = 3):
+        resolution = 32 if resolution is None else int(resolution)
+        try:
+            self._images, labels = load_digits_images(resolution, num_channels)
+        except DataFileError as err:
+            raise DatasetError(str(err)) from None
+        raw_idx = select_subset(len(self._images), max_size, random_seed)
+        super().__init__(name=f'digits{resolution}', raw_shape=list(self._images.shape), raw_idx=raw_idx,
+                         use_labels=use_labels, xflip=xflip, raw_labels=labels)
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        return self._images[raw_idx]
+
+
 def open_dataset(path: str | None = None, **kwargs) -> Dataset:
     """The dataset that `path` names: None or 'sklearn:digits' gives the embedded digits, else a folder/zip.
 
@@ -458,6 +485,5 @@ def open_dataset(path: str | None = None, **kwargs) -> Dataset:
     if kwargs.get('class_name') in ('training.dataset.ImageFolderDataset', None):
         kwargs.pop('class_name', None)  # present in official snapshots' training_set_kwargs; the class is implied
     if path is None or path == EMBEDDED_DIGITS:
-        from training.embedded_data import DigitsDataset
         return DigitsDataset(**kwargs)
     return ImageFolderDataset(path=path, **kwargs)

@@ -1,29 +1,26 @@
 """Readers for dataset_tool.py's --source: image folders and zips, the CIFAR-10 python archive, sklearn digits.
 
 Every source is a sequence of images with optional labels and a name per image for messages. The CIFAR-10
-batches are pickles; they are read with an unpickler that can only rebuild numpy arrays, so a tampered
-archive cannot run code.
+batches and the digits are read by rlo.experiments.image_data (shared with the classifier experiments).
 """
 from __future__ import annotations
 
 import io
 import os
-import pickle
 import re
-import tarfile
 import zipfile
 from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
 
+from rlo.experiments import image_data
+from rlo.experiments.image_data import CIFAR10_TRAIN_BATCHES
 from training.dataset import (IMAGE_READ_ERRORS, MAX_LABEL_DIM, DatasetError, describe_image_error, labels_to_array,
                               parse_labels_json)
 
 SKLEARN_DIGITS = 'sklearn:digits'
 LABEL_SOURCES = ('json', 'folders', 'none')  # dataset_tool.py --labels: dataset.json, class sub-folders, no labels
-CIFAR10_TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]  # 50,000 training images; test_batch is left out
-CIFAR10_RESOLUTION = 32
 
 
 class ImageSource:
@@ -187,49 +184,6 @@ class ArrayImageSource(ImageSource):
         return PIL.Image.fromarray(image[:, :, 0], 'L') if image.shape[2] == 1 else PIL.Image.fromarray(image, 'RGB')
 
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for data files: rebuilds dicts, lists, strings, numbers and numpy arrays, and nothing else.
-
-    find_class is the only way a pickle reaches code, so allowing just the array-reconstruction helpers (and
-    `_codecs.encode`, which protocol-2 pickles use for bytes) means loading cannot execute anything else.
-    """
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        raise pickle.UnpicklingError(f'refusing to load {module}.{name}: only numpy arrays are allowed in this file')
-
-
-def _codecs_encode(text: str, encoding: str = 'utf-8') -> bytes:
-    if encoding not in ('latin1', 'latin-1'):
-        raise pickle.UnpicklingError(f'unexpected encoding {encoding!r} in pickle')
-    return text.encode('latin1')
-
-
-_reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuild helper, whatever its module path
-_scalar = np.float64(0).__reduce__()[0]
-_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol >= 5 rebuilds arrays from a raw buffer
-_ALLOWED_GLOBALS = {
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
-    ('numpy.core.multiarray', '_reconstruct'): _reconstruct,  # numpy < 2 (and the real CIFAR-10 files)
-    ('numpy._core.multiarray', '_reconstruct'): _reconstruct,  # numpy >= 2
-    ('numpy.core.multiarray', 'scalar'): _scalar,
-    ('numpy._core.multiarray', 'scalar'): _scalar,
-    ('numpy.core.numeric', '_frombuffer'): _frombuffer,
-    ('numpy._core.numeric', '_frombuffer'): _frombuffer,
-    ('_codecs', 'encode'): _codecs_encode,
-}
-
-
-def load_numpy_pickle(data: bytes, source: str) -> Any:
-    """Unpickle bytes that hold only containers and numpy arrays (Python 2 pickles are read as latin1)."""
-    try:
-        return NumpyOnlyUnpickler(io.BytesIO(data), encoding='latin1').load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError) as err:
-        raise DatasetError(f'{source}: not a CIFAR-10 python batch ({err})') from None
-
-
 def is_cifar10_source(path: str) -> bool:
     """A .tar/.tar.gz holding cifar-10-batches-py/data_batch_*, or a folder holding data_batch_1."""
     if os.path.isdir(path):
@@ -242,54 +196,16 @@ def load_cifar10(path: str, batches: Sequence[str] = tuple(CIFAR10_TRAIN_BATCHES
 
     The default is the 50,000 training images; ``batches=('test_batch',)`` gives the 10,000 test images.
     """
-    names = list(batches)
-    batches = {}
-    if os.path.isdir(path):
-        for batch in names:
-            file = os.path.join(path, batch)
-            if not os.path.isfile(file):
-                raise DatasetError(f'{path}: missing CIFAR-10 batch {batch}')
-            with open(file, 'rb') as f:
-                batches[batch] = (file, f.read())
-    else:
-        try:
-            with tarfile.open(path, 'r:*') as tar:
-                for member in tar.getmembers():
-                    base = os.path.basename(member.name)
-                    if member.isfile() and base in names:
-                        batches[base] = (f'{path}:{member.name}', tar.extractfile(member).read())
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise DatasetError(f'{path}: cannot read tar archive ({err})') from None
-        missing = [b for b in names if b not in batches]
-        if missing:
-            raise DatasetError(f'{path}: not the CIFAR-10 python archive (cifar-10-python.tar.gz): '
-                               f'no {", ".join(missing)} inside')
-    images, labels = [], []
-    for batch in names:
-        source, data = batches[batch]
-        content = load_numpy_pickle(data, source)
-        if not isinstance(content, dict):
-            raise DatasetError(f'{source}: expected a dict with "data" and "labels", got {type(content).__name__}')
-        content = {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in content.items()}
-        pixels, batch_labels = content.get('data'), content.get('labels')
-        if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 \
-                or pixels.shape[1] != 3 * CIFAR10_RESOLUTION ** 2:
-            raise DatasetError(f'{source}: "data" must be a uint8 array [N, 3072], got '
-                               f'{getattr(pixels, "dtype", type(pixels).__name__)} {getattr(pixels, "shape", "")}')
-        batch_labels = np.asarray(batch_labels)
-        if batch_labels.shape != (pixels.shape[0],) or not np.issubdtype(batch_labels.dtype, np.integer) \
-                or batch_labels.min(initial=0) < 0 or batch_labels.max(initial=0) > 9:
-            raise DatasetError(f'{source}: "labels" must be {pixels.shape[0]} class indices 0..9')
-        # rows hold the red plane, then green, then blue, each 32x32 row-major
-        images.append(pixels.reshape(-1, 3, CIFAR10_RESOLUTION, CIFAR10_RESOLUTION).transpose(0, 2, 3, 1))
-        labels.append(batch_labels.astype(np.int64))
-    return ArrayImageSource('cifar10', np.concatenate(images), np.concatenate(labels))
+    try:
+        images, labels = image_data.read_cifar10(path, batches)
+    except image_data.DataFileError as err:
+        raise DatasetError(str(err)) from None
+    return ArrayImageSource('cifar10', images, labels)
 
 
 def load_sklearn_digits() -> ArrayImageSource:
     """The embedded default dataset (32x32, 3-channel grey) so a materialised zip equals DigitsDataset."""
-    from training.embedded_data import load_digits_images
-    images, labels = load_digits_images(resolution=32, num_channels=3)
+    images, labels = image_data.load_digits_images(resolution=32, num_channels=3)
     return ArrayImageSource('sklearn-digits', images.transpose(0, 2, 3, 1), labels)
 
 

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-import rlo
 from dnnlib import util as dnnlib_util
 from torch_utils import distributed, misc, training_stats
 from torch_utils.distributed import DistContext
