@@ -313,10 +313,10 @@ def test_a_tensor_of_k_values_evaluates_a_whole_k_grid_in_one_call():
     z = torch.randn(len(ks), 50, dtype=torch.float64) * 40  # wide enough to hit the float16 cap below
     y = torch.randint(0, 2, (50,))
     for form in ["eq4", "eq9"]:
-        for dtype in [torch.float64, torch.float16]:
-            batched = rlo.rooted_logistic(z.to(dtype), y, ks[:, None], form=form, reduction="none")
+        for dtype in [torch.float64, torch.float16]:  # the target is broadcast explicitly: shapes must match
+            batched = rlo.rooted_logistic(z.to(dtype), y.expand_as(z), ks[:, None], form=form, reduction="none")
             for i, k in enumerate(ks.tolist()):
                 single = rlo.rooted_logistic(z[i].to(dtype), y, k, form=form, reduction="none")
                 torch.testing.assert_close(batched[i], single)
     with pytest.raises(ValueError, match="k"):
-        rlo.rooted_logistic(z, y, torch.tensor([[1.0], [0.0], [2.0], [3.0]]))
+        rlo.rooted_logistic(z, y.expand_as(z), torch.tensor([[1.0], [0.0], [2.0], [3.0]]))
