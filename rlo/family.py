@@ -3,7 +3,9 @@
 Experiments, classifiers and the GAN loss all pick a loss through :class:`LossConfig`, so switching between
 members is one string on the command line (``LossConfig.parse("rlo-k5")``) and nothing else. The members, their
 implementations and their labels are registered in :mod:`rlo.registry`; nothing here names a member except
-:class:`RootedLoss`, which maps its two forms to ``rlo`` and ``rlo-eq9``.
+:class:`RootedLoss`, which maps its two forms to ``rlo`` and ``rlo-eq9``. Multi-class losses take
+``nn.CrossEntropyLoss``'s options (weight, ignore_index, label_smoothing, probability targets, unbatched input)
+with one rule for all members, stated and justified in :mod:`rlo.functional`.
 """
 from __future__ import annotations
 

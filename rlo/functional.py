@@ -257,9 +257,9 @@ class ClassTargets:
 
     def nll(self, z: torch.Tensor) -> torch.Tensor:
         """Per-sample cross-entropy H = -sum_j a_j log p_j / s of the label distribution a / s (0 where s = 0)."""
-        if self.index is not None:
-            return F.cross_entropy(z, self.index, reduction="none")
         weighs = self.weight > 0
+        if self.index is not None:
+            return torch.where(weighs, F.cross_entropy(z, self.index, reduction="none"), 0)
         return torch.where(weighs, self.expect(-F.log_softmax(z, dim=1)) / torch.where(weighs, self.weight, 1), 0)
 
     def reduce(self, loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -453,8 +453,9 @@ def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "
         num_classes = z.shape[1]
         if num_classes < 2:
             raise ValueError(f"unhinged loss needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
-        others_mean = (z.sum(dim=1, keepdim=True) - z) / (num_classes - 1)
-        return targets.expect(1 - (z - others_mean))
+        # loss_j = 1 - z_j + (sum(z) - z_j) / (C - 1) is linear in z_j, so its expectation needs only sum_j a_j z_j
+        scale = num_classes / (num_classes - 1)
+        return targets.weight * (1 + z.sum(dim=1) / (num_classes - 1)) - scale * targets.expect(z)
 
     return class_loss(logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index,
                       label_smoothing=label_smoothing)

@@ -243,3 +243,15 @@ def test_bad_targets_and_options_are_named():
         rlo.cross_entropy(torch.randn(C), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="class index out of range"):
         rlo.cross_entropy(logits, torch.tensor([0, 1, 2, 7]), ignore_index=6)
+
+
+def test_a_tensor_of_k_values_gives_one_multiclass_loss_per_k_with_every_option():
+    ks = torch.tensor([0.5, 3.0, 100.0], dtype=torch.float64)
+    logits, target, options = make_case("NC", "index-ignore-2", weighted=True)
+    batched = rlo.rooted_cross_entropy(logits, target, ks[:, None], reduction="none", label_smoothing=0.1, **options)
+    singles = [rlo.rooted_cross_entropy(logits, target, k, reduction="none", label_smoothing=0.1, **options)
+               for k in ks.tolist()]
+    torch.testing.assert_close(batched, torch.stack(singles))
+    means = [rlo.rooted_cross_entropy(logits, target, k, label_smoothing=0.1, **options) for k in ks.tolist()]
+    torch.testing.assert_close(rlo.rooted_cross_entropy(logits, target, ks[:, None], label_smoothing=0.1, **options),
+                               torch.stack(means).mean())  # 'mean' averages over the grid too, as before
