@@ -1,26 +1,38 @@
 """One typed description of a loss in the family, and the modules built from it.
 
 Experiments, classifiers and the GAN loss all pick a loss through :class:`LossConfig`, so switching between
-``ce``, ``focal``, ``rlo``, ``rlo-eq9`` and ``unhinged`` is one string on the command line and nothing else.
+members is one string on the command line (``LossConfig.parse("rlo-k5")``) and nothing else. The members, their
+implementations and their labels are registered in :mod:`rlo.registry`; nothing here names a member except
+:class:`RootedLoss`, which maps its two forms to ``rlo`` and ``rlo-eq9``. Multi-class losses take
+``nn.CrossEntropyLoss``'s options (weight, ignore_index, label_smoothing, probability targets, unbatched input)
+with one rule for all members, stated and justified in :mod:`rlo.functional`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
 
 from rlo import functional as RF
+from rlo import registry
+from rlo.registry import LOSS_NAMES  # noqa: F401  (re-exported: the live list of registered names)
 
-LOSS_NAMES = ("ce", "focal", "rlo", "rlo-eq9", "unhinged")
-ROOTED_FORM_OF = {"rlo": "eq4", "rlo-eq9": "eq9"}
+ROOTED_NAME_OF_FORM = {"eq4": "rlo", "eq9": "rlo-eq9"}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LossConfig:
-    """A member of the loss family. ``k``/``m`` apply to the rooted losses, ``gamma``/``alpha`` to focal."""
+    """A member of the loss family and its parameters: ``k``/``m`` for the rooted losses, ``gamma``/``alpha`` for
+    focal. Numbers (ints, numpy scalars) are stored as floats; bools, strings and tensors are refused.
+
+    Every field is checked whatever the member, but ``==`` and ``hash`` look only at the name and the fields the
+    member takes: ``LossConfig("ce", k=2) == LossConfig("ce")`` (the same loss), which makes
+    ``LossConfig.parse(c.describe()) == c`` for every config. The JSON keeps all fields, as in the
+    training_options.json of earlier runs.
+    """
 
     name: str = "ce"
     k: float = 3.0
@@ -29,22 +41,89 @@ class LossConfig:
     alpha: Optional[float] = 0.25
 
     def __post_init__(self):
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {self.name!r}; choose one of {', '.join(LOSS_NAMES)}")
-        if self.is_rooted:
-            RF.check_k(self.k)
-            RF.resolve_m(self.k, self.m)
+        registry.get_member(self.name)
+        k = RF.check_k(self.k, allow_tensor=False)
+        checked = dict(k=k, m=None if self.m is None else RF.resolve_m(k, self.m, allow_tensor=False),
+                       gamma=RF.check_gamma(self.gamma, allow_tensor=False),
+                       alpha=RF.check_alpha(self.alpha, allow_tensor=False))
+        for field, value in checked.items():
+            object.__setattr__(self, field, value)
+
+    @property
+    def member(self) -> registry.LossMember:
+        return registry.get_member(self.name)
 
     @property
     def is_rooted(self) -> bool:
-        return self.name in ROOTED_FORM_OF
+        """The rooted members are the ones with a root k."""
+        return "k" in self.member.params
+
+    def parameters(self) -> Dict[str, Any]:
+        """The fields this member takes, as keyword arguments of its functions."""
+        return {param: getattr(self, param) for param in self.member.params}
+
+    def _key(self) -> tuple:
+        params = self.member.params if self.name in registry.LOSS_NAMES else ("k", "m", "gamma", "alpha")
+        return (self.name,) + tuple(getattr(self, param) for param in params)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, LossConfig):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def describe(self) -> str:
-        """Short label for logs, plots and run-directory names, e.g. ``rlo-k2`` or ``rlo-eq9-k3-m5``."""
-        if not self.is_rooted:
-            return self.name
-        label = f"{self.name}-k{self.k:g}"
-        return label if self.m is None else f"{label}-m{self.m:g}"
+        """Short label for logs, plots and run-directory names, e.g. ``rlo-k2``, ``rlo-eq9-k3-m5``, ``focal-g2``;
+        :meth:`parse` inverts it. Format: :mod:`rlo.registry`."""
+        member = self.member
+        parts = [self.name]
+        for param in member.params:
+            value = getattr(self, param)
+            if param in member.label_always or value != _DEFAULTS[param]:
+                parts.append(registry.LABEL_CODES[param] + ("none" if value is None else _format_number(value)))
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, label: str) -> "LossConfig":
+        """The config a label names: ``parse(c.describe()) == c``. Parameters off the label take their defaults;
+        aliases: a bare number after the name is its first always-spelled parameter (``rlo-5`` = ``rlo-k5``,
+        ``rlo-eq9-3`` = ``rlo-eq9-k3``). Anything else raises ValueError naming the label."""
+        if not isinstance(label, str):
+            raise RF.ParameterTypeError(f"a loss label must be a string, got label={label!r}")
+        text = label.strip()
+        names = sorted(registry.loss_names(), key=len, reverse=True)  # 'rlo-eq9-k3' is rlo-eq9's, not rlo's
+        name = next((n for n in names if text == n or text.startswith(n + "-")), None)
+        if name is None:
+            raise ValueError(f"unknown loss label {label!r}; a label starts with one of "
+                             f"{', '.join(registry.loss_names())} (e.g. rlo-k3, rlo-eq9-k3-m5, focal-g2)")
+        member = registry.get_member(name)
+        codes = {registry.LABEL_CODES[param]: param for param in member.params}
+        rest, values = text[len(name):], {}
+        alias = registry.BARE_NUMBER.match(rest)
+        if alias and member.label_always:
+            values[member.label_always[0]] = float(alias.group(1))
+            rest = rest[alias.end():]
+        while rest:
+            token = registry.TOKEN.match(rest)
+            param = codes.get(token.group("code")) if token else None
+            if param is None or param in values:
+                what = "a repeated" if param in values else "an unknown"
+                shown = token.group(0) if token else rest
+                raise ValueError(f"loss label {label!r}: {what} part {shown!r}; {name} takes "
+                                 f"{_spelling(member)}")
+            value = token.group("value")
+            values[param] = None if value == "none" else float(value)
+            rest = rest[token.end():]
+        missing = [param for param in member.label_always if param not in values]
+        if missing:
+            raise ValueError(f"loss label {label!r} needs {', '.join(registry.LABEL_CODES[p] for p in missing)}"
+                             f"<value>; {name} takes {_spelling(member)}")
+        try:
+            return cls(name, **values)
+        except ValueError as err:
+            raise type(err)(f"loss label {label!r}: {err}") from None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -54,56 +133,89 @@ class LossConfig:
         return cls(**json.loads(text))
 
 
-def classification_loss(cfg: LossConfig, logits: torch.Tensor, target: torch.Tensor,
-                        reduction: str = "mean") -> torch.Tensor:
-    """Multi-class loss: logits [N, C, ...], integer target [N, ...]."""
-    if cfg.is_rooted:
-        return RF.rooted_cross_entropy(logits, target, cfg.k, cfg.m, ROOTED_FORM_OF[cfg.name], reduction)
-    if cfg.name == "focal":
-        return RF.focal_loss(logits, target, cfg.gamma, cfg.alpha, reduction)
-    if cfg.name == "unhinged":
-        return RF.unhinged_loss(logits, target, reduction)
-    return RF.cross_entropy(logits, target, reduction)
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(LossConfig)}
+
+
+def _format_number(value: float) -> str:
+    """Shortest spelling that reads back as the same float: '3', '0.25', else repr's '2.123456789'."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def _spelling(member: registry.LossMember) -> str:
+    if not member.params:
+        return "no parameters"
+    return " ".join(f"-{registry.LABEL_CODES[p]}<{p}>" for p in member.params) + (
+        f" ({', '.join(member.label_always)} required)" if member.label_always else "")
+
+
+def classification_loss(cfg: LossConfig, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
+                        weight: Optional[torch.Tensor] = None, ignore_index: int = RF.IGNORE_INDEX,
+                        label_smoothing: float = 0.0) -> torch.Tensor:
+    """Multi-class loss: logits [N, C, ...] (or [C]); class-index target [N, ...] or probabilities [N, C, ...];
+    ``weight``, ``ignore_index``, ``label_smoothing`` as ``nn.CrossEntropyLoss`` (rlo.functional's doc)."""
+    multiclass = cfg.member.multiclass
+    if multiclass is None:
+        raise ValueError(f"loss {cfg.name!r} has no multi-class form; choose one of "
+                         f"{', '.join(registry.loss_names('multiclass'))}")
+    return multiclass(logits, target, reduction=reduction, weight=weight, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing, **cfg.parameters())
 
 
 def binary_loss(cfg: LossConfig, logits: torch.Tensor, target: RF.Target, reduction: str = "mean") -> torch.Tensor:
-    """Binary loss on logits of any shape; target in {0, 1}, {-1, +1}, bool, or one scalar for all."""
-    if cfg.is_rooted:
-        return RF.rooted_logistic(logits, target, cfg.k, cfg.m, ROOTED_FORM_OF[cfg.name], reduction)
-    if cfg.name == "focal":
-        return RF.binary_focal_loss(logits, target, cfg.gamma, cfg.alpha, reduction)
-    if cfg.name == "unhinged":
-        return RF.binary_unhinged_loss(logits, target, reduction)
-    return RF.logistic(logits, target, reduction)
+    """Binary loss on logits of any shape; target in {0, 1}, {-1, +1}, bool, of the logits' shape or one scalar."""
+    binary = cfg.member.binary
+    if binary is None:
+        raise ValueError(f"loss {cfg.name!r} has no binary form; choose one of "
+                         f"{', '.join(registry.loss_names('binary'))}")
+    return binary(logits, target, reduction=reduction, **cfg.parameters())
 
 
 class FamilyLoss(nn.Module):
-    """``nn.CrossEntropyLoss``-style module for any member of the family: ``loss(logits [N, C], target [N])``."""
+    """``nn.CrossEntropyLoss``-style module for any member of the family: ``loss(logits [N, C], target [N])``,
+    with the same ``weight`` (a buffer, so it follows ``.to(device)``), ``ignore_index`` and ``label_smoothing``."""
 
-    def __init__(self, cfg: LossConfig, reduction: str = "mean"):
+    def __init__(self, cfg: LossConfig, reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
+                 ignore_index: int = RF.IGNORE_INDEX, label_smoothing: float = 0.0):
         super().__init__()
+        if not isinstance(cfg, LossConfig):
+            raise TypeError(f"cfg must be a LossConfig, got cfg={cfg!r}")
         if reduction not in RF.REDUCTIONS:
             raise ValueError(f"reduction must be one of {RF.REDUCTIONS}, got reduction={reduction!r}")
+        RF.check_class_options(weight, ignore_index, label_smoothing)
+        if cfg.member.multiclass is None:
+            raise ValueError(f"loss {cfg.name!r} has no multi-class form")
         self.cfg = cfg
         self.reduction = reduction
+        self.register_buffer("weight", weight)
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return classification_loss(self.cfg, logits, target, self.reduction)
+        return classification_loss(self.cfg, logits, target, self.reduction, weight=self.weight,
+                                   ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
-        return f"{self.cfg}, reduction={self.reduction!r}"
+        options = "" if self.ignore_index == RF.IGNORE_INDEX else f", ignore_index={self.ignore_index}"
+        options += f", label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
+        return f"{self.cfg}, reduction={self.reduction!r}{options}"
 
 
 class RootedLoss(FamilyLoss):
-    """Drop-in for ``nn.CrossEntropyLoss``: ``RootedLoss(k=3)(logits, target)``. form 'eq4' (default) or 'eq9'."""
+    """Drop-in for ``nn.CrossEntropyLoss``: ``RootedLoss(k=3)(logits, target)``, form 'eq4' (default) or 'eq9',
+    with its ``weight``, ``ignore_index``, ``label_smoothing``, probability targets and unbatched input."""
 
-    def __init__(self, k: float, m: Optional[float] = None, form: str = "eq4", reduction: str = "mean"):
-        names = {form_: name for name, form_ in ROOTED_FORM_OF.items()}
-        if form not in names:
-            raise ValueError(f"form must be one of {tuple(names)}, got form={form!r}")
-        super().__init__(LossConfig(name=names[form], k=k, m=m), reduction)
+    def __init__(self, k: float, m: Optional[float] = None, form: str = "eq4", reduction: str = "mean", *,
+                 weight: Optional[torch.Tensor] = None, ignore_index: int = RF.IGNORE_INDEX,
+                 label_smoothing: float = 0.0):
+        if form not in ROOTED_NAME_OF_FORM:
+            raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
+        super().__init__(LossConfig(name=ROOTED_NAME_OF_FORM[form], k=k, m=m), reduction, weight=weight,
+                         ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
-def get_loss(name: str, reduction: str = "mean", **kwargs) -> FamilyLoss:
+def get_loss(name: str, reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
+             ignore_index: int = RF.IGNORE_INDEX, label_smoothing: float = 0.0, **params) -> FamilyLoss:
     """Build a family member by name: ``get_loss('rlo', k=3)``, ``get_loss('focal', gamma=2)``."""
-    return FamilyLoss(LossConfig(name=name, **kwargs), reduction)
+    return FamilyLoss(LossConfig(name=name, **params), reduction, weight=weight, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing)

@@ -17,56 +17,112 @@ quarter of the largest finite number of the *input's* dtype (so float16 gradient
 ``exp(50)`` (so values and sums stay finite in float32); see :func:`eq4_exponent_cap`. Below the cap the loss is
 eq. 4 exactly. Losses are computed and returned in float32 (float64 for float64 input), as autocast does for
 losses; gradients flow back in the input's dtype.
+
+Binary targets are 0/1, -1/+1 or bool, with exactly the logits' shape, or one Python scalar / 0-d tensor for
+all samples. No other broadcasting: a target [N, 1] against logits [N] would silently pair every logit with every
+target, so it raises (write ``target.expand_as(logits)`` to broadcast on purpose).
+
+Multi-class options, with ``nn.CrossEntropyLoss``'s meaning, one rule for every member. The target is class
+indices [N, d1, ...] (a 0-d index for unbatched logits [C]) or class probabilities q with the logits' shape.
+``label_smoothing`` eps replaces q by ``(1 - eps) q + eps / C`` (q = one-hot for indices); ``weight`` w [C] and
+``ignore_index`` turn each sample's target into class weights ``a_j = w_j q_j`` (a = 0 when ignored). Then
+
+- the sample weighs ``s = sum_j a_j`` and its nll is ``H = -sum_j a_j log p_j / s``, the cross-entropy of the
+  label distribution a / s (for an index target without smoothing: s = w_y and H = -log p_y);
+- the members that are functions of the nll (ce, rlo, rlo-eq9, focal) give ``s * f(H)``: ``s * H`` for ce,
+  ``s * m * exp(H / k)`` for eq. 4, ``s * m * (1 - exp(-H / k))`` for eq. 9; unhinged, linear in the label, gives
+  ``sum_j a_j * loss_j``, its expected loss under the label;
+- 'mean' divides the sum by ``sum_n w_{y_n}`` over the samples not ignored for index targets, and by the number
+  of samples for probability targets. An all-ignored batch gives nan (0/0) with zero gradients.
+
+Why this rule: for ce, ``s * H = -sum_j w_j q_j log p_j`` is torch's per-sample loss in every combination, and
+the mean is torch's, so ``ce`` *is* ``nn.CrossEntropyLoss``. A class weight on an index target is a sample weight
+outside the root (``w_y * m * p**(-1/k)``), not a change of k or m. A soft or smoothed target is rooted as a
+whole, ``m * exp(H(q, p) / k)``, so ``(loss - m * s) * k / m`` tends to torch's cross-entropy as k -> inf for every
+option, as it does for hard labels; rooting each class term instead (``sum_j q_j m p_j**(-1/k)``) would make the
+eps / C smoothing mass on unlikely classes grow like ``p_j**(-1/k)`` and dominate the loss.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+import numbers
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 Target = Union[torch.Tensor, int, float, bool]
+Scalar = Union[float, torch.Tensor]
 
 REDUCTIONS = ("mean", "sum", "none")
 ROOTED_FORMS = ("eq4", "eq9")
 EQ4_EXPONENT_CAP_MAX = 50.0
+IGNORE_INDEX = -100  # nn.CrossEntropyLoss's default
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Argument checks.
 
-Scalar = Union[float, torch.Tensor]
+class ParameterTypeError(TypeError, ValueError):
+    """A loss parameter of the wrong type (``k=True``, ``k="2"``). Also a ValueError, which callers already catch
+    for bad parameters."""
 
 
-def _check_positive(value, name: str, hint: str = "") -> Scalar:
-    """A finite positive number, or a tensor of them (one k per model, broadcast against the samples)."""
+def is_real_number(value) -> bool:
+    """int, float and numpy scalars; not bool (``k=True`` is a slip, not 1) and not strings."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_real(value, name: str, requirement: str, ok: Callable, allow_tensor: bool = True) -> Scalar:
+    """A real number, or a real tensor (one value per model, broadcast against the samples), meeting ``ok``."""
     if torch.is_tensor(value):
+        if not allow_tensor:
+            raise ParameterTypeError(f"{name} must be a number here, got a tensor {name}={value!r}; tensors of "
+                                     f"{name} go to the functions of rlo.functional")
+        if value.dtype == torch.bool or value.is_complex():
+            raise ParameterTypeError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
         if not value.dtype.is_floating_point:
             value = value.double()
-        if value.numel() and not bool((torch.isfinite(value) & (value > 0)).all()):
-            bad = value[~(torch.isfinite(value) & (value > 0))].flatten()[:5].tolist()
-            raise ValueError(f"{name} must hold positive finite numbers{hint}, found {name}={bad}")
+        good = ok(value)
+        if value.numel() and not bool(good.all()):
+            raise ValueError(f"{name} must hold {requirement}, found {name}={value[~good].flatten()[:5].tolist()}")
         return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive finite number{hint}, got {name}={value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a positive finite number{hint}, got {name}={value!r}")
+    if not is_real_number(value):
+        raise ParameterTypeError(f"{name} must be a number ({requirement}), got {name}={value!r} "
+                                 f"of type {type(value).__name__}")
+    number = float(value)
+    if not ok(number):
+        raise ValueError(f"{name} must be {requirement}, got {name}={value!r}")
     return number
 
 
-def check_k(k: Scalar) -> Scalar:
-    """k must be finite and positive (a float, or a tensor of them); the rooted loss is undefined otherwise."""
-    return _check_positive(k, "k")
+def _positive(x):
+    return (abs(x) < math.inf) & (x > 0)
 
 
-def resolve_m(k: Scalar, m: Optional[Scalar]) -> Scalar:
+def check_k(k: Scalar, allow_tensor: bool = True) -> Scalar:
+    """k must be finite and positive (a number, or a tensor of them); the rooted loss is undefined otherwise."""
+    return _check_real(k, "k", "a positive finite number", _positive, allow_tensor)
+
+
+def resolve_m(k: Scalar, m: Optional[Scalar], allow_tensor: bool = True) -> Scalar:
     """The paper's multiplier m; eq. 4 uses m = k, which makes the gradient scale exactly p**(-1/k)."""
     if m is None:
         return k
-    return _check_positive(m, "m", " (or None for m = k)")
+    return _check_real(m, "m", "a positive finite number (or None for m = k)", _positive, allow_tensor)
+
+
+def check_gamma(gamma: Scalar, allow_tensor: bool = True) -> Scalar:
+    """Focal's exponent: a finite number >= 0 (0 gives back cross-entropy)."""
+    return _check_real(gamma, "gamma", "a finite number >= 0", lambda x: (abs(x) < math.inf) & (x >= 0),
+                       allow_tensor)
+
+
+def check_alpha(alpha: Optional[Scalar], allow_tensor: bool = True) -> Optional[Scalar]:
+    """Focal's weight: a number in [0, 1], or None for no weight."""
+    if alpha is None:
+        return None
+    return _check_real(alpha, "alpha", "a number in [0, 1] (or None)", lambda x: (x >= 0) & (x <= 1), allow_tensor)
 
 
 def _check_reduction(reduction: str) -> None:
@@ -77,6 +133,20 @@ def _check_reduction(reduction: str) -> None:
 def _check_form(form: str) -> None:
     if form not in ROOTED_FORMS:
         raise ValueError(f"form must be one of {ROOTED_FORMS}, got form={form!r}")
+
+
+def check_class_options(weight: Optional[torch.Tensor], ignore_index: int, label_smoothing: float) -> None:
+    """The options of ``nn.CrossEntropyLoss``; the weight's length is checked against C at the call."""
+    if weight is not None:
+        if not torch.is_tensor(weight) or not weight.dtype.is_floating_point or weight.ndim != 1:
+            raise ParameterTypeError(f"weight must be a 1-D floating tensor of class weights [C] (or None), got "
+                                     f"weight={weight!r}")
+        if not bool((torch.isfinite(weight) & (weight >= 0)).all()):
+            raise ValueError(f"weight must hold finite numbers >= 0, got weight={weight.tolist()}")
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        raise ParameterTypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    _check_real(label_smoothing, "label_smoothing", "a number in [0, 1]", lambda x: (x >= 0) & (x <= 1),
+                allow_tensor=False)
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -95,11 +165,17 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 # Negative log-likelihoods: the one place where probabilities meet logits.
 
 def binary_sign(target: Target, like: torch.Tensor) -> torch.Tensor:
-    """Map binary targets in {0, 1}, {-1, +1} or bool to signs in {-1, +1} with the dtype of ``like``."""
+    """Map binary targets in {0, 1}, {-1, +1} or bool to signs in {-1, +1} with the dtype of ``like``.
+
+    A tensor target must have ``like``'s shape exactly, or be 0-d.
+    """
     if not torch.is_tensor(target):
-        if target not in (0, 1, -1, True, False):
+        if not isinstance(target, numbers.Real) or target not in (0, 1, -1):
             raise ValueError(f"binary target must be 0, 1, -1, +1 or bool, got target={target!r}")
         return torch.full((), 1.0 if target > 0 else -1.0, dtype=like.dtype, device=like.device)
+    if target.ndim and target.shape != like.shape:
+        raise ValueError(f"binary target shape {tuple(target.shape)} does not match logits shape "
+                         f"{tuple(like.shape)}; give a target of the logits' shape, or one scalar for all")
     if target.dtype == torch.bool:
         return target.to(like.dtype) * 2 - 1
     valid = (target == 0) | (target == 1) | (target == -1)
@@ -117,22 +193,127 @@ def binary_nll(logits: torch.Tensor, target: Target) -> torch.Tensor:
     return F.softplus(-binary_sign(target, z) * z)
 
 
-def check_class_target(logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Multi-class inputs: logits [N, C, ...] and integer class indices in [0, C)."""
+class ClassTargets:
+    """A multi-class target as class weights ``a[n, j] = w_j * q_nj`` (0 for ignored samples); see the module doc.
+
+    Index targets without smoothing stay sparse (index y and sample weight w_y), so the common case is a gather.
+    Built by :func:`class_loss`, which hands it to the member's per-sample function.
+    """
+
+    def __init__(self, z: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                 ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0):
+        num_classes = z.shape[1]
+        w = None
+        if weight is not None:
+            if weight.shape != (num_classes,):
+                raise ValueError(f"weight must hold one weight per class, shape ({num_classes},); got weight of "
+                                 f"shape {tuple(weight.shape)} for logits of shape {tuple(z.shape)}")
+            w = weight.to(device=z.device, dtype=z.dtype).view(1, num_classes, *([1] * (z.ndim - 2)))
+        eps = float(label_smoothing)
+        self.index: Optional[torch.Tensor] = None
+        self.dense: Optional[torch.Tensor] = None
+        if target.dtype.is_floating_point:
+            if target.shape != z.shape:
+                raise ValueError(f"a probability target must have the logits' shape {tuple(z.shape)}, got "
+                                 f"{tuple(target.shape)}; class indices must be an integer tensor")
+            if ignore_index != IGNORE_INDEX:
+                raise ValueError(f"ignore_index applies to class-index targets only (as in torch), got "
+                                 f"ignore_index={ignore_index} with a probability target")
+            q = target.to(device=z.device, dtype=z.dtype)
+            if bool((q < 0).any()):
+                raise ValueError(f"a probability target must be >= 0, found {q[q < 0].flatten()[:5].tolist()}")
+            if eps:
+                q = q * (1 - eps) + eps / num_classes
+            self.dense = q if w is None else q * w
+            self.weight = self.dense.sum(1)
+            self.denominator = torch.tensor(float(self.weight.numel()), dtype=z.dtype, device=z.device)
+            return
+        expected = z.shape[:1] + z.shape[2:]
+        if target.dtype == torch.bool or target.is_complex() or target.shape != expected:
+            raise ValueError(f"a class-index target must be an integer tensor of shape {tuple(expected)} for logits "
+                             f"of shape {tuple(z.shape)}, got dtype {target.dtype}, shape {tuple(target.shape)}")
+        target = target.to(device=z.device, dtype=torch.int64)
+        valid = target != ignore_index
+        index = torch.where(valid, target, 0)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
+            bad = target[valid & ((target < 0) | (target >= num_classes))].flatten()[:5].tolist()
+            raise ValueError(f"class index out of range [0, {num_classes}): found {bad} "
+                             f"(ignore_index={ignore_index})")
+        valid_f = valid.to(z.dtype)
+        sample_weight = valid_f if w is None else w.view(-1)[index] * valid_f
+        self.denominator = sample_weight.sum()
+        if not eps:
+            self.index, self.weight = index, sample_weight
+            return
+        q = F.one_hot(index, num_classes).movedim(-1, 1).to(z.dtype) * (1 - eps) + eps / num_classes
+        self.dense = (q if w is None else q * w) * valid_f.unsqueeze(1)
+        self.weight = self.dense.sum(1)
+
+    def expect(self, per_class: torch.Tensor) -> torch.Tensor:
+        """sum_j a_nj * per_class_nj: per-class losses [N, C, ...] -> the label's weighted expectation [N, ...]."""
+        if self.index is not None:
+            return self.weight * per_class.gather(1, self.index.unsqueeze(1)).squeeze(1)
+        return (self.dense * per_class).sum(1)
+
+    def nll(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross-entropy H = -sum_j a_j log p_j / s of the label distribution a / s (0 where s = 0)."""
+        weighs = self.weight > 0
+        if self.index is not None:
+            return torch.where(weighs, F.cross_entropy(z, self.index, reduction="none"), 0)
+        return torch.where(weighs, self.expect(-F.log_softmax(z, dim=1)) / torch.where(weighs, self.weight, 1), 0)
+
+    def reduce(self, loss: torch.Tensor, reduction: str) -> torch.Tensor:
+        """torch's reductions; 'mean' over grid entries too when tensor k/m broadcast the loss beyond [N, ...]."""
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        if reduction == "sum":
+            return total
+        denominator = self.denominator * (loss.numel() // max(self.weight.numel(), 1))
+        some = denominator > 0
+        return torch.where(some, total / torch.where(some, denominator, 1), math.nan)
+
+
+def class_loss(logits: torch.Tensor, target: torch.Tensor,
+               per_sample: Callable[[torch.Tensor, ClassTargets], torch.Tensor], reduction: str = "mean", *,
+               weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """Any multi-class loss with ``nn.CrossEntropyLoss``'s options, given its per-sample loss.
+
+    ``per_sample(z, targets)`` gets the logits in the compute dtype (float32, or float64) [N, C, ...] and the
+    :class:`ClassTargets` and returns [N, ...] (or a broadcast of it); a function of the nll is
+    ``targets.weight * f(targets.nll(z))``. Unbatched logits [C] take a 0-d index or [C] probabilities.
+    """
+    _check_reduction(reduction)
+    check_class_options(weight, ignore_index, label_smoothing)
+    if not torch.is_tensor(logits) or not torch.is_tensor(target):
+        raise ParameterTypeError(f"logits and target must be tensors, got {type(logits).__name__} and "
+                                 f"{type(target).__name__}")
+    unbatched = logits.ndim == 1
+    if unbatched:
+        if target.shape not in ((), logits.shape):
+            raise ValueError(f"unbatched logits {tuple(logits.shape)} take a 0-d class index or probabilities of "
+                             f"shape {tuple(logits.shape)}, got a target of shape {tuple(target.shape)}")
+        logits, target = logits.unsqueeze(0), target.unsqueeze(0)
     if logits.ndim < 2:
-        raise ValueError(f"multi-class logits must have shape [N, C, ...], got {tuple(logits.shape)}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise ValueError(f"multi-class target must hold integer class indices, got dtype {target.dtype}")
-    num_classes = logits.shape[1]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"class index out of range [0, {num_classes}): "
-                         f"min {int(target.min())}, max {int(target.max())}")
+        raise ValueError(f"multi-class logits must have shape [N, C, ...] or [C], got {tuple(logits.shape)}")
+    z = logits.to(_compute_dtype(logits))
+    targets = ClassTargets(z, target, weight, ignore_index, label_smoothing)
+    loss = targets.reduce(per_sample(z, targets), reduction)
+    return loss.squeeze(-1) if unbatched and reduction == "none" else loss
 
 
-def class_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """-log softmax(z)[y] per sample. logits [N, C, ...], integer target [N, ...]."""
-    check_class_target(logits, target)
-    return F.cross_entropy(logits.to(_compute_dtype(logits)), target, reduction="none")
+def nll_binary_loss(logits: torch.Tensor, target: Target, transform: Callable[[torch.Tensor], torch.Tensor],
+                    reduction: str = "mean") -> torch.Tensor:
+    """A binary member that is a function f of the per-sample nll softplus(-y z): ``f(nll)``, reduced."""
+    _check_reduction(reduction)
+    return _reduce(transform(binary_nll(logits, target)), reduction)
+
+
+def nll_class_loss(logits: torch.Tensor, target: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
+                   reduction: str = "mean", **options) -> torch.Tensor:
+    """A multi-class member that is a function f of the per-sample nll: ``s * f(H)`` (module doc), reduced."""
+    return class_loss(logits, target, lambda z, t: t.weight * transform(t.nll(z)), reduction, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,7 +361,8 @@ def rooted_from_nll(nll: torch.Tensor, k: Scalar, m: Optional[Scalar] = None, fo
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Public losses.
+# Public losses. Binary: logits of any shape, target as in the module doc. Multi-class: logits [N, C, ...] or [C],
+# target and the keyword options weight / ignore_index / label_smoothing as nn.CrossEntropyLoss (module doc).
 
 def rooted_logistic(logits: torch.Tensor, target: Target, k: Scalar, m: Optional[Scalar] = None,
                     form: str = "eq4", reduction: str = "mean") -> torch.Tensor:
@@ -188,64 +370,67 @@ def rooted_logistic(logits: torch.Tensor, target: Target, k: Scalar, m: Optional
 
     eq4: m * (1 + exp(-y z))**(1/k);  eq9: m * (1 - (1 + exp(-y z))**(-1/k)).
     """
-    _check_reduction(reduction)
-    loss = rooted_from_nll(binary_nll(logits, target), k, m, form, input_dtype=logits.dtype)
-    return _reduce(loss, reduction)
+    k = check_k(k)
+    m = resolve_m(k, m)
+    _check_form(form)
+    return nll_binary_loss(logits, target, lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype),
+                           reduction)
 
 
 def rooted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, k: Scalar, m: Optional[Scalar] = None,
-                         form: str = "eq4", reduction: str = "mean") -> torch.Tensor:
-    """Multi-class rooted loss. logits [N, C, ...], integer target [N, ...]; p = softmax probability of the target.
+                         form: str = "eq4", reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
+                         ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Multi-class rooted loss of the per-sample nll H; index target: p = softmax probability of the target.
 
-    eq4: m * p**(-1/k);  eq9: m * (1 - p**(1/k)).
+    eq4: m * p**(-1/k) = m * exp(H / k);  eq9: m * (1 - p**(1/k)); times the sample weight (module doc).
     """
-    _check_reduction(reduction)
-    loss = rooted_from_nll(class_nll(logits, target), k, m, form, input_dtype=logits.dtype)
-    return _reduce(loss, reduction)
+    k = check_k(k)
+    m = resolve_m(k, m)
+    _check_form(form)
+    return nll_class_loss(logits, target, lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype),
+                          reduction, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Multi-class cross-entropy, -log p, in float32 like the rest of the family."""
-    _check_reduction(reduction)
-    return _reduce(class_nll(logits, target), reduction)
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
+                  weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Multi-class cross-entropy -log p, in float32 like the rest of the family; equals ``F.cross_entropy``."""
+    return nll_class_loss(logits, target, lambda nll: nll, reduction, weight=weight, ignore_index=ignore_index,
+                          label_smoothing=label_smoothing)
 
 
 def logistic(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
     """Binary logistic loss log(1 + exp(-y z)), the softplus form StyleGAN2 uses."""
-    _check_reduction(reduction)
-    return _reduce(binary_nll(logits, target), reduction)
+    return nll_binary_loss(logits, target, lambda nll: nll, reduction)
 
 
-def _focal_from_nll(nll: torch.Tensor, gamma: float) -> torch.Tensor:
+def _focal_from_nll(nll: torch.Tensor, gamma: Scalar) -> torch.Tensor:
     # (1 - p)**gamma * nll with 1 - p = -expm1(-nll); the clamp keeps d/dp finite at p = 1 for gamma < 1.
     one_minus_p = (-torch.expm1(-nll)).clamp_min(torch.finfo(nll.dtype).tiny)
     return one_minus_p.pow(gamma) * nll
 
 
-def _check_focal(gamma: float, alpha: Optional[float]) -> None:
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"focal gamma must be a finite number >= 0, got gamma={gamma!r}")
-    if alpha is not None and not 0 <= alpha <= 1:
-        raise ValueError(f"focal alpha must lie in [0, 1] (or None), got alpha={alpha!r}")
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 3.0, alpha: Optional[float] = 0.25,
-               reduction: str = "mean") -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: Scalar = 3.0, alpha: Optional[Scalar] = 0.25,
+               reduction: str = "mean", *, weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
+               label_smoothing: float = 0.0) -> torch.Tensor:
     """Multi-class focal loss alpha * (1 - p)**gamma * (-log p) (Lin et al. 2017); alpha is one scalar weight.
 
-    The defaults gamma = 3, alpha = 0.25 are the ones the RLO authors' classifier code used.
+    With soft or smoothed targets p = exp(-H), the geometric mean of p_j under the label (module doc). The defaults
+    gamma = 3, alpha = 0.25 are the ones the RLO authors' classifier code used.
     """
-    _check_reduction(reduction)
-    _check_focal(gamma, alpha)
-    loss = _focal_from_nll(class_nll(logits, target), gamma)
-    return _reduce(loss if alpha is None else alpha * loss, reduction)
+    gamma = check_gamma(gamma)
+    alpha = check_alpha(alpha)
+    scale = 1.0 if alpha is None else alpha
+    return nll_class_loss(logits, target, lambda nll: scale * _focal_from_nll(nll, gamma), reduction,
+                          weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
-def binary_focal_loss(logits: torch.Tensor, target: Target, gamma: float = 3.0, alpha: Optional[float] = 0.25,
+def binary_focal_loss(logits: torch.Tensor, target: Target, gamma: Scalar = 3.0, alpha: Optional[Scalar] = 0.25,
                       reduction: str = "mean") -> torch.Tensor:
     """Binary focal loss; alpha weighs positives and 1 - alpha negatives, as in RetinaNet."""
     _check_reduction(reduction)
-    _check_focal(gamma, alpha)
+    gamma = check_gamma(gamma)
+    alpha = check_alpha(alpha)
     z = logits.to(_compute_dtype(logits))
     sign = binary_sign(target, z)
     loss = _focal_from_nll(F.softplus(-sign * z), gamma)
@@ -254,22 +439,26 @@ def binary_focal_loss(logits: torch.Tensor, target: Target, gamma: float = 3.0, 
     return _reduce(loss, reduction)
 
 
-def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
+                  weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
     """Multi-class unhinged loss: 1 - (z_y - mean_{j != y} z_j), linear in the true-class score.
 
     Our multi-class definition: the margin of the true-class logit over the mean of the others. With C = 2 and the
-    binary margin z = z_1 - z_0 it is exactly the binary unhinged loss 1 - y z (van Rooyen et al. 2015).
+    binary margin z = z_1 - z_0 it is exactly the binary unhinged loss 1 - y z (van Rooyen et al. 2015). Linear in
+    the label, so a soft or smoothed target gives the expected loss sum_j a_j * loss_j (module doc).
     Unbounded below: pair it with weight decay or feature normalisation.
     """
-    _check_reduction(reduction)
-    check_class_target(logits, target)
-    z = logits.to(_compute_dtype(logits))
-    num_classes = z.shape[1]
-    if num_classes < 2:
-        raise ValueError(f"unhinged loss needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
-    true_score = z.gather(1, target.unsqueeze(1)).squeeze(1)
-    others_mean = (z.sum(dim=1) - true_score) / (num_classes - 1)
-    return _reduce(1 - (true_score - others_mean), reduction)
+    def per_sample(z: torch.Tensor, targets: ClassTargets) -> torch.Tensor:
+        num_classes = z.shape[1]
+        if num_classes < 2:
+            raise ValueError(f"unhinged loss needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
+        # loss_j = 1 - z_j + (sum(z) - z_j) / (C - 1) is linear in z_j, so its expectation needs only sum_j a_j z_j
+        scale = num_classes / (num_classes - 1)
+        return targets.weight * (1 + z.sum(dim=1) / (num_classes - 1)) - scale * targets.expect(z)
+
+    return class_loss(logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing)
 
 
 def binary_unhinged_loss(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:

@@ -19,17 +19,29 @@ from training.dataset import DatasetError
 @pytest.mark.parametrize("name, expected", [
     ("ce", rlo.LossConfig("ce")),
     ("focal", rlo.LossConfig("focal", gamma=3.0, alpha=0.25)),
+    ("focal-g2-a0.5", rlo.LossConfig("focal", gamma=2.0, alpha=0.5)),
+    ("rlo-k5", rlo.LossConfig("rlo", k=5)),
+    ("rlo-k3-m5", rlo.LossConfig("rlo", k=3, m=5)),
+    ("rlo-eq9-k3", rlo.LossConfig("rlo-eq9", k=3)),
+    ("unhinged", rlo.LossConfig("unhinged")),
+    # the short spellings this CLI always took, aliases of the labels above
     ("rlo-5", rlo.LossConfig("rlo", k=5)),
     ("rlo-10", rlo.LossConfig("rlo", k=10.0)),
     ("rlo-2.5", rlo.LossConfig("rlo", k=2.5)),
     ("rlo-eq9-3", rlo.LossConfig("rlo-eq9", k=3)),
-    ("unhinged", rlo.LossConfig("unhinged")),
 ])
 def test_loss_names_parse_to_family_members(name, expected):
     assert classify.parse_loss(name) == expected
 
 
-@pytest.mark.parametrize("bad", ["rlo", "rlo-", "rlo-k5", "RLO-5", "cross-entropy", "rlo-0", "focal-3"])
+@pytest.mark.parametrize("name", ["ce", "focal", "focal-g2-a0.5", "rlo-k5", "rlo-k2.5", "rlo-k3-m5", "rlo-eq9-k3"])
+def test_the_cli_reads_the_labels_describe_writes(name):
+    cfg = classify.parse_loss(name)
+    assert cfg.describe() == name and cfg == rlo.LossConfig.parse(name)
+
+
+@pytest.mark.parametrize("bad", ["rlo", "rlo-", "rlo-k", "RLO-5", "cross-entropy", "rlo-0", "rlo-k0", "focal-3",
+                                 "ce-k3", "rlo-k3-k4"])
 def test_bad_loss_name_is_rejected_with_the_name(bad):
     with pytest.raises(ValueError, match=f"--losses: .*{bad!r}"):
         classify.parse_loss(bad)
@@ -40,6 +52,8 @@ def test_loss_list_keeps_order_and_rejects_duplicates():
         "ce", "focal", "rlo-k5", "rlo-k8", "rlo-k10"]
     with pytest.raises(ValueError, match="twice"):
         classify.parse_losses("ce,rlo-5,ce")
+    with pytest.raises(ValueError, match="twice"):
+        classify.parse_losses("rlo-5,rlo-k5")  # an alias and its label are one loss
     assert classify.main(["--losses", "ce,bogus", "--epochs", "0"], progress=False) == 2
 
 

@@ -60,7 +60,7 @@ def test_batched_family_loss_equals_rlo_binary_loss_model_by_model():
     y = torch.where(torch.rand(50) > 0.5, 1.0, -1.0).double()
     batched = BatchedFamilyLoss(configs)(z, y)
     for index, cfg in enumerate(configs):
-        torch.testing.assert_close(batched[index], rlo.binary_loss(cfg, z[index], y, reduction="none"),
+        torch.testing.assert_close(batched[index], rlo.binary_loss(cfg, z[index], y.expand(2, -1), reduction="none"),
                                    rtol=1e-12, atol=0)
 
 

@@ -313,10 +313,125 @@ def test_a_tensor_of_k_values_evaluates_a_whole_k_grid_in_one_call():
     z = torch.randn(len(ks), 50, dtype=torch.float64) * 40  # wide enough to hit the float16 cap below
     y = torch.randint(0, 2, (50,))
     for form in ["eq4", "eq9"]:
-        for dtype in [torch.float64, torch.float16]:
-            batched = rlo.rooted_logistic(z.to(dtype), y, ks[:, None], form=form, reduction="none")
+        for dtype in [torch.float64, torch.float16]:  # the target is broadcast explicitly: shapes must match
+            batched = rlo.rooted_logistic(z.to(dtype), y.expand_as(z), ks[:, None], form=form, reduction="none")
             for i, k in enumerate(ks.tolist()):
                 single = rlo.rooted_logistic(z[i].to(dtype), y, k, form=form, reduction="none")
                 torch.testing.assert_close(batched[i], single)
     with pytest.raises(ValueError, match="k"):
-        rlo.rooted_logistic(z, y, torch.tensor([[1.0], [0.0], [2.0], [3.0]]))
+        rlo.rooted_logistic(z, y.expand_as(z), torch.tensor([[1.0], [0.0], [2.0], [3.0]]))
+
+
+def test_gan_objective_gives_the_cross_entropy_nll_of_each_term_for_every_member():
+    logits = torch.randn(8, 1, dtype=torch.float64) * 4
+    for cfg in [rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=2), rlo.LossConfig("rlo-eq9", k=3, m=5),
+                rlo.LossConfig("focal", gamma=2), rlo.LossConfig("unhinged")]:
+        obj = rlo.GanObjective(cfg)
+        torch.testing.assert_close(obj.nll_d_real(logits), F.softplus(-logits))
+        torch.testing.assert_close(obj.nll_d_fake(logits), F.softplus(logits))
+        torch.testing.assert_close(obj.nll_g_fake(logits), F.softplus(-logits))
+    rooted = rlo.GanObjective(rlo.LossConfig("rlo", k=2))
+    torch.testing.assert_close(rooted.d_fake(logits), 2 * torch.exp(rooted.nll_d_fake(logits) / 2))
+    ce = rlo.GanObjective(rlo.LossConfig("ce"))
+    torch.testing.assert_close(ce.g_fake(logits), ce.nll_g_fake(logits))
+    half = rlo.GanObjective().nll_d_real(logits.half())
+    assert half.dtype == torch.float32 and half.shape == (8, 1)  # losses are float32, like the objective's
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binary targets: exactly the logits' shape, or one scalar.
+
+BINARY_FUNCTIONS = {
+    "logistic": lambda z, y: rlo.logistic(z, y),
+    "rooted-eq4": lambda z, y: rlo.rooted_logistic(z, y, k=3),
+    "rooted-eq9": lambda z, y: rlo.rooted_logistic(z, y, k=3, form="eq9"),
+    "focal": lambda z, y: rlo.binary_focal_loss(z, y),
+    "unhinged": lambda z, y: rlo.binary_unhinged_loss(z, y),
+}
+
+
+@pytest.mark.parametrize("name", BINARY_FUNCTIONS)
+def test_binary_target_of_another_shape_raises_naming_both_shapes(name):
+    """[N, 1] against [N] used to broadcast to [N, N] and return a wrong mean; nn.BCEWithLogitsLoss raises too."""
+    fn = BINARY_FUNCTIONS[name]
+    z, y = torch.randn(6), torch.randint(0, 2, (6,))
+    with pytest.raises(ValueError, match=r"target shape \(6, 1\) does not match logits shape \(6,\)"):
+        fn(z, y[:, None])
+    with pytest.raises(ValueError, match=r"target shape \(6,\) does not match logits shape \(6, 1\)"):
+        fn(z[:, None], y)
+    with pytest.raises(ValueError):
+        torch.nn.BCEWithLogitsLoss()(z, y[:, None].float())
+    torch.testing.assert_close(fn(z[:, None], y[:, None]), fn(z, y))
+
+
+@pytest.mark.parametrize("name", rlo.loss_names("binary"))
+def test_every_member_refuses_a_mismatched_binary_target_through_the_family(name):
+    cfg = rlo.LossConfig(name)
+    z, y = torch.randn(6), torch.randint(0, 2, (6, 1))
+    with pytest.raises(ValueError, match=r"\(6, 1\).*\(6,\)"):
+        rlo.binary_loss(cfg, z, y)
+    obj = rlo.GanObjective(cfg)  # its targets are scalars, so any logits shape is fine
+    assert obj.d_real(z[:, None]).shape == obj.d_fake(z[:, None]).shape == (6, 1)
+    torch.testing.assert_close(obj.d_real(z), rlo.binary_loss(cfg, z, torch.ones(6), reduction="none"))
+
+
+@pytest.mark.parametrize("name", BINARY_FUNCTIONS)
+def test_a_scalar_or_zero_dim_target_applies_to_every_logit(name):
+    fn = BINARY_FUNCTIONS[name]
+    z = torch.randn(3, 4)
+    for target, full in [(1, torch.ones(3, 4)), (0, torch.zeros(3, 4)), (torch.tensor(-1), -torch.ones(3, 4)),
+                         (True, torch.ones(3, 4, dtype=torch.bool))]:
+        torch.testing.assert_close(fn(z, target), fn(z, full))
+    with pytest.raises(ValueError, match="binary target"):
+        fn(z, "1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters must be numbers: bools and strings are refused where they are given, not later.
+
+NOT_NUMBERS = [True, False, "2", "three", [2.0], None]
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=repr)
+def test_a_non_numeric_k_is_refused_at_construction_naming_k(bad):
+    z, y = torch.randn(3), torch.ones(3)
+    for build in [lambda: rlo.LossConfig("rlo", k=bad), lambda: rlo.LossConfig("ce", k=bad),
+                  lambda: rlo.RootedLoss(k=bad), lambda: rlo.get_loss("rlo-eq9", k=bad),
+                  lambda: rlo.rooted_logistic(z, y, k=bad), lambda: rlo.rooted_from_nll(z.abs(), k=bad),
+                  lambda: rlo.rooted_cross_entropy(torch.randn(3, 2), torch.ones(3, dtype=torch.long), k=bad)]:
+        with pytest.raises(TypeError, match=r"\bk must be a number"):
+            build()
+
+
+@pytest.mark.parametrize("bad", [b for b in NOT_NUMBERS if b is not None], ids=repr)
+def test_non_numeric_m_gamma_alpha_are_refused_naming_them(bad):
+    logits, target = torch.randn(3, 2), torch.ones(3, dtype=torch.long)
+    cases = {
+        "m": [lambda: rlo.LossConfig("rlo", k=2, m=bad), lambda: rlo.RootedLoss(k=2, m=bad),
+              lambda: rlo.rooted_logistic(logits[:, 0], target, k=2, m=bad)],
+        "gamma": [lambda: rlo.LossConfig("focal", gamma=bad), lambda: rlo.get_loss("focal", gamma=bad),
+                  lambda: rlo.focal_loss(logits, target, gamma=bad),
+                  lambda: rlo.binary_focal_loss(logits[:, 0], target, gamma=bad)],
+        "alpha": [lambda: rlo.LossConfig("focal", alpha=bad), lambda: rlo.focal_loss(logits, target, alpha=bad),
+                  lambda: rlo.binary_focal_loss(logits[:, 0], target, alpha=bad)],
+    }
+    for name, builds in cases.items():
+        for build in builds:
+            with pytest.raises(TypeError, match=rf"\b{name} must be a number"):
+                build()
+
+
+def test_ints_and_numpy_scalars_are_numbers_and_tensors_stay_for_the_functions():
+    np = pytest.importorskip("numpy")
+    cfg = rlo.LossConfig("rlo", k=np.float32(2.5), m=np.int64(3), gamma=2, alpha=np.float64(0.5))
+    assert (cfg.k, cfg.m, cfg.gamma, cfg.alpha) == (2.5, 3.0, 2.0, 0.5) and type(cfg.m) is float
+    assert rlo.LossConfig.from_json(cfg.to_json()) == cfg
+    z, y = torch.randn(5, dtype=torch.float64), torch.randint(0, 2, (5,))
+    torch.testing.assert_close(rlo.rooted_logistic(z, y, k=np.int64(2)), rlo.rooted_logistic(z, y, k=2.0))
+    torch.testing.assert_close(rlo.rooted_logistic(z, y, k=torch.tensor(2)), rlo.rooted_logistic(z, y, k=2.0))
+    with pytest.raises(TypeError, match="k must be a number here, got a tensor"):
+        rlo.LossConfig("rlo", k=torch.tensor(2.0))
+    with pytest.raises(TypeError, match="k must hold real numbers"):
+        rlo.rooted_logistic(z, y, k=torch.tensor(True))
+    with pytest.raises(ValueError, match="alpha must be a number in"):
+        rlo.LossConfig("focal", alpha=1.5)

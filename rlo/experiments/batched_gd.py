@@ -6,8 +6,8 @@ model through the ``rlo`` loss family, the masked training mean per (model, fold
 of the sum (models and folds do not interact, so each slice gets its own gradient). The only Python loop is over
 GD steps.
 
-Different k in one call: ``rlo.rooted_from_nll`` takes a tensor of k values (one per model, broadcast over the
-samples), so models that differ only in k share one call; :class:`BatchedFamilyLoss` is checked against
+Different k in one call: the rooted members' functions take a tensor of k values (one per model, broadcast over
+the samples), so models that differ only in k share one call; :class:`BatchedFamilyLoss` is checked against
 ``rlo.binary_loss`` for each k in the tests.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 import rlo
-from rlo.family import ROOTED_FORM_OF
 
 
 @dataclasses.dataclass
@@ -52,28 +51,35 @@ class BatchedFamilyLoss:
         self.inverse[order] = torch.arange(order.numel())
 
     def __call__(self, z: torch.Tensor, y: torch.Tensor, nll: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """z [M, ...] logits, y [...] in {-1, +1} (broadcast over models) -> [M, ...] per-sample losses.
+        """z [M, ...] logits, y [...] in {-1, +1} or bool (broadcast over models) -> [M, ...] per-sample losses.
 
-        ``nll``: ``rlo.logistic(z, y, reduction='none')`` if the caller has it already (saves recomputing it).
+        ``nll``: ``rlo.logistic(z, y.expand_as(z), reduction='none')`` if the caller has it already; members with
+        a ``from_nll`` form reuse it.
         """
         if z.shape[0] != self.num_models:
             raise ValueError(f"built for {self.num_models} models, got z of shape {tuple(z.shape)}")
+        positive = positives(y).expand_as(z)  # checked once; bool targets skip the per-call value checks
         if nll is None:
-            nll = rlo.logistic(z, y, reduction="none")
+            nll = rlo.logistic(z, positive, reduction="none")
         parts = []
         for key, indices, k in self.groups:
             indices = indices.to(z.device)
+            params = key.parameters()
             if key.is_rooted and key.m is None:
-                k = k.to(device=z.device, dtype=nll.dtype).view(-1, *([1] * (z.ndim - 1)))
-                part = rlo.rooted_from_nll(nll.index_select(0, indices), k, form=ROOTED_FORM_OF[key.name],
-                                           input_dtype=z.dtype)
-            elif key.name == "ce":
-                part = nll.index_select(0, indices)
+                params["k"] = k.to(device=z.device, dtype=nll.dtype).view(-1, *([1] * (z.ndim - 1)))
+            if key.member.from_nll is not None:
+                part = key.member.from_nll(nll.index_select(0, indices), input_dtype=z.dtype, **params)
             else:
-                part = rlo.binary_loss(key, z.index_select(0, indices), y, reduction="none")
+                part = key.member.binary(z.index_select(0, indices), positive.index_select(0, indices),
+                                         reduction="none", **params)
             parts.append(part)
         merged = parts[0] if len(parts) == 1 else torch.cat(parts)
         return merged.index_select(0, self.inverse.to(z.device))
+
+
+def positives(y: torch.Tensor) -> torch.Tensor:
+    """Binary targets ({-1, +1}, {0, 1} or bool, any shape) -> bool 'is positive', values checked."""
+    return rlo.functional.binary_sign(y, y.to(torch.float32)) > 0
 
 
 def family_binary_loss(losses: Sequence[rlo.LossConfig], z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -99,6 +105,7 @@ def batched_gd(features: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor
         raise ValueError(f"need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
     dtype, device = features.dtype, features.device
     y = y.to(device=device, dtype=dtype)
+    positive = positives(y)
     train = train_mask.to(device=device, dtype=dtype)  # [F, N]
     test = 1 - train
     n_train, n_test = train.sum(dim=1), test.sum(dim=1).clamp_min(1)  # [F]
@@ -110,8 +117,8 @@ def batched_gd(features: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor
     for step in range(steps + 1):
         weights.requires_grad_(True)
         z = torch.einsum("fnd,mfd->mfn", features, weights)  # [M, F, N]
-        nll = rlo.logistic(z, y, reduction="none")  # [M, F, N] logistic loss = cross-entropy of every model
-        data_loss = (family_loss(z, y, nll) * train).sum(dim=-1) / n_train  # [M, F]
+        nll = rlo.logistic(z, positive.expand_as(z), reduction="none")  # [M, F, N] CE of every model
+        data_loss = (family_loss(z, positive, nll) * train).sum(dim=-1) / n_train  # [M, F]
         objective = data_loss + 0.5 * l2_strength * weights[..., :-1].square().sum(dim=-1)
         with torch.no_grad():
             correct = ((z > 0) == (y > 0)).to(dtype)
