@@ -53,7 +53,7 @@ from training.options import AugmentOptions, DataOptions, LossOptions, Optimizer
 from training.training_loop import NonFiniteError, training_loop
 
 AUG_MODES = ('noaug', 'ada', 'fixed')
-LOSS_NAMES = rlo.LOSS_NAMES
+LOSS_NAMES = rlo.loss_names('binary')  # every member of the family with a binary form
 OPTIMIZER_SNAPSHOTS = ('latest', 'all')
 DECODE_CHECK_SAMPLE = 256  # images fully decoded before a run starts (plus the first and last; headers: all)
 

@@ -11,7 +11,7 @@ import torch
 
 import rlo
 from rlo.experiments import classify, classifier_models
-from training.dataset import DatasetError
+from rlo.experiments.image_data import DataFileError
 
 
 # ---------------------------------------------------------------- loss names
@@ -161,7 +161,7 @@ def test_archive_without_test_batch_is_reported(tmp_path):
     path = _fake_cifar_archive(tmp_path, with_test_batch=False)[0]
     assert classify.main(["--data", "cifar10", "--cifar-path", str(path), "--out", str(tmp_path)],
                          progress=False) == 2
-    with pytest.raises(DatasetError, match=r"cifar-10-python\.tar\.gz.*no test_batch inside"):
+    with pytest.raises(DataFileError, match=r"cifar-10-python\.tar\.gz.*no test_batch inside"):
         classify.load_cifar10_split(path)
 
 

@@ -19,7 +19,6 @@ from torch_utils.ops import conv2d_gradfix, upfirdn2d
 from training.options import LossOptions
 
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
-CE_OBJECTIVE = rlo.GanObjective(rlo.LossConfig('ce'))  # StyleGAN2's softplus terms, logged beside rooted losses
 
 
 class StyleGAN2Loss:
@@ -96,7 +95,7 @@ class StyleGAN2Loss:
             loss_Gmain = self.objective.g_fake(gen_logits)
             training_stats.report('Loss/G/loss', loss_Gmain)
             if self.reports_nll:
-                training_stats.report('Loss/G/nll', CE_OBJECTIVE.g_fake(gen_logits.detach()))
+                training_stats.report('Loss/G/nll', self.objective.nll_g_fake(gen_logits.detach()))
             self._check_finite(loss_Gmain)
             loss_Gmain.mean().mul(gain).backward()
 
@@ -126,7 +125,7 @@ class StyleGAN2Loss:
             training_stats.report('Loss/scores/fake', gen_logits)
             training_stats.report('Loss/signs/fake', gen_logits.sign())
             loss_Dgen = self.objective.d_fake(gen_logits)
-            nll_Dgen = CE_OBJECTIVE.d_fake(gen_logits.detach()) if self.reports_nll else 0
+            nll_Dgen = self.objective.nll_d_fake(gen_logits.detach()) if self.reports_nll else 0
             self._check_finite(loss_Dgen)
             loss_Dgen.mean().mul(gain).backward()
 
@@ -145,7 +144,7 @@ class StyleGAN2Loss:
                 loss_Dreal = self.objective.d_real(real_logits)
                 training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
                 if self.reports_nll:
-                    training_stats.report('Loss/D/nll', nll_Dgen + CE_OBJECTIVE.d_real(real_logits.detach()))
+                    training_stats.report('Loss/D/nll', nll_Dgen + self.objective.nll_d_real(real_logits.detach()))
                 self._check_finite(loss_Dreal)
                 loss_Dreal_r1 = loss_Dreal_r1 + loss_Dreal.mean()
             if do_r1:

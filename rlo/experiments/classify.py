@@ -6,10 +6,10 @@
 Setup (paper section 4.3 / Table 2: ResNet-50, ViT-B, Swin-B on CIFAR-10/100, 100-200 epochs, AdamW; focal with
 gamma = 3, alpha = 0.25; RLO eq. 4 with m = k. Our choices where the paper is silent or too big for a CPU marked *):
 
-- Data: ``digits`` (default*, offline): scikit-learn's 1,797 digits from :mod:`training.embedded_data`, 32x32 grey,
+- Data: ``digits`` (default*, offline): scikit-learn's 1,797 digits from :mod:`rlo.experiments.image_data`, 32x32 grey,
   a seeded 80/20 split (data seed 0) -> 1438 train / 359 test. ``cifar10``: the local python archive
   ``cifar-10-python.tar.gz`` (50,000 train from data_batch_1..5, 10,000 test from test_batch), read with the
-  numpy-only unpickler of :mod:`training.dataset_sources`; nothing is downloaded.
+  numpy-only unpickler of :mod:`rlo.experiments.image_data`; nothing is downloaded.
 - Pixels scaled to [0, 1], then standardised per channel with the training split's mean/std*. CIFAR-10 training
   batches get a random 4-pixel-padded 32x32 crop and a horizontal flip*; digits get no augmentation (a flipped
   digit is another digit).
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 import rlo
+from rlo.experiments import image_data
 from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier
 from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
 from rlo.experiments.uci import REPO_ROOT
@@ -51,7 +52,6 @@ DEFAULT_OUT = REPO_ROOT / "docs" / "figures"
 CIFAR10_ENV = "RLO_CIFAR10"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_TEST_BATCH = "test_batch"
 DIGITS_TRAIN_FRACTION = 0.8
 EVAL_BATCH = 1000
 CROP_PADDING = 4
@@ -116,8 +116,7 @@ def load_digits_split(max_images: Optional[int] = None, seed: int = 0) -> ImageD
 
     ``max_images`` keeps the first that many of the permutation (for quick runs), split 80/20 the same way.
     """
-    from training.embedded_data import load_digits_images
-    images, labels = load_digits_images(resolution=32, num_channels=1)
+    images, labels = image_data.load_digits_images(resolution=32, num_channels=1)
     order = np.random.default_rng(seed).permutation(len(images))
     if max_images is not None:
         if max_images < 2:
@@ -145,12 +144,11 @@ def resolve_cifar10_path(cli_path: Optional[str]) -> pathlib.Path:
 
 def load_cifar10_split(path: pathlib.Path) -> ImageData:
     """CIFAR-10's official split: data_batch_1..5 train, test_batch test (uint8 NCHW, labels 0..9)."""
-    from training.dataset_sources import load_cifar10
-    train = load_cifar10(str(path))
-    test = load_cifar10(str(path), batches=(CIFAR10_TEST_BATCH,))
-    to_nchw = lambda images: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return ImageData("cifar10", to_nchw(train.images), torch.tensor(train.labels, dtype=torch.int64),
-                     to_nchw(test.images), torch.tensor(test.labels, dtype=torch.int64))
+    train_images, train_labels = image_data.read_cifar10(str(path))
+    test_images, test_labels = image_data.read_cifar10(str(path), batches=(image_data.CIFAR10_TEST_BATCH,))
+    to_nchw = lambda images: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # noqa: E731
+    return ImageData("cifar10", to_nchw(train_images), torch.from_numpy(train_labels),
+                     to_nchw(test_images), torch.from_numpy(test_labels))
 
 
 def standardiser(images: torch.Tensor) -> tuple:
@@ -431,12 +429,11 @@ def load_data(args: argparse.Namespace) -> ImageData:
 
 def main(argv: Optional[Sequence[str]] = None, progress: bool = True) -> int:
     args = parse_args(argv)
-    from training.dataset import DatasetError
     try:
         _check_args(args)
         losses = parse_losses(args.losses)
         data = load_data(args)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError) as err:  # DataFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     import matplotlib.pyplot as plt
