@@ -102,6 +102,10 @@ class TrainFlags:
     map_depth: Optional[int] = None
     mbstd_group: Optional[int] = None
     blur: float = 0.0
+    pairing: str = 'standard'
+    r2: float = 0.0
+    lecam: float = 0.0
+    diffaug_policy: Optional[str] = None
     optim_state: str = 'latest'
 
 
@@ -213,6 +217,9 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
         ('--augpipe', old.augment.pipe, opts.augment.pipe, 'the augmentation pipeline'),
         ('--target', old.augment.target, opts.augment.target, "ADA's target"),
         ('--blur', old.loss.blur_init_sigma, opts.loss.blur_init_sigma, 'the D input blur'),
+        ('--pairing', old.loss.pairing, opts.loss.pairing, 'the pairing of the adversarial loss'),
+        ('--r2', old.loss.r2_gamma, opts.loss.r2_gamma, 'the R2 weight'),
+        ('--lecam', old.loss.lecam_weight, opts.loss.lecam_weight, 'the LeCam weight'),
     ]
     for flag, before, after, what in checks:
         if before != after:
@@ -345,17 +352,21 @@ def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
 
 def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[LossOptions, str]:
     try:
-        adversarial = rlo.LossConfig(flags.loss, k=2.0 if flags.k is None else flags.k, m=flags.m)
+        default_k = LossOptions().adversarial.k  # the GAN default, k = 2 as the paper ran on FFHQ
+        adversarial = rlo.LossConfig(flags.loss, k=default_k if flags.k is None else flags.k, m=flags.m)
     except (ValueError, TypeError) as err:
         raise UserError(f'--loss={flags.loss} --k={flags.k} --m={flags.m}: {err}') from None
     if not adversarial.is_rooted and (flags.k is not None or flags.m is not None):
         raise UserError('--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9')
-    loss_opts = LossOptions(adversarial=adversarial, r1_gamma=spec.gamma,
+    loss_opts = LossOptions(adversarial=adversarial, pairing=flags.pairing, r1_gamma=spec.gamma,
+                            r2_gamma=flags.r2, lecam_weight=flags.lecam,
                             style_mixing_prob=0.9 if spec.mixing else 0.0, pl_weight=2.0 if spec.pl else 0.0)
     if flags.blur > 0:
         loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = flags.blur, spec.mb * 200 / 32
-    desc = f'-{adversarial.describe()}'
+    desc = f'-{rlo.GanObjective(adversarial, flags.pairing).describe()}'
     desc += f'-gamma{flags.gamma:g}' if flags.gamma is not None else ''
+    desc += f'-r2_{flags.r2:g}' if flags.r2 else ''
+    desc += f'-lecam{flags.lecam:g}' if flags.lecam else ''
     desc += f'-kimg{flags.kimg:g}' if flags.kimg is not None else ''
     return loss_opts, desc
 
@@ -613,6 +624,12 @@ _bool = dict(type=bool, metavar='BOOL')
 @click.option('--map-depth', help='Mapping network depth [default: per --cfg]', type=int)
 @click.option('--mbstd-group', help='Minibatch std group size [default: per --cfg]', type=int)
 @click.option('--blur', help='Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]', type=NON_NEGATIVE)
+@click.option('--pairing', help=f'Pairing of the adversarial loss: standard, or relativistic (RpGAN: the loss on '
+              f'D(real) - D(fake)) [default: {DEFAULTS.pairing}]', type=click.Choice(rlo.PAIRINGS))
+@click.option('--r2', help='R2 weight: gradient penalty on generated images, lazily with R1 (R3GAN: --r2 = --gamma) '
+              '[default: 0]', type=NON_NEGATIVE, metavar='GAMMA')
+@click.option('--lecam', help='LeCam regularisation weight (Tseng et al. 2021; their StyleGAN2 runs: 3e-7) '
+              '[default: 0]', type=NON_NEGATIVE, metavar='LAMBDA')
 @click.option('--optim-state', help='Snapshots that keep the optimizer state: the latest only (older ones shrink '
               f'to weights and counters) or all [default: {DEFAULTS.optim_state}]', type=click.Choice(OPTIMIZER_SNAPSHOTS))
 @click.option('--dry-run', help='Print training options and exit', is_flag=True)

@@ -466,3 +466,38 @@ def binary_unhinged_loss(logits: torch.Tensor, target: Target, reduction: str = 
     _check_reduction(reduction)
     z = logits.to(_compute_dtype(logits))
     return _reduce(1 - binary_sign(target, z) * z, reduction)
+
+
+def hinge_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
+               weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """Multi-class hinge loss max(0, 1 + max_{j != y} z_j - z_y) (Crammer & Singer 2001).
+
+    Our multi-class definition: the true class must beat the strongest other class by a margin of 1. With C = 2 and
+    the binary margin z = z_1 - z_0 it is exactly the binary hinge relu(1 - y z). A soft or smoothed target gives
+    the expected loss sum_j a_j * loss_j over the classes (as for unhinged; module doc).
+    """
+    def per_sample(z: torch.Tensor, targets: ClassTargets) -> torch.Tensor:
+        if z.shape[1] < 2:
+            raise ValueError(f"hinge loss needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
+        top2 = z.topk(2, dim=1).values
+        best, second = top2[:, :1], top2[:, 1:]
+        strongest_other = torch.where(z >= best, second, best)  # for the top class, the runner-up (ties: itself)
+        return targets.expect(F.relu(1 + strongest_other - z))
+
+    return class_loss(logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing)
+
+
+def binary_hinge_loss(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
+    """Binary hinge relu(1 - y z): BigGAN's and Projected GAN's discriminator loss."""
+    _check_reduction(reduction)
+    z = logits.to(_compute_dtype(logits))
+    return _reduce(F.relu(1 - binary_sign(target, z) * z), reduction)
+
+
+def binary_linear_loss(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
+    """-y z: the generator's loss of hinge GANs (BigGAN: G minimises -D(G(z)))."""
+    _check_reduction(reduction)
+    z = logits.to(_compute_dtype(logits))
+    return _reduce(-binary_sign(target, z) * z, reduction)

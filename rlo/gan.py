@@ -6,6 +6,17 @@ the nll of a binary target, so any member of the family replaces it: ``rlo`` giv
 ``m * exp(softplus(-D(x)) / k)`` etc. (eq. 4 for D and G, what the RLO authors ran on FFHQ with k = 2) and
 ``rlo-eq9`` the bounded eq. 9 form. ``nll_d_real`` / ``nll_d_fake`` / ``nll_g_fake`` give those softplus terms
 themselves, whatever the member, so logs can show the CE-equivalent loss next to the objective being optimised.
+
+The pairing is independent of the member:
+
+- ``standard``: D sees real and fake logits separately (the terms above).
+- ``relativistic`` (RpGAN; Jolicoeur-Martineau 2019, the loss of R3GAN, Huang et al. 2024): D's loss is the
+  member's binary loss that a real image beats its paired fake on the margin ``D(x_i) - D(G(z_i))``, and G's the
+  loss that the fake beats the real on ``D(G(z_i)) - D(x_i)``. With ``ce`` that is ``softplus(-(D(x) - D(G(z))))``
+  for D and ``softplus(-(D(G(z)) - D(x)))`` for G; ``rlo`` roots those softplus terms.
+
+A member may name the loss its generator minimises (hinge: ``-D(G(z))``, as in BigGAN); G then applies that form to
+its own term or margin.
 """
 from __future__ import annotations
 
@@ -17,17 +28,37 @@ from rlo import functional as RF
 from rlo.family import LossConfig, binary_loss
 
 REAL, FAKE = 1, 0  # D's binary targets; G's non-saturating loss asks D to say REAL on generated images
+PAIRINGS = ("standard", "relativistic")
 
 
 @dataclasses.dataclass(frozen=True)
 class GanObjective:
-    """Per-sample adversarial losses for D (real and fake terms) and the non-saturating G loss."""
+    """Per-sample adversarial losses for D and the non-saturating G, in either pairing."""
 
     loss: LossConfig = LossConfig(name="ce")
+    pairing: str = "standard"
 
     def __post_init__(self):
         if self.loss.member.binary is None:
             raise ValueError(f"GanObjective needs a member with a binary form, got loss={self.loss.name!r}")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got pairing={self.pairing!r}")
+
+    @property
+    def relativistic(self) -> bool:
+        return self.pairing == "relativistic"
+
+    def describe(self) -> str:
+        """Label for run names and plots: the member's label, with ``-rel`` for the relativistic pairing."""
+        return self.loss.describe() + ("-rel" if self.relativistic else "")
+
+    def _generator_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        generator = self.loss.member.generator
+        if generator is None:
+            return binary_loss(self.loss, logits, REAL, reduction="none")
+        return generator(logits, REAL, reduction="none", **self.loss.parameters())
+
+    # Standard pairing.
 
     def d_real(self, logits: torch.Tensor) -> torch.Tensor:
         """D's loss on real images: target 'real'. ``ce``: softplus(-logits)."""
@@ -39,7 +70,24 @@ class GanObjective:
 
     def g_fake(self, logits: torch.Tensor) -> torch.Tensor:
         """G's non-saturating loss on generated images: target 'real'. ``ce``: softplus(-logits)."""
-        return binary_loss(self.loss, logits, REAL, reduction="none")
+        return self._generator_loss(logits)
+
+    # Relativistic pairing: sample i of the real batch is paired with sample i of the fake batch.
+
+    @staticmethod
+    def _margin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise ValueError(f"relativistic pairing needs real and fake logits of one shape, got {tuple(a.shape)} "
+                             f"and {tuple(b.shape)}")
+        return a - b
+
+    def d_relativistic(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """D's loss that each real beats its fake: the member on D(x) - D(G(z)), target 'real'."""
+        return binary_loss(self.loss, self._margin(real_logits, fake_logits), REAL, reduction="none")
+
+    def g_relativistic(self, fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+        """G's loss that each fake beats its real: the member (or its generator form) on D(G(z)) - D(x)."""
+        return self._generator_loss(self._margin(fake_logits, real_logits))
 
     # The nll each term is a function of (what `ce` would optimise), from the same function the losses use.
 

@@ -46,6 +46,9 @@ class LossMember:
     # For members whose binary loss is a function of the nll alone: f(nll, input_dtype=..., **params) per sample,
     # so that batched callers (rlo.experiments.batched_gd) compute one nll for many models.
     from_nll: Optional[Callable] = None
+    # The binary loss a GAN generator minimises on its target 'real', when it is not `binary` itself (hinge GANs:
+    # G minimises -D(G(z)), not relu(1 - D(G(z)))). Same signature as `binary`.
+    generator: Optional[Callable] = None
 
 
 MEMBERS = (
@@ -63,6 +66,8 @@ MEMBERS = (
                from_nll=functools.partial(RF.rooted_from_nll, form="eq9")),
     # unhinged 1 - margin (van Rooyen et al. 2015); linear, so not a function of the nll
     LossMember("unhinged", RF.binary_unhinged_loss, RF.unhinged_loss),
+    # hinge relu(1 - margin) (multi-class: Crammer & Singer); in a GAN, G minimises -D(G(z)) (BigGAN)
+    LossMember("hinge", RF.binary_hinge_loss, RF.hinge_loss, generator=RF.binary_linear_loss),
 )
 
 _REGISTRY: Dict[str, LossMember] = {}

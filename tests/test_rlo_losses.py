@@ -272,7 +272,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="form"):
         rlo.RootedLoss(k=2, form="eq5")
     with pytest.raises(ValueError, match="unknown loss"):
-        rlo.get_loss("hinge")
+        rlo.get_loss("hinges")
     with pytest.raises(ValueError, match="m must"):
         rlo.LossConfig(name="rlo", k=2, m=-1)
 

@@ -31,13 +31,13 @@ def configs_of(name):
 
 def test_loss_names_are_the_registry_in_order_and_serve_as_cli_choices():
     assert rlo.LOSS_NAMES == tuple(member.name for member in registry.MEMBERS)
-    assert rlo.LOSS_NAMES == ("ce", "focal", "rlo", "rlo-eq9", "unhinged")
-    assert len(rlo.LOSS_NAMES) == 5 and rlo.LOSS_NAMES[2] == "rlo" and "rlo-eq9" in rlo.LOSS_NAMES
-    assert "hinge" not in rlo.LOSS_NAMES and ", ".join(rlo.LOSS_NAMES).startswith("ce, focal")
+    assert rlo.LOSS_NAMES == ("ce", "focal", "rlo", "rlo-eq9", "unhinged", "hinge")
+    assert len(rlo.LOSS_NAMES) == 6 and rlo.LOSS_NAMES[2] == "rlo" and "rlo-eq9" in rlo.LOSS_NAMES
+    assert "squared-hinge" not in rlo.LOSS_NAMES and ", ".join(rlo.LOSS_NAMES).startswith("ce, focal")
     choice = click.Choice(rlo.LOSS_NAMES)
     assert choice.convert("rlo", None, None) == "rlo"
     with pytest.raises(click.BadParameter):
-        choice.convert("hinge", None, None)
+        choice.convert("squared-hinge", None, None)
     assert rlo.loss_names("binary") == rlo.loss_names("multiclass") == tuple(rlo.LOSS_NAMES)
     with pytest.raises(ValueError, match="task"):
         rlo.loss_names("regression")
@@ -96,7 +96,7 @@ def test_parse_also_reads_the_aliases(label, cfg):
 
 
 @pytest.mark.parametrize("label,message", [
-    ("hinge", "unknown loss label 'hinge'"), ("RLO-k5", "unknown loss label"), ("", "unknown loss label"),
+    ("hinges", "unknown loss label 'hinges'"), ("RLO-k5", "unknown loss label"), ("", "unknown loss label"),
     ("rlo", "needs k<value>"), ("rlo-m5", "needs k<value>"), ("rlo-", "unknown part '-'"),
     ("rlo-k", "unknown part '-k'"), ("rlo-k0", "k must be a positive"), ("rlo-k5-k6", "repeated part '-k6'"),
     ("rlo-5-k6", "repeated part '-k6'"), ("ce-k3", "ce takes no parameters"), ("focal-3", "unknown part '-3'"),
@@ -155,6 +155,9 @@ def test_binary_and_classification_loss_dispatch_to_the_registered_functions():
         "rlo-eq9": (3 * (1 - (1 + torch.exp(-s * z)) ** (-1 / 3)), 3 * (1 - p ** (1 / 3))),
         "unhinged": (1 - s * z, 1 - (logits.gather(1, target[:, None]).squeeze(1)
                                      - (logits.sum(1) - logits.gather(1, target[:, None]).squeeze(1)) / 3)),
+        "hinge": (F.relu(1 - s * z),
+                  F.relu(1 + logits.scatter(1, target[:, None], -float("inf")).max(1).values
+                         - logits.gather(1, target[:, None]).squeeze(1))),
     }
     assert set(expected) == set(rlo.LOSS_NAMES)
     for name, (binary, multiclass) in expected.items():
@@ -231,7 +234,7 @@ def test_a_member_without_a_binary_form_is_refused_by_binary_losses():
     member = rlo.register_loss(rlo.LossMember("multiclass-only", multiclass=RF.cross_entropy))
     try:
         cfg = rlo.LossConfig("multiclass-only")
-        assert rlo.loss_names("binary") == ("ce", "focal", "rlo", "rlo-eq9", "unhinged")
+        assert rlo.loss_names("binary") == ("ce", "focal", "rlo", "rlo-eq9", "unhinged", "hinge")
         assert "multiclass-only" in rlo.loss_names("multiclass")
         with pytest.raises(ValueError, match="no binary form; choose one of ce, focal"):
             rlo.binary_loss(cfg, torch.randn(3), 1)

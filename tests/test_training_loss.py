@@ -258,3 +258,130 @@ def test_ce_runs_do_not_log_a_duplicate_nll():
     run_phase(loss, G, 'Gmain', real, c, z)
     collector.update()
     assert 'Loss/G/loss' in collector.names() and 'Loss/G/nll' not in collector.names()
+
+
+# Every loss x pairing against its hand-written D and G losses: (D(real), D(fake)) -> D loss, and
+# (D(fake), D(real)) -> G loss, both per-sample means.
+def softplus_ce(z):
+    return F.softplus(-z)  # -log sigmoid(z): the nll of target 'real'
+
+
+PAIRED = {
+    ('ce', 'standard'): (rlo.LossConfig('ce'),
+                         lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+                         lambda f, r: F.softplus(-f).mean()),
+    ('hinge', 'standard'): (rlo.LossConfig('hinge'),  # BigGAN / Projected GAN
+                            lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+                            lambda f, r: (-f).mean()),
+    ('ce', 'relativistic'): (rlo.LossConfig('ce'),  # RpGAN as in R3GAN
+                             lambda r, f: F.softplus(-(r - f)).mean(),
+                             lambda f, r: F.softplus(-(f - r)).mean()),
+    ('rlo-k2', 'relativistic'): (rlo.LossConfig('rlo', k=2),  # rooted relativistic: 2 (1 + e^-(margin))^(1/2)
+                                 lambda r, f: rooted_eq4(r - f, 1.0, 2.0, 2.0).mean(),
+                                 lambda f, r: rooted_eq4(f - r, 1.0, 2.0, 2.0).mean()),
+    ('rlo-eq9-k3', 'relativistic'): (rlo.LossConfig('rlo-eq9', k=3),
+                                     lambda r, f: (3 * (1 - (1 + torch.exp(-(r - f))) ** (-1 / 3))).mean(),
+                                     lambda f, r: (3 * (1 - (1 + torch.exp(-(f - r))) ** (-1 / 3))).mean()),
+    ('hinge', 'relativistic'): (rlo.LossConfig('hinge'),
+                                lambda r, f: F.relu(1 - (r - f)).mean(),
+                                lambda f, r: (-(f - r)).mean()),
+}
+
+
+@pytest.mark.parametrize('key', list(PAIRED), ids=['-'.join(k) for k in PAIRED])
+def test_each_loss_and_pairing_gives_the_hand_written_d_and_g_gradients(key):
+    adversarial, d_formula, g_formula = PAIRED[key]
+    G, D = tiny_networks()
+    real, c, z = batch()
+    opts = LossOptions(adversarial=adversarial, pairing=key[1], style_mixing_prob=0, r1_gamma=1.0)
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, opts)
+    fake = G(z, c).detach()
+    got_D = run_phase(loss, D, 'Dmain', real, c, z)
+    assert_grads_close(got_D, oracle_grads(D, lambda: d_formula(D(real, c), D(fake, c))))
+    got_G = run_phase(loss, G, 'Gmain', real, c, z, gain=2.0)
+    assert_grads_close(got_G, oracle_grads(G, lambda: 2.0 * g_formula(D(G(z, c), c), D(real, c).detach())))
+    # the logged D loss is the hand-written value
+    training_stats.reset()
+    collector = training_stats.Collector(regex='Loss/D/loss')
+    run_phase(loss, D, 'Dmain', real, c, z)
+    collector.update()
+    with torch.no_grad():
+        want = d_formula(D(real, c), D(fake, c))
+    if key[1] == 'relativistic':
+        assert collector.mean('Loss/D/loss') == pytest.approx(float(want), rel=1e-5)
+
+
+def test_r2_gradients_equal_gamma_half_squared_gradient_norm_on_fakes_with_lazy_gain():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    gamma, gain = 0.3, 16.0
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=0, r2_gamma=gamma, style_mixing_prob=0))
+    got = run_phase(loss, D, 'Dreg', real, c, z, gain=gain)
+    fake = G(z, c).detach()
+
+    def r2():
+        x = fake.clone().requires_grad_(True)
+        g, = torch.autograd.grad(D(x, c).sum(), x, create_graph=True)
+        return gain * (gamma / 2) * g.square().sum([1, 2, 3]).mean()
+    assert_grads_close(got, oracle_grads(D, r2))
+    assert all(p.grad is None for p in G.parameters())
+
+
+def test_r1_plus_r2_is_the_sum_of_both_penalties():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    both = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=0.5, r2_gamma=0.5, style_mixing_prob=0))
+    r1 = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=0.5, style_mixing_prob=0))
+    r2 = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=0, r2_gamma=0.5, style_mixing_prob=0))
+    got = run_phase(both, D, 'Dreg', real, c, z)
+    add = lambda a, b: b if a is None else a if b is None else a + b  # noqa: E731
+    want = [add(a, b) for a, b in zip(run_phase(r1, D, 'Dreg', real, c, z), run_phase(r2, D, 'Dreg', real, c, z))]
+    assert_grads_close(got, want)
+
+
+def lecam_oracle(real_logits, fake_logits, history, decay=0.99):
+    """The authors' form: zero-debiased EMAs of the batch means (this batch included), one-sided squares."""
+    history = history + [(float(real_logits.detach().mean()), float(fake_logits.detach().mean()))]
+    t = len(history)
+    biased = [0.0, 0.0]
+    for r, f in history:
+        biased = [decay * biased[0] + (1 - decay) * r, decay * biased[1] + (1 - decay) * f]
+    a_real, a_fake = biased[0] / (1 - decay ** t), biased[1] / (1 - decay ** t)
+    value = F.relu(real_logits - a_fake).square().mean() + F.relu(a_real - fake_logits).square().mean()
+    return value, history
+
+
+def test_lecam_value_and_gradients_equal_the_authors_form_over_several_steps():
+    G, D = tiny_networks()
+    weight = 0.25
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(lecam_weight=weight, style_mixing_prob=0, r1_gamma=0))
+    history = []
+    for step in range(3):
+        real, c, z = batch(seed=10 + step)
+        fake = G(z, c).detach()
+        with torch.no_grad():
+            _, history_after = lecam_oracle(D(real, c), D(fake, c), history)
+        got = run_phase(loss, D, 'Dmain', real, c, z)
+        want = oracle_grads(D, lambda: F.softplus(-D(real, c)).mean() + F.softplus(D(fake, c)).mean()
+                            + weight * lecam_oracle(D(real, c), D(fake, c), history)[0])
+        assert_grads_close(got, want)
+        history = history_after
+    a_real, a_fake = loss.lecam.anchors().tolist()
+    assert a_real == pytest.approx(sum(0.99 ** (2 - i) * 0.01 * r for i, (r, _) in enumerate(history))
+                                   / (1 - 0.99 ** 3), rel=1e-9)
+    assert a_fake != a_real
+
+
+def test_lecam_anchors_round_trip_through_the_loss_state():
+    G, D = tiny_networks()
+    real, c, z = batch()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(lecam_weight=1.0, style_mixing_prob=0))
+    run_phase(loss, D, 'Dmain', real, c, z)
+    state = loss.state_dict()
+    fresh = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(lecam_weight=1.0, style_mixing_prob=0))
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.lecam.anchors(), loss.lecam.anchors()) and float(fresh.lecam.steps) == 1
+    a = run_phase(loss, D, 'Dmain', real, c, z)
+    b = run_phase(fresh, D, 'Dmain', real, c, z)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)

@@ -1,17 +1,19 @@
 """The StyleGAN2 loss with a pluggable adversarial objective from the rlo family.
 
 Phases as in StyleGAN2-ADA: Gmain (non-saturating G loss), Greg (lazy path-length regularisation), Dmain (D loss
-on fakes and reals), Dreg (lazy R1), or Gboth/Dboth when regularisation is not lazy. The adversarial terms are
-`rlo.GanObjective`'s per-sample losses: `ce` is StyleGAN2's softplus logistic loss; `rlo` is eq. 4 of the RLO paper
-for D and G, `rlo-eq9` its bounded eq. 9 form. Everything else (R1, path length, style mixing, blur, augmentation)
-is unchanged, so `--loss` is the only difference between runs.
+on fakes and reals, plus LeCam), Dreg (lazy R1 and R2), or Gboth/Dboth when regularisation is not lazy. The
+adversarial terms are `rlo.GanObjective`'s per-sample losses: `ce` is StyleGAN2's softplus logistic loss; `rlo` is
+eq. 4 of the RLO paper for D and G, `rlo-eq9` its bounded eq. 9 form, `hinge` BigGAN's; the pairing (standard or
+relativistic) is independent of the member. Everything else (R1, path length, style mixing, blur, augmentation) is
+unchanged, so each switch is the only difference between two runs.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import rlo
 from torch_utils import training_stats
@@ -19,6 +21,46 @@ from torch_utils.ops import conv2d_gradfix, upfirdn2d
 from training.options import LossOptions
 
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
+
+
+class LeCamAnchors:
+    """LeCam regularisation (Tseng et al., "Regularizing Generative Adversarial Networks under Limited Data",
+    CVPR 2021) in the form of the authors' StyleGAN2 code (google/lecam-gan, stylegan2/lecam_loss.py):
+
+        R_LC = mean(relu(D(x) - a_F)^2) + mean(relu(a_R - D(G(z)))^2),
+
+    with a_R and a_F the exponential moving averages (decay 0.99, zero-debiased, updated with the current batch
+    before use) of D's mean output on reals and on fakes. The paper writes the squares without the relu; the
+    authors' code, which produced their results, penalises only outputs beyond the other side's anchor, i.e. a
+    D that is more confident than the history of its outputs warrants. Their StyleGAN2 FFHQ-1k run used
+    lambda = 3e-7. The anchors are part of the resume state; each process keeps its own.
+    """
+
+    def __init__(self, decay: float, device: torch.device):
+        self.decay = float(decay)
+        self.biased = torch.zeros([2], dtype=torch.float64, device=device)  # [real, fake], not yet debiased
+        self.steps = torch.zeros([], dtype=torch.float64, device=device)
+
+    def anchors(self) -> torch.Tensor:
+        """[a_R, a_F] (zeros before the first update)."""
+        return self.biased / (1 - self.decay ** self.steps).clamp_min(1e-300)
+
+    def __call__(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        means = torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()]).to(self.biased.dtype)
+        self.biased.mul_(self.decay).add_(means, alpha=1 - self.decay)
+        self.steps += 1
+        anchor_real, anchor_fake = self.anchors().to(real_logits.dtype)
+        penalty = (F.relu(real_logits - anchor_fake).square().mean()
+                   + F.relu(anchor_real - fake_logits).square().mean())
+        training_stats.report('Loss/lecam_penalty', penalty)
+        return penalty
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(biased=self.biased.detach().cpu(), steps=self.steps.detach().cpu())
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.biased.copy_(state['biased'])
+        self.steps.copy_(state['steps'])
 
 
 class StyleGAN2Loss:
@@ -37,8 +79,10 @@ class StyleGAN2Loss:
         self.G = G
         self.D = D
         self.opts = opts
-        self.objective = rlo.GanObjective(opts.adversarial)
+        self.objective = rlo.GanObjective(opts.adversarial, opts.pairing)
         self.reports_nll = opts.adversarial.name != 'ce'
+        self.lecam = LeCamAnchors(opts.lecam_decay, device) if opts.lecam_weight > 0 else None
+        self.joint_d_terms = self.objective.relativistic or self.lecam is not None  # D's terms need both logits
         self.augment_pipe = augment_pipe
         self.observe_real_logits = observe_real_logits
         self.pl_mean = torch.zeros([], device=device)       # running mean path length (part of the resume state)
@@ -79,7 +123,7 @@ class StyleGAN2Loss:
             raise ValueError(f'unknown loss phase {phase!r}; expected one of {PHASES}')
         if self.opts.pl_weight == 0:
             phase = {'Greg': 'none', 'Gboth': 'Gmain'}.get(phase, phase)
-        if self.opts.r1_gamma == 0:
+        if self.opts.r1_gamma == 0 and self.opts.r2_gamma == 0:
             phase = {'Dreg': 'none', 'Dboth': 'Dmain'}.get(phase, phase)
         blur_sigma = 0.0
         if self.opts.blur_init_sigma > 0:
@@ -92,7 +136,12 @@ class StyleGAN2Loss:
             gen_logits = self.run_D(gen_img, gen_c, blur_sigma=blur_sigma)
             training_stats.report('Loss/scores/fake', gen_logits)
             training_stats.report('Loss/signs/fake', gen_logits.sign())
-            loss_Gmain = self.objective.g_fake(gen_logits)
+            if self.objective.relativistic:  # D's view of the paired reals; they do not depend on G
+                with torch.no_grad():
+                    real_logits = self.run_D(real_img.detach(), real_c, blur_sigma=blur_sigma)
+                loss_Gmain = self.objective.g_relativistic(gen_logits, real_logits)
+            else:
+                loss_Gmain = self.objective.g_fake(gen_logits)
             training_stats.report('Loss/G/loss', loss_Gmain)
             if self.reports_nll:
                 training_stats.report('Loss/G/nll', self.objective.nll_g_fake(gen_logits.detach()))
@@ -117,21 +166,26 @@ class StyleGAN2Loss:
             self._check_finite(loss_Gpl)
             loss_Gpl.mean().mul(gain).backward()
 
-        # Dmain: make D call the fakes fake (G frozen; its w_avg tracks the latents here, as in StyleGAN3).
-        loss_Dgen = 0
-        if phase in ('Dmain', 'Dboth'):
+        # Dmain: make D call the fakes fake (G frozen; its w_avg tracks the latents here, as in StyleGAN3). Without
+        # pairing or LeCam the fake term is back-propagated on its own, as in StyleGAN2-ADA (less memory).
+        do_main = phase in ('Dmain', 'Dboth')
+        loss_Dgen, nll_Dgen, gen_logits = 0, 0, None
+        if do_main:
             gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
             gen_logits = self.run_D(gen_img, gen_c, blur_sigma=blur_sigma)
             training_stats.report('Loss/scores/fake', gen_logits)
             training_stats.report('Loss/signs/fake', gen_logits.sign())
-            loss_Dgen = self.objective.d_fake(gen_logits)
-            nll_Dgen = self.objective.nll_d_fake(gen_logits.detach()) if self.reports_nll else 0
-            self._check_finite(loss_Dgen)
-            loss_Dgen.mean().mul(gain).backward()
+            if self.reports_nll:
+                nll_Dgen = self.objective.nll_d_fake(gen_logits.detach())
+            if not self.objective.relativistic:
+                loss_Dgen = self.objective.d_fake(gen_logits)
+                self._check_finite(loss_Dgen)
+            if not self.joint_d_terms:
+                loss_Dgen.mean().mul(gain).backward()
 
-        # Dmain: make D call the reals real. Dreg: R1 penalty on the reals.
-        if phase in ('Dmain', 'Dreg', 'Dboth'):
-            do_main, do_r1 = phase != 'Dreg', phase != 'Dmain'
+        # Dmain: make D call the reals real (or beat their paired fakes). Dreg: R1 penalty on the reals.
+        do_r1 = phase in ('Dreg', 'Dboth') and self.opts.r1_gamma > 0
+        if do_main or do_r1:
             real_img_tmp = real_img.detach().requires_grad_(do_r1)
             real_logits = self.run_D(real_img_tmp, real_c, blur_sigma=blur_sigma)
             training_stats.report('Loss/scores/real', real_logits)
@@ -141,20 +195,55 @@ class StyleGAN2Loss:
 
             loss_Dreal_r1 = torch.zeros([], device=real_logits.device)
             if do_main:
-                loss_Dreal = self.objective.d_real(real_logits)
-                training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                if self.objective.relativistic:
+                    loss_Dadv = self.objective.d_relativistic(real_logits, gen_logits)
+                    training_stats.report('Loss/D/loss', loss_Dadv)
+                else:
+                    loss_Dadv = self.objective.d_real(real_logits)
+                    training_stats.report('Loss/D/loss', loss_Dgen + loss_Dadv)
+                    if self.joint_d_terms:
+                        loss_Dadv = loss_Dadv + loss_Dgen
                 if self.reports_nll:
                     training_stats.report('Loss/D/nll', nll_Dgen + self.objective.nll_d_real(real_logits.detach()))
-                self._check_finite(loss_Dreal)
-                loss_Dreal_r1 = loss_Dreal_r1 + loss_Dreal.mean()
+                self._check_finite(loss_Dadv)
+                loss_Dreal_r1 = loss_Dreal_r1 + loss_Dadv.mean()
+                if self.lecam is not None:
+                    loss_lecam = self.lecam(real_logits, gen_logits) * self.opts.lecam_weight
+                    self._check_finite(loss_lecam)
+                    loss_Dreal_r1 = loss_Dreal_r1 + loss_lecam
             if do_r1:
-                with conv2d_gradfix.no_weight_gradients():
-                    r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp],
-                                                   create_graph=True, only_inputs=True)[0]
-                r1_penalty = r1_grads.square().sum([1, 2, 3])
-                loss_Dr1 = r1_penalty * (self.opts.r1_gamma / 2)
-                training_stats.report('Loss/r1_penalty', r1_penalty)
+                loss_Dr1 = self.gradient_penalty(real_logits, real_img_tmp, 'r1') * (self.opts.r1_gamma / 2)
                 training_stats.report('Loss/D/reg', loss_Dr1)
                 self._check_finite(loss_Dr1)
                 loss_Dreal_r1 = loss_Dreal_r1 + loss_Dr1.mean()
             loss_Dreal_r1.mul(gain).backward()
+
+        # Dreg: R2 penalty on the fakes (R3GAN's gamma/2 * (R1 + R2) is --gamma=G --r2=G).
+        if phase in ('Dreg', 'Dboth') and self.opts.r2_gamma > 0:
+            with torch.no_grad():
+                gen_img, _ = self.run_G(gen_z, gen_c)
+            gen_img_tmp = gen_img.detach().requires_grad_(True)
+            gen_logits = self.run_D(gen_img_tmp, gen_c, blur_sigma=blur_sigma)
+            loss_Dr2 = self.gradient_penalty(gen_logits, gen_img_tmp, 'r2') * (self.opts.r2_gamma / 2)
+            training_stats.report('Loss/D/reg', loss_Dr2)
+            self._check_finite(loss_Dr2)
+            loss_Dr2.mean().mul(gain).backward()
+
+    def gradient_penalty(self, logits: torch.Tensor, images: torch.Tensor, name: str) -> torch.Tensor:
+        """||d sum(logits) / d images||^2 per sample (R1 on reals, R2 on fakes), reported as Loss/<name>_penalty."""
+        with conv2d_gradfix.no_weight_gradients():
+            grads = torch.autograd.grad(outputs=[logits.sum()], inputs=[images], create_graph=True,
+                                        only_inputs=True)[0]
+        penalty = grads.square().sum([1, 2, 3])
+        training_stats.report(f'Loss/{name}_penalty', penalty)
+        return penalty
+
+    def state_dict(self) -> dict[str, Any]:
+        """Running statistics a resumed run needs: the path-length mean and LeCam's anchors."""
+        return dict(pl_mean=self.pl_mean.detach().cpu(),
+                    lecam=self.lecam.state_dict() if self.lecam is not None else None)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pl_mean.copy_(state['pl_mean'])
+        if self.lecam is not None and state.get('lecam') is not None:
+            self.lecam.load_state_dict(state['lecam'])

@@ -138,7 +138,11 @@ class LossOptions:
     """training.loss.StyleGAN2Loss settings; `adversarial` picks the D/G loss from the rlo family."""
 
     adversarial: rlo.LossConfig = rlo.LossConfig(name='ce', k=2.0)
+    pairing: str = 'standard'             # rlo.PAIRINGS: D sees real and fake separately, or their paired margin
     r1_gamma: float = 10.0
+    r2_gamma: float = 0.0                 # R2: the same penalty on generated images, lazily with R1
+    lecam_weight: float = 0.0             # LeCam regularisation weight (0: off)
+    lecam_decay: float = 0.99             # decay of LeCam's anchors (the authors' value)
     style_mixing_prob: float = 0.9
     pl_weight: float = 2.0
     pl_batch_shrink: int = 2

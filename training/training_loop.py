@@ -112,7 +112,8 @@ def gather_resume_state(opts: TrainingOptions, phases: list[Phase], loss: StyleG
         pending = torch.tensor(ada_state['stats'], dtype=torch.float64, device=loss.device)
         ada_state['stats'] = distributed.all_reduce_sum(pending).tolist()  # restored on rank 0 only
     return dict(version=RESUME_STATE_VERSION, cur_nimg=cur_nimg, cur_tick=next_tick, batch_idx=batch_idx,
-                G_opt=G_opt.state_dict(), D_opt=D_opt.state_dict(), pl_mean=loss.pl_mean.detach().cpu(),
+                G_opt=G_opt.state_dict(), D_opt=D_opt.state_dict(),
+                loss_state=distributed.all_gather_object(loss.state_dict()),  # per process, like the RNGs
                 ada=ada_state, latent_gen=latent_gen.get_state(),
                 rng=distributed.all_gather_object(checkpoint.capture_rng_state()),
                 num_gpus=opts.num_gpus, batch_size=opts.batch_size, random_seed=opts.random_seed,
@@ -137,7 +138,11 @@ def apply_resume_state(state: dict[str, Any], opts: TrainingOptions, ctx: DistCo
     else:
         warnings.append('the snapshot holds no optimizer state (only the latest snapshot of a run keeps it; see '
                         '--optim-state): Adam restarts from zero moments, so the run continues but not bit-exactly')
-    loss.pl_mean.copy_(state['pl_mean'])
+    if 'loss_state' in state:  # per process; a run on another process count takes rank 0's
+        per_rank = state['loss_state']
+        loss.load_state_dict(per_rank[ctx.rank] if len(per_rank) == ctx.world_size else per_rank[0])
+    else:  # snapshots written before the loss had more state than the path-length mean
+        loss.pl_mean.copy_(state['pl_mean'])
     if ada is not None and state['ada'] is not None:
         ada_state = dict(state['ada'])
         if not ctx.is_main:
