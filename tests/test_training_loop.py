@@ -195,3 +195,28 @@ def test_metrics_are_evaluated_at_snapshots_and_logged(tmp_path):
     assert 0 <= result['results']['cls100_confident'] <= 1
     stats = read_stats(opts.run_dir)
     assert stats[-1]['Metrics/cls100_confident']['mean'] == pytest.approx(result['results']['cls100_confident'])
+
+
+@pytest.mark.parametrize('loss_opts', [
+    LossOptions(adversarial=rlo.LossConfig('rlo', k=2), pairing='relativistic', r1_gamma=0.1, r2_gamma=0.1,
+                lecam_weight=0.01),
+    LossOptions(adversarial=rlo.LossConfig('hinge'), r1_gamma=0.1, lecam_weight=0.01),
+], ids=['rlo-rel-r2-lecam', 'hinge-lecam'])
+def test_resume_with_the_new_switches_continues_exactly(tmp_path, loss_opts):
+    straight = tiny_options(tmp_path / 'straight', loss=loss_opts, D_reg_interval=2)
+    training_loop(straight)
+    first = tiny_options(tmp_path / 'first', loss=loss_opts, D_reg_interval=2, total_kimg=0.024)
+    snapshot = training_loop(first)['last_snapshot']
+    state = checkpoint.load_network(snapshot)['resume_state']['loss_state'][0]
+    assert float(state['lecam']['steps']) == 3  # one anchor update per D step so far
+    resumed = tiny_options(tmp_path / 'resumed', loss=loss_opts, D_reg_interval=2, resume=snapshot)
+    training_loop(resumed)
+    want = {s['Progress/tick']['mean']: loss_stats(s) for s in read_stats(straight.run_dir)}
+    got = read_stats(resumed.run_dir)
+    assert loss_stats(got[0]) == want[2]
+    assert 'Loss/lecam_penalty' in got[0] and ('Loss/r2_penalty' in got[0]) == (loss_opts.r2_gamma > 0)
+    a = checkpoint.load_network(os.path.join(straight.run_dir, 'network-snapshot-000000-040.pt'))
+    b = checkpoint.load_network(os.path.join(resumed.run_dir, 'network-snapshot-000000-040.pt'))
+    for name in ['G', 'D', 'G_ema']:
+        for (key, x), (_, y) in zip(a[name].state_dict().items(), b[name].state_dict().items()):
+            assert torch.equal(x, y), f'{name}.{key}'
