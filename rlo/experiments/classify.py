@@ -43,12 +43,10 @@ import torch
 import rlo
 from rlo.experiments import image_data
 from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
-from rlo.experiments.uci import REPO_ROOT
+from rlo.experiments.outputs import DEFAULT_OUT, save_figure_atomic, write_text_atomic
 
 DATA_NAMES = ("digits", "cifar10")
 DEFAULT_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"
-DEFAULT_OUT = REPO_ROOT / "docs" / "figures"
 CIFAR10_ENV = "RLO_CIFAR10"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -404,7 +402,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     parser.add_argument("--seeds", type=int, default=5, help="init/batch-order seeds 0..S-1 per loss (default 5)")
     parser.add_argument("--max-images", type=int, default=None, help="digits only: use this many images (quick runs)")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: ./rlo-results)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda when available, else cpu)")
     return parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1).
 
-    python -m rlo.experiments.logreg [--data-dir DIR] [--out docs/figures] [--datasets wine ionosphere ...]
+    python -m rlo.experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine ionosphere ...]
 
 Protocol (paper section 4.2, our choices where the paper is silent marked *):
 
@@ -35,11 +35,11 @@ import torch
 import rlo
 from rlo.experiments import crossval, uci
 from rlo.experiments.batched_gd import GDHistory, batched_gd
+from rlo.experiments.outputs import DEFAULT_OUT
 
 METHODS = ("LR", "LR-L2", "RLO", "RLO-L2")
 DISPLAY_NAMES = {"wine": "Wine", "ionosphere": "Ionosphere", "madelon": "Madelon", "spectf": "Specheart"}
 PAPER_ORDER = ("wine", "ionosphere", "madelon", "spectf")
-DEFAULT_OUT = uci.REPO_ROOT / "docs" / "figures"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +147,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     defaults = LogRegConfig()
     parser = argparse.ArgumentParser(prog="python -m rlo.experiments.logreg", description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=pathlib.Path, default=None,
-                        help=f"folder with the UCI files (default: ${uci.DATA_DIR_ENV} or ../shared/data/uci)")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
+                        help=f"the only folder searched for the UCI files (default: search ${uci.DATA_DIR_ENV}, "
+                             f"${uci.SHARED_DIR_ENV}/data/uci, then {uci.SHARED_FALLBACK} from the current directory)")
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: ./rlo-results)")
     parser.add_argument("--datasets", nargs="+", default=list(PAPER_ORDER), metavar="NAME",
                         help=f"subset of {', '.join(PAPER_ORDER)} (default: all)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="GD iterations (default: 200)")

@@ -1,4 +1,5 @@
-"""Atomic writes for experiment outputs: a reader never sees a half-written table or figure."""
+"""Where experiment outputs go by default, and atomic writes for them: a reader never sees a half-written table or
+figure."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,10 @@ import uuid
 from typing import Union
 
 PathLike = Union[str, os.PathLike]
+
+# The experiments' default --out: relative, so it resolves against the current directory when a CLI writes (never
+# against where the package is installed). The committed figures are written with --out=docs/figures.
+DEFAULT_OUT = pathlib.Path("rlo-results")
 
 
 def _temporary_beside(path: pathlib.Path) -> pathlib.Path:

@@ -1,6 +1,6 @@
 """Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (the paper's Figures 2/3, section 4.3).
 
-    python -m rlo.experiments.spiral [--out docs/figures] [--seeds 5]
+    python -m rlo.experiments.spiral [--out rlo-results] [--seeds 5]
 
 Setup (paper: hidden 100, lr 0.01, k = 3, 1000/100/50 iterations for 2/3/4 layers; our choices marked *):
 
@@ -33,15 +33,13 @@ import torch
 from torch import nn
 
 import rlo
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
-from rlo.experiments.uci import REPO_ROOT
+from rlo.experiments.outputs import DEFAULT_OUT, save_figure_atomic, write_text_atomic
 
 TURNS = 1.5
 NOISE = 0.05
 NUM_SAMPLES = 1500
 TRAIN_FRACTION = 0.7
 PAPER_ITERATIONS = {2: 1000, 3: 100, 4: 50}
-DEFAULT_OUT = REPO_ROOT / "docs" / "figures"
 FIGURE_NAME, TABLE_NAME, CSV_NAME = "spiral_boundaries.png", "spiral_results.md", "spiral_results.csv"
 LOSSES = (rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=3.0))
 
@@ -200,7 +198,7 @@ def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rlo.experiments.spiral", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: ./rlo-results)")
     parser.add_argument("--seeds", type=int, default=5, help="init seeds per (loss, depth) for the table (default 5)")
     parser.add_argument("--iterations", type=int, nargs=3, default=list(PAPER_ITERATIONS.values()),
                         metavar=("IT2", "IT3", "IT4"), help="iterations of the 2/3/4-layer FCNs (default 1000 100 50)")
