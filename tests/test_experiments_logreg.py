@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rlo
-from rlo.experiments import crossval, logreg
+from rlo.experiments import crossval, logreg, logreg_grid
 from rlo.experiments.batched_gd import BatchedFamilyLoss, batched_gd
 
 
@@ -95,8 +95,8 @@ def test_standardisation_uses_only_the_training_folds():
 
 
 def test_model_grid_holds_every_method_and_k():
-    cfg = logreg.LogRegConfig(k_values=(3.0, 5.0), l2=0.5)
-    grid = logreg.model_grid(cfg)
+    cfg = logreg_grid.LogRegConfig(k_values=(3.0, 5.0), l2=0.5)
+    grid = logreg_grid.model_grid(cfg)
     assert [(s.method, s.k, s.l2) for s in grid] == [
         ("LR", None, 0.0), ("LR-L2", None, 0.5), ("RLO", 3.0, 0.0), ("RLO", 5.0, 0.0),
         ("RLO-L2", 3.0, 0.5), ("RLO-L2", 5.0, 0.5)]

@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 import rlo
 from rlo.experiments import image_data
@@ -243,7 +245,6 @@ def train_classifier(data: ImageData, loss_cfg: rlo.LossConfig, settings: TrainS
     acc, test_ce = evaluate(net, x_test, y_test)
     records = [EpochRecord(0, float("nan"), float("nan"), acc, test_ce, 0.0, 0.0)]
     ce_cfg = rlo.LossConfig("ce")
-    from tqdm import tqdm
     bar = tqdm(range(1, settings.epochs + 1), desc=f"{loss_label(loss_cfg)} seed {seed}", unit="epoch",
                disable=None if progress else True, leave=False, file=sys.stderr)
     wall = 0.0
@@ -358,14 +359,11 @@ def epochs_csv(runs: Sequence[RunHistory]) -> str:
     return buffer.getvalue()
 
 
-def curves_figure(runs: Sequence[RunHistory], title: str):
+def curves_figure(runs: Sequence[RunHistory], title: str) -> Figure:
     """Three panels, one line per loss (mean over seeds, band = min..max): test accuracy vs epoch, test accuracy
     vs cumulative training wall time, training CE vs epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    figure = Figure(figsize=(16, 4.6))
+    axes = figure.subplots(1, 3)
     for cfg, group in _by_loss(runs).items():
         epochs = np.array([r.epoch for r in group[0].epochs])
         acc = 100 * np.array([[r.test_acc for r in run.epochs] for run in group])
@@ -382,7 +380,8 @@ def curves_figure(runs: Sequence[RunHistory], title: str):
     axes[2].set(xlabel="epoch", ylabel="train CE (running mean)", yscale="log", title="training cross-entropy")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # the CE panel is empty after --epochs=0
+            ax.legend(fontsize=8)
     figure.suptitle(title)
     return figure
 
@@ -434,8 +433,6 @@ def main(argv: Optional[Sequence[str]] = None, progress: bool = True) -> int:
     except (ValueError, FileNotFoundError) as err:  # DataFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    import matplotlib.pyplot as plt
-
     settings = TrainSettings(args.model, args.epochs, args.batch, args.lr, args.weight_decay,
                              augment=args.data == "cifar10")
     start = time.perf_counter()
@@ -459,7 +456,6 @@ def main(argv: Optional[Sequence[str]] = None, progress: bool = True) -> int:
              write_text_atomic(args.out / f"{stem}.csv", results_csv(runs)),
              write_text_atomic(args.out / f"{stem}_epochs.csv", epochs_csv(runs)),
              save_figure_atomic(figure, args.out / f"{stem}.png")]
-    plt.close(figure)
     print(table)
     print(f"whole run {seconds:.1f} s")
     for path in paths:

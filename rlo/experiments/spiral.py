@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 import rlo
@@ -164,12 +165,8 @@ def results_csv(runs: Sequence[SpiralRun]) -> str:
     return buffer.getvalue()
 
 
-def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int = 300):
+def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int = 300) -> Figure:
     """Rows: losses; columns: depths. Colour = p(class 1), white line = p = 0.5, dots = all data points."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     depths = sorted({run.num_layers for run in runs})
     losses = list(dict.fromkeys(run.loss for run in runs))
     x_all = torch.cat([data.x_train, data.x_test]).numpy()
@@ -178,8 +175,8 @@ def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int
     axis = torch.linspace(float(low), float(high), resolution)
     grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
     points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
-    figure, axes = plt.subplots(len(losses), len(depths), figsize=(4.3 * len(depths), 4.1 * len(losses)),
-                                squeeze=False)
+    figure = Figure(figsize=(4.3 * len(depths), 4.1 * len(losses)))
+    axes = figure.subplots(len(losses), len(depths), squeeze=False)
     image = None
     for run in runs:
         row, column = losses.index(run.loss), depths.index(run.num_layers)
@@ -212,8 +209,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: need --seeds >= 1 and --iterations >= 0, got {args.seeds} and {args.iterations}",
               file=sys.stderr)
         return 2
-    import matplotlib.pyplot as plt
-
     start = time.perf_counter()
     data = split_spiral(*make_spiral())
     runs = run_all(data, dict(zip(PAPER_ITERATIONS, args.iterations)), args.seeds, args.device)
@@ -224,11 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
               f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
               f"({torch.get_num_threads()} torch threads).\n\n")
-    figure = boundary_figure(runs, data)
     paths = [write_text_atomic(args.out / TABLE_NAME, header + table + "\n"),
              write_text_atomic(args.out / CSV_NAME, results_csv(runs)),
-             save_figure_atomic(figure, args.out / FIGURE_NAME)]
-    plt.close(figure)
+             save_figure_atomic(boundary_figure(runs, data), args.out / FIGURE_NAME)]
     print(table)
     print(f"training time {seconds:.1f} s")
     for path in paths:
