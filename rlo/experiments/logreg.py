@@ -1,59 +1,73 @@
 """Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1): the command line.
 
-    python -m rlo.experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine ionosphere ...]
+    python -m rlo.experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine,ionosphere,madelon,spectf]
 
 The protocol and the batched grid are :mod:`rlo.experiments.logreg_grid`, the tables and the figure
 :mod:`rlo.experiments.logreg_report`, and where the UCI files are looked for :mod:`rlo.experiments.uci`.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
-import sys
 import time
-from typing import Optional, Sequence
+from typing import List, Optional
+
+import click
 
 from rlo.experiments import logreg_report, uci
 from rlo.experiments.logreg_grid import PAPER_ORDER, LogRegConfig, run_grid
 from rlo.experiments.logreg_grid import model_grid, run_dataset  # noqa: F401  (benchmarks/bench_logreg.py uses them)
-from rlo.experiments.outputs import DEFAULT_OUT
+from rlo.experiments.outputs import out_option
+
+DEFAULTS = LogRegConfig()
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    defaults = LogRegConfig()
-    parser = argparse.ArgumentParser(prog="python -m rlo.experiments.logreg", description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=None,
-                        help=f"the only folder searched for the UCI files (default: search ${uci.DATA_DIR_ENV}, "
-                             f"${uci.SHARED_DIR_ENV}/data/uci, then {uci.SHARED_FALLBACK} from the current directory)")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: ./rlo-results)")
-    parser.add_argument("--datasets", nargs="+", default=list(PAPER_ORDER), metavar="NAME",
-                        help=f"subset of {', '.join(PAPER_ORDER)} (default: all)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="GD iterations (default: 200)")
-    parser.add_argument("--spectf-steps", type=int, default=defaults.spectf_steps,
-                        help="GD iterations for SPECTF heart (default: 1000)")
-    parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 strength of LR-L2 / RLO-L2 (default: 1e-2)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fold assignment")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    cfg = LogRegConfig(steps=args.steps, spectf_steps=args.spectf_steps, l2=args.l2, seed=args.seed)
+def parse_datasets(ctx: click.Context, param: click.Parameter, text: str) -> List[str]:
+    """``--datasets``: comma-separated names -> their :data:`uci.LOADERS` keys in order; an unknown, repeated or
+    empty list is a bad value."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        datasets = uci.load_datasets(args.datasets, args.data_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        keys = [uci.canonical_name(name) for name in names]
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    if not keys:
+        raise click.BadParameter(f"no dataset named in {text!r}; choose from {', '.join(uci.DATASET_NAMES)}")
+    if len(set(keys)) != len(keys):
+        raise click.BadParameter(f"a dataset is named twice in {text!r}")
+    return keys
+
+
+@click.command(help="Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1): "
+                    "every method, k = 3..20 and 5 folds, trained as one batched program; writes "
+                    f"{logreg_report.TABLE_NAME}, {logreg_report.CSV_NAME} and {logreg_report.FIGURE_NAME}.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None, metavar="DIR",
+              help=f"the only folder searched for the UCI files [default: search ${uci.DATA_DIR_ENV}, "
+                   f"${uci.SHARED_DIR_ENV}/data/uci, then {uci.SHARED_FALLBACK} from the current directory]")
+@out_option
+@click.option("--datasets", default=",".join(PAPER_ORDER), show_default=True, callback=parse_datasets,
+              metavar="LIST", help="comma-separated subset ('specheart' = spectf)")
+@click.option("--steps", type=click.IntRange(min=0), default=DEFAULTS.steps, show_default=True,
+              help="GD iterations")
+@click.option("--spectf-steps", type=click.IntRange(min=0), default=DEFAULTS.spectf_steps, show_default=True,
+              help="GD iterations for SPECTF heart")
+@click.option("--l2", type=click.FloatRange(min=0), default=DEFAULTS.l2, show_default=True,
+              help="L2 strength of LR-L2 / RLO-L2")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="seed of the fold assignment")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+def main(data_dir: Optional[pathlib.Path], out: pathlib.Path, datasets: List[str], steps: int, spectf_steps: int,
+         l2: float, seed: int, device: str) -> None:
+    cfg = LogRegConfig(steps=steps, spectf_steps=spectf_steps, l2=l2, seed=seed)
+    try:
+        loaded = uci.load_datasets(datasets, data_dir)
+    except (FileNotFoundError, ValueError) as error:  # a missing or malformed file, named in the message
+        raise click.UsageError(str(error)) from None
     start = time.perf_counter()
-    runs = run_grid(datasets, cfg, args.device)
+    runs = run_grid(loaded, cfg, device)
     seconds = time.perf_counter() - start
-    paths = logreg_report.write_outputs(runs, cfg, args.out, seconds)
-    print(logreg_report.console_summary(runs, cfg, seconds))
+    paths = logreg_report.write_outputs(runs, cfg, out, seconds)
+    click.echo(logreg_report.console_summary(runs, cfg, seconds))
     for path in paths:
-        print(f"wrote {path}")
-    return 0
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
