@@ -8,10 +8,15 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import rlo
 from rlo.experiments import classify, classifier_models
 from rlo.experiments.image_data import DataFileError
+
+
+def _cli(*args):
+    return CliRunner().invoke(classify.main, [str(a) for a in args], catch_exceptions=False)
 
 
 # ---------------------------------------------------------------- loss names
@@ -54,7 +59,9 @@ def test_loss_list_keeps_order_and_rejects_duplicates():
         classify.parse_losses("ce,rlo-5,ce")
     with pytest.raises(ValueError, match="twice"):
         classify.parse_losses("rlo-5,rlo-k5")  # an alias and its label are one loss
-    assert classify.main(["--losses", "ce,bogus", "--epochs", "0"], progress=False) == 2
+    result = _cli("--losses", "ce,bogus", "--epochs", 0)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: --losses: ") and "'bogus'" in result.stderr
 
 
 # ---------------------------------------------------------------- data and init
@@ -159,13 +166,13 @@ def _extracted(path, tmp_path):
 
 def test_archive_without_test_batch_is_reported(tmp_path):
     path = _fake_cifar_archive(tmp_path, with_test_batch=False)[0]
-    assert classify.main(["--data", "cifar10", "--cifar-path", str(path), "--out", str(tmp_path)],
-                         progress=False) == 2
+    result = _cli("--data", "cifar10", "--cifar-path", path, "--out", tmp_path)
+    assert result.exit_code == 2 and "no test_batch inside" in result.stderr
     with pytest.raises(DataFileError, match=r"cifar-10-python\.tar\.gz.*no test_batch inside"):
         classify.load_cifar10_split(path)
 
 
-def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch, capsys):
+def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch):
     monkeypatch.delenv(classify.CIFAR10_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match=r"cifar-10-python\.tar\.gz.*--cifar-path.*RLO_CIFAR10"):
         classify.resolve_cifar10_path(None)
@@ -173,9 +180,9 @@ def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch, caps
     monkeypatch.setenv(classify.CIFAR10_ENV, str(missing))
     with pytest.raises(FileNotFoundError, match=r"\$RLO_CIFAR10: no such file .*nowhere"):
         classify.resolve_cifar10_path(None)
-    assert classify.main(["--data", "cifar10", "--cifar-path", str(missing), "--out", str(tmp_path)],
-                         progress=False) == 2
-    err = capsys.readouterr().err
+    result = _cli("--data", "cifar10", "--cifar-path", missing, "--out", tmp_path)
+    assert result.exit_code == 2
+    err = result.stderr
     assert str(missing) in err and classify.CIFAR10_URL in err
     assert not list(tmp_path.glob("classify_*"))
 
@@ -185,8 +192,11 @@ def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch, caps
 def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
     argv = ["--epochs", "2", "--seeds", "2", "--max-images", "200", "--losses", "ce,rlo-5", "--batch", "32",
             "--out", str(tmp_path), "--device", "cpu"]
-    assert classify.main(argv, progress=False) == 0
+    result = _cli(*argv)
+    assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_digits.md").read_text()
+    assert (f"Produced by `python -m rlo.experiments.classify --losses=ce,rlo-k5 --epochs=2 --batch=32 --seeds=2 "
+            f"--max-images=200 --out={tmp_path} --device=cpu`.") in table
     assert "| CE |" in table and "| RLO-5 |" in table and "40 test images" in table
     summary = list(csv.DictReader(io.StringIO((tmp_path / "classify_digits.csv").read_text())))
     epochs = list(csv.DictReader(io.StringIO((tmp_path / "classify_digits_epochs.csv").read_text())))
@@ -206,8 +216,9 @@ def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
 def test_cifar10_run_trains_with_augmentation_and_writes_its_outputs(tmp_path, monkeypatch):
     path = _fake_cifar_archive(tmp_path, per_batch=4)[0]
     monkeypatch.setenv(classify.CIFAR10_ENV, str(path))
-    assert classify.main(["--data", "cifar10", "--epochs", "1", "--seeds", "1", "--losses", "rlo-8", "--out",
-                          str(tmp_path), "--device", "cpu"], progress=False) == 0
+    result = _cli("--data", "cifar10", "--epochs", 1, "--seeds", 1, "--losses", "rlo-8", "--out", tmp_path,
+                  "--device", "cpu")
+    assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_cifar10.md").read_text()
     assert "20 train / 4 test images [3, 32, 32]" in table and "augmentation crop+flip" in table
     assert "| RLO-8 |" in table and (tmp_path / "classify_cifar10.png").exists()

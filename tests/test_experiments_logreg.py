@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import rlo
-from rlo.experiments import crossval, logreg
+from rlo.experiments import crossval, logreg, logreg_grid
 from rlo.experiments.batched_gd import BatchedFamilyLoss, batched_gd
 
 
@@ -95,8 +96,8 @@ def test_standardisation_uses_only_the_training_folds():
 
 
 def test_model_grid_holds_every_method_and_k():
-    cfg = logreg.LogRegConfig(k_values=(3.0, 5.0), l2=0.5)
-    grid = logreg.model_grid(cfg)
+    cfg = logreg_grid.LogRegConfig(k_values=(3.0, 5.0), l2=0.5)
+    grid = logreg_grid.model_grid(cfg)
     assert [(s.method, s.k, s.l2) for s in grid] == [
         ("LR", None, 0.0), ("LR-L2", None, 0.5), ("RLO", 3.0, 0.0), ("RLO", 5.0, 0.0),
         ("RLO-L2", 3.0, 0.5), ("RLO-L2", 5.0, 0.5)]
@@ -104,26 +105,42 @@ def test_model_grid_holds_every_method_and_k():
     assert cfg.steps_for("spectf") == 1000 and cfg.steps_for("wine") == 200
 
 
-def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path, capsys):
+def _cli(*args):
+    return CliRunner().invoke(logreg.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path):
     data_dir = tmp_path / "uci"
     data_dir.mkdir()
     rng = np.random.default_rng(0)
     rows = [",".join(f"{v:.3f}" for v in rng.normal(size=34)) + ("," + "gb"[i % 2]) for i in range(40)]
     (data_dir / "ionosphere.data").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    code = logreg.main(["--data-dir", str(data_dir), "--out", str(out), "--datasets", "wine", "ionosphere",
-                        "--steps", "3", "--spectf-steps", "3"])
-    assert code == 0
+    result = _cli("--data-dir", data_dir, "--out", out, "--datasets", "wine,ionosphere", "--steps", 3,
+                  "--spectf-steps", 3)
+    assert result.exit_code == 0, result.output
     table = (out / "logreg_table1.md").read_text()
     assert "| Wine |" in table and "| Ionosphere |" in table and "Paper's Table 1" in table
     csv_lines = (out / "logreg_table1.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 2 * (2 + 2 * 18)  # header + (LR, LR-L2, RLO x18, RLO-L2 x18) per dataset
     assert (out / "logreg_convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "97.22" in capsys.readouterr().out  # the paper's reference numbers are printed beside ours
+    assert "97.22" in result.stdout  # the paper's reference numbers are printed beside ours
 
 
-def test_cli_reports_a_missing_file_by_name(tmp_path, capsys):
-    code = logreg.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--datasets", "madelon"])
-    assert code == 2
-    assert "madelon_train.data" in capsys.readouterr().err
+def test_cli_reports_a_missing_file_by_name(tmp_path):
+    result = _cli("--data-dir", tmp_path, "--out", tmp_path / "out", "--datasets", "madelon")
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: madelon needs madelon_train.data") and f"{tmp_path} (--data-dir: lacks" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_datasets_flag_takes_a_comma_separated_list_in_order_with_the_paper_alias(tmp_path):
+    assert logreg.parse_datasets(None, None, " ionosphere,Specheart , wine") == ["ionosphere", "spectf", "wine"]
+    for bad, message in (("wine,iris", "unknown dataset 'iris'"), ("wine,spectf,specheart", "named twice"),
+                         (",", "no dataset named")):
+        result = _cli("--datasets", bad, "--out", tmp_path / "out")
+        assert result.exit_code == 2
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("Error: Invalid value for '--datasets': ") and message in error
     assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import torch
+from click.testing import CliRunner
 
 import rlo
 from rlo.experiments import spiral
@@ -54,10 +55,12 @@ def test_ce_and_rlo_start_from_the_same_weights():
         torch.testing.assert_close(a, b)
 
 
-def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path, capsys):
-    assert spiral.main(["--out", str(tmp_path), "--iterations", "2", "1", "1", "--seeds", "1"]) == 0
+def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path):
+    result = CliRunner().invoke(spiral.main, ["--out", str(tmp_path), "--iterations", "2", "1", "1", "--seeds", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     table = (tmp_path / "spiral_results.md").read_text()
     assert table.count("| CE |") == 3 and table.count("| RLO (k=3) |") == 3
     assert len((tmp_path / "spiral_results.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "spiral_boundaries.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "RLO (k=3)" in capsys.readouterr().out
+    assert "RLO (k=3)" in result.stdout

@@ -86,3 +86,79 @@ def test_data_dir_env_var_is_used_when_no_folder_is_given(tmp_path, monkeypatch)
     np.testing.assert_array_equal(data.y, [-1, 1])
     with pytest.raises(ValueError, match="unknown dataset 'iris'"):
         uci.load_dataset("iris")
+
+
+def _ionosphere_file(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ionosphere.data").write_text(",".join(["1"] * 34) + ",g\n")
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """$RLO_UCI_DIR, $RLO_SHARED_DIR/data/uci and ../shared/data/uci of the working directory, all distinct and
+    not yet created."""
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(uci.DATA_DIR_ENV, str(tmp_path / "env_uci"))
+    monkeypatch.setenv(uci.SHARED_DIR_ENV, str(tmp_path / "env_shared"))
+    return tmp_path / "env_uci", tmp_path / "env_shared" / "data" / "uci", tmp_path / "shared" / "data" / "uci"
+
+
+def test_search_order_is_uci_dir_then_shared_dir_then_shared_beside_the_working_directory(places):
+    assert [folder for _, folder in uci.search_dirs()] == list(places)
+    for folder in places:
+        _ionosphere_file(folder)
+    for folder in places:  # each place is read once the ones before it no longer hold the file
+        assert uci.load_ionosphere().source == str(folder / "ionosphere.data")
+        (folder / "ionosphere.data").unlink()
+
+
+def test_a_dataset_is_read_from_the_first_folder_holding_all_its_files(places):
+    uci_dir, shared_uci, _ = places
+    uci_dir.mkdir(parents=True)
+    (uci_dir / "SPECTF.train").write_text("1," + ",".join(["1"] * 44) + "\n")  # half of the set
+    shared_uci.mkdir(parents=True)
+    for name in ("SPECTF.train", "SPECTF.test"):
+        (shared_uci / name).write_text("0," + ",".join(["2"] * 44) + "\n")
+    data = uci.load_spectf()
+    assert data.source == str(shared_uci / "SPECTF.{train,test}") and data.x.shape == (2, 44)
+
+
+def test_a_given_data_dir_is_the_only_place_searched(places, tmp_path):
+    for folder in places:
+        _ionosphere_file(folder)
+    named = tmp_path / "named"
+    with pytest.raises(FileNotFoundError) as error:
+        uci.load_ionosphere(named)
+    message = str(error.value)
+    assert f"searched {named} (--data-dir: no such folder). Download" in message
+    assert not any(str(folder) in message for folder in places)
+    _ionosphere_file(named)
+    assert uci.load_ionosphere(named).source == str(named / "ionosphere.data")
+
+
+def test_missing_files_error_names_every_place_searched_and_what_to_put_there(places):
+    uci_dir, shared_uci, beside = places
+    uci_dir.mkdir()
+    (uci_dir / "madelon_train.data").write_text("1\n")
+    with pytest.raises(FileNotFoundError) as error:
+        uci.load_madelon()
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("madelon needs madelon_train.data, madelon_train.labels, madelon_valid.data, "
+                              "madelon_valid.labels in one folder; searched ")
+    searched = [f"{uci_dir} ($RLO_UCI_DIR: lacks madelon_train.labels, madelon_valid.data, madelon_valid.labels)",
+                f"{shared_uci} ($RLO_SHARED_DIR/data/uci: no such folder)",
+                f"{beside} (../shared/data/uci from the current directory: no such folder)"]
+    assert "; ".join(searched) in message
+    assert uci.UCI_URL in message and "dataset 'Madelon'" in message and "--data-dir=DIR" in message
+
+
+def test_without_env_vars_only_shared_beside_the_working_directory_is_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv(uci.DATA_DIR_ENV, "")  # empty counts as unset
+    monkeypatch.delenv(uci.SHARED_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert uci.search_dirs() == [("../shared/data/uci from the current directory",
+                                  tmp_path.parent / "shared" / "data" / "uci")]
+    assert not hasattr(uci, "REPO_ROOT")  # nothing is found relative to where the package is installed

@@ -1,7 +1,8 @@
 """Image classification with CE, focal and RLO (k = 5, 8, 10): the paper's Table 2 protocol, at any size.
 
     python -m rlo.experiments.classify [--data digits|cifar10] [--cifar-path PATH] [--model small-cnn|resnet18]
-                                       [--losses ce,focal,rlo-k5,rlo-k8,rlo-k10] [--epochs 30] [--seeds 5] [--out DIR]
+                                       [--losses ce,focal,rlo-k5,rlo-k8,rlo-k10] [--epochs 30] [--seeds 5]
+                                       [--out rlo-results]
 
 Setup (paper section 4.3 / Table 2: ResNet-50, ViT-B, Swin-B on CIFAR-10/100, 100-200 epochs, AdamW; focal with
 gamma = 3, alpha = 0.25; RLO eq. 4 with m = k. Our choices where the paper is silent or too big for a CPU marked *):
@@ -27,7 +28,6 @@ gamma = 3, alpha = 0.25; RLO eq. 4 with m = k. Our choices where the paper is si
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -35,20 +35,22 @@ import os
 import pathlib
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+import click
 import numpy as np
 import torch
+from click.core import ParameterSource
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 import rlo
 from rlo.experiments import image_data
 from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
-from rlo.experiments.uci import REPO_ROOT
+from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
 
 DATA_NAMES = ("digits", "cifar10")
 DEFAULT_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"
-DEFAULT_OUT = REPO_ROOT / "docs" / "figures"
 CIFAR10_ENV = "RLO_CIFAR10"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -245,7 +247,6 @@ def train_classifier(data: ImageData, loss_cfg: rlo.LossConfig, settings: TrainS
     acc, test_ce = evaluate(net, x_test, y_test)
     records = [EpochRecord(0, float("nan"), float("nan"), acc, test_ce, 0.0, 0.0)]
     ce_cfg = rlo.LossConfig("ce")
-    from tqdm import tqdm
     bar = tqdm(range(1, settings.epochs + 1), desc=f"{loss_label(loss_cfg)} seed {seed}", unit="epoch",
                disable=None if progress else True, leave=False, file=sys.stderr)
     wall = 0.0
@@ -360,14 +361,11 @@ def epochs_csv(runs: Sequence[RunHistory]) -> str:
     return buffer.getvalue()
 
 
-def curves_figure(runs: Sequence[RunHistory], title: str):
+def curves_figure(runs: Sequence[RunHistory], title: str) -> Figure:
     """Three panels, one line per loss (mean over seeds, band = min..max): test accuracy vs epoch, test accuracy
     vs cumulative training wall time, training CE vs epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    figure = Figure(figsize=(16, 4.6))
+    axes = figure.subplots(1, 3)
     for cfg, group in _by_loss(runs).items():
         epochs = np.array([r.epoch for r in group[0].epochs])
         acc = 100 * np.array([[r.test_acc for r in run.epochs] for run in group])
@@ -384,90 +382,101 @@ def curves_figure(runs: Sequence[RunHistory], title: str):
     axes[2].set(xlabel="epoch", ylabel="train CE (running mean)", yscale="log", title="training cross-entropy")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # the CE panel is empty after --epochs=0
+            ax.legend(fontsize=8)
     figure.suptitle(title)
     return figure
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rlo.experiments.classify", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", choices=DATA_NAMES, default="digits", help="dataset (default: embedded digits)")
-    parser.add_argument("--cifar-path", default=None,
-                        help=f"{CIFAR10_ARCHIVE} or its extracted folder (default: ${CIFAR10_ENV})")
-    parser.add_argument("--losses", default=DEFAULT_LOSSES, help=f"comma-separated (default: {DEFAULT_LOSSES})")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="small-cnn", help="network (default: small-cnn)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
-    parser.add_argument("--batch", type=int, default=64, help="minibatch size (default 64)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    parser.add_argument("--seeds", type=int, default=5, help="init/batch-order seeds 0..S-1 per loss (default 5)")
-    parser.add_argument("--max-images", type=int, default=None, help="digits only: use this many images (quick runs)")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: cuda when available, else cpu)")
-    return parser.parse_args(argv)
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    for flag in ("epochs", "batch", "seeds"):
-        value = getattr(args, flag)
-        if value < (0 if flag == "epochs" else 1):
-            raise ValueError(f"--{flag} must be {'>= 0' if flag == 'epochs' else '>= 1'}, got {value}")
-    if not args.lr > 0 or args.weight_decay < 0:
-        raise ValueError(f"need --lr > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
-    if args.max_images is not None and args.data != "digits":
-        raise ValueError("--max-images applies to --data=digits only")
-
-
-def load_data(args: argparse.Namespace) -> ImageData:
-    if args.data == "cifar10":
-        return load_cifar10_split(resolve_cifar10_path(args.cifar_path))
-    return load_digits_split(args.max_images)
-
-
-def main(argv: Optional[Sequence[str]] = None, progress: bool = True) -> int:
-    args = parse_args(argv)
+def _losses_flag(ctx: click.Context, param: click.Parameter, text: str) -> List[rlo.LossConfig]:
     try:
-        _check_args(args)
-        losses = parse_losses(args.losses)
-        data = load_data(args)
-    except (ValueError, FileNotFoundError) as err:  # DataFileError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    import matplotlib.pyplot as plt
+        return parse_losses(text)
+    except ValueError as err:  # the message starts with --losses and names the value
+        raise click.UsageError(str(err)) from None
 
-    settings = TrainSettings(args.model, args.epochs, args.batch, args.lr, args.weight_decay,
-                             augment=args.data == "cifar10")
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_flag_text(item) for item in value)
+    return value.describe() if isinstance(value, rlo.LossConfig) else str(value)
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The run as one command: the flags given (not the defaults), in ``--help`` order, losses by their labels."""
+    given = [f"--{param.name.replace('_', '-')}={_flag_text(ctx.params[param.name])}" for param in ctx.command.params
+             if param.name in ctx.params and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT]
+    return " ".join(["python -m rlo.experiments.classify"] + given)
+
+
+def load_data(data: str, cifar_path: Optional[str], max_images: Optional[int]) -> ImageData:
+    if data == "cifar10":
+        return load_cifar10_split(resolve_cifar10_path(cifar_path))
+    return load_digits_split(max_images)
+
+
+@click.command(help="Image classification with CE, focal and RLO (k = 5, 8, 10), the paper's Table 2 protocol; "
+                    "writes classify_DATA.md, .csv, _epochs.csv and .png.")
+@click.option("--data", type=click.Choice(DATA_NAMES), default="digits", show_default=True,
+              help="dataset (digits: embedded, offline)")
+@click.option("--cifar-path", default=None, metavar="PATH",
+              help=f"{CIFAR10_ARCHIVE} or its extracted folder [default: ${CIFAR10_ENV}]")
+@click.option("--losses", default=DEFAULT_LOSSES, show_default=True, callback=_losses_flag, metavar="LIST",
+              help="comma-separated loss labels")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="small-cnn", show_default=True, help="network")
+@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True, help="epochs per run")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="minibatch size")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="AdamW learning rate")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="AdamW weight decay")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="init/batch-order seeds 0..S-1 per loss")
+@click.option("--max-images", type=click.IntRange(min=2), default=None,
+              help="digits only: use this many images (quick runs) [default: all]")
+@out_option
+@click.option("--device", default=_default_device, show_default="cuda when available, else cpu", help="torch device")
+@click.pass_context
+def main(ctx: click.Context, data: str, cifar_path: Optional[str], losses: List[rlo.LossConfig], model: str,
+         epochs: int, batch: int, lr: float, weight_decay: float, seeds: int, max_images: Optional[int],
+         out: pathlib.Path, device: str) -> None:
+    if max_images is not None and data != "digits":
+        raise click.UsageError("--max-images applies to --data=digits only")
+    try:
+        images = load_data(data, cifar_path, max_images)
+    except (ValueError, FileNotFoundError) as err:  # DataFileError is a ValueError; messages name file and flag
+        raise click.UsageError(str(err)) from None
+    settings = TrainSettings(model, epochs, batch, lr, weight_decay, augment=data == "cifar10")
     start = time.perf_counter()
-    runs = run_all(data, losses, settings, args.seeds, args.device, progress)
+    runs = run_all(images, losses, settings, seeds, device)  # tqdm bars only on a terminal
     seconds = time.perf_counter() - start
     table = results_table(runs)
-    command = "python -m rlo.experiments.classify " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = (f"# Image classification on {data.name}: CE vs focal vs RLO (paper Table 2 protocol)\n\n"
-              f"Produced by `{command.strip()}`. {data.name}: {data.train_images.shape[0]} train / "
-              f"{data.test_images.shape[0]} test images {list(data.train_images.shape[1:])}; model {settings.model}; "
-              f"AdamW lr {settings.lr:g}, weight decay {settings.weight_decay:g}, batch {settings.batch}, "
-              f"{settings.epochs} epochs, constant lr, augmentation {'crop+flip' if settings.augment else 'none'}; "
-              f"seeds 0..{args.seeds - 1}, each seed gives every loss the same initial weights and batch order. "
-              f"Device {args.device}, {torch.get_num_threads()} torch threads; whole run {seconds:.1f} s.\n\n"
+    header = (f"# Image classification on {images.name}: CE vs focal vs RLO (paper Table 2 protocol)\n\n"
+              f"Produced by `{_command_line(ctx)}`. {images.name}: {images.train_images.shape[0]} train / "
+              f"{images.test_images.shape[0]} test images {list(images.train_images.shape[1:])}; model "
+              f"{settings.model}; AdamW lr {settings.lr:g}, weight decay {settings.weight_decay:g}, batch "
+              f"{settings.batch}, {settings.epochs} epochs, constant lr, augmentation "
+              f"{'crop+flip' if settings.augment else 'none'}; seeds 0..{seeds - 1}, each seed gives every loss the "
+              f"same initial weights and batch order. Device {device}, {torch.get_num_threads()} torch threads; "
+              f"whole run {seconds:.1f} s.\n\n"
               f"Test accuracy after the last epoch and the best over epochs (the latter picks the epoch on the "
               f"test set, so it is optimistic), mean ± std over seeds. Time: training only, evaluation excluded.\n\n")
-    stem = f"classify_{data.name}"
-    figure = curves_figure(runs, f"{data.name}, {settings.model}, AdamW lr {settings.lr:g}, "
-                                 f"{args.seeds} seed(s)")
-    paths = [write_text_atomic(args.out / f"{stem}.md", header + table + "\n"),
-             write_text_atomic(args.out / f"{stem}.csv", results_csv(runs)),
-             write_text_atomic(args.out / f"{stem}_epochs.csv", epochs_csv(runs)),
-             save_figure_atomic(figure, args.out / f"{stem}.png")]
-    plt.close(figure)
-    print(table)
-    print(f"whole run {seconds:.1f} s")
+    stem = f"classify_{images.name}"
+    figure = curves_figure(runs, f"{images.name}, {settings.model}, AdamW lr {settings.lr:g}, {seeds} seed(s)")
+    paths = [write_text_atomic(out / f"{stem}.md", header + table + "\n"),
+             write_text_atomic(out / f"{stem}.csv", results_csv(runs)),
+             write_text_atomic(out / f"{stem}_epochs.csv", epochs_csv(runs)),
+             save_figure_atomic(figure, out / f"{stem}.png")]
+    click.echo(table)
+    click.echo(f"whole run {seconds:.1f} s")
     for path in paths:
-        print(f"wrote {path}")
-    return 0
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,184 +1,73 @@
-"""Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1).
+"""Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1): the command line.
 
-    python -m rlo.experiments.logreg [--data-dir DIR] [--out docs/figures] [--datasets wine ionosphere ...]
+    python -m rlo.experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine,ionosphere,madelon,spectf]
 
-Protocol (paper section 4.2, our choices where the paper is silent marked *):
-
-- Methods: LR (logistic loss), LR-L2, RLO (``rlo`` eq. 4 with m = k, k = 3..20), RLO-L2.
-- Full-batch gradient descent from zero weights*, learning rate 0.01, 200 iterations (1000 for SPECTF heart),
-  float64.
-- 5-fold cross-validation, stratified with seed 0*; every method sees the same folds.
-- Preprocessing*: each feature standardised with the mean/std of the training folds only (a constant feature is
-  only centred), then a bias column of ones is appended.
-- L2*: ``0.5 * l2 * ||w||^2`` added to the mean training loss, bias not penalised, ``l2 = 1e-2`` fixed a priori
-  (not tuned to the paper).
-- Reported: mean +- std (numpy's population std over the 5 folds) of the test accuracy after the last iteration.
-  For RLO / RLO-L2 the k with the best mean test accuracy (ties: smaller std, then smaller k) and the top 3 k.
-  As in the paper, k is selected on the same test folds it is reported on, which flatters RLO's best k.
-- Data: see :mod:`rlo.experiments.uci` (Wine as cultivar 1 vs the rest; SPECTF train+test joined;
-  Madelon train+valid joined).
-
-All (method, k, fold) combinations train together in one batched tensor program (:mod:`batched_gd`); the only
-Python loop is over GD steps.
+The protocol and the batched grid are :mod:`rlo.experiments.logreg_grid`, the tables and the figure
+:mod:`rlo.experiments.logreg_report`, and where the UCI files are looked for :mod:`rlo.experiments.uci`.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import pathlib
-import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional
 
-import torch
+import click
 
-import rlo
-from rlo.experiments import crossval, uci
-from rlo.experiments.batched_gd import GDHistory, batched_gd
+from rlo.experiments import logreg_report, uci
+from rlo.experiments.logreg_grid import PAPER_ORDER, LogRegConfig, run_grid
+from rlo.experiments.logreg_grid import model_grid, run_dataset  # noqa: F401  (benchmarks/bench_logreg.py uses them)
+from rlo.experiments.outputs import out_option
 
-METHODS = ("LR", "LR-L2", "RLO", "RLO-L2")
-DISPLAY_NAMES = {"wine": "Wine", "ionosphere": "Ionosphere", "madelon": "Madelon", "spectf": "Specheart"}
-PAPER_ORDER = ("wine", "ionosphere", "madelon", "spectf")
-DEFAULT_OUT = uci.REPO_ROOT / "docs" / "figures"
+DEFAULTS = LogRegConfig()
 
 
-@dataclasses.dataclass(frozen=True)
-class LogRegConfig:
-    """The experiment's knobs; the defaults are the paper's setup plus our documented choices."""
-
-    lr: float = 0.01
-    steps: int = 200
-    spectf_steps: int = 1000  # the paper runs SPECTF heart longer "for better convergence"
-    k_values: Tuple[float, ...] = tuple(float(k) for k in range(3, 21))
-    l2: float = 1e-2
-    n_folds: int = 5
-    seed: int = 0
-
-    def steps_for(self, dataset_name: str) -> int:
-        return self.spectf_steps if dataset_name == "spectf" else self.steps
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """One row of the model batch: a Table-1 method, its k (None for LR) and L2 strength."""
-
-    method: str
-    k: Optional[float]
-    l2: float
-    loss: rlo.LossConfig
-
-
-def model_grid(cfg: LogRegConfig) -> List[ModelSpec]:
-    """LR, LR-L2, then RLO for every k, then RLO-L2 for every k."""
-    specs = [ModelSpec("LR", None, 0.0, rlo.LossConfig("ce")), ModelSpec("LR-L2", None, cfg.l2, rlo.LossConfig("ce"))]
-    for method, l2 in (("RLO", 0.0), ("RLO-L2", cfg.l2)):
-        specs += [ModelSpec(method, float(k), l2, rlo.LossConfig("rlo", k=float(k))) for k in cfg.k_values]
-    return specs
-
-
-@dataclasses.dataclass
-class DatasetRun:
-    """Everything one dataset's grid produced; ``history`` is indexed [step, model, fold]."""
-
-    dataset: str
-    num_samples: int
-    num_features: int
-    steps: int
-    specs: List[ModelSpec]
-    history: GDHistory
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Score:
-    """Final test accuracy of one (dataset, method, k) over the folds, in percent."""
-
-    dataset: str
-    method: str
-    k: Optional[float]
-    l2: float
-    acc_mean: float
-    acc_std: float
-    fold_acc: Tuple[float, ...]
-    train_ce: float  # final training logistic loss, mean over folds
-
-
-def run_dataset(dataset: uci.BinaryDataset, cfg: LogRegConfig, device: str = "cpu") -> DatasetRun:
-    """Train the whole model grid on every fold of one dataset."""
-    start = time.perf_counter()
-    fold_ids = crossval.stratified_fold_ids(dataset.y, cfg.n_folds, cfg.seed)
-    train_mask = crossval.train_masks(fold_ids, cfg.n_folds)
-    features = crossval.standardize_per_fold(dataset.x, train_mask).to(device)
-    specs = model_grid(cfg)
-    history = batched_gd(features, torch.as_tensor(dataset.y, dtype=torch.float64, device=device),
-                         train_mask.to(device), [s.loss for s in specs], [s.l2 for s in specs],
-                         steps=cfg.steps_for(dataset.name), lr=cfg.lr)
-    history = GDHistory(**{f.name: getattr(history, f.name).cpu() for f in dataclasses.fields(GDHistory)})
-    return DatasetRun(dataset.name, dataset.x.shape[0], dataset.x.shape[1], cfg.steps_for(dataset.name), specs,
-                      history, time.perf_counter() - start)
-
-
-def scores(run: DatasetRun) -> List[Score]:
-    """One :class:`Score` per model of the grid, in grid order."""
-    final_acc = 100 * run.history.test_acc[-1].numpy()  # [M, F]
-    final_ce = run.history.train_ce[-1].numpy()
-    return [Score(run.dataset, spec.method, spec.k, spec.l2, float(final_acc[i].mean()), float(final_acc[i].std()),
-                  tuple(float(a) for a in final_acc[i]), float(final_ce[i].mean()))
-            for i, spec in enumerate(run.specs)]
-
-
-def ranked(all_scores: Sequence[Score], method: str) -> List[Score]:
-    """Scores of one method best first: higher mean accuracy, then lower std, then smaller k."""
-    chosen = [s for s in all_scores if s.method == method]
-    return sorted(chosen, key=lambda s: (-round(s.acc_mean, 9), round(s.acc_std, 9), s.k or 0.0))
-
-
-def best_index(run: DatasetRun, method: str) -> int:
-    """Grid index of the method's best model (the best k for RLO / RLO-L2)."""
-    best = ranked(scores(run), method)[0]
-    return next(i for i, s in enumerate(run.specs) if s.method == method and s.k == best.k)
-
-
-def run_grid(datasets: Dict[str, uci.BinaryDataset], cfg: LogRegConfig, device: str = "cpu") -> Dict[str, DatasetRun]:
-    return {name: run_dataset(dataset, cfg, device) for name, dataset in datasets.items()}
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    defaults = LogRegConfig()
-    parser = argparse.ArgumentParser(prog="python -m rlo.experiments.logreg", description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=None,
-                        help=f"folder with the UCI files (default: ${uci.DATA_DIR_ENV} or ../shared/data/uci)")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
-    parser.add_argument("--datasets", nargs="+", default=list(PAPER_ORDER), metavar="NAME",
-                        help=f"subset of {', '.join(PAPER_ORDER)} (default: all)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="GD iterations (default: 200)")
-    parser.add_argument("--spectf-steps", type=int, default=defaults.spectf_steps,
-                        help="GD iterations for SPECTF heart (default: 1000)")
-    parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 strength of LR-L2 / RLO-L2 (default: 1e-2)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fold assignment")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from rlo.experiments import logreg_report as report
-
-    args = parse_args(argv)
-    cfg = LogRegConfig(steps=args.steps, spectf_steps=args.spectf_steps, l2=args.l2, seed=args.seed)
+def parse_datasets(ctx: click.Context, param: click.Parameter, text: str) -> List[str]:
+    """``--datasets``: comma-separated names -> their :data:`uci.LOADERS` keys in order; an unknown, repeated or
+    empty list is a bad value."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        datasets = uci.load_datasets(args.datasets, args.data_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        keys = [uci.canonical_name(name) for name in names]
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    if not keys:
+        raise click.BadParameter(f"no dataset named in {text!r}; choose from {', '.join(uci.DATASET_NAMES)}")
+    if len(set(keys)) != len(keys):
+        raise click.BadParameter(f"a dataset is named twice in {text!r}")
+    return keys
+
+
+@click.command(help="Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1): "
+                    "every method, k = 3..20 and 5 folds, trained as one batched program; writes "
+                    f"{logreg_report.TABLE_NAME}, {logreg_report.CSV_NAME} and {logreg_report.FIGURE_NAME}.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None, metavar="DIR",
+              help=f"the only folder searched for the UCI files [default: search ${uci.DATA_DIR_ENV}, "
+                   f"${uci.SHARED_DIR_ENV}/data/uci, then {uci.SHARED_FALLBACK} from the current directory]")
+@out_option
+@click.option("--datasets", default=",".join(PAPER_ORDER), show_default=True, callback=parse_datasets,
+              metavar="LIST", help="comma-separated subset ('specheart' = spectf)")
+@click.option("--steps", type=click.IntRange(min=0), default=DEFAULTS.steps, show_default=True,
+              help="GD iterations")
+@click.option("--spectf-steps", type=click.IntRange(min=0), default=DEFAULTS.spectf_steps, show_default=True,
+              help="GD iterations for SPECTF heart")
+@click.option("--l2", type=click.FloatRange(min=0), default=DEFAULTS.l2, show_default=True,
+              help="L2 strength of LR-L2 / RLO-L2")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="seed of the fold assignment")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+def main(data_dir: Optional[pathlib.Path], out: pathlib.Path, datasets: List[str], steps: int, spectf_steps: int,
+         l2: float, seed: int, device: str) -> None:
+    cfg = LogRegConfig(steps=steps, spectf_steps=spectf_steps, l2=l2, seed=seed)
+    try:
+        loaded = uci.load_datasets(datasets, data_dir)
+    except (FileNotFoundError, ValueError) as error:  # a missing or malformed file, named in the message
+        raise click.UsageError(str(error)) from None
     start = time.perf_counter()
-    runs = run_grid(datasets, cfg, args.device)
+    runs = run_grid(loaded, cfg, device)
     seconds = time.perf_counter() - start
-    paths = report.write_outputs(runs, cfg, args.out, seconds)
-    print(report.console_summary(runs, cfg, seconds))
+    paths = logreg_report.write_outputs(runs, cfg, out, seconds)
+    click.echo(logreg_report.console_summary(runs, cfg, seconds))
     for path in paths:
-        print(f"wrote {path}")
-    return 0
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,9 +11,10 @@ import pathlib
 from typing import Dict, List, Tuple
 
 import torch
+from matplotlib.figure import Figure
 
-from rlo.experiments.logreg import (DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, best_index, ranked,
-                                    scores)
+from rlo.experiments.logreg_grid import (DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, best_index, ranked,
+                                         scores)
 from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
 
 MeanStd = Tuple[float, float]
@@ -140,14 +141,11 @@ def csv_report(runs: Dict[str, DatasetRun], cfg: LogRegConfig) -> str:
     return buffer.getvalue()
 
 
-def convergence_figure(runs: Dict[str, DatasetRun]):
+def convergence_figure(runs: Dict[str, DatasetRun]) -> Figure:
     """2 x D grid: training logistic loss of the iterates (top) and held-out accuracy (bottom) vs iteration."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ordered = _ordered(runs)
-    figure, axes = plt.subplots(2, len(ordered), figsize=(4.2 * len(ordered), 7.0), squeeze=False)
+    figure = Figure(figsize=(4.2 * len(ordered), 7.0))
+    axes = figure.subplots(2, len(ordered), squeeze=False)
     styles = {"LR": ("tab:blue", "-"), "LR-L2": ("tab:blue", "--"), "RLO": ("tab:red", "-"),
               "RLO-L2": ("tab:red", "--")}
     for column, run in enumerate(ordered):
@@ -179,15 +177,10 @@ def convergence_figure(runs: Dict[str, DatasetRun]):
 def write_outputs(runs: Dict[str, DatasetRun], cfg: LogRegConfig, out_dir: pathlib.Path,
                   seconds: float) -> List[pathlib.Path]:
     """Write the Markdown table, the CSV of the full grid and the convergence PNG into ``out_dir``."""
-    import matplotlib.pyplot as plt
-
     out_dir = pathlib.Path(out_dir)
-    paths = [write_text_atomic(out_dir / TABLE_NAME, markdown_report(runs, cfg, seconds)),
-             write_text_atomic(out_dir / CSV_NAME, csv_report(runs, cfg))]
-    figure = convergence_figure(runs)
-    paths.append(save_figure_atomic(figure, out_dir / FIGURE_NAME))
-    plt.close(figure)
-    return paths
+    return [write_text_atomic(out_dir / TABLE_NAME, markdown_report(runs, cfg, seconds)),
+            write_text_atomic(out_dir / CSV_NAME, csv_report(runs, cfg)),
+            save_figure_atomic(convergence_figure(runs), out_dir / FIGURE_NAME)]
 
 
 def console_summary(runs: Dict[str, DatasetRun], cfg: LogRegConfig, seconds: float) -> str:

@@ -1,12 +1,27 @@
-"""Atomic writes for experiment outputs: a reader never sees a half-written table or figure."""
+"""Where experiment outputs go by default, and atomic writes for them: a reader never sees a half-written table or
+figure."""
 from __future__ import annotations
 
 import os
 import pathlib
 import uuid
-from typing import Union
+from typing import Callable, TypeVar, Union
+
+import click
 
 PathLike = Union[str, os.PathLike]
+
+# The experiments' default --out: relative, so it resolves against the current directory when a CLI writes (never
+# against where the package is installed). The committed figures are written with --out=docs/figures.
+DEFAULT_OUT = pathlib.Path("rlo-results")
+F = TypeVar("F", bound=Callable)
+
+
+def out_option(command: F) -> F:
+    """The experiments' ``--out DIR`` flag (a pathlib.Path), default :data:`DEFAULT_OUT`."""
+    return click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=DEFAULT_OUT,
+                        show_default=True, metavar="DIR",
+                        help="output folder; a relative one is under the current directory")(command)
 
 
 def _temporary_beside(path: pathlib.Path) -> pathlib.Path:

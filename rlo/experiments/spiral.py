@@ -1,6 +1,6 @@
 """Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (the paper's Figures 2/3, section 4.3).
 
-    python -m rlo.experiments.spiral [--out docs/figures] [--seeds 5]
+    python -m rlo.experiments.spiral [--out rlo-results] [--seeds 5] [--iterations 1000 100 50]
 
 Setup (paper: hidden 100, lr 0.01, k = 3, 1000/100/50 iterations for 2/3/4 layers; our choices marked *):
 
@@ -18,30 +18,28 @@ Setup (paper: hidden 100, lr 0.01, k = 3, 1000/100/50 iterations for 2/3/4 layer
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
 import math
 import pathlib
-import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
+import click
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 import rlo
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
-from rlo.experiments.uci import REPO_ROOT
+from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
 
 TURNS = 1.5
 NOISE = 0.05
 NUM_SAMPLES = 1500
 TRAIN_FRACTION = 0.7
 PAPER_ITERATIONS = {2: 1000, 3: 100, 4: 50}
-DEFAULT_OUT = REPO_ROOT / "docs" / "figures"
 FIGURE_NAME, TABLE_NAME, CSV_NAME = "spiral_boundaries.png", "spiral_results.md", "spiral_results.csv"
 LOSSES = (rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=3.0))
 
@@ -166,12 +164,8 @@ def results_csv(runs: Sequence[SpiralRun]) -> str:
     return buffer.getvalue()
 
 
-def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int = 300):
+def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int = 300) -> Figure:
     """Rows: losses; columns: depths. Colour = p(class 1), white line = p = 0.5, dots = all data points."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     depths = sorted({run.num_layers for run in runs})
     losses = list(dict.fromkeys(run.loss for run in runs))
     x_all = torch.cat([data.x_train, data.x_test]).numpy()
@@ -180,8 +174,8 @@ def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int
     axis = torch.linspace(float(low), float(high), resolution)
     grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
     points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
-    figure, axes = plt.subplots(len(losses), len(depths), figsize=(4.3 * len(depths), 4.1 * len(losses)),
-                                squeeze=False)
+    figure = Figure(figsize=(4.3 * len(depths), 4.1 * len(losses)))
+    axes = figure.subplots(len(losses), len(depths), squeeze=False)
     image = None
     for run in runs:
         row, column = losses.index(run.loss), depths.index(run.num_layers)
@@ -198,27 +192,18 @@ def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int
     return figure
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rlo.experiments.spiral", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output folder (default: docs/figures)")
-    parser.add_argument("--seeds", type=int, default=5, help="init seeds per (loss, depth) for the table (default 5)")
-    parser.add_argument("--iterations", type=int, nargs=3, default=list(PAPER_ITERATIONS.values()),
-                        metavar=("IT2", "IT3", "IT4"), help="iterations of the 2/3/4-layer FCNs (default 1000 100 50)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    if args.seeds < 1 or min(args.iterations) < 0:
-        print(f"error: need --seeds >= 1 and --iterations >= 0, got {args.seeds} and {args.iterations}",
-              file=sys.stderr)
-        return 2
-    import matplotlib.pyplot as plt
-
+@click.command(help="Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (k = 3), the paper's "
+                    f"Figures 2/3; writes {TABLE_NAME}, {CSV_NAME} and {FIGURE_NAME}.")
+@out_option
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="init seeds per (loss, depth) for the table")
+@click.option("--iterations", type=click.IntRange(min=0), nargs=3, default=tuple(PAPER_ITERATIONS.values()),
+              show_default=True, metavar="IT2 IT3 IT4", help="iterations of the 2/3/4-layer FCNs")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+def main(out: pathlib.Path, seeds: int, iterations: Tuple[int, int, int], device: str) -> None:
     start = time.perf_counter()
     data = split_spiral(*make_spiral())
-    runs = run_all(data, dict(zip(PAPER_ITERATIONS, args.iterations)), args.seeds, args.device)
+    runs = run_all(data, dict(zip(PAPER_ITERATIONS, iterations)), seeds, device)
     seconds = time.perf_counter() - start
     table = results_table(runs)
     header = (f"# FCNs on the 2-class spiral: CE vs RLO (paper Figures 2/3)\n\nProduced by `python -m "
@@ -226,17 +211,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
               f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
               f"({torch.get_num_threads()} torch threads).\n\n")
-    figure = boundary_figure(runs, data)
-    paths = [write_text_atomic(args.out / TABLE_NAME, header + table + "\n"),
-             write_text_atomic(args.out / CSV_NAME, results_csv(runs)),
-             save_figure_atomic(figure, args.out / FIGURE_NAME)]
-    plt.close(figure)
-    print(table)
-    print(f"training time {seconds:.1f} s")
+    paths = [write_text_atomic(out / TABLE_NAME, header + table + "\n"),
+             write_text_atomic(out / CSV_NAME, results_csv(runs)),
+             save_figure_atomic(boundary_figure(runs, data), out / FIGURE_NAME)]
+    click.echo(table)
+    click.echo(f"training time {seconds:.1f} s")
     for path in paths:
-        print(f"wrote {path}")
-    return 0
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
