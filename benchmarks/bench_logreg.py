@@ -7,24 +7,27 @@ Data loading is timed once, separately. Target: under 60 s for the grid on 2 CPU
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import statistics
 import time
+from types import SimpleNamespace
 
+import click
 import torch
 
-from rlo.experiments import logreg, uci
+from rlo.experiments import logreg_grid as logreg
+from rlo.experiments import uci
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", type=pathlib.Path, default=None)
-    parser.add_argument("--datasets", nargs="+", default=list(logreg.PAPER_ORDER))
-    args = parser.parse_args()
+@click.command(help=__doc__)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch intra-op threads")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None)
+@click.option("--datasets", default=",".join(logreg.PAPER_ORDER), show_default=True, help="comma-separated")
+def main(**kwargs) -> None:
+    args = SimpleNamespace(**kwargs)
+    args.datasets = [name for name in args.datasets.split(",") if name]
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()

@@ -15,7 +15,6 @@ import click
 
 from rlo.experiments import logreg_report, uci
 from rlo.experiments.logreg_grid import PAPER_ORDER, LogRegConfig, run_grid
-from rlo.experiments.logreg_grid import model_grid, run_dataset  # noqa: F401  (benchmarks/bench_logreg.py uses them)
 from rlo.experiments.outputs import out_option
 
 DEFAULTS = LogRegConfig()
