@@ -485,9 +485,47 @@ def test_state_set_on_a_tensor_is_refused(tmp_path):
                     r"sets state on a torch._utils._rebuild_tensor_v2 \(official pickles set it only on EasyDicts")
 
 
-def test_huge_names_and_values_give_short_messages(tmp_path):
+def test_huge_names_and_values_give_short_messages(tmp_path, nets):
     text = refused_quickly(b"\x80\x02c" + b"m" * 10 ** 7 + b"\nsystem\n)R.", tmp_path, r"refusing to load global m+")
     assert len(text) < 500
+    snap = snapshot_dict(nets)
+    snap["G"].state["_init_kwargs"]["x" * 10 ** 6] = list(range(10 ** 5))
+    refused_quickly(official_pickle_bytes(snap), tmp_path, r"\['G'\]: cannot construct Generator.*'xxxx.*\.\.\.")
+
+
+def test_hostile_init_kwargs_in_an_official_pickle_are_refused_before_building(tmp_path, nets, monkeypatch):
+    snap = snapshot_dict(nets)
+    snap["G"].state["_init_kwargs"]["z_dim"] = 4_000_000
+    built = []
+    real_init = torch.nn.Module.__init__
+    monkeypatch.setattr(torch.nn.Module, "__init__",
+                        lambda self, *a, **k: (built.append(type(self).__name__), real_init(self, *a, **k))[1])
+    refused_quickly(official_pickle_bytes(snap), tmp_path,
+                    r"\['G'\]: Generator kwarg z_dim=4000000 is out of bounds; expected an integer in \[0, 16384\]")
+    assert built == []
+
+
+def test_positional_init_args_are_bound_to_their_names(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    kwargs = snap["G"].state["_init_kwargs"]
+    snap["G"].state["_init_args"] = (kwargs.pop("z_dim"), kwargs.pop("c_dim"))
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)
+    assert loaded["G"].init_kwargs == nets["G"].init_kwargs
+    assert loaded["init_kwargs"]["G"] == TINY_G
+
+
+def test_load_reports_the_pickles_own_init_kwargs(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    del snap["D"].state["_init_kwargs"]["block_kwargs"]  # official kwargs may leave out defaults
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)
+    assert loaded["init_kwargs"] == {name: None if name == "augment_pipe" else snap[name].state["_init_kwargs"]
+                                     for name in ("G", "D", "G_ema", "augment_pipe")}
+    assert "block_kwargs" not in loaded["init_kwargs"]["D"] and not loaded["has_optimizer_state"]
+    assert type(loaded["init_kwargs"]["G"]) is dict and type(loaded["init_kwargs"]["G"]["mapping_kwargs"]) is dict
 
 
 def test_structure_check_passes_official_pickles_and_leaves_the_file_position(nets):
