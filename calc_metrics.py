@@ -140,8 +140,11 @@ def _spawn_target(rank: int, args: dict, temp_dir: str) -> None:
 def score_snapshot(snapshot: str, metrics: list[str], data: Optional[str], mirror: Optional[bool], gpus: int,
                    device: str, detector_dir: Optional[str], verbose: bool) -> list[dict]:
     """Load a snapshot's G_ema and compute `metrics`, appending to metric-<name>.jsonl beside the snapshot."""
-    from training.checkpoint import load_network
-    network = load_network(snapshot)
+    from training.checkpoint import CheckpointError, load_network
+    try:
+        network = load_network(snapshot)
+    except (CheckpointError, OSError) as err:  # a damaged or hostile file: its one-line reason, no traceback
+        raise click.ClickException(str(err)) from None
     G = network['G_ema'] if network.get('G_ema') is not None else network['G']
     if G is None:
         raise click.ClickException(f'{snapshot} holds no generator (G_ema or G)')
