@@ -645,6 +645,9 @@ def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
         given['gpus'] = ctx.world_size
 
     resume = open_resume(given['resume']) if 'resume' in given else None
+    if resume is not None and resume.kind == 'snapshot' and not dry_run:  # that run was killed: its half-writes go
+        for path in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume.path))):
+            click.echo(f'Removed {path}, left by a write that was killed')
     values = replay_flags(resume, given) if resume is not None and resume.stored is not None else given
     opts, desc = setup_training_options(TrainFlags(**values), cuda=torch.cuda.is_available(), local_gpus=ctx is None,
                                         resume_source=resume)

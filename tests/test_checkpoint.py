@@ -366,16 +366,19 @@ def test_failed_write_keeps_previous_snapshot_and_leaves_no_temp(snapshot, nets,
     monkeypatch.setattr(checkpoint.torch, "save", partial_save)
     with pytest.raises(CheckpointError, match=f"could not write {re.escape(str(snapshot))}: Input/output error; "
                                               f"the previous {snapshot.name} is intact"):
-        save_snapshot(snapshot, nets)
+        save_snapshot(snapshot, nets, overwrite=True)
     monkeypatch.undo()
     assert snapshot.read_bytes() == before
     assert os.listdir(snapshot.parent) == [snapshot.name]
     assert_same_state(load_network(snapshot)["G"], nets["G"])
 
 
-def test_overwrite_replaces_content(snapshot, nets):
+def test_overwrite_replaces_content_only_when_asked(snapshot, nets):
     nets2 = dict(nets, G=perturbed(Generator(**TINY_G), 9))
-    save_snapshot(snapshot, nets2)
+    with pytest.raises(CheckpointError, match="already exists; refusing to replace it"):
+        save_snapshot(snapshot, nets2)  # the default: a run never replaces one of its snapshots
+    assert_same_state(load_network(snapshot)["G"], nets["G"])
+    save_snapshot(snapshot, nets2, overwrite=True)
     assert_same_state(load_network(snapshot)["G"], nets2["G"])
     assert os.listdir(snapshot.parent) == [snapshot.name]
 
@@ -395,7 +398,7 @@ def test_killed_writer_never_leaves_a_damaged_snapshot(snapshot, nets, tmp_path)
             time.sleep(60)
         os.fsync = slow_fsync
         G = Generator(**{TINY_G!r})
-        checkpoint.save_snapshot({str(snapshot)!r}, dict(G=G))
+        checkpoint.save_snapshot({str(snapshot)!r}, dict(G=G), overwrite=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
@@ -708,7 +711,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_snapshot(snap
     real_save = torch.save
     monkeypatch.setattr(checkpoint.torch, "save", lambda obj, f: real_save(obj, FillsUp(f, 4096)))
     with pytest.raises(CheckpointError) as info:
-        save_snapshot(snapshot, nets)
+        save_snapshot(snapshot, nets, overwrite=True)
     monkeypatch.undo()
     mb = sum(t.numel() * 4 for n in ("G", "D", "G_ema") for t in nets[n].state_dict().values()) / 2 ** 20
     assert re.fullmatch(rf"no space left on device while writing {re.escape(str(snapshot))} \(needed ~(\d+) MB\); "

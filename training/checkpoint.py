@@ -497,7 +497,7 @@ def _write_payload(path: str, payload: dict[str, Any], overwrite: bool) -> None:
 
 def save_snapshot(path: str | os.PathLike, networks: Mapping[str, torch.nn.Module | None],
                   training_set_kwargs: Mapping[str, Any] | None = None,
-                  resume_state: Mapping[str, Any] | None = None, *, overwrite: bool = True) -> None:
+                  resume_state: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> None:
     """Atomically write a snapshot of `networks` (e.g. {'G', 'D', 'G_ema', 'augment_pipe'}; None allowed).
 
     resume_state: optional training state (optimizer state_dicts, augment p, counters, capture_rng_state()) made

@@ -400,7 +400,10 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
                 snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick))
                 if is_main:
                     checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe),
-                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state)
+                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state,
+                                             overwrite=False)
+                    if last_snapshot is not None and opts.optimizer_snapshots == 'latest':
+                        checkpoint.strip_optimizer_state(last_snapshot)  # only the latest needs the Adam moments
                 last_snapshot = snapshot_path
 
             if snapshot_path is not None and evaluate is not None:
