@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 
-SNAPSHOT_KIMG_RE = re.compile(r'network-snapshot-(\d+)\.[A-Za-z0-9]+$')
+SNAPSHOT_KIMG_RE = re.compile(r'network-snapshot-(\d+)(?:-(\d{3}))?\.[A-Za-z0-9]+$')  # -III: images, sub-kimg ticks
 TICK_LINE_RE = re.compile(r'^tick\s+\d+\s+kimg\s+([0-9.]+)\s+time\s+(.+?)\s+sec/tick')
 _TIME_PART_RE = re.compile(r'(\d+)([dhms])')
 _UNIT_SEC = {'d': 86400, 'h': 3600, 'm': 60, 's': 1}
@@ -35,12 +35,12 @@ class MetricPoint:
     train_sec: float | None
 
 
-def snapshot_kimg(snapshot: str) -> int:
-    """kimg of 'network-snapshot-001200.pt' (any extension) -> 1200."""
+def snapshot_kimg(snapshot: str) -> float:
+    """kimg of 'network-snapshot-001200.pt' (any extension) -> 1200; 'network-snapshot-000000-496.pt' -> 0.496."""
     match = SNAPSHOT_KIMG_RE.search(os.path.basename(snapshot))
     if match is None:
         raise MetricPlotError(f'{snapshot!r} is not named network-snapshot-<kimg>.<ext>')
-    return int(match.group(1))
+    return int(match.group(1)) + int(match.group(2) or 0) / 1000
 
 
 def parse_time_str(text: str) -> float:
