@@ -9,6 +9,9 @@ from training.diffaugment import (DEFAULT_POLICY, DIFFAUG_POLICIES, DiffAugment,
                                   adjust_contrast, adjust_saturation, cutout, cutout_size, max_shift,
                                   parse_policy, random_brightness, random_contrast, random_cutout,
                                   random_saturation, random_translation, translate)
+from training.loss import StyleGAN2Loss
+from training.networks import Discriminator, Generator
+from training.options import LossOptions
 
 POLICIES = ['color', 'translation', 'cutout', DEFAULT_POLICY]
 
@@ -379,3 +382,39 @@ def test_cuda_matches_cpu_for_the_same_draws():
     torch.cuda.manual_seed(0)
     y = DiffAugment()(xc.detach())
     assert y.device == xc.device and y.shape == xc.shape
+
+
+def test_r1_in_the_gan_loss_goes_through_diffaugment_like_the_hand_written_penalty():
+    """The loss's lazy R1 with DiffAugment as its augment pipe: gamma/2 |d D(aug(x)) / dx|^2, aug's draws fixed."""
+    torch.manual_seed(1)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=64, channel_max=8, use_noise=False)).requires_grad_(False)
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=64, channel_max=8,
+                      epilogue_kwargs=dict(mbstd_group_size=1)).requires_grad_(False)
+    real, z, c = _images(4, c=3, h=16).clamp(-1, 1), torch.randn(4, 8), torch.zeros(4, 0)
+    gamma, aug = 0.7, DiffAugment()
+    loss = StyleGAN2Loss(torch.device('cpu'), G, D, LossOptions(r1_gamma=gamma, style_mixing_prob=0),
+                         augment_pipe=aug)
+    D.requires_grad_(True)
+    torch.manual_seed(5)
+    loss.accumulate_gradients('Dreg', real, c, z, c, gain=1.0, cur_nimg=0)
+    def d_grads():  # parameters R1 does not reach (e.g. the last bias) have no gradient: count them as 0
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in D.parameters()]
+
+    got = d_grads()
+    for p in D.parameters():
+        p.grad = None
+    torch.manual_seed(5)
+    x = real.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(D(aug(x), c).sum(), x, create_graph=True)
+    (gamma / 2 * g.square().sum([1, 2, 3]).mean()).backward()
+    want = d_grads()
+    assert sum(float(w.abs().sum()) for w in want) > 0
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    # And the draws mattered: without the same seed the penalty's gradients differ.
+    for p in D.parameters():
+        p.grad = None
+    torch.manual_seed(6)
+    loss.accumulate_gradients('Dreg', real, c, z, c, gain=1.0, cur_nimg=0)
+    assert any(not torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(d_grads(), want))
