@@ -42,6 +42,7 @@ from dnnlib import util as dnnlib_util
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from metrics import detectors, metric_main
 from metrics.snapshot_evaluator import SnapshotEvaluator
+from rlo.files import FileWriteError
 from torch_utils import distributed
 from torch_utils.distributed import DistContext
 from training import checkpoint, network_transfer
@@ -50,7 +51,13 @@ from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError, open_dataset
 from training.diffaugment import DEFAULT_POLICY, parse_policy
 from training.networks import Discriminator, Generator
-from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
+from training.options import (
+    AugmentOptions,
+    DataOptions,
+    LossOptions,
+    OptimizerOptions,
+    TrainingOptions,
+)
 from training.training_loop import NonFiniteError, training_loop
 
 AUG_MODES = ('noaug', 'ada', 'fixed', 'diffaug')
@@ -561,7 +568,7 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
         if opts.metrics:
             evaluate = SnapshotEvaluator(opts.metrics, opts.data.dataset_kwargs(), opts.run_dir, opts.detector_dir)
         training_loop(opts, ctx, device, resume_data=resume_data, evaluate=evaluate)
-    except (NonFiniteError, DatasetError, checkpoint.CheckpointError) as err:
+    except (NonFiniteError, DatasetError, checkpoint.CheckpointError, FileWriteError) as err:
         if ctx.is_main:
             print(f'\nTraining stopped: {err}', file=sys.stderr, flush=True)
         raise SystemExit(3 if isinstance(err, NonFiniteError) else 1) from None

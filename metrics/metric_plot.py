@@ -12,9 +12,10 @@ import json
 import math
 import os
 import re
-import uuid
 
 import numpy as np
+
+from rlo.files import atomic_write
 
 SNAPSHOT_KIMG_RE = re.compile(r'network-snapshot-(\d+)(?:-(\d{3}))?\.[A-Za-z0-9]+$')  # -III: images, sub-kimg ticks
 TICK_LINE_RE = re.compile(r'^tick\s+\d+\s+kimg\s+([0-9.]+)\s+time\s+(.+?)\s+sec/tick')
@@ -161,16 +162,10 @@ def plot_metric_curves(series: dict[str, list[MetricPoint]], out_path: str, x_ax
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f'.{os.path.basename(out_path)}.{uuid.uuid4().hex}.png')
     try:
-        fig.savefig(temp)
-        os.replace(temp, out_path)
+        atomic_write(out_path, lambda file: fig.savefig(file, format='png'))
     finally:
         plt.close(fig)
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def format_table(series: dict[str, list[MetricPoint]]) -> str:

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from conftest import perturbed
+from rlo import files
 from training import checkpoint
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Discriminator, Generator
@@ -736,7 +737,7 @@ def test_disk_full_at_fsync_or_reported_only_by_torch_is_named_too(tmp_path, net
     def enforce_fail(obj, f):  # as torch reports it when the OSError is not chained
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     monkeypatch.setattr(checkpoint.torch, "save", enforce_fail)
-    monkeypatch.setattr(checkpoint, "_free_bytes", lambda directory: 1000)
+    monkeypatch.setattr(files, "_free_bytes", lambda directory: 1000)
     with pytest.raises(CheckpointError, match=r"^no space left on device while writing"):
         save_snapshot(path, dict(G=nets["G"]))
     assert_only(tmp_path, [])
@@ -746,7 +747,7 @@ def test_disk_full_at_fsync_or_reported_only_by_torch_is_named_too(tmp_path, net
 def test_unwritable_folder_is_named_in_one_line(tmp_path, nets, monkeypatch, code, words):
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     with pytest.raises(CheckpointError, match=rf"^cannot write to folder {re.escape(str(tmp_path))}: {words}; "
                                               rf"nothing was written$"):
         save_snapshot(tmp_path / "new.pt", dict(G=nets["G"]))

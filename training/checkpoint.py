@@ -26,8 +26,6 @@ training/official_pickle.py.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import errno
 import hashlib
 import inspect
 import json
@@ -35,7 +33,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Callable
@@ -44,7 +41,11 @@ import numpy as np
 import torch
 
 from dnnlib import util as dnnlib_util
-from training import official_pickle
+from rlo import files
+from rlo.files import remove_stale_temp_files  # noqa: F401  (part of this module's API: train.py calls it)
+from training import network_bounds, official_pickle
+from training.augment import AugmentPipe
+from training.networks import NETWORK_CLASSES
 from training.official_pickle import one_line, short_repr
 
 SNAPSHOT_FORMAT = "rlo-stylegan2-snapshot"
@@ -55,7 +56,6 @@ MAX_PAYLOAD_DEPTH = 32  # containers inside containers in a snapshot payload (ou
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled torch.serialization.MAGIC_NUMBER
 _TENSOR_RECORD = re.compile(r"^[^/]+/data/\d+$")  # torch.save's zip member for one storage
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write's '.<name>.<8 random chars>.tmp'
 _EXPLAIN_BY_BUILDING = 2 ** 26  # elements: below this a state/kwargs mismatch is explained key by key
 
 
@@ -75,11 +75,9 @@ class _TooDeep(CheckpointError):
 
 
 def network_class(class_name: str) -> type[torch.nn.Module]:
-    """Our class for an allowlisted name; imported lazily so this module stays light to import."""
+    """Our class for an allowlisted name."""
     if class_name == "AugmentPipe":
-        from training.augment import AugmentPipe
         return AugmentPipe
-    from training.networks import NETWORK_CLASSES
     if class_name not in NETWORK_CLASSES:
         known = sorted([*NETWORK_CLASSES, "AugmentPipe"])
         raise CheckpointError(f"unknown network class {short_repr(class_name)}; allowed classes: {known}")
@@ -102,7 +100,6 @@ def describe_kwargs_mismatch(saved_kwargs: Mapping[str, Any], run_kwargs: Mappin
                              class_name: str | None = None) -> str:
     """One line naming the fields in which a file's init kwargs and a run's differ ('' if none); see
     training.network_bounds.describe_kwargs_mismatch (class_name fills in the defaults of omitted kwargs)."""
-    from training import network_bounds
     return network_bounds.describe_kwargs_mismatch(saved_kwargs, run_kwargs, class_name)
 
 
@@ -147,7 +144,6 @@ def _checked_kwargs(class_name: str, init_kwargs: Any, where: str,
                     init_args: list | tuple = ()) -> tuple[dict[str, Any], int | None]:
     """The kwargs to construct `class_name` with (positional init_args bound to their names) and the element count
     they build, checked against training/network_bounds.py: CheckpointError naming `where`, key and value."""
-    from training import network_bounds
     try:
         cls = network_class(class_name)
     except CheckpointError as exc:
@@ -198,136 +194,14 @@ def _build(class_name: str, kwargs: dict[str, Any], expected: int | None, state_
 # Atomic writes.
 
 
-def _oserror_in(exc: BaseException) -> OSError | None:
-    """The OSError behind `exc` (torch.save reports a failed write as a RuntimeError whose context is it)."""
-    for _ in range(8):
-        if isinstance(exc, OSError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        if exc is None:
-            return None
-    return None
-
-
-def _free_bytes(directory: str) -> int | None:
-    try:
-        stat = os.statvfs(directory)
-    except (OSError, AttributeError):
-        return None
-    return stat.f_bavail * stat.f_frsize
-
-
-def _write_error(exc: BaseException, path: str, directory: str, size_hint: int | None,
-                 existed: bool) -> CheckpointError | None:
-    """A one-line CheckpointError for a failed write, or None when `exc` is not about writing (re-raised as is)."""
-    if isinstance(exc, CheckpointError) or not isinstance(exc, (OSError, RuntimeError)):
-        return None
-    cause = _oserror_in(exc)
-    intact = f"the previous {os.path.basename(path)} is intact" if existed else "nothing was written"
-    needed = f" (needed ~{max(size_hint / 2 ** 20, 1):.0f} MB)" if size_hint else ""
-    full = cause is not None and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-    if cause is None and size_hint is not None:
-        free = _free_bytes(directory)
-        full = free is not None and free < size_hint
-    if full:
-        return CheckpointError(f"no space left on device while writing {path}{needed}; {intact}")
-    if cause is not None and cause.errno == errno.EROFS:
-        return CheckpointError(f"cannot write to folder {directory}: read-only file system; {intact}")
-    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
-        return CheckpointError(f"cannot write to folder {directory}: permission denied; {intact}")
-    if cause is not None:
-        return CheckpointError(f"could not write {path}: {cause.strerror or cause}; {intact}")
-    return CheckpointError(f"could not write {path} ({type(exc).__name__}: {exc}); {intact}")
-
-
-def _refuse_existing(path: str) -> CheckpointError:
-    return CheckpointError(f"{path} already exists; refusing to replace it (pass overwrite=True to replace it)")
-
-
-def _place_without_replacing(tmp: str, path: str) -> None:
-    """Give `tmp` the name `path` only if nothing has that name: atomic with a hard link, else check-then-rename."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise _refuse_existing(path) from None
-    except (OSError, AttributeError) as exc:
-        if isinstance(exc, OSError) and exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
-                                                          errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        # No hard links here (FAT, some network file systems): a writer racing us between check and rename wins.
-        if os.path.lexists(path):
-            raise _refuse_existing(path) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None],
                  verify: Callable[[str], None] | None = None, *, overwrite: bool = True,
                  size_hint: int | None = None) -> None:
-    """Write a file all-or-nothing: `write(f)` into a temp file beside `path`, fsync, `verify(tmp)`, rename.
-
-    On any error (or a kill) before the rename, `path` keeps its previous content; the temp file is removed
-    on errors (a hard kill can leave a hidden '.<name>.*.tmp' beside it: see remove_stale_temp_files, never a
-    damaged `path`). overwrite=False refuses (CheckpointError) when `path` exists, also when it appears while
-    writing. A full disk, a read-only or forbidden folder raise a one-line CheckpointError; size_hint (bytes) is
-    the expected size, reported when the disk is full.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    existed = os.path.lexists(path)
-    if existed and not overwrite:
-        raise _refuse_existing(path)
+    """rlo.files.atomic_write (the repository's one durable writer), its errors as one-line CheckpointErrors."""
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise _write_error(exc, path, directory, size_hint, existed) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.chmod(tmp, (os.stat(path).st_mode & 0o777) if os.path.exists(path) else 0o644)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _place_without_replacing(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        error = _write_error(exc, path, directory, size_hint, existed)
-        if error is None:
-            raise
-        raise error from None
-    with contextlib.suppress(OSError):  # persist the rename itself; not possible on every platform
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
-    """Delete the hidden '.<name>.<8 chars>.tmp' files that atomic_write leaves in `folder` when killed mid-write;
-    returns their paths (sorted). Only that name pattern and only regular files are touched; call it when no
-    other process is writing into `folder` (a live writer's temp file has the same name)."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        return []
-    removed = []
-    for entry in os.scandir(folder):
-        if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise CheckpointError(f"cannot remove stale temporary file {entry.path}: {exc.strerror}") from None
-            removed.append(entry.path)
-    return sorted(removed)
+        files.atomic_write(path, write, verify, overwrite=overwrite, size_hint=size_hint)
+    except files.FileWriteError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------
@@ -523,7 +397,7 @@ def save_snapshot(path: str | os.PathLike, networks: Mapping[str, torch.nn.Modul
     }
     path = os.fspath(path)
     if not overwrite and os.path.lexists(path):
-        raise _refuse_existing(path)  # before serialising hundreds of MB
+        raise CheckpointError(str(files.refuse_existing(path)))  # before serialising hundreds of MB
     _write_payload(path, payload, overwrite)
 
 
