@@ -3,10 +3,14 @@
 Mirrors StyleGAN2-ADA's metrics/metric_utils.py (same function names and multi-process scheme: every process
 takes every num_gpus-th item and the features are interleaved back into one global order), with three changes:
 detectors are local files found by metrics.detectors; dataset statistics are cached as .npz (no pickles);
-generated samples are seeded per sample index, so results do not depend on batch size or process count.
+generated samples are seeded per sample index, so results do not depend on batch size or process count; and G's
+noise inputs (noise_mode='random') are seeded by the index of each generator call's first sample, so a metric is a
+function of the network and the options, not of the process RNG (a resumed run or calc_metrics.py later gives the
+same number), and the caller's RNG is left as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -359,6 +363,18 @@ def labels_dataset(opts: MetricOptions, G: torch.nn.Module):
     return open_metric_dataset(opts)
 
 
+@contextlib.contextmanager
+def seeded_noise(seed: int, index: int, device: torch.device):
+    """Inside: the torch RNG of the CPU (and of `device`) seeded by (seed, sample index); outside: unchanged."""
+    noise_seed = int(np.random.SeedSequence([int(seed), int(index), 2]).generate_state(1)[0])
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        torch.default_generator.manual_seed(noise_seed)
+        if device.type == 'cuda':
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(noise_seed)
+        yield
+
+
 def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, G_kwargs: dict) -> torch.Tensor:
     """G(z, c) in [-1, 1] -> uint8 [N, C, H, W] with StyleGAN2-ADA's rounding (x * 127.5 + 128, clamped)."""
     img = G(z, c, **G_kwargs)
@@ -392,8 +408,9 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector: str, dete
         images = []
         for start in range(0, batch_size, batch_gen):
             z, c = sample_latents(indices[start:start + batch_gen], G.z_dim, opts.seed, dataset, G.c_dim)
-            images.append(generate_images(G, torch.from_numpy(z).to(opts.device), torch.from_numpy(c).to(opts.device),
-                                          opts.G_kwargs))
+            with seeded_noise(opts.seed, indices[start], opts.device):
+                images.append(generate_images(G, torch.from_numpy(z).to(opts.device),
+                                              torch.from_numpy(c).to(opts.device), opts.G_kwargs))
         images = _to_rgb_uint8_batch(torch.cat(images))
         features = model(images, **detector_kwargs)
         stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
