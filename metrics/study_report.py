@@ -416,7 +416,7 @@ def _study_lines(results: StudyResults) -> list[str]:
     lines += ['', f'Intervals are {CONFIDENCE:.0%} Student t-intervals over seeds: mean ± t·s/√n with '
               f't = {fmt(mult)} for n = {n} (n − 1 = {n - 1} degrees of freedom).'
               if n >= 2 else f'With n = {n} seed there is no interval.']
-    if n <= 5:
+    if 2 <= n <= 5:
         lines.append(f'With n = {n} these intervals are wide: only a difference much larger than the seed-to-seed '
                      'spread shows, and an interval that contains 0 means the study cannot tell the two apart.')
     lines.append('Every run is reported as it came out: none was repeated, dropped or chosen, in either direction.')
