@@ -156,6 +156,8 @@ def test_snapshot_names_are_unique_for_ticks_shorter_than_one_kimg(train):
     assert len(set(fine)) == len(fine)
     assert snapshot_name(496, 0.25) == 'network-snapshot-000000-496.pt'
     assert snapshot_name(12000, 4) == 'network-snapshot-000012.pt'  # StyleGAN2-ADA's names otherwise
+    ends = [snapshot_name(nimg, 1, total_kimg=12.5) for nimg in (12096, 12512)]  # last tick and the end, kimg 12
+    assert ends == ['network-snapshot-000012-096.pt', 'network-snapshot-000012-512.pt']
 
 
 def _make_run_dir(args):

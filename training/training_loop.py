@@ -47,14 +47,16 @@ class Phase:
     interval: int                   # run every `interval` minibatches
 
 
-def snapshot_stem(cur_nimg: int, kimg_per_tick: float) -> str:
-    """'000012' (kimg), or '000000-496' (kimg-images) when ticks are shorter than 1 kimg and kimg would repeat."""
+def snapshot_stem(cur_nimg: int, kimg_per_tick: float, total_kimg: float = 1) -> str:
+    """'000012' (kimg), or '000012-512' (kimg-images) when kimg alone could repeat: ticks shorter than 1 kimg, or a
+    run ending at a fraction of a kimg (12.5 kimg: the last tick and the end both fall in kimg 12)."""
     stem = f'{cur_nimg // 1000:06d}'
-    return stem if kimg_per_tick >= 1 else f'{stem}-{cur_nimg % 1000:03d}'
+    fine = kimg_per_tick < 1 or round(total_kimg * 1000) % 1000 != 0
+    return f'{stem}-{cur_nimg % 1000:03d}' if fine else stem
 
 
-def snapshot_name(cur_nimg: int, kimg_per_tick: float = 1) -> str:
-    return f'network-snapshot-{snapshot_stem(cur_nimg, kimg_per_tick)}.pt'
+def snapshot_name(cur_nimg: int, kimg_per_tick: float = 1, total_kimg: float = 1) -> str:
+    return f'network-snapshot-{snapshot_stem(cur_nimg, kimg_per_tick, total_kimg)}.pt'
 
 
 def build_phases(G: torch.nn.Module, D: torch.nn.Module, opts: TrainingOptions) -> list[Phase]:
@@ -393,7 +395,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
             report_tick(cur_tick, cur_nimg, cur_nimg - tick_start_nimg, tick_end_time - start_time,
                         tick_end_time - tick_start_time, maintenance_time, ada, device, is_main)
             if is_main and opts.image_snapshot_ticks and (done or cur_tick % opts.image_snapshot_ticks == 0):
-                grid.save_fakes(G_ema, f'fakes{snapshot_stem(cur_nimg, opts.kimg_per_tick)}.png')
+                grid.save_fakes(G_ema, f'fakes{snapshot_stem(cur_nimg, opts.kimg_per_tick, opts.total_kimg)}.png')
 
             distributed.average_buffers(G)  # w_avg: each process tracked its own latents
             distributed.average_buffers(G_ema)
@@ -401,7 +403,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
             if opts.network_snapshot_ticks and (done or cur_tick % opts.network_snapshot_ticks == 0):
                 state = gather_resume_state(opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx,
                                             tick_end_time - start_time)
-                snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick))
+                snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick, opts.total_kimg))
                 if is_main:
                     checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=ada_pipe),
                                              training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state,
