@@ -31,12 +31,16 @@ from typing import Any, Optional
 import click
 import torch
 
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.(pt|pkl)$')
+from metrics import detectors, metric_main, metric_utils
+from metrics.detectors import DetectorNotFoundError
+from training.checkpoint import CheckpointError, load_network
+from training.dataset import DatasetError
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)(?:-(\d{3}))?\.(pt|pkl)$')  # kimg, and images for sub-kimg ticks
 
 
 def parse_metric_list(text: str, num_gen: Optional[int]) -> list[str]:
     """'fid50k_full,kid50k_full' -> validated names, renamed for --num-gen; 'none' -> []."""
-    from metrics import metric_main
     names = [name.strip() for name in text.split(',') if name.strip()]
     if names == ['none']:
         return []
@@ -49,13 +53,11 @@ def parse_metric_list(text: str, num_gen: Optional[int]) -> list[str]:
 
 def detector_needs(metric: str) -> tuple[str, bool]:
     """(detector kind, needs LPIPS weights) of a metric name."""
-    from metrics import metric_main
     return metric_main.detector_kind(metric), metric_main.parse_metric(metric).family == 'ppl'
 
 
 def check_detectors(metrics: list[str], detector_dir: Optional[str]) -> None:
     """Fail before any heavy work when a detector file is missing (DetectorNotFoundError with the full story)."""
-    from metrics import detectors
     for kind, need_lpips in sorted({detector_needs(metric) for metric in metrics}):
         detectors.locate_detector(kind, detector_dir, need_lpips=need_lpips)
 
@@ -66,8 +68,8 @@ def list_snapshots(run_dir: str) -> list[str]:
     for path in glob.glob(os.path.join(glob.escape(run_dir), 'network-snapshot-*')):
         match = SNAPSHOT_RE.match(os.path.basename(path))
         if match:
-            found.append((int(match.group(1)), path))
-    return [path for _kimg, path in sorted(found)]
+            found.append((int(match.group(1)), int(match.group(2) or 0), path))
+    return [path for _kimg, _img, path in sorted(found)]
 
 
 def already_scored(run_dir: str, metric: str) -> set[str]:
@@ -105,7 +107,6 @@ def dataset_kwargs_for(G: torch.nn.Module, training_set_kwargs: Optional[dict], 
 
 def metrics_process(rank: int, args: dict, temp_dir: str) -> list[dict]:
     """Compute every metric in one process (rank); returns the results (meaningful on rank 0)."""
-    from metrics import metric_main, metric_utils
     num_gpus, device = args['num_gpus'], torch.device(args['device'])
     if num_gpus > 1:
         backend = 'nccl' if device.type == 'cuda' else 'gloo'
@@ -140,14 +141,21 @@ def _spawn_target(rank: int, args: dict, temp_dir: str) -> None:
 def score_snapshot(snapshot: str, metrics: list[str], data: Optional[str], mirror: Optional[bool], gpus: int,
                    device: str, detector_dir: Optional[str], verbose: bool) -> list[dict]:
     """Load a snapshot's G_ema and compute `metrics`, appending to metric-<name>.jsonl beside the snapshot."""
-    from training.checkpoint import load_network
-    network = load_network(snapshot)
+    try:
+        network = load_network(snapshot)
+    except (CheckpointError, OSError) as err:  # a damaged or hostile file: its one-line reason, no traceback
+        raise click.ClickException(str(err)) from None
     G = network['G_ema'] if network.get('G_ema') is not None else network['G']
     if G is None:
         raise click.ClickException(f'{snapshot} holds no generator (G_ema or G)')
     needs_data = any(not m.startswith('ppl') for m in metrics) or G.c_dim > 0  # PPL alone needs no images
     dataset_kwargs = dataset_kwargs_for(G, network.get('training_set_kwargs'), data, mirror, snapshot) \
         if needs_data else {}
+    for metric in metrics:  # a digits-only metric on other data means nothing: refuse before any work
+        try:
+            metric_main.check_metric_dataset(metric, dataset_kwargs)
+        except metric_main.MetricDatasetError as err:
+            raise click.ClickException(f'--metrics={metric}: {err}') from None
     run_dir = os.path.dirname(os.path.abspath(snapshot)) if os.path.isfile(snapshot) else None
     args = dict(G=G.eval().requires_grad_(False).cpu(), metrics=metrics, dataset_kwargs=dataset_kwargs,
                 num_gpus=gpus, device=device, detector_dir=detector_dir, verbose=verbose, run_dir=run_dir,
@@ -180,7 +188,6 @@ def score_snapshot(snapshot: str, metrics: list[str], data: Optional[str], mirro
               help='With --run-dir: skip snapshots already in metric-<name>.jsonl')
 @click.option('--verbose', type=bool, default=True, show_default=True, metavar='BOOL', help='Print progress')
 def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detector_dir, device, skip_done, verbose):
-    from metrics.detectors import DetectorNotFoundError
     if (network_pkl is None) == (run_dir is None):
         raise click.UsageError('pass exactly one of --network and --run-dir')
     try:
@@ -219,7 +226,10 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
             elif verbose:
                 print(f'{os.path.basename(snapshot)}: already scored, skipping')
     for snapshot, todo in jobs:
-        score_snapshot(snapshot, todo, data, mirror, gpus, device, detector_dir, verbose)
+        try:
+            score_snapshot(snapshot, todo, data, mirror, gpus, device, detector_dir, verbose)
+        except DatasetError as err:  # a missing or damaged dataset image: the one line that names it
+            raise click.ClickException(str(err)) from None
 
 
 if __name__ == '__main__':

@@ -42,17 +42,25 @@ from dnnlib import util as dnnlib_util
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from metrics import detectors, metric_main
 from metrics.snapshot_evaluator import SnapshotEvaluator
+from rlo.files import FileWriteError
 from torch_utils import distributed
 from torch_utils.distributed import DistContext
 from training import checkpoint, network_transfer
 from training import options as options_lib
 from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError, open_dataset
+from training.diffaugment import DEFAULT_POLICY, parse_policy
 from training.networks import Discriminator, Generator
-from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
+from training.options import (
+    AugmentOptions,
+    DataOptions,
+    LossOptions,
+    OptimizerOptions,
+    TrainingOptions,
+)
 from training.training_loop import NonFiniteError, training_loop
 
-AUG_MODES = ('noaug', 'ada', 'fixed')
+AUG_MODES = ('noaug', 'ada', 'fixed', 'diffaug')
 LOSS_NAMES = rlo.loss_names('binary')  # every member of the family with a binary form
 OPTIMIZER_SNAPSHOTS = ('latest', 'all')
 DECODE_CHECK_SAMPLE = 256  # images fully decoded before a run starts (plus the first and last; headers: all)
@@ -113,7 +121,7 @@ DEFAULTS = TrainFlags()
 # Flags that describe the machine, not the run: a resumed run takes them from its own command line.
 MACHINE_FLAGS = frozenset({'gpus', 'batch_gpu', 'workers', 'nobench', 'allow_tf32', 'nhwc', 'resume'})
 # Flags whose meaning depends on another: when a resumed run switches the first, the others are not replayed.
-DEPENDENT_FLAGS = {'loss': ('k', 'm'), 'aug': ('p', 'target', 'augpipe')}
+DEPENDENT_FLAGS = {'loss': ('k', 'm'), 'aug': ('p', 'target', 'augpipe', 'diffaug_policy')}
 # Flags that fix network shapes; with --resume the networks come from the file instead.
 ARCHITECTURE_FLAGS = {'cbase': 'channel_base', 'cmax': 'channel_max', 'map_depth': 'num_layers'}
 
@@ -215,6 +223,7 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
         ('--batch', old.batch_size, opts.batch_size, 'the batch size'),
         ('--aug', old.augment.mode, opts.augment.mode, 'the augmentation mode'),
         ('--augpipe', old.augment.pipe, opts.augment.pipe, 'the augmentation pipeline'),
+        ('--diffaug-policy', old.augment.diffaug_policy, opts.augment.diffaug_policy, 'the DiffAugment policy'),
         ('--target', old.augment.target, opts.augment.target, "ADA's target"),
         ('--blur', old.loss.blur_init_sigma, opts.loss.blur_init_sigma, 'the D input blur'),
         ('--pairing', old.loss.pairing, opts.loss.pairing, 'the pairing of the adversarial loss'),
@@ -377,13 +386,22 @@ def _augment_section(flags: TrainFlags) -> tuple[AugmentOptions, str]:
         raise UserError('--p can only be given with --aug=fixed')
     if target is not None and aug != 'ada':
         raise UserError('--target can only be given with --aug=ada')
-    if augpipe is not None and aug == 'noaug':
-        raise UserError('--augpipe cannot be given with --aug=noaug')
+    if augpipe is not None and aug in ('noaug', 'diffaug'):
+        raise UserError(f'--augpipe cannot be given with --aug={aug} (it picks the ADA pipeline)')
     if aug == 'fixed' and p is None:
         raise UserError('--aug=fixed needs --p')
+    if flags.diffaug_policy is not None and aug != 'diffaug':
+        raise UserError('--diffaug-policy can only be given with --aug=diffaug')
     aug_opts = AugmentOptions(mode=aug, pipe=augpipe or 'bgc', p=p or 0.0, target=0.6 if target is None else target)
     desc = f'-{aug}' + (f'-p{p:g}' if p is not None else '') + (f'-target{target:g}' if target is not None else '')
     desc += f'-{augpipe}' if augpipe is not None else ''
+    if aug == 'diffaug':
+        try:
+            policy = parse_policy(flags.diffaug_policy if flags.diffaug_policy is not None else DEFAULT_POLICY)
+        except ValueError as err:
+            raise UserError(f'--diffaug-policy={flags.diffaug_policy!r}: {err}') from None
+        aug_opts.diffaug_policy = ','.join(policy)
+        desc += f'-{"+".join(policy)}' if flags.diffaug_policy is not None else ''
     return aug_opts, desc
 
 
@@ -550,7 +568,7 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
         if opts.metrics:
             evaluate = SnapshotEvaluator(opts.metrics, opts.data.dataset_kwargs(), opts.run_dir, opts.detector_dir)
         training_loop(opts, ctx, device, resume_data=resume_data, evaluate=evaluate)
-    except (NonFiniteError, DatasetError, checkpoint.CheckpointError) as err:
+    except (NonFiniteError, DatasetError, checkpoint.CheckpointError, FileWriteError) as err:
         if ctx.is_main:
             print(f'\nTraining stopped: {err}', file=sys.stderr, flush=True)
         raise SystemExit(3 if isinstance(err, NonFiniteError) else 1) from None
@@ -603,6 +621,8 @@ _bool = dict(type=bool, metavar='BOOL')
 @click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')
 @click.option('--mirror', help='Add x-flipped copies of the images [default: false]', **_bool)
 @click.option('--aug', help=f'Augmentation mode [default: {DEFAULTS.aug}]', type=click.Choice(AUG_MODES))
+@click.option('--diffaug-policy', help=f'DiffAugment parts for --aug=diffaug [default: {DEFAULT_POLICY}]',
+              metavar='LIST')
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=PROBABILITY)
 @click.option('--target', help='ADA target value for --aug=ada [default: 0.6]', type=PROBABILITY)
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(list(AUGPIPE_SPECS)))
@@ -645,6 +665,9 @@ def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
         given['gpus'] = ctx.world_size
 
     resume = open_resume(given['resume']) if 'resume' in given else None
+    if resume is not None and resume.kind == 'snapshot' and not dry_run:  # that run was killed: its half-writes go
+        for path in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume.path))):
+            click.echo(f'Removed {path}, left by a write that was killed')
     values = replay_flags(resume, given) if resume is not None and resume.stored is not None else given
     opts, desc = setup_training_options(TrainFlags(**values), cuda=torch.cuda.is_available(), local_gpus=ctx is None,
                                         resume_source=resume)

@@ -22,6 +22,7 @@ from metrics import detectors, metric_utils
 from metrics.frechet_inception_distance import frechet_distance
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_distance
+from training.dataset import EMBEDDED_DIGITS
 
 DETECTOR = 'digits'
 FEATURES = dict(return_features=True)  # [N, 128] penultimate activations
@@ -31,7 +32,6 @@ CONFIDENCE_THRESHOLD = 0.9
 
 def is_embedded_digits(dataset_kwargs: Mapping | None) -> bool:
     """True when open_dataset(**dataset_kwargs) gives the embedded digits: no kwargs, path None or 'sklearn:digits'."""
-    from training.dataset import EMBEDDED_DIGITS
     path = (dataset_kwargs or {}).get('path')
     return path is None or path == EMBEDDED_DIGITS
 

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import re
-import uuid
 
 import numpy as np
 
-SNAPSHOT_KIMG_RE = re.compile(r'network-snapshot-(\d+)\.[A-Za-z0-9]+$')
+from rlo.files import atomic_write
+
+SNAPSHOT_KIMG_RE = re.compile(r'network-snapshot-(\d+)(?:-(\d{3}))?\.[A-Za-z0-9]+$')  # -III: images, sub-kimg ticks
 TICK_LINE_RE = re.compile(r'^tick\s+\d+\s+kimg\s+([0-9.]+)\s+time\s+(.+?)\s+sec/tick')
 _TIME_PART_RE = re.compile(r'(\d+)([dhms])')
 _UNIT_SEC = {'d': 86400, 'h': 3600, 'm': 60, 's': 1}
@@ -35,12 +36,12 @@ class MetricPoint:
     train_sec: float | None
 
 
-def snapshot_kimg(snapshot: str) -> int:
-    """kimg of 'network-snapshot-001200.pt' (any extension) -> 1200."""
+def snapshot_kimg(snapshot: str) -> float:
+    """kimg of 'network-snapshot-001200.pt' (any extension) -> 1200; 'network-snapshot-000000-496.pt' -> 0.496."""
     match = SNAPSHOT_KIMG_RE.search(os.path.basename(snapshot))
     if match is None:
         raise MetricPlotError(f'{snapshot!r} is not named network-snapshot-<kimg>.<ext>')
-    return int(match.group(1))
+    return int(match.group(1)) + int(match.group(2) or 0) / 1000
 
 
 def parse_time_str(text: str) -> float:
@@ -161,16 +162,10 @@ def plot_metric_curves(series: dict[str, list[MetricPoint]], out_path: str, x_ax
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f'.{os.path.basename(out_path)}.{uuid.uuid4().hex}.png')
     try:
-        fig.savefig(temp)
-        os.replace(temp, out_path)
+        atomic_write(out_path, lambda file: fig.savefig(file, format='png'))
     finally:
         plt.close(fig)
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def format_table(series: dict[str, list[MetricPoint]]) -> str:

@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from typing import Any
 
 import numpy as np
 import torch
 
 from dnnlib import util as dnnlib_util
+from rlo.files import atomic_write
 from metrics import detectors
 from training.dataset import open_dataset
 
@@ -199,7 +199,7 @@ class FeatureStats:
         return mean, cov
 
     def save(self, path: str) -> None:
-        """Write to `path` (.npz) atomically: a temporary file in the same folder, then os.replace."""
+        """Write to `path` (.npz) all-or-nothing (rlo.files.atomic_write)."""
         arrays: dict[str, Any] = dict(
             capture_all=np.array(self.capture_all), capture_mean_cov=np.array(self.capture_mean_cov),
             max_items=np.array(-1 if self.max_items is None else self.max_items, dtype=np.int64),
@@ -209,16 +209,7 @@ class FeatureStats:
             arrays['raw_mean'] = self.raw_mean
             arrays['raw_cov'] = self.raw_cov
             arrays['all_features'] = self.get_all() if self.capture_all else np.zeros([0, self.num_features], np.float32)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        temp = os.path.join(folder, f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
-        try:
-            with open(temp, 'wb') as file:
-                np.savez(file, **arrays)
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
+        atomic_write(path, lambda file: np.savez(file, **arrays))
 
     @staticmethod
     def load(path: str) -> FeatureStats:

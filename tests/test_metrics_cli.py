@@ -85,7 +85,18 @@ def test_run_dir_scores_every_snapshot_once(run_dir):
 
 def test_list_snapshots_orders_by_kimg_and_ignores_other_files(tmp_path):
     for name in ('network-snapshot-000100.pt', 'network-snapshot-000020.pkl', 'network-snapshot-x.pt',
-                 'fakes000020.png', 'metric-fid50k_full.jsonl'):
+                 'network-snapshot-000000-496.pt', 'network-snapshot-000000-008.pt', 'fakes000020.png',
+                 'metric-fid50k_full.jsonl'):
         (tmp_path / name).write_bytes(b'')
     assert [os.path.basename(p) for p in calc_metrics.list_snapshots(str(tmp_path))] == \
-        ['network-snapshot-000020.pkl', 'network-snapshot-000100.pt']
+        ['network-snapshot-000000-008.pt', 'network-snapshot-000000-496.pt', 'network-snapshot-000020.pkl',
+         'network-snapshot-000100.pt']  # sub-kimg ticks add the images: -III
+
+
+def test_digits_metric_on_a_face_dataset_is_refused_in_one_line(run_dir):
+    result = CliRunner().invoke(calc_metrics.main, ['--network', str(run_dir / 'network-snapshot-000004.pt'),
+                                                    '--metrics', 'fdd2k_full'])
+    assert result.exit_code == 1
+    assert '--metrics=fdd2k_full' in result.output and 'inception-2015-12-05.pt' in result.output
+    assert 'Traceback' not in result.output
+    assert not (run_dir / 'metric-fdd2k_full.jsonl').exists()

@@ -12,6 +12,7 @@ import metrics_support as ms
 from metrics import detectors, metric_main, metric_utils
 from metrics.inception_score import inception_score
 from metrics.perceptual_path_length import ppl_from_distances
+from rlo.files import FileWriteError
 from training.dataset import open_dataset
 
 NUM_REAL = 7  # odd on purpose: the per-process split wraps around
@@ -115,7 +116,7 @@ def test_failed_cache_write_leaves_no_file(G, data_dir, inception_dir, cache_dir
         raise OSError('disk full')
 
     monkeypatch.setattr(np, 'savez', broken_savez)
-    with pytest.raises(OSError, match='disk full'):
+    with pytest.raises(FileWriteError, match='could not write .*disk full.*nothing was written'):
         metric_main.calc_metric('kid2', **_kwargs(G, data_dir, inception_dir, batch_size=12))
     assert not cache_dir.exists() or os.listdir(cache_dir) == []
 

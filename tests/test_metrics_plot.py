@@ -81,3 +81,8 @@ def test_errors_name_the_problem(tmp_path):
         metric_plot.metric_series(str(run), 'pr50k3_full')
     points = metric_plot.metric_series(str(run), 'pr50k3_full', key='pr50k3_full_recall')
     assert points[0].value == 0.4
+
+
+def test_sub_kimg_snapshot_names_give_fractional_kimg():
+    assert metric_plot.snapshot_kimg('runs/x/network-snapshot-000000-496.pt') == pytest.approx(0.496)
+    assert metric_plot.snapshot_kimg('network-snapshot-001200.pkl') == 1200

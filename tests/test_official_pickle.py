@@ -15,7 +15,10 @@ import json
 import os
 import pickle
 import pickletools
+import re
+import struct
 import sys
+import time
 import types
 
 import numpy as np
@@ -389,6 +392,150 @@ def test_non_numeric_numpy_dtype_is_refused():
     data = pickle.dumps(np.dtype("O"), protocol=4)
     with pytest.raises(OfficialPickleError, match="not numeric"):
         official_pickle.read_official_pickle(io.BytesIO(data))
+
+
+# ----------------------------------------------------------------------------
+# Pickles built to exhaust memory or CPU: refused from the opcode stream, before anything is built, in one line.
+
+
+def refused_quickly(data: bytes, tmp_path, match: str, limit_s: float = 3.0) -> str:
+    """Load `data` as a file; it must raise one short CheckpointError matching `match` within `limit_s`."""
+    path = tmp_path / "hostile.pkl"
+    path.write_bytes(data)
+    start = time.monotonic()
+    with pytest.raises(CheckpointError) as info:
+        load_network(path)
+    elapsed = time.monotonic() - start
+    text = str(info.value)
+    assert re.search(match, text), text
+    assert str(path) in text and "\n" not in text and len(text) <= 1000
+    assert elapsed < limit_s, f"took {elapsed:.1f} s"
+    return text
+
+
+def self_containing_record() -> bytes:
+    """{'G': rec} where rec.state['_modules']['self'] is rec, written opcode by opcode (pickle cannot make it)."""
+    def text(s: str) -> bytes:
+        return b"\x8c" + bytes([len(s)]) + s.encode()  # SHORT_BINUNICODE
+    return b"".join([
+        b"\x80\x04", b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n",  # PROTO 4, GLOBAL
+        b"}", b"(",  # EMPTY_DICT (meta), MARK
+        text("type"), text("class"), text("version"), b"K\x06", text("class_name"), text("Generator"),
+        text("state"), b"}", b"(", text("_modules"), b"}", b"\x94", b"u",  # state = {'_modules': mods (memo 0)}
+        b"u", b"\x85", b"R", b"\x94",  # SETITEMS, TUPLE1, REDUCE -> rec (memo 1)
+        b"h\x00", text("self"), b"h\x01", b"s", b"0",  # mods['self'] = rec; POP mods
+        b"0", b"}", text("G"), b"h\x01", b"s", b".",  # POP rec; {'G': rec}; STOP
+    ])
+
+
+def test_self_containing_record_is_refused(tmp_path):
+    data = self_containing_record()
+    assert len(data) < 200
+    refused_quickly(data, tmp_path, r"the pickle holds a record that contains itself; refusing before building")
+
+
+def test_exponentially_shared_records_are_refused(tmp_path):
+    """Each record holds the previous one twice: 60 levels make a 2**60-record tree of a few kB."""
+    record = OfficialObject("Generator", dict(_modules={}))
+    for _ in range(60):
+        record = OfficialObject("Generator", dict(_modules=collections.OrderedDict(a=record, b=record)))
+    data = official_pickle_bytes(dict(G=record), protocol=4)
+    assert len(data) < 20_000
+    refused_quickly(data, tmp_path, r"holds more than 2,000,000 objects once shared records are expanded")
+
+
+def test_deep_nesting_is_refused(tmp_path, nets):
+    deep: list = []
+    for _ in range(150):
+        deep = [deep]
+    snap = snapshot_dict(nets)
+    snap["G"].state["_modules"]["mapping"].state["deep"] = deep
+    refused_quickly(official_pickle_bytes(snap), tmp_path, r"nests containers more than 100 deep")
+
+
+def test_declared_lengths_beyond_the_file_are_refused_without_allocating(tmp_path):
+    for opcode in (b"\x8e", b"\x96", b"\x8d"):  # BINBYTES8, BYTEARRAY8, BINUNICODE8 of 2**62 bytes
+        data = b"\x80\x05" + opcode + struct.pack("<Q", 2 ** 62) + b"tiny."
+        refused_quickly(data, tmp_path, r"truncated or corrupt|declares more bytes than the file holds")
+
+
+def test_containers_as_dict_keys_or_set_members_are_refused(tmp_path):
+    """Hashing a tuple of 2**60 shared tuples never ends, and the unpickler would hash it to build a dict or set
+    (so the test writes the opcodes around the pickled tuple itself: making the dict here would hang too)."""
+    key: tuple = ()
+    for _ in range(60):
+        key = (key, key)
+    body = pickle.dumps(key, protocol=2)[2:-1]  # without PROTO and STOP
+    refused_quickly(b"\x80\x02}" + body + b"K\x01s.", tmp_path, r"uses a container as a dict key or set")
+    refused_quickly(b"\x80\x04(" + body + b"\x91.", tmp_path, r"as a dict key or set member")  # FROZENSET
+    refused_quickly(b"\x80\x02c__builtin__\nset\n]" + body + b"a\x85R.", tmp_path,  # set([key])
+                    r"more than 2,000,000 objects once shared")
+    small = pickle.dumps(((), ()), protocol=2)[2:-1]  # expands little; the set itself refuses a tuple member
+    refused_quickly(b"\x80\x02c__builtin__\nset\n]" + small + b"a\x85R.", tmp_path, r"set member \(\(\), \(\)\) is a tuple")
+
+
+def test_state_set_on_a_tensor_is_refused(tmp_path):
+    """BUILD on a tensor would call Tensor.__setstate__, which can resize its storage and set hooks."""
+    class TensorWithState:
+        def __reduce__(self):
+            storage = torch.zeros(4)._typed_storage()
+            args = (storage, 0, (4,), (1,), False, collections.OrderedDict())
+            return torch._utils._rebuild_tensor_v2, args, (storage, 0, (10 ** 9,), (1,))
+    refused_quickly(pickle.dumps({"G": TensorWithState()}, protocol=4), tmp_path,
+                    r"sets state on a torch._utils._rebuild_tensor_v2 \(official pickles set it only on EasyDicts")
+
+
+def test_huge_names_and_values_give_short_messages(tmp_path, nets):
+    text = refused_quickly(b"\x80\x02c" + b"m" * 10 ** 7 + b"\nsystem\n)R.", tmp_path, r"refusing to load global m+")
+    assert len(text) < 500
+    snap = snapshot_dict(nets)
+    snap["G"].state["_init_kwargs"]["x" * 10 ** 6] = list(range(10 ** 5))
+    refused_quickly(official_pickle_bytes(snap), tmp_path, r"\['G'\]: cannot construct Generator.*'xxxx.*\.\.\.")
+
+
+def test_hostile_init_kwargs_in_an_official_pickle_are_refused_before_building(tmp_path, nets, monkeypatch):
+    snap = snapshot_dict(nets)
+    snap["G"].state["_init_kwargs"]["z_dim"] = 4_000_000
+    built = []
+    real_init = torch.nn.Module.__init__
+    monkeypatch.setattr(torch.nn.Module, "__init__",
+                        lambda self, *a, **k: (built.append(type(self).__name__), real_init(self, *a, **k))[1])
+    refused_quickly(official_pickle_bytes(snap), tmp_path,
+                    r"\['G'\]: Generator kwarg z_dim=4000000 is out of bounds; expected an integer in \[0, 16384\]")
+    assert built == []
+
+
+def test_positional_init_args_are_bound_to_their_names(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    kwargs = snap["G"].state["_init_kwargs"]
+    snap["G"].state["_init_args"] = (kwargs.pop("z_dim"), kwargs.pop("c_dim"))
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)
+    assert loaded["G"].init_kwargs == nets["G"].init_kwargs
+    assert loaded["init_kwargs"]["G"] == TINY_G
+
+
+def test_load_reports_the_pickles_own_init_kwargs(tmp_path, nets):
+    snap = snapshot_dict(nets)
+    del snap["D"].state["_init_kwargs"]["block_kwargs"]  # official kwargs may leave out defaults
+    path = tmp_path / "net.pkl"
+    path.write_bytes(official_pickle_bytes(snap))
+    loaded = load_network(path)
+    assert loaded["init_kwargs"] == {name: None if name == "augment_pipe" else snap[name].state["_init_kwargs"]
+                                     for name in ("G", "D", "G_ema", "augment_pipe")}
+    assert "block_kwargs" not in loaded["init_kwargs"]["D"] and not loaded["has_optimizer_state"]
+    assert type(loaded["init_kwargs"]["G"]) is dict and type(loaded["init_kwargs"]["G"]["mapping_kwargs"]) is dict
+
+
+def test_structure_check_passes_official_pickles_and_leaves_the_file_position(nets):
+    data = official_pickle_bytes(snapshot_dict(nets))
+    for protocol in (2, 3, 4, 5):
+        file = io.BytesIO(b"prefix" + official_pickle_bytes(snapshot_dict(nets), protocol))
+        file.seek(6)
+        official_pickle.check_pickle_structure(file)
+        assert file.tell() == 6
+    assert isinstance(official_pickle.read_official_pickle(io.BytesIO(data))["G"], PersistentRecord)
 
 
 # ----------------------------------------------------------------------------

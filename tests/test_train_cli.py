@@ -158,7 +158,9 @@ def read_stats_by_tick(run):
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumed_from_its_snapshot_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize('switches', [[], ['--pairing=relativistic', '--lecam=0.001', '--r2=0.5', '--aug=diffaug']],
+                         ids=['rlo', 'rlo-rel-lecam-r2-diffaug'])
+def test_sigkilled_run_resumed_from_its_snapshot_matches_an_uninterrupted_run(tmp_path, switches):
     import signal
     import time
 
@@ -166,7 +168,8 @@ def test_sigkilled_run_resumed_from_its_snapshot_matches_an_uninterrupted_run(tm
 
     from training import checkpoint
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
-    common = [sys.executable, str(REPO / 'train.py'), '--tick=0.032', '--snap=1', '--seed=1', '--loss=rlo', *TINY]
+    common = [sys.executable, str(REPO / 'train.py'), '--tick=0.032', '--snap=1', '--seed=1', '--loss=rlo', *TINY,
+              *switches]
     total = ['--kimg=0.104']  # ticks end at 8, 40, 72, 104 images
 
     straight = subprocess.run([*common, *total, f'--outdir={tmp_path / "straight"}'], cwd=REPO, env=env,
@@ -204,6 +207,15 @@ def test_sigkilled_run_resumed_from_its_snapshot_matches_an_uninterrupted_run(tm
     a = checkpoint.load_network(run_a / 'network-snapshot-000000-104.pt')
     c = checkpoint.load_network(run_c / 'network-snapshot-000000-104.pt')
     for name in ['G', 'D', 'G_ema', 'augment_pipe']:
+        if a[name] is None:  # DiffAugment: no state to compare
+            assert c[name] is None
+            continue
         for (key, x), y in zip(a[name].state_dict().items(), c[name].state_dict().values()):
             assert torch.equal(x, y), f'{name}.{key}'
     assert a['resume_state']['cur_nimg'] == c['resume_state']['cur_nimg'] == 104
+    for want, got in zip(a['resume_state']['loss_state'], c['resume_state']['loss_state']):  # LeCam anchors too
+        assert torch.equal(want['pl_mean'], got['pl_mean'])
+        assert (want['lecam'] is None) == (got['lecam'] is None) == (switches == [])
+        if want['lecam'] is not None:
+            assert torch.equal(want['lecam']['biased'], got['lecam']['biased'])
+            assert torch.equal(want['lecam']['steps'], got['lecam']['steps'])

@@ -212,3 +212,17 @@ def test_digits_metric_on_other_data_is_refused_before_a_run_directory_exists(tr
     assert result.exit_code == 2
     assert '--metrics=fdd2k_full' in result.output and 'inception-2015-12-05.pt' in result.output
     assert not outdir.exists()
+
+
+def test_resume_removes_the_half_written_files_of_the_killed_run(train, finished_run, tmp_path):
+    import shutil
+    run = tmp_path / finished_run['run'].name
+    shutil.copytree(finished_run['run'], run)
+    leftover = run / '.network-snapshot-000000-016.pt.x1y2z3w4.tmp'
+    leftover.write_bytes(b'PK\x03\x04 half a snapshot')
+    keep = run / '.notes.tmp'  # not the writer's pattern
+    keep.write_text('mine')
+    result = invoke(train, [f'--outdir={tmp_path / "runs"}', f'--resume={run / "network-snapshot-000000-008.pt"}'])
+    assert result.exit_code == 0, result.output
+    assert f'Removed {leftover}, left by a write that was killed' in result.output
+    assert not leftover.exists() and keep.exists()

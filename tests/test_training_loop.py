@@ -220,3 +220,26 @@ def test_resume_with_the_new_switches_continues_exactly(tmp_path, loss_opts):
     for name in ['G', 'D', 'G_ema']:
         for (key, x), (_, y) in zip(a[name].state_dict().items(), b[name].state_dict().items()):
             assert torch.equal(x, y), f'{name}.{key}'
+
+
+@pytest.mark.parametrize('keep', ['latest', 'all'])
+def test_only_the_latest_snapshot_keeps_the_optimizer_state_unless_all_are_asked_for(tmp_path, keep):
+    opts = tiny_options(tmp_path / 'run', optimizer_snapshots=keep)
+    training_loop(opts)
+    snapshots = sorted((tmp_path / 'run').glob('network-snapshot-*.pt'))
+    assert [s.name for s in snapshots] == ['network-snapshot-000000-008.pt', 'network-snapshot-000000-024.pt',
+                                           'network-snapshot-000000-040.pt']
+    kept = [checkpoint.load_network(s)['has_optimizer_state'] for s in snapshots]
+    assert kept == ([False, False, True] if keep == 'latest' else [True, True, True])
+    if keep == 'latest':
+        assert snapshots[0].stat().st_size < 0.7 * snapshots[-1].stat().st_size
+
+
+def test_resume_from_a_snapshot_without_optimizer_state_says_so_and_continues(tmp_path, capsys):
+    first = tiny_options(tmp_path / 'first')
+    training_loop(first)
+    stripped = tmp_path / 'first' / 'network-snapshot-000000-024.pt'
+    assert not checkpoint.load_network(stripped)['has_optimizer_state']
+    resumed = tiny_options(tmp_path / 'resumed', resume=str(stripped), total_kimg=0.048)
+    assert training_loop(resumed)['cur_nimg'] == 48
+    assert 'the snapshot holds no optimizer state' in capsys.readouterr().out

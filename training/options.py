@@ -153,10 +153,12 @@ class LossOptions:
 
 @dataclasses.dataclass
 class AugmentOptions:
-    """mode 'noaug' | 'ada' (p adapted towards `target`) | 'fixed' (p constant); `pipe` names AUGPIPE_SPECS."""
+    """mode 'noaug' | 'ada' (p adapted towards `target`) | 'fixed' (p constant) | 'diffaug' (DiffAugment with
+    `diffaug_policy`); `pipe` names AUGPIPE_SPECS (ADA and fixed)."""
 
     mode: str = 'ada'
     pipe: str = 'bgc'
+    diffaug_policy: str = 'color,translation,cutout'
     p: float = 0.0
     target: float = 0.6
     interval: int = 4

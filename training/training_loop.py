@@ -24,6 +24,7 @@ from torch_utils.distributed import DistContext
 from torch_utils.ops import conv2d_gradfix
 from training import checkpoint, image_grid
 from training.augment import AUGPIPE_SPECS, AdaController, AugmentPipe
+from training.diffaugment import DiffAugment
 from training.dataset import open_dataset
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
@@ -199,7 +200,9 @@ def build_networks(opts: TrainingOptions, device: torch.device, resume_data: Opt
     D = Discriminator(**opts.D_kwargs).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
     augment_pipe, ada = None, None
-    if opts.augment.mode != 'noaug':
+    if opts.augment.mode == 'diffaug':  # stateless: rebuilt from the options, not stored in snapshots
+        augment_pipe = DiffAugment(opts.augment.diffaug_policy)
+    elif opts.augment.mode != 'noaug':
         augment_pipe = AugmentPipe(**AUGPIPE_SPECS[opts.augment.pipe]).train().requires_grad_(False).to(device)
         target = opts.augment.target if opts.augment.mode == 'ada' else None
         ada = AdaController(augment_pipe, batch_size=opts.batch_size, target=target, p=opts.augment.p,
@@ -212,7 +215,7 @@ def build_networks(opts: TrainingOptions, device: torch.device, resume_data: Opt
             if module is not None and resume_data.get(name) is not None:
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=full)
     for module in [G, D, G_ema, augment_pipe]:
-        if module is not None:
+        if isinstance(module, torch.nn.Module):
             distributed.broadcast_module(module)
     if verbose:
         z = torch.zeros([opts.batch_gpu, G.z_dim], device=device)
@@ -299,6 +302,7 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
               f'label dim {training_set.label_dim}')
 
     G, D, G_ema, augment_pipe, ada = build_networks(opts, device, resume_data, verbose=is_main)
+    ada_pipe = augment_pipe if isinstance(augment_pipe, AugmentPipe) else None  # the pipe with state to save
     loss = StyleGAN2Loss(device, G, D, opts.loss, augment_pipe=augment_pipe,
                          observe_real_logits=ada.observe if ada is not None else None)
     phases = build_phases(G, D, opts)
@@ -399,8 +403,11 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
                                             tick_end_time - start_time)
                 snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick))
                 if is_main:
-                    checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe),
-                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state)
+                    checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=ada_pipe),
+                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state,
+                                             overwrite=False)
+                    if last_snapshot is not None and opts.optimizer_snapshots == 'latest':
+                        checkpoint.strip_optimizer_state(last_snapshot)  # only the latest needs the Adam moments
                 last_snapshot = snapshot_path
 
             if snapshot_path is not None and evaluate is not None:

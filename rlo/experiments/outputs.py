@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import uuid
 from typing import Callable, TypeVar, Union
 
 import click
+
+from rlo.files import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,31 +25,16 @@ def out_option(command: F) -> F:
                         help="output folder; a relative one is under the current directory")(command)
 
 
-def _temporary_beside(path: pathlib.Path) -> pathlib.Path:
-    """A fresh name in the target's folder (same file system, so the rename is atomic); same suffix for savefig."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex}{path.suffix}")
-
-
 def write_text_atomic(path: PathLike, text: str) -> pathlib.Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``text`` to ``path`` all-or-nothing (rlo.files.atomic_write)."""
     path = pathlib.Path(path)
-    temporary = _temporary_beside(path)
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
 
 def save_figure_atomic(figure, path: PathLike, dpi: int = 120) -> pathlib.Path:
-    """``figure.savefig`` to a temporary file beside ``path``, then rename; the format follows the suffix."""
+    """``figure.savefig`` all-or-nothing; the format follows the suffix."""
     path = pathlib.Path(path)
-    temporary = _temporary_beside(path)
-    try:
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, lambda f: figure.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi,
+                                                bbox_inches="tight"))
     return path
