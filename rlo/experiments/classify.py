@@ -42,6 +42,7 @@ from rlo.experiments.classify_train import (OPTIMIZERS, PRECISIONS, SCHEDULES, R
                                             TrainSettings, run_name, train_run)
 from rlo.experiments.image_data import DataFileError
 from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
+from rlo.files import FileWriteError
 
 DEFAULT_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"
 AUGMENTS = ("auto", "none", "crop-flip")
@@ -369,7 +370,7 @@ def main(ctx: click.Context, preset: Optional[str], **_: Any) -> None:
             spawn(params["gpus"], "nccl" if job.device.startswith("cuda") else "gloo", _spawned_sweep, job)
         else:
             run_sweep(job)
-    except (RunDirError, DataFileError, PretrainedError) as err:
+    except (RunDirError, DataFileError, PretrainedError, FileWriteError) as err:
         raise click.ClickException(str(err)) from None
 
 

@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -28,6 +27,7 @@ import rlo
 from rlo.experiments.classifier_models import load_pretrained, make_classifier, parameter_count
 from rlo.experiments.classify_data import AugmentSettings
 from rlo.experiments.classify_dist import Dist
+from rlo.files import atomic_write
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -165,24 +165,10 @@ def evaluate(net: torch.nn.Module, source, loss_cfg: rlo.LossConfig, settings: T
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 def save_atomic(state: dict, path: pathlib.Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, os.replace: a reader (or a resume after a kill)
-    sees the old checkpoint or the new one, never half of one."""
+    """torch.save through :func:`rlo.files.atomic_write` (temporary file beside it, fsync, rename): a reader, or a
+    resume after a kill, sees the old checkpoint or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # the rename itself is durable once the folder is synced (POSIX)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def run_name(data: str, loss_cfg: rlo.LossConfig, seed: int, model: str) -> str:
@@ -325,10 +311,8 @@ def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: i
                          "seed": seed, "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(dev),
                          "history": [dataclasses.asdict(r) for r in history.epochs]}, checkpoint)
-            log = run_dir / "log.csv"
-            temporary = log.with_name(".log.csv.tmp")
-            temporary.write_text(_epochs_csv(history.epochs))
-            os.replace(temporary, log)
+            text = _epochs_csv(history.epochs)
+            atomic_write(run_dir / "log.csv", lambda f: f.write(text.encode()))
             for field in ("train_loss", "train_ce", "train_acc", "test_acc", "test_ce", "test_loss", "lr",
                           "epoch_time_s"):
                 writer.add_scalar(f"{field}", getattr(record, field), epoch)
