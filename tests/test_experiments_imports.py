@@ -9,8 +9,10 @@ from conftest import REPO
 RLO = REPO / "rlo"
 GAN_PACKAGES = {"training", "metrics", "dnnlib", "torch_utils"}
 # Third-party imports kept inside the one function that needs them, for a measured import-time reason (see the
-# comment at each): scikit-learn's datasets (1.1-1.7 s) and torchvision's models (2.7-4.0 s).
-LAZY_THIRD_PARTY = {"sklearn.datasets", "torchvision.models"}
+# comment at each): scikit-learn's datasets (1.1-1.7 s), torchvision's models (2.7-4.0 s) and transforms.v2
+# (2.8-3.5 s), timm (1.3-1.9 s; an extra, so also absent where only the loss library is installed) and
+# safetensors.torch (a timm dependency, so part of the same extra).
+LAZY_THIRD_PARTY = {"sklearn.datasets", "torchvision.models", "torchvision.transforms.v2", "timm", "safetensors.torch"}
 
 
 def _module_name(path: pathlib.Path) -> str:

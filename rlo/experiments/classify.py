@@ -1,75 +1,69 @@
-"""Image classification with CE, focal and RLO (k = 5, 8, 10): the paper's Table 2 protocol, at any size.
+"""Image classification with CE, focal and RLO (k = 5, 8, 10): the paper's Tables 2-3 and Figure 3, at any size.
 
-    python -m rlo.experiments.classify [--data digits|cifar10] [--cifar-path PATH] [--model small-cnn|resnet18]
-                                       [--losses ce,focal,rlo-k5,rlo-k8,rlo-k10] [--epochs 30] [--seeds 5]
-                                       [--out rlo-results]
+    python -m rlo.experiments.classify                                     # digits, small CNN, CPU, ~5 min
+    python -m rlo.experiments.classify --preset table2-cifar100-vit --cifar100-path cifar-100-python.tar.gz \\
+        --run-dir runs/t2-c100-vit                                         # one row of Table 2, on a GPU
+    torchrun --nproc-per-node 4 -m rlo.experiments.classify --preset ...  # or: --gpus 4
 
-Setup (paper section 4.3 / Table 2: ResNet-50, ViT-B, Swin-B on CIFAR-10/100, 100-200 epochs, AdamW; focal with
-gamma = 3, alpha = 0.25; RLO eq. 4 with m = k. Our choices where the paper is silent or too big for a CPU marked *):
+Pieces: :mod:`~rlo.experiments.classify_data` (datasets, augmentation, batches), :mod:`~rlo.experiments.
+classifier_models` (small CNN; ResNet, ViT, Swin from timm; pretrained files), :mod:`~rlo.experiments.classify_train`
+(one run, checkpoints, resume), :mod:`~rlo.experiments.classify_dist` (processes), :mod:`~rlo.experiments.
+classify_report` (tables, figure), :mod:`~rlo.experiments.classify_presets` (the paper's settings, with sources).
 
-- Data: ``digits`` (default*, offline): scikit-learn's 1,797 digits from :mod:`rlo.experiments.image_data`, 32x32 grey,
-  a seeded 80/20 split (data seed 0) -> 1438 train / 359 test. ``cifar10``: the local python archive
-  ``cifar-10-python.tar.gz`` (50,000 train from data_batch_1..5, 10,000 test from test_batch), read with the
-  numpy-only unpickler of :mod:`rlo.experiments.image_data`; nothing is downloaded.
-- Pixels scaled to [0, 1], then standardised per channel with the training split's mean/std*. CIFAR-10 training
-  batches get a random 4-pixel-padded 32x32 crop and a horizontal flip*; digits get no augmentation (a flipped
-  digit is another digit).
-- Models*: ``small-cnn`` (3 conv stages 16/32/64, ~24k parameters) or ``resnet18`` (torchvision ResNet-18 with a
-  3x3 stride-1 stem). For each seed every loss starts from the same initial weights and sees the same batch
-  order and augmentations.
-- Optimiser*: AdamW, lr 1e-3, weight decay 0.01, torch's default betas, constant lr, batch 64.
-- Recorded per epoch: the mean training objective (each loss's own), the mean training CE on the same batches
-  (running, while the weights change), test accuracy and CE after the epoch, and the training wall time of the
-  epoch (evaluation excluded). Epoch 0 is the shared initial network.
-- Reported: mean +- std (numpy's population std) over seeds of the test accuracy after the last epoch (no
-  early stopping on the test set), its difference to CE on the same seed (paired: same init, same batches) and,
-  for reference, of the best test accuracy over epochs (optimistic: it picks
-  the epoch on the test set), plus the mean training time per epoch.
+Protocol: for each seed every loss starts from the same initial weights and sees the same batches and
+augmentations (paired seeds); recorded per epoch: the training objective and CE (running), the running training
+accuracy, test accuracy, CE and own loss after the epoch, and the epoch's training wall time (evaluation excluded);
+epoch 0 is the shared initial network. Reported: last-epoch test accuracy (no early stopping on the test set), mean
+± 95 % Student-t CI over seeds, and the per-seed difference to CE. Digits defaults (ours, sized for a CPU): the
+embedded 1,797 digits at 32x32 grey, seeded 80/20 split (1438/359), no augmentation (a flipped digit is another
+digit), AdamW lr 1e-3, weight decay 0.01, batch 64, cosine schedule, 30 epochs, 5 seeds.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 import pathlib
-import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import click
-import numpy as np
 import torch
 from click.core import ParameterSource
-from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import rlo
-from rlo.experiments import image_data
-from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier
+from rlo.experiments import classifier_models
+from rlo.experiments.classifier_models import MODEL_NAMES, MODELS, MissingExtraError, PretrainedError
+from rlo.experiments.classify_data import (DATA_NAMES, DATASETS, AugmentSettings, load_data, make_source,
+                                           resolve_data_path)
+from rlo.experiments.classify_dist import Dist, from_torchrun, init_torchrun, spawn
+from rlo.experiments.classify_presets import PRESET_NAMES, PRESETS
+from rlo.experiments.classify_report import epochs_csv, figure3, results_csv, results_table, table2, table3
+from rlo.experiments.classify_train import (OPTIMIZERS, PRECISIONS, SCHEDULES, RunDirError, RunHistory,
+                                            TrainSettings, run_name, train_run)
+from rlo.experiments.image_data import DataFileError
 from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
+from rlo.files import FileWriteError
 
-DATA_NAMES = ("digits", "cifar10")
 DEFAULT_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"
-CIFAR10_ENV = "RLO_CIFAR10"
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-DIGITS_TRAIN_FRACTION = 0.8
-EVAL_BATCH = 1000
-CROP_PADDING = 4
+AUGMENTS = ("auto", "none", "crop-flip")
 
 
-# ---------------------------------------------------------------------------------------------------- losses
+# ---------------------------------------------------------------------------------------------------- flags
 
 def parse_loss(name: str) -> rlo.LossConfig:
     """A loss label -> the family member, by :meth:`rlo.LossConfig.parse` (the labels ``describe`` writes):
     ``ce``, ``focal`` (gamma 3, alpha 0.25, as the paper; ``focal-g2-a0.5`` otherwise), ``unhinged``, ``rlo-k5``
     (eq. 4, m = k), ``rlo-eq9-k3``, ``rlo-k3-m5``. The short spellings ``rlo-5`` and ``rlo-eq9-3`` are aliases
-    of ``rlo-k5`` and ``rlo-eq9-k3``. Anything else raises ValueError naming the value."""
+    of ``rlo-k5`` and ``rlo-eq9-k3``. Anything else, or a member without a multi-class form, raises ValueError
+    naming the value."""
     try:
-        return rlo.LossConfig.parse(name.strip())
+        cfg = rlo.LossConfig.parse(name.strip())
     except ValueError as err:
         raise ValueError(f"--losses: {err}") from None
+    if cfg.name not in rlo.loss_names("multiclass"):
+        raise ValueError(f"--losses: {name!r} has no multi-class form; choose from "
+                         f"{', '.join(rlo.loss_names('multiclass'))}")
+    return cfg
 
 
 def parse_losses(text: str) -> List[rlo.LossConfig]:
@@ -84,317 +78,38 @@ def parse_losses(text: str) -> List[rlo.LossConfig]:
     return configs
 
 
-def loss_label(cfg: rlo.LossConfig) -> str:
-    """Table/plot label in the paper's spelling: CE, Focal, RLO-5."""
-    if cfg.name == "ce":
-        return "CE"
-    if cfg.name == "focal":
-        return f"Focal (γ={cfg.gamma:g}" + ("" if cfg.alpha is None else f", α={cfg.alpha:g}") + ")"
-    if cfg.is_rooted:
-        return f"{cfg.name.upper()}-{cfg.k:g}" + ("" if cfg.m is None else f" (m={cfg.m:g})")
-    return cfg.name
-
-
-# ---------------------------------------------------------------------------------------------------- data
-
-@dataclasses.dataclass(frozen=True)
-class ImageData:
-    """uint8 images [N, C, H, W] and int64 labels [N] for each split, plus the dataset's name."""
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    num_classes: int = 10
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train_images.shape[1])
-
-
-def load_digits_split(max_images: Optional[int] = None, seed: int = 0) -> ImageData:
-    """The embedded digits at 32x32, one grey channel; a seeded permutation, the first 80 % train.
-
-    ``max_images`` keeps the first that many of the permutation (for quick runs), split 80/20 the same way.
-    """
-    images, labels = image_data.load_digits_images(resolution=32, num_channels=1)
-    order = np.random.default_rng(seed).permutation(len(images))
-    if max_images is not None:
-        if max_images < 2:
-            raise ValueError(f"--max-images must be >= 2, got {max_images}")
-        order = order[:max_images]
-    cut = int(round(DIGITS_TRAIN_FRACTION * len(order)))
-    train, test = order[:cut], order[cut:]
-    return ImageData("digits", torch.from_numpy(images[train]), torch.from_numpy(labels[train]),
-                     torch.from_numpy(images[test]), torch.from_numpy(labels[test]))
-
-
-def resolve_cifar10_path(cli_path: Optional[str]) -> pathlib.Path:
-    """``--cifar-path``, else ``$RLO_CIFAR10``; a missing file raises FileNotFoundError saying where to get it."""
-    where = (f"Download {CIFAR10_URL} yourself (this tool downloads nothing) and pass --cifar-path=PATH or set "
-             f"{CIFAR10_ENV}=PATH (the .tar.gz as downloaded, or its extracted cifar-10-batches-py folder).")
-    raw = cli_path or os.environ.get(CIFAR10_ENV)
-    if not raw:
-        raise FileNotFoundError(f"--data=cifar10 needs the CIFAR-10 python archive {CIFAR10_ARCHIVE}. {where}")
-    path = pathlib.Path(raw).expanduser()
-    if not path.exists():
-        source = "--cifar-path" if cli_path else f"${CIFAR10_ENV}"
-        raise FileNotFoundError(f"{source}: no such file {str(path)!r} (expected {CIFAR10_ARCHIVE}). {where}")
-    return path
-
-
-def load_cifar10_split(path: pathlib.Path) -> ImageData:
-    """CIFAR-10's official split: data_batch_1..5 train, test_batch test (uint8 NCHW, labels 0..9)."""
-    train_images, train_labels = image_data.read_cifar10(str(path))
-    test_images, test_labels = image_data.read_cifar10(str(path), batches=(image_data.CIFAR10_TEST_BATCH,))
-    to_nchw = lambda images: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # noqa: E731
-    return ImageData("cifar10", to_nchw(train_images), torch.from_numpy(train_labels),
-                     to_nchw(test_images), torch.from_numpy(test_labels))
-
-
-def standardiser(images: torch.Tensor) -> tuple:
-    """Per-channel (mean, std) [1, C, 1, 1] of uint8 images scaled to [0, 1]."""
-    x = images.double() / 255
-    return x.mean(dim=(0, 2, 3), keepdim=True).float(), x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6).float()
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """x [N, C, H, W] -> the same shape: zero-pad by 4, take a random HxW window, flip left-right with p = 0.5."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, [CROP_PADDING] * 4)
-    dy = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    rows = dy[:, None] + torch.arange(h, device=x.device)                              # [N, H]
-    cols = dx[:, None] + torch.arange(w, device=x.device)                              # [N, W]
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-# ---------------------------------------------------------------------------------------------------- training
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """Everything but the loss and the seed that decides a run; JSON-able."""
-
-    model: str = "small-cnn"
-    epochs: int = 30
-    batch: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    augment: bool = False
-
-
-@dataclasses.dataclass
-class EpochRecord:
-    epoch: int                 # 0 = the initial network, before any step
-    train_loss: float          # mean of the run's own objective over the epoch's batches (nan at epoch 0)
-    train_ce: float            # mean CE on the same batches, same forward pass (nan at epoch 0)
-    test_acc: float            # fraction in [0, 1] after the epoch
-    test_ce: float
-    epoch_time_s: float        # training wall time of this epoch, evaluation excluded
-    wall_s: float              # cumulative training wall time
-
-
-@dataclasses.dataclass
-class RunHistory:
-    loss: rlo.LossConfig
-    seed: int
-    epochs: List[EpochRecord]
-
-
-def initial_network(settings: TrainSettings, data: ImageData, seed: int) -> torch.nn.Module:
-    """The seed's initial network: a function of (seed, model, shape) only, never of the loss."""
-    torch.manual_seed(seed)
-    return make_classifier(settings.model, data.in_channels, data.num_classes)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def evaluate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple:
-    """(accuracy in [0, 1], mean CE) of float images [N, C, H, W] on the net's device, in eval mode."""
-    was_training = net.training
-    net.eval()
-    correct, ce_sum = 0, 0.0
-    for start in range(0, images.shape[0], EVAL_BATCH):
-        logits = net(images[start:start + EVAL_BATCH]).float()
-        target = labels[start:start + EVAL_BATCH]
-        correct += int((logits.argmax(dim=1) == target).sum())
-        ce_sum += float(rlo.classification_loss(rlo.LossConfig("ce"), logits, target, reduction="sum"))
-    net.train(was_training)
-    return correct / images.shape[0], ce_sum / images.shape[0]
-
-
-def train_classifier(data: ImageData, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: int,
-                     device: str = "cpu", progress: bool = True) -> tuple:
-    """Train one (loss, seed) run -> (RunHistory, trained net). Init, batch order and augmentation depend only
-    on the seed, so the losses differ in nothing but the objective."""
-    dev = torch.device(device)
-    net = initial_network(settings, data, seed).to(dev)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    mean, std = (t.to(dev) for t in standardiser(data.train_images))
-    x_train = (data.train_images.to(dev).float() / 255 - mean) / std
-    x_test = (data.test_images.to(dev).float() / 255 - mean) / std
-    y_train, y_test = data.train_labels.to(dev), data.test_labels.to(dev)
-    generator = torch.Generator().manual_seed(seed)
-    acc, test_ce = evaluate(net, x_test, y_test)
-    records = [EpochRecord(0, float("nan"), float("nan"), acc, test_ce, 0.0, 0.0)]
-    ce_cfg = rlo.LossConfig("ce")
-    bar = tqdm(range(1, settings.epochs + 1), desc=f"{loss_label(loss_cfg)} seed {seed}", unit="epoch",
-               disable=None if progress else True, leave=False, file=sys.stderr)
-    wall = 0.0
-    for epoch in bar:
-        net.train()
-        order = torch.randperm(x_train.shape[0], generator=generator).to(dev)
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        ce_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        _synchronize(dev)
-        start = time.perf_counter()
-        for first in range(0, order.numel(), settings.batch):
-            index = order[first:first + settings.batch]
-            x = x_train[index]
-            if settings.augment:
-                x = random_crop_flip(x, generator)
-            logits = net(x)
-            loss = rlo.classification_loss(loss_cfg, logits, y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                loss_sum += loss.detach().double() * index.numel()
-                ce_sum += rlo.classification_loss(ce_cfg, logits.detach().float(), y_train[index],
-                                                  reduction="sum").double()
-        _synchronize(dev)
-        seconds = time.perf_counter() - start
-        wall += seconds
-        acc, test_ce = evaluate(net, x_test, y_test)
-        n = order.numel()
-        records.append(EpochRecord(epoch, float(loss_sum) / n, float(ce_sum) / n, acc, test_ce, seconds, wall))
-        bar.set_postfix(loss=f"{records[-1].train_loss:.4f}", acc=f"{100 * acc:.2f}%")
-    bar.close()
-    return RunHistory(loss_cfg, seed, records), net.cpu()
-
-
-def run_all(data: ImageData, losses: Sequence[rlo.LossConfig], settings: TrainSettings, seeds: int,
-            device: str = "cpu", progress: bool = True) -> List[RunHistory]:
-    """Seed-major, so a slow-down of the shared machine spreads over the losses rather than hitting one."""
-    return [train_classifier(data, cfg, settings, seed, device, progress)[0]
-            for seed in range(seeds) for cfg in losses]
-
-
-# ---------------------------------------------------------------------------------------------------- report
-
-def _by_loss(runs: Sequence[RunHistory]) -> Dict[rlo.LossConfig, List[RunHistory]]:
-    grouped: Dict[rlo.LossConfig, List[RunHistory]] = {}
-    for run in runs:
-        grouped.setdefault(run.loss, []).append(run)
-    return grouped
-
-
-def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
-    """One dict per loss: accuracies in %, times in seconds, mean/std over seeds (numpy population std).
-
-    ``diff_vs_ce_*``: last-epoch test accuracy minus CE's on the same seed (same init and batches), in
-    percentage points; empty when CE was not run.
-    """
-    rows = []
-    ce_final = {run.seed: run.epochs[-1].test_acc for run in runs if run.loss == rlo.LossConfig("ce")}
-    for cfg, group in _by_loss(runs).items():
-        final = 100 * np.array([run.epochs[-1].test_acc for run in group])
-        paired = 100 * np.array([run.epochs[-1].test_acc - ce_final[run.seed] for run in group
-                                 if run.seed in ce_final])
-        best = 100 * np.array([max(r.test_acc for r in run.epochs[1:]) if len(run.epochs) > 1
-                               else run.epochs[0].test_acc for run in group])
-        epoch_times = np.array([r.epoch_time_s for run in group for r in run.epochs[1:]] or [0.0])
-        rows.append(dict(loss=cfg.describe(), label=loss_label(cfg), k=f"{cfg.k:g}" if cfg.is_rooted else "",
-                         seeds=len(group), test_acc_mean=final.mean(), test_acc_std=final.std(),
-                         diff_vs_ce_mean=paired.mean() if paired.size else "",
-                         diff_vs_ce_std=paired.std() if paired.size else "",
-                         best_epoch_acc_mean=best.mean(), best_epoch_acc_std=best.std(),
-                         epoch_time_mean_s=epoch_times.mean(), epoch_time_std_s=epoch_times.std(),
-                         total_train_time_mean_s=float(np.mean([run.epochs[-1].wall_s for run in group])),
-                         final_train_ce_mean=float(np.mean([run.epochs[-1].train_ce for run in group]))))
-    return rows
-
-
-def results_table(runs: Sequence[RunHistory]) -> str:
-    lines = ["| Loss | test acc. (%), last epoch | − CE, same seed (pp) | best-epoch test acc. (%) | "
-             "train time / epoch (s) | train time, total (s) | train CE, last epoch |",
-             "|---|---|---|---|---|---|---|"]
-    for row in summary_rows(runs):
-        paired = "" if row["diff_vs_ce_mean"] == "" else f"{row['diff_vs_ce_mean']:+.2f} ± {row['diff_vs_ce_std']:.2f}"
-        lines.append(f"| {row['label']} | {row['test_acc_mean']:.2f} ± {row['test_acc_std']:.2f} "
-                     f"(n={row['seeds']}) | {paired} | "
-                     f"{row['best_epoch_acc_mean']:.2f} ± {row['best_epoch_acc_std']:.2f} | "
-                     f"{row['epoch_time_mean_s']:.3f} ± {row['epoch_time_std_s']:.3f} | "
-                     f"{row['total_train_time_mean_s']:.1f} | {row['final_train_ce_mean']:.4f} |")
-    return "\n".join(lines)
-
-
-def results_csv(runs: Sequence[RunHistory]) -> str:
-    rows = summary_rows(runs)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: f"{value:.6f}" if isinstance(value, float) else value for key, value in row.items()})
-    return buffer.getvalue()
-
-
-def epochs_csv(runs: Sequence[RunHistory]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    fields = [f.name for f in dataclasses.fields(EpochRecord)]
-    writer.writerow(["loss", "seed"] + fields)
-    for run in runs:
-        for record in run.epochs:
-            writer.writerow([run.loss.describe(), run.seed] + [
-                f"{getattr(record, f):.6f}" if isinstance(getattr(record, f), float) else getattr(record, f)
-                for f in fields])
-    return buffer.getvalue()
-
-
-def curves_figure(runs: Sequence[RunHistory], title: str) -> Figure:
-    """Three panels, one line per loss (mean over seeds, band = min..max): test accuracy vs epoch, test accuracy
-    vs cumulative training wall time, training CE vs epoch."""
-    figure = Figure(figsize=(16, 4.6))
-    axes = figure.subplots(1, 3)
-    for cfg, group in _by_loss(runs).items():
-        epochs = np.array([r.epoch for r in group[0].epochs])
-        acc = 100 * np.array([[r.test_acc for r in run.epochs] for run in group])
-        wall = np.array([[r.wall_s for r in run.epochs] for run in group]).mean(axis=0)
-        train_ce = np.array([[r.train_ce for r in run.epochs[1:]] for run in group])
-        line, = axes[0].plot(epochs, acc.mean(axis=0), marker=".", label=loss_label(cfg))
-        axes[0].fill_between(epochs, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
-        axes[1].plot(wall, acc.mean(axis=0), marker=".", color=line.get_color(), label=loss_label(cfg))
-        if train_ce.size:
-            axes[2].plot(epochs[1:], train_ce.mean(axis=0), marker=".", color=line.get_color(), label=loss_label(cfg))
-    axes[0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy vs epoch (band: min..max)")
-    axes[1].set(xlabel="training wall time (s, mean over seeds)", ylabel="test accuracy (%)",
-                title="test accuracy vs wall time")
-    axes[2].set(xlabel="epoch", ylabel="train CE (running mean)", yscale="log", title="training cross-entropy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.lines:  # the CE panel is empty after --epochs=0
-            ax.legend(fontsize=8)
-    figure.suptitle(title)
-    return figure
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-def _losses_flag(ctx: click.Context, param: click.Parameter, text: str) -> List[rlo.LossConfig]:
+def _losses_flag(ctx: click.Context, param: click.Parameter, text: Any) -> List[rlo.LossConfig]:
+    if isinstance(text, list):
+        return text
     try:
         return parse_losses(text)
     except ValueError as err:  # the message starts with --losses and names the value
         raise click.UsageError(str(err)) from None
+
+
+def _models_flag(ctx: click.Context, param: click.Parameter, text: Any) -> Tuple[str, ...]:
+    if isinstance(text, tuple):
+        return text
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [name for name in names if name not in MODELS]
+    if bad or not names:
+        raise click.BadParameter(f"{(bad or [text])[0]!r} is not one of {', '.join(MODEL_NAMES)} (a comma-separated "
+                                 f"list runs each: Table 3)", ctx, param)
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"a model is named twice in {text!r}", ctx, param)
+    return names
+
+
+def _randaugment_flag(ctx: click.Context, param: click.Parameter, text: Any) -> Optional[Tuple[int, int]]:
+    if text is None or isinstance(text, tuple):
+        return text
+    try:
+        num_ops, magnitude = (int(part) for part in text.split(","))
+        if num_ops < 1 or not 0 <= magnitude <= 30:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not N,M (ops >= 1, magnitude 0..30), e.g. 2,14", ctx, param) from None
+    return num_ops, magnitude
 
 
 def _default_device() -> str:
@@ -408,74 +123,255 @@ def _flag_text(value: Any) -> str:
 
 
 def _command_line(ctx: click.Context) -> str:
-    """The run as one command: the flags given (not the defaults), in ``--help`` order, losses by their labels."""
-    given = [f"--{param.name.replace('_', '-')}={_flag_text(ctx.params[param.name])}" for param in ctx.command.params
-             if param.name in ctx.params and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT]
+    """The run as one command: the flags given (not the defaults, not a preset's values), in ``--help`` order,
+    losses by their labels."""
+    given = []
+    for param in ctx.command.params:
+        if param.name in ctx.params and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
+            value = ctx.params[param.name]
+            flag = f"--{param.name.replace('_', '-')}"
+            if isinstance(value, bool) and param.secondary_opts:
+                given.append(flag if value else f"--no-{param.name.replace('_', '-')}")
+            elif isinstance(value, bool):
+                given.append(flag)
+            else:
+                given.append(f"{flag}={_flag_text(value)}")
     return " ".join(["python -m rlo.experiments.classify"] + given)
 
 
-def load_data(data: str, cifar_path: Optional[str], max_images: Optional[int]) -> ImageData:
-    if data == "cifar10":
-        return load_cifar10_split(resolve_cifar10_path(cifar_path))
-    return load_digits_split(max_images)
+# ---------------------------------------------------------------------------------------------------- the sweep
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Everything a process of the sweep needs (picklable, for --gpus N)."""
+
+    data: str
+    data_path: Optional[str]
+    max_images: Optional[int]
+    losses: Tuple[rlo.LossConfig, ...]
+    models: Tuple[str, ...]
+    settings: TrainSettings
+    seeds: int
+    device: str
+    run_dir: Optional[pathlib.Path]
+    resume: bool
+    out: pathlib.Path
+    stem: str
+    command: str
 
 
-@click.command(help="Image classification with CE, focal and RLO (k = 5, 8, 10), the paper's Table 2 protocol; "
-                    "writes classify_DATA.md, .csv, _epochs.csv and .png.")
+def run_sweep(job: Job, dist: Dist = Dist()) -> Optional[List[RunHistory]]:
+    """Every (seed, model, loss) run, seed-major so a slow-down of a shared machine spreads over the losses; process 0
+    writes the reports and returns the histories."""
+    device = torch.device(job.device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    data = load_data(job.data, job.data_path, job.max_images)
+    source = make_source(data, job.settings.augment, job.settings.image_size, device)
+    start = time.perf_counter()
+    runs = []
+    for seed in range(job.seeds):
+        for model in job.models:
+            settings = dataclasses.replace(job.settings, model=model)
+            for cfg in job.losses:
+                folder = None if job.run_dir is None else job.run_dir / run_name(job.data, cfg, seed, model)
+                runs.append(train_run(source, cfg, settings, seed, device=str(device), dist=dist, run_dir=folder,
+                                      resume=job.resume, announce=lambda line: click.echo(line, err=True))[0])
+    seconds = time.perf_counter() - start
+    if dist.is_main:
+        write_reports(job, runs, source, seconds)
+        return runs
+    return None
+
+
+def write_reports(job: Job, runs: Sequence[RunHistory], source, seconds: float) -> None:
+    s = job.settings
+    aug = s.augment
+    augment = " + ".join((["RandAugment(%d, %d)" % aug.randaugment] if aug.randaugment else [])
+                         + (["crop+flip"] if aug.crop_flip else [])) or "none"
+    schedule = f"{s.schedule} schedule" + (f" after {s.warmup_epochs:g} warm-up epochs" if s.warmup_epochs else "")
+    header = (f"# Image classification on {job.data}: CE vs focal vs RLO (paper Tables 2-3 protocol)\n\n"
+              f"Produced by `{job.command}`. {job.data}: {source.n_train} train / {source.n_test} test images "
+              f"[{source.in_channels}, {s.image_size}, {s.image_size}]; models {', '.join(job.models)}; "
+              f"{s.optimizer} lr {s.lr:g}, weight decay {s.weight_decay:g}, batch {s.batch}, {s.epochs} epochs, "
+              f"{schedule}, augmentation {augment}, precision {s.precision}"
+              f"{', fine-tuned from ' + s.pretrained if s.pretrained else ''}; seeds 0..{job.seeds - 1}, each seed "
+              f"gives every loss the same initial weights and batch order. Device {job.device}, "
+              f"{torch.get_num_threads()} torch threads; whole run {seconds:.1f} s.\n\n"
+              f"Test accuracy after the last epoch and the best over epochs (the latter picks the epoch on the test "
+              f"set, so it is optimistic), mean ± 95 % Student-t CI over seeds (blank for one seed); − CE: the "
+              f"per-seed difference to CE (paired). Time: training only, evaluation excluded.\n\n")
+    body = "## Table 2 layout\n\n" + table2(runs, job.data) + "\n\n"
+    if len(job.models) > 1:
+        body += "## Table 3 layout (train: running accuracy over the last epoch)\n\n" + table3(runs) + "\n\n"
+    body += "## Per loss\n\n" + results_table(runs) + "\n"
+    title = f"{job.data}, {s.optimizer} lr {s.lr:g}, {job.seeds} seed(s): validation curves against wall time"
+    paths = [write_text_atomic(job.out / f"{job.stem}.md", header + body),
+             write_text_atomic(job.out / f"{job.stem}.csv", results_csv(runs)),
+             write_text_atomic(job.out / f"{job.stem}_epochs.csv", epochs_csv(runs)),
+             save_figure_atomic(figure3(runs, title), job.out / f"{job.stem}.png")]
+    click.echo(body)
+    click.echo(f"whole run {seconds:.1f} s")
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+def _spawned_sweep(dist: Dist, job: Job) -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads() // dist.world))
+    run_sweep(job, dist)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+def _apply_preset(ctx: click.Context, name: Optional[str]) -> dict:
+    """The parameters with the preset's values where the command line gave none."""
+    params = dict(ctx.params)
+    if name is None:
+        return params
+    by_name = {param.name: param for param in ctx.command.params}
+    for key, raw in PRESETS[name].values:
+        if ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+            params[key] = by_name[key].process_value(ctx, raw)
+    return params
+
+
+def _check_timm(models: Sequence[str]) -> None:
+    if any(MODELS[m].timm_name for m in models):
+        try:
+            classifier_models._timm()
+        except MissingExtraError as err:
+            raise click.ClickException(str(err)) from None
+
+
+def _validate(params: dict, preset: Optional[str]) -> None:
+    """Refusals that need no data: each a one-line usage error naming the flag, before anything is written."""
+    if params["max_images"] is not None and params["data"] != "digits":
+        raise click.UsageError("--max-images applies to --data=digits only")
+    if params["precision"] == "fp16" and not params["device"].startswith("cuda"):
+        raise click.UsageError("--precision=fp16 needs --device=cuda (fp16 autocast with a GradScaler is GPU-only; "
+                               "bf16 runs on the CPU too)")
+    if preset and PRESETS[preset].needs_pretrained and not params["pretrained"]:
+        model = MODELS[params["model"][0]]
+        raise click.UsageError(f"--preset={preset} fine-tunes: pass --pretrained=PATH, a local checkpoint of "
+                               f"{model.timm_name} (timm .safetensors/.pth or torchvision .pth)")
+    if params["batch"] < params["gpus"]:
+        raise click.UsageError(f"--batch={params['batch']} is smaller than --gpus={params['gpus']}")
+    if params["pretrained"] and len(params["model"]) > 1:
+        raise click.UsageError("--pretrained fits one --model, not a list")
+
+
+def _check_pretrained(params: dict, num_classes: int, in_channels: int) -> None:
+    """Load the pretrained file once before anything runs, so a file for another model stops here."""
+    if not params["pretrained"]:
+        return
+    model = params["model"][0]
+    net = classifier_models.make_classifier(model, in_channels, num_classes, params["image_size"])
+    try:
+        classifier_models.load_pretrained(net, params["pretrained"], model)
+    except PretrainedError as err:
+        raise click.UsageError(str(err)) from None
+
+
+@click.command(help="Image classification with CE, focal and RLO (k = 5, 8, 10), the paper's Table 2/3 protocol; "
+                    "writes STEM.md (Table 2 and 3 layouts), STEM.csv, STEM_epochs.csv and STEM.png (Figure 3), STEM "
+                    "= classify_DATA[_MODELS] or classify_PRESET.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="the paper's settings for a row of Table 2 or 3 (flags given override its values)")
 @click.option("--data", type=click.Choice(DATA_NAMES), default="digits", show_default=True,
               help="dataset (digits: embedded, offline)")
 @click.option("--cifar-path", default=None, metavar="PATH",
-              help=f"{CIFAR10_ARCHIVE} or its extracted folder [default: ${CIFAR10_ENV}]")
+              help="cifar-10-python.tar.gz or its extracted folder [default: $RLO_CIFAR10]")
+@click.option("--cifar100-path", default=None, metavar="PATH",
+              help="cifar-100-python.tar.gz or its extracted folder [default: $RLO_CIFAR100]")
+@click.option("--tinyimagenet-path", default=None, metavar="DIR",
+              help="the tiny-imagenet-200 folder [default: $RLO_TINYIMAGENET]")
+@click.option("--food101-path", default=None, metavar="DIR", help="the food-101 folder [default: $RLO_FOOD101]")
 @click.option("--losses", default=DEFAULT_LOSSES, show_default=True, callback=_losses_flag, metavar="LIST",
-              help="comma-separated loss labels")
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="small-cnn", show_default=True, help="network")
+              help=f"comma-separated loss labels of {', '.join(rlo.loss_names('multiclass'))} (rlo-k5, focal-g2, ...)")
+@click.option("--model", default="small-cnn", show_default=True, callback=_models_flag, metavar="LIST",
+              help=f"network, or a comma-separated list: {', '.join(MODEL_NAMES)}")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="input side in pixels [default: 32 for digits/CIFAR, 64 Tiny-ImageNet, 224 Food-101]")
+@click.option("--pretrained", default=None, metavar="PATH",
+              help="fine-tune from a local timm/torchvision checkpoint (.pth/.bin/.safetensors); head re-initialised")
 @click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True, help="epochs per run")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="minibatch size")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="global minibatch size (split over processes)")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True, help="optimiser")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="AdamW learning rate")
+              help="peak learning rate")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="AdamW weight decay")
+              help="weight decay (decoupled for adamw)")
+@click.option("--momentum", type=click.FloatRange(min=0, max=1), default=0.9, show_default=True, help="SGD momentum")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True,
+              help="learning-rate schedule per step after warm-up")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="linear warm-up length")
+@click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="clip the gradient's global L2 norm to this [default: off]")
+@click.option("--augment", type=click.Choice(AUGMENTS), default="auto", show_default=True,
+              help="training augmentation (auto: crop+flip for all but digits)")
+@click.option("--randaugment", default=None, callback=_randaugment_flag, metavar="N,M",
+              help="add RandAugment with N ops of magnitude M (e.g. 2,14) [default: off]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="autocast dtype (fp16 adds a GradScaler; GPU only)")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="NHWC memory format (faster convolutions on GPUs)")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="init/batch-order seeds 0..S-1 per loss")
 @click.option("--max-images", type=click.IntRange(min=2), default=None,
               help="digits only: use this many images (quick runs) [default: all]")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes for the image folders")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None, metavar="DIR",
+              help="per-run checkpoints (every epoch), log.csv and TensorBoard events [default: none kept]")
+@click.option("--resume", is_flag=True, default=False, help="continue every run from its checkpoint in --run-dir")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="processes to spawn, one per GPU (gloo CPU processes with --device=cpu); or start with torchrun")
 @out_option
 @click.option("--device", default=_default_device, show_default="cuda when available, else cpu", help="torch device")
 @click.pass_context
-def main(ctx: click.Context, data: str, cifar_path: Optional[str], losses: List[rlo.LossConfig], model: str,
-         epochs: int, batch: int, lr: float, weight_decay: float, seeds: int, max_images: Optional[int],
-         out: pathlib.Path, device: str) -> None:
-    if max_images is not None and data != "digits":
-        raise click.UsageError("--max-images applies to --data=digits only")
+def main(ctx: click.Context, preset: Optional[str], **_: Any) -> None:
+    params = _apply_preset(ctx, preset)
+    _validate(params, preset)
+    if params["resume"] and params["run_dir"] is None:
+        raise click.UsageError("--resume needs --run-dir (where the checkpoints are)")
+    _check_timm(params["model"])
+    data = params["data"]
+    spec = DATASETS[data]
+    data_path = params.get(spec.flag[2:].replace("-", "_")) if spec.flag else None
     try:
-        images = load_data(data, cifar_path, max_images)
+        if data != "digits":
+            resolve_data_path(data, data_path)  # a missing file is named before anything heavy happens
+        loaded = load_data(data, data_path, params["max_images"])
     except (ValueError, FileNotFoundError) as err:  # DataFileError is a ValueError; messages name file and flag
         raise click.UsageError(str(err)) from None
-    settings = TrainSettings(model, epochs, batch, lr, weight_decay, augment=data == "cifar10")
-    start = time.perf_counter()
-    runs = run_all(images, losses, settings, seeds, device)  # tqdm bars only on a terminal
-    seconds = time.perf_counter() - start
-    table = results_table(runs)
-    header = (f"# Image classification on {images.name}: CE vs focal vs RLO (paper Table 2 protocol)\n\n"
-              f"Produced by `{_command_line(ctx)}`. {images.name}: {images.train_images.shape[0]} train / "
-              f"{images.test_images.shape[0]} test images {list(images.train_images.shape[1:])}; model "
-              f"{settings.model}; AdamW lr {settings.lr:g}, weight decay {settings.weight_decay:g}, batch "
-              f"{settings.batch}, {settings.epochs} epochs, constant lr, augmentation "
-              f"{'crop+flip' if settings.augment else 'none'}; seeds 0..{seeds - 1}, each seed gives every loss the "
-              f"same initial weights and batch order. Device {device}, {torch.get_num_threads()} torch threads; "
-              f"whole run {seconds:.1f} s.\n\n"
-              f"Test accuracy after the last epoch and the best over epochs (the latter picks the epoch on the "
-              f"test set, so it is optimistic), mean ± std over seeds. Time: training only, evaluation excluded.\n\n")
-    stem = f"classify_{images.name}"
-    figure = curves_figure(runs, f"{images.name}, {settings.model}, AdamW lr {settings.lr:g}, {seeds} seed(s)")
-    paths = [write_text_atomic(out / f"{stem}.md", header + table + "\n"),
-             write_text_atomic(out / f"{stem}.csv", results_csv(runs)),
-             write_text_atomic(out / f"{stem}_epochs.csv", epochs_csv(runs)),
-             save_figure_atomic(figure, out / f"{stem}.png")]
-    click.echo(table)
-    click.echo(f"whole run {seconds:.1f} s")
-    for path in paths:
-        click.echo(f"wrote {path}")
+    image_size = params["image_size"] or {"tinyimagenet": 64, "food101": 224}.get(data, 32)
+    params["image_size"] = image_size
+    _check_pretrained(params, loaded.num_classes, loaded.in_channels)
+    augment = AugmentSettings(crop_flip={"auto": data != "digits", "none": False, "crop-flip": True}[params["augment"]],
+                              randaugment=params["randaugment"])
+    settings = TrainSettings(params["model"][0], params["epochs"], params["batch"], params["optimizer"], params["lr"],
+                             params["weight_decay"], params["momentum"], params["schedule"], params["warmup_epochs"],
+                             params["clip_grad"], augment, params["precision"], params["channels_last"], image_size,
+                             params["pretrained"], params["workers"])
+    models = params["model"]
+    stem = f"classify_{preset}" if preset else \
+        f"classify_{data}" + ("" if models == ("small-cnn",) else "_" + "_".join(models))
+    job = Job(data, data_path, params["max_images"], tuple(params["losses"]), models, settings, params["seeds"],
+              params["device"], params["run_dir"], params["resume"], params["out"], stem, _command_line(ctx))
+    try:
+        if from_torchrun():
+            dist = init_torchrun("nccl" if job.device.startswith("cuda") else "gloo")
+            if job.device.startswith("cuda"):
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            run_sweep(job, dist)
+        elif params["gpus"] > 1:
+            spawn(params["gpus"], "nccl" if job.device.startswith("cuda") else "gloo", _spawned_sweep, job)
+        else:
+            run_sweep(job)
+    except (RunDirError, DataFileError, PretrainedError, FileWriteError) as err:
+        raise click.ClickException(str(err)) from None
 
 
 if __name__ == "__main__":
