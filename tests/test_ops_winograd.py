@@ -1,131 +1,134 @@
-"""Winograd F(2x2, 3x3) convolution: the direct convolution (F.conv2d) is the oracle, to any order of gradient."""
+"""Winograd weight gradient of 3x3 convolutions: torch.nn.grad.conv2d_weight (and autograd of F.conv2d) is the oracle."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import conv2d_resample, conv2d_winograd, upfirdn2d
-from training.network_layers import Conv2dLayer, modulated_conv2d
-from training.networks import Discriminator
+from torch_utils.ops import conv2d_gradfix, conv2d_winograd
+from training.networks import Discriminator, Generator
 
 SHAPES = [  # (N, C, K, H, W)
-    (2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (2, 4, 6, 16, 16),
+    (2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (2, 4, 6, 16, 16), (1, 2, 3, 2, 2),
 ]
 
 
-def _grads_to_second_order(fn, x, w):
-    """y, d/d(x, w) of sum(r * y^2), and d/d(x, w) of the squared norm of those (an R1-like double backward)."""
-    gen = torch.Generator().manual_seed(3)
-    y = fn(x, w)
-    r = torch.randn(y.shape, generator=gen, dtype=y.dtype)
-    gx, gw = torch.autograd.grad((r * y * y).sum(), [x, w], create_graph=True)
-    hx, hw = torch.autograd.grad((gx * gx).sum() + (gw * gw).sum(), [x, w])
-    return y, gx, gw, hx, hw
+def _inputs(shape, dtype=torch.float64, channels_last=False, seed=0):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    g = torch.randn(n, k, h, w, generator=gen, dtype=dtype)
+    if channels_last:
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    return x, g
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_values_and_gradients_to_second_order_equal_direct_convolution(shape, channels_last):
-    n, c, k, h, w_ = shape
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n, c, h, w_, generator=gen, dtype=torch.float64)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
+def test_weight_gradient_equals_conv2d_weight(shape, channels_last):
+    x, g = _inputs(shape, channels_last=channels_last)
+    want = torch.nn.grad.conv2d_weight(x, [shape[2], shape[1], 3, 3], g, 1, 1)
+    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), want, rtol=1e-10, atol=1e-10)
+
+
+def test_weight_gradient_is_differentiable_like_the_oracle():
+    """First and second derivatives of a function of the weight gradient, w.r.t. both of its inputs."""
+    x, g = _inputs((2, 3, 4, 6, 4))
     x.requires_grad_(True)
-    w = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    got = _grads_to_second_order(conv2d_winograd.conv3x3, x, w)
-    want = _grads_to_second_order(lambda a, b: F.conv2d(a, b, padding=1), x, w)
-    for name, a, b in zip(["y", "gx", "gw", "hx", "hw"], got, want):
-        assert a.shape == b.shape, name
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+    g.requires_grad_(True)
+    assert torch.autograd.gradcheck(conv2d_winograd.weight_grad_3x3, (x[:1, :2, :4], g[:1, :2, :4]))
+    results = []
+    for fn in (conv2d_winograd.weight_grad_3x3, lambda a, b: torch.nn.grad.conv2d_weight(a, [4, 3, 3, 3], b, 1, 1)):
+        dw = fn(x, g)
+        gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gg.sum()).sum() + gg.square().sum(), [x, g])
+        results.append([dw, gx, gg, hx, hg])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_gradcheck_and_gradgradcheck():
-    x = torch.randn(1, 2, 4, 6, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(conv2d_winograd.conv3x3, (x, w))
-    assert torch.autograd.gradgradcheck(conv2d_winograd.conv3x3, (x, w))
-
-
-def test_float32_rounding_is_no_worse_than_the_direct_convolution():
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(4, 64, 16, 16, generator=gen)
-    w = torch.randn(64, 64, 3, 3, generator=gen) / 24
-    exact = F.conv2d(x.double(), w.double(), padding=1)
-    err_winograd = (conv2d_winograd.conv3x3(x, w).double() - exact).abs().max()
-    err_direct = (F.conv2d(x, w, padding=1).double() - exact).abs().max()
-    assert err_winograd <= 2 * err_direct + 1e-7, (float(err_winograd), float(err_direct))
-    assert err_winograd / exact.abs().max() < 1e-6
+def test_float32_rounding_is_no_worse_than_the_direct_kernel():
+    x, g = _inputs((8, 64, 64, 16, 16), dtype=torch.float32, channels_last=True, seed=1)
+    w_shape = [64, 64, 3, 3]
+    exact = torch.nn.grad.conv2d_weight(x.double(), w_shape, g.double(), 1, 1)
+    err_winograd = (conv2d_winograd.weight_grad_3x3(x, g).double() - exact).abs().max()
+    err_direct = (torch.nn.grad.conv2d_weight(x, w_shape, g, 1, 1).double() - exact).abs().max()
+    assert err_winograd <= 2 * err_direct + 1e-6, (float(err_winograd), float(err_direct))
+    assert err_winograd / exact.abs().max() < 2e-6
 
 
 def test_rejects_shapes_it_cannot_tile():
     with pytest.raises(ValueError, match="even H, W"):
-        conv2d_winograd.conv3x3(torch.randn(1, 2, 5, 4), torch.randn(3, 2, 3, 3))
-    with pytest.raises(ValueError, match=r"w \[K, C, 3, 3\]"):
-        conv2d_winograd.conv3x3(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 5, 5))
+        conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 5, 4), torch.randn(1, 3, 5, 4))
+    with pytest.raises(ValueError, match="grad_out"):
+        conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 2, 2))
 
 
-@pytest.mark.parametrize("x, w, padding, groups, expect", [
-    (torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3), [1, 1], 1, True),
-    (torch.randn(1, 2, 8, 8).double(), torch.randn(3, 2, 3, 3).double(), [1, 1], 1, False),  # float64: direct
-    (torch.randn(1, 2, 8, 8), torch.randn(3, 2, 5, 5), [1, 1], 1, False),
-    (torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3), [0, 0], 1, False),
-    (torch.randn(1, 2, 7, 8), torch.randn(3, 2, 3, 3), [1, 1], 1, False),
-    (torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3), [1, 1], 2, False),
-    (torch.randn(1, 2, 2, 2), torch.randn(3, 2, 3, 3), [1, 1], 1, False),
+def assert_close_normwise(a, b, tol):
+    """max|a - b| <= tol * max|b|: float32 results of different summation orders, elementwise near-zeros aside."""
+    err, scale = float((a - b).abs().max()), float(b.abs().max())
+    assert err <= tol * scale, f"max|a - b| = {err:.3g} > {tol:g} x {scale:.3g}"
+
+
+X, G = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
+
+
+@pytest.mark.parametrize("x, g, w_shape, stride, padding, groups, expect", [
+    (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, True),
+    (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, False),   # float64: the direct kernel
+    (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, False),
+    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, False),
+    (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, False),
+    (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, False),
+    (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, False),
 ])
-def test_applies_only_to_what_it_computes(x, w, padding, groups, expect):
-    assert conv2d_winograd.applies(x, w, padding, groups) is expect
+def test_applies_only_to_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
+    assert conv2d_winograd.applies(x, g, w_shape, stride, padding, (1, 1), groups) is expect
 
 
-def test_conv2d_resample_takes_the_winograd_path_and_matches_the_direct_one(monkeypatch):
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatch, transpose):
     calls = []
-    real = conv2d_winograd.conv3x3
-    monkeypatch.setattr(conv2d_winograd, "conv3x3", lambda x, w: calls.append(1) or real(x, w))
-    x = torch.randn(2, 6, 8, 8)
-    w = torch.randn(5, 6, 3, 3)
-    for flip_weight in (True, False):
-        y = conv2d_resample.conv2d_resample(x, w, padding=1, flip_weight=flip_weight)
-        monkeypatch.setattr(conv2d_winograd, "enabled", False)
-        y_direct = conv2d_resample.conv2d_resample(x, w, padding=1, flip_weight=flip_weight)
-        monkeypatch.setattr(conv2d_winograd, "enabled", True)
-        torch.testing.assert_close(y, y_direct, rtol=1e-5, atol=1e-5)
-    assert len(calls) == 2
-    # Resampling convolutions keep their own route.
-    conv2d_resample.conv2d_resample(x, w, f=upfirdn2d.setup_filter([1, 3, 3, 1]), down=2, padding=1)
-    assert len(calls) == 2
+    real = conv2d_winograd.weight_grad_3x3
+    monkeypatch.setattr(conv2d_winograd, "weight_grad_3x3", lambda x, g: calls.append(1) or real(x, g))
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        w = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = op(x, w, padding=1)
+        (y * y).sum().backward()
+        results.append((y.detach(), x.grad, w.grad))
+    assert len(calls) == 1
+    for a, b in zip(*results):
+        assert_close_normwise(a, b, 1e-5)
 
 
-def _layer_results(monkeypatch, enabled, fn):
+def _run(monkeypatch, enabled, fn):
     monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
     torch.manual_seed(0)
     return fn()
 
 
-def test_network_layers_and_r1_double_backward_equal_the_direct_path(monkeypatch):
-    """The fused path's oracle at network level: a D's logits, its R1 penalty and the penalty's weight
-    gradients (second order through every conv), Winograd on vs off."""
+def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
+    """The fused path's oracle at network level: G's and D's weight gradients, and D's R1 penalty gradient
+    (second order through every convolution), Winograd on vs off."""
     def run():
+        G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                      mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=16))
         D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture='resnet', channel_base=256,
                           channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2))
-        img = torch.randn(4, 3, 16, 16, requires_grad=True)
-        logits = D(img, None)
-        (grad,) = torch.autograd.grad(logits.sum(), [img], create_graph=True)
-        penalty = grad.square().sum()
-        penalty.backward()
-        return [logits.detach(), grad.detach()] + [p.grad for p in D.parameters()]
-    with_winograd = _layer_results(monkeypatch, True, run)
-    direct = _layer_results(monkeypatch, False, run)
+        img = G(torch.randn(4, 8), None, noise_mode='const')
+        torch.nn.functional.softplus(-D(img, None)).mean().backward()
+        real = torch.randn(4, 3, 16, 16, requires_grad=True)
+        logits = D(real, None)
+        with conv2d_gradfix.no_weight_gradients():
+            (grad,) = torch.autograd.grad(logits.sum(), [real], create_graph=True)
+        grad.square().sum().backward()
+        return [grad.detach()] + [p.grad for p in list(G.parameters()) + list(D.parameters())]
+    with_winograd = _run(monkeypatch, True, run)
+    direct = _run(monkeypatch, False, run)
+    assert sum(g is not None for g in direct) > len(direct) // 2
     for a, b in zip(with_winograd, direct):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_modulated_conv_and_conv_layer_equal_the_direct_path(monkeypatch):
-    def run():
-        layer = Conv2dLayer(6, 4, kernel_size=3, activation='lrelu')
-        x = torch.randn(3, 6, 8, 8, requires_grad=True)
-        styles = torch.randn(3, 6)
-        y = layer(x) + modulated_conv2d(x, layer.weight, styles, padding=1, fused_modconv=False)[:, :4]
-        (gx,) = torch.autograd.grad(y.square().sum(), [x])
-        return [y.detach(), gx]
-    for a, b in zip(_layer_results(monkeypatch, True, run), _layer_results(monkeypatch, False, run)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert_close_normwise(a, b, 1e-5)

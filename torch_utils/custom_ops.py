@@ -192,7 +192,7 @@ class SelfCheckResult:
     seconds: float
 
 
-_verdicts: dict[tuple[str, torch.device, torch.dtype], bool] = {}
+_verdicts: dict[tuple[str, int, torch.dtype], bool] = {}  # (op, device index or -1 for CPU, dtype)
 _results: list[SelfCheckResult] = []
 _check_lock = threading.Lock()
 
@@ -213,12 +213,14 @@ def use_plugin(op: str, x: torch.Tensor, load: Callable[[], Optional[ModuleType]
     load: returns the plugin module or None (after its own warning). self_check(device, dtype): runs plugin
     and reference and raises on disagreement. After the first call this is one dictionary lookup.
     """
-    if x.device.type not in plugin_device_types:
+    if not x.is_cuda and "cpu" not in plugin_device_types:  # the common CPU case, in one attribute read
         return False
-    key = (op, x.device, x.dtype)
+    key = (op, x.get_device(), x.dtype)  # get_device(): an int, cheaper than building a torch.device
     verdict = _verdicts.get(key)
     if verdict is not None:
         return verdict
+    if x.device.type not in plugin_device_types:
+        return False
     with _check_lock:
         verdict = _verdicts.get(key)
         if verdict is None:

@@ -4,8 +4,7 @@ Meaning: ``upfirdn2d(x, f, up)`` (with gain up**2) -> pad -> conv2d(w) -> ``upfi
 Each case takes the cheapest exact route, in the same order of floating-point operations as the
 official op so that official weights reproduce official outputs:
 1x1 kernels resample on the smaller side, downsampling uses a strided conv after the filter, and
-upsampling uses a strided transposed conv followed by the filter. Unresampled 3x3 convolutions of float32
-CPU tensors use Winograd's F(2x2, 3x3) (conv2d_winograd), which rounds differently but no worse.
+upsampling uses a strided transposed conv followed by the filter.
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from torch_utils.ops import conv2d_gradfix, conv2d_winograd
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
 from torch_utils.ops.upfirdn2d import Padding, _get_filter_size, _parse_padding
 
@@ -109,9 +108,6 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
 
     # No resampling.
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
-        if conv2d_winograd.applies(x, w, [py0, px0], groups):
-            # CPU float32 3x3: Winograd F(2x2, 3x3), same function with 2.25x fewer multiply-adds.
-            return conv2d_winograd.conv3x3(x, w if flip_weight else w.flip([2, 3]))
         return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
     x = upfirdn2d.upfirdn2d(x, None, padding=pad)
     return _conv(x, w, groups=groups, flip_weight=flip_weight)
