@@ -1,4 +1,4 @@
-"""Winograd weight gradient of 3x3 convolutions: torch.nn.grad.conv2d_weight (and autograd of F.conv2d) is the oracle."""
+"""CPU weight gradients of 3x3 convolutions (Winograd, im2col): torch.nn.grad.conv2d_weight is the oracle."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,23 +72,45 @@ X, G = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
 
 
 @pytest.mark.parametrize("x, g, w_shape, stride, padding, groups, expect", [
-    (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, True),
-    (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, False),   # float64: the direct kernel
-    (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, False),
-    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, False),
-    (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, False),
-    (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, False),
-    (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, False),
+    (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, "winograd"),
+    (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),   # float64: the direct kernel
+    (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, ""),
+    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, "im2col"),
+    (X, G[:, :, :3, :3], [6, 4, 3, 3], (2, 2), (0, 0), 1, "im2col"),
+    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (0, 0), 1, ""),       # not what conv2d(x, w, 2, 0) gives
+    (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, ""),
+    (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, ""),
+    (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),
 ])
-def test_applies_only_to_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
-    assert conv2d_winograd.applies(x, g, w_shape, stride, padding, (1, 1), groups) is expect
+def test_route_only_covers_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
+    assert conv2d_winograd.route(x, g, w_shape, stride, padding, (1, 1), groups) == expect
+
+
+@pytest.mark.parametrize("shape, stride, padding", [
+    ((2, 5, 7, 9, 9), 2, 0), ((2, 5, 7, 8, 8), 2, 1), ((1, 3, 4, 33, 33), 2, 0), ((2, 4, 3, 10, 7), 3, 1),
+])
+def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, stride, padding):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
+    g = torch.randn(n, k, oh, ow, generator=gen, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fn in (lambda: conv2d_winograd.weight_grad(x, g, [k, c, 3, 3], (stride, stride), (padding, padding)),
+               lambda: torch.nn.grad.conv2d_weight(x, [k, c, 3, 3], g, stride, padding)):
+        dw = fn()
+        gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gx).sum() + gg.square().sum(), [x, g])
+        results.append([dw, gx, gg, hx, hg])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatch, transpose):
     calls = []
-    real = conv2d_winograd.weight_grad_3x3
-    monkeypatch.setattr(conv2d_winograd, "weight_grad_3x3", lambda x, g: calls.append(1) or real(x, g))
+    real = conv2d_winograd.weight_grad
+    monkeypatch.setattr(conv2d_winograd, "weight_grad", lambda *args: calls.append(1) or real(*args))
     op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
     results = []
     for enabled in (True, False):
