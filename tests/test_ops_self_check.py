@@ -340,3 +340,21 @@ def test_compare_with_reference_names_the_first_failing_tensor_and_treats_none_a
     custom_ops.compare_with_reference([("half", ref + 1e-2, ref)], torch.float16)
     with pytest.raises(custom_ops.PluginMismatch):
         custom_ops.compare_with_reference([("half", ref + 1e-1, ref)], torch.float16)
+
+
+# ----------------------------------------------------------------------------------------------------
+# On a GPU: the real kernels pass their own self-check (also run by benchmarks/gpu_check.py, strict).
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_compiled_plugins_pass_their_self_check_on_the_gpu(monkeypatch, op, dtype):
+    module = OPS[op][0]
+    monkeypatch.setattr(custom_ops, "plugin_device_types", {"cuda"})
+    if module._plugin() is None:
+        pytest.fail(f"the {op} plugin did not build on a machine with a GPU (see the PluginFallbackWarning)")
+    module.self_check(torch.device("cuda"), dtype)  # raises PluginMismatch on disagreement
+    x = torch.randn(2, 4, 8, 8, device="cuda", dtype=dtype)
+    assert custom_ops.use_plugin(op, x, module._plugin, module.self_check)

@@ -71,7 +71,18 @@ def _source_digest(paths: Sequence[str], build_kwargs: dict) -> str:
     h.update(repr(sorted(build_kwargs.items())).encode())
     h.update(torch.__version__.encode())
     h.update(str(torch.version.cuda).encode())
+    h.update(_target_architectures().encode())
     return h.hexdigest()[:16]
+
+
+def _target_architectures() -> str:
+    """What nvcc compiles for: TORCH_CUDA_ARCH_LIST, else the visible devices' compute capabilities (so a build
+    for one GPU is never reused on another; the self-check would catch it, at the price of the slow path)."""
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if not arch and torch.cuda.is_available():
+        arch = ";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i)
+                                for i in range(torch.cuda.device_count())}))
+    return arch
 
 
 def _cudart_ldflags(cuda_home: str) -> list[str]:
