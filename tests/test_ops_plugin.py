@@ -12,54 +12,15 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from torch_utils import custom_ops
-from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from torch_utils.ops import bias_act, conv2d_resample, plugin_contract, upfirdn2d
 
 OPS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "torch_utils", "ops")
 ACTS = sorted(bias_act.activation_funcs)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-# ----------------------------------------------------------------------------------------------------
 # Stand-in plugins implementing the kernel contracts in PyTorch (no autograd inside, like a kernel).
-
-SELU_A, SELU_S = 1.6732632423543772, 1.0507009873554805
-
-
-class FakeBiasActPlugin:
-    @staticmethod
-    def bias_act(x, b, xref, yref, dy, grad, dim, act, alpha, gain, clamp):
-        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
-        bias = b.reshape(shape) if b.numel() else 0
-        if grad == 0:
-            name = [k for k, v in bias_act.activation_funcs.items() if v.cuda_idx == act][0]
-            y = bias_act.activation_funcs[name].func(x + bias, alpha=alpha) * gain
-            return y.clamp(-clamp, clamp) if clamp >= 0 else y
-        s = xref + bias if xref.numel() else None
-        z = yref / gain if yref.numel() else None
-        if grad == 1:
-            d = {1: lambda: torch.ones_like(x), 2: lambda: (z > 0).to(x.dtype),
-                 3: lambda: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, alpha)), 4: lambda: 1 - z * z,
-                 5: lambda: z * (1 - z), 6: lambda: torch.where(z > 0, 1.0, z + 1),
-                 7: lambda: torch.where(z > 0, SELU_S, z + SELU_S * SELU_A), 8: lambda: 1 - torch.exp(-z),
-                 9: lambda: torch.sigmoid(s) + s * torch.sigmoid(s) * (1 - torch.sigmoid(s))}[act]()
-            out = x * gain * d
-        else:
-            g = torch.sigmoid(s) if s is not None else None
-            d = {4: lambda: -2 * z, 5: lambda: 1 - 2 * z, 6: lambda: (z <= 0).to(x.dtype),
-                 7: lambda: (z <= 0).to(x.dtype), 8: lambda: torch.exp(-z),
-                 9: lambda: gain * g * (1 - g) * (2 + s * (1 - 2 * g))}.get(act, lambda: torch.zeros_like(x))()
-            out = x * dy * d
-        if clamp >= 0 and yref.numel():
-            out = torch.where(yref.abs() < clamp, out, torch.zeros_like(out))
-        return out
-
-
-class FakeUpfirdn2dPlugin:
-    @staticmethod
-    def upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain):
-        assert f.ndim == 2
-        with torch.no_grad():
-            return upfirdn2d._upfirdn2d_ref(x, f, up=[upx, upy], down=[downx, downy],
-                                            padding=[px0, px1, py0, py1], flip_filter=flip_filter, gain=gain)
+FakeBiasActPlugin = plugin_contract.bias_act_plugin
+FakeUpfirdn2dPlugin = plugin_contract.upfirdn2d_plugin
 
 
 def _first_and_second_grads(fn, inputs):

@@ -196,6 +196,65 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) 
 
 
 # ----------------------------------------------------------------------------------------------------
+# Self-check of the plugin against the reference (custom_ops.use_plugin runs it once per device and dtype).
+
+# Every activation with a non-default gain, plus the clamped lrelu the networks use; the clamped case runs on
+# a channels_last input (the kernel finds the bias channel from the stride of dim).
+SELF_CHECK_CASES: list[tuple[str, Optional[float], bool]] = (
+    [(act, None, False) for act in activation_funcs] + [("lrelu", 0.6, True)])
+SELF_CHECK_GAIN = 1.3
+
+
+def _self_check_inputs(act: str, clamp: Optional[float], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed x [2, 4, 3, 3] and b [4], rounded to dtype, whose pre-activations stay clear of the kinks.
+
+    |x + b| >= 0.1 (relu/lrelu/elu/selu switch at 0) and |y| at least 10% away from the clamp level, so
+    that rounding in the plugin's dtype cannot flip a branch against the float64 reference.
+    """
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn([2, 4, 3, 3], generator=gen, dtype=torch.float64) * 1.5
+    b = torch.randn([4], generator=gen, dtype=torch.float64) * 0.5
+    s = x + b.reshape(1, -1, 1, 1)
+    s = torch.where(s.abs() < 0.1, torch.where(s >= 0, s + 0.1, s - 0.1), s)
+    if clamp is not None:
+        _, alpha, gain, _ = _resolve(act, None, SELF_CHECK_GAIN, clamp)
+        for edge in (clamp / gain, -clamp / (gain * alpha)):  # where act(s) * gain reaches +-clamp
+            near = (s - edge).abs() < 0.1 * abs(edge)
+            s = torch.where(near, s + torch.where(s >= edge, 0.2, -0.2) * abs(edge), s)
+    return (s - b.reshape(1, -1, 1, 1)).to(dtype), b.to(dtype)
+
+
+def self_check(device: torch.device, dtype: torch.dtype) -> None:
+    """Plugin vs reference on SELF_CHECK_CASES: y, d/d(x, b) of sum(r * y^2), and d/d(x, b) of the squared norm
+    of that gradient (an R1-like second order, which reaches every backward branch). Raises on disagreement."""
+    pairs = []
+    gen = torch.Generator().manual_seed(4321)
+    for act, clamp, channels_last in SELF_CHECK_CASES:
+        spec, alpha, gain, clamp_f = _resolve(act, None, SELF_CHECK_GAIN, clamp)
+        x0, b0 = _self_check_inputs(act, clamp, dtype)
+        r = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+        results = []
+        for use_plugin in (True, False):
+            cast = dtype if use_plugin else torch.float64
+            x = x0.to(device=device, dtype=cast)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            x.requires_grad_(True)
+            b = b0.to(device=device, dtype=cast).requires_grad_(True)
+            if use_plugin:
+                y = _bias_act_cuda(1, act, alpha, gain, clamp_f).apply(_dense(x), b)
+            else:
+                y = _bias_act_ref(x, b, act=act, gain=SELF_CHECK_GAIN, clamp=clamp)
+            gx, gb = torch.autograd.grad((y * y * r.to(device=device, dtype=cast)).sum(), [x, b], create_graph=True)
+            hx, hb = torch.autograd.grad((gx * gx).sum() + (gb * gb).sum(), [x, b], allow_unused=True)
+            results.append((y, gx, gb, hx, hb))
+        name = f"bias_act(act={act}, gain={SELF_CHECK_GAIN}, clamp={clamp}{', channels_last' if channels_last else ''})"
+        for what, got, want in zip(("value", "grad x", "grad b", "2nd-order grad x", "2nd-order grad b"), *results):
+            pairs.append((f"{name} {what}", got, want))
+    custom_ops.compare_with_reference(pairs, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Public API.
 
 
@@ -205,12 +264,13 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     """Add bias b [x.shape[dim]] along dim, apply act, scale by gain, clamp to [-clamp, clamp].
 
     alpha/gain default to the activation's def_alpha/def_gain (activation_funcs); clamp=None disables
-    clamping. impl: 'cuda' uses the plugin for CUDA tensors when it builds, 'ref' forces the reference.
+    clamping. impl: 'cuda' uses the plugin for CUDA tensors when it builds and passes its self-check
+    (custom_ops.use_plugin; RLO_CUDA_OPS overrides), 'ref' forces the reference.
     Returns a tensor with the shape, dtype and memory layout of x.
     """
     if impl not in ("cuda", "ref"):
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
-    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and _plugin() is not None:
+    if impl == "cuda" and isinstance(x, torch.Tensor) and custom_ops.use_plugin("bias_act", x, _plugin, self_check):
         spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
         _check_bias(x, b, dim)
         if act == "linear" and gain_f == 1 and clamp_f < 0:  # nothing to fuse

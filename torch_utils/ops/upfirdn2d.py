@@ -283,6 +283,62 @@ def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Self-check of the plugin against the reference (custom_ops.use_plugin runs it once per device and dtype).
+
+# (up, down, padding, filter, flip_filter, channels_last): the three resampling directions of the networks,
+# crops (negative padding), anisotropic factors and both layouts. Filters are asymmetric so that a kernel
+# that confuses flip_filter, or mirrors an axis, fails; the separable one takes the two-pass route.
+SELF_CHECK_CASES: list[tuple] = [
+    (2, 1, [2, 1, 2, 1], "2d", False, False),
+    (1, 2, [1, 1, 1, 1], "2d", True, True),
+    ([1, 2], [2, 1], [-1, 2, 1, 0], "2d", False, False),
+    (2, 2, [2, 1, 0, 3], "1d", True, False),
+]
+SELF_CHECK_GAIN = 1.7
+
+
+def _self_check_filter(kind: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(99)
+    if kind == "1d":
+        return torch.rand([5], generator=gen) + 0.2
+    return torch.rand([3, 4], generator=gen) + 0.2
+
+
+def self_check(device: torch.device, dtype: torch.dtype) -> None:
+    """Plugin vs reference on SELF_CHECK_CASES: y, d/dx of sum(r * y^2), and d/dx of the squared norm of that
+    gradient (the backward pass is again upfirdn2d, so this reaches the backward of the backward).
+    Raises on disagreement."""
+    pairs = []
+    gen = torch.Generator().manual_seed(4321)
+    x0 = torch.randn([2, 3, 6, 7], generator=gen, dtype=torch.float64).to(dtype)
+    for up, down, padding, kind, flip, channels_last in SELF_CHECK_CASES:
+        f = _self_check_filter(kind)
+        r = None
+        results = []
+        for use_plugin in (True, False):
+            cast = dtype if use_plugin else torch.float64
+            x = x0.to(device=device, dtype=cast)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            x.requires_grad_(True)
+            fd = f.to(device)
+            if use_plugin:
+                y = _upfirdn2d_cuda(x, fd, up, down, padding, flip, SELF_CHECK_GAIN)
+            else:
+                y = _upfirdn2d_ref(x, fd, up, down, padding, flip, SELF_CHECK_GAIN)
+            if r is None:
+                r = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+            (gx,) = torch.autograd.grad((y * y * r.to(device=device, dtype=cast)).sum(), [x], create_graph=True)
+            (hx,) = torch.autograd.grad((gx * gx).sum(), [x])
+            results.append((y, gx, hx))
+        name = (f"upfirdn2d(up={up}, down={down}, padding={padding}, filter {tuple(f.shape)}, flip_filter={flip}"
+                f"{', channels_last' if channels_last else ''})")
+        for what, got, want in zip(("value", "grad x", "2nd-order grad x"), *results):
+            pairs.append((f"{name} {what}", got, want))
+    custom_ops.compare_with_reference(pairs, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Public API.
 
 
@@ -293,11 +349,13 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
 
     f: float32 [taps] (separable) or [fh, fw] filter from setup_filter, or None for identity.
     up/down: int or [x, y]. padding: int, [x, y] or [x0, x1, y0, y1] in upsampled pixels.
-    impl: 'cuda' uses the plugin for CUDA tensors when it builds, 'ref' forces the reference.
+    impl: 'cuda' uses the plugin for CUDA tensors when it builds and passes its self-check
+    (custom_ops.use_plugin; RLO_CUDA_OPS overrides), 'ref' forces the reference.
     """
     if impl not in ("cuda", "ref"):
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
-    if impl == "cuda" and isinstance(x, torch.Tensor) and x.is_cuda and x.ndim == 4 and _plugin() is not None:
+    if impl == "cuda" and isinstance(x, torch.Tensor) and x.ndim == 4 and \
+            custom_ops.use_plugin("upfirdn2d", x, _plugin, self_check):
         if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
             raise ValueError(f"upfirdn2d filter must be a float32 1-D or 2-D tensor, got {getattr(f, 'shape', f)}")
         return _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)

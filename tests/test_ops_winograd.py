@@ -1,0 +1,156 @@
+"""CPU weight gradients of 3x3 convolutions (Winograd, im2col): torch.nn.grad.conv2d_weight is the oracle."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch_utils.ops import conv2d_gradfix, conv2d_winograd
+from training.networks import Discriminator, Generator
+
+SHAPES = [  # (N, C, K, H, W)
+    (2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (2, 4, 6, 16, 16), (1, 2, 3, 2, 2),
+]
+
+
+def _inputs(shape, dtype=torch.float64, channels_last=False, seed=0):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    g = torch.randn(n, k, h, w, generator=gen, dtype=dtype)
+    if channels_last:
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    return x, g
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_weight_gradient_equals_conv2d_weight(shape, channels_last):
+    x, g = _inputs(shape, channels_last=channels_last)
+    want = torch.nn.grad.conv2d_weight(x, [shape[2], shape[1], 3, 3], g, 1, 1)
+    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), want, rtol=1e-10, atol=1e-10)
+
+
+def test_weight_gradient_is_differentiable_like_the_oracle():
+    """First and second derivatives of a function of the weight gradient, w.r.t. both of its inputs."""
+    x, g = _inputs((2, 3, 4, 6, 4))
+    x.requires_grad_(True)
+    g.requires_grad_(True)
+    assert torch.autograd.gradcheck(conv2d_winograd.weight_grad_3x3, (x[:1, :2, :4], g[:1, :2, :4]))
+    results = []
+    for fn in (conv2d_winograd.weight_grad_3x3, lambda a, b: torch.nn.grad.conv2d_weight(a, [4, 3, 3, 3], b, 1, 1)):
+        dw = fn(x, g)
+        gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gg.sum()).sum() + gg.square().sum(), [x, g])
+        results.append([dw, gx, gg, hx, hg])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_float32_rounding_is_no_worse_than_the_direct_kernel():
+    x, g = _inputs((8, 64, 64, 16, 16), dtype=torch.float32, channels_last=True, seed=1)
+    w_shape = [64, 64, 3, 3]
+    exact = torch.nn.grad.conv2d_weight(x.double(), w_shape, g.double(), 1, 1)
+    err_winograd = (conv2d_winograd.weight_grad_3x3(x, g).double() - exact).abs().max()
+    err_direct = (torch.nn.grad.conv2d_weight(x, w_shape, g, 1, 1).double() - exact).abs().max()
+    assert err_winograd <= 2 * err_direct + 1e-6, (float(err_winograd), float(err_direct))
+    assert err_winograd / exact.abs().max() < 2e-6
+
+
+def test_rejects_shapes_it_cannot_tile():
+    with pytest.raises(ValueError, match="even H, W"):
+        conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 5, 4), torch.randn(1, 3, 5, 4))
+    with pytest.raises(ValueError, match="grad_out"):
+        conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 2, 2))
+
+
+def assert_close_normwise(a, b, tol):
+    """max|a - b| <= tol * max|b|: float32 results of different summation orders, elementwise near-zeros aside."""
+    err, scale = float((a - b).abs().max()), float(b.abs().max())
+    assert err <= tol * scale, f"max|a - b| = {err:.3g} > {tol:g} x {scale:.3g}"
+
+
+X, G = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
+
+
+@pytest.mark.parametrize("x, g, w_shape, stride, padding, groups, expect", [
+    (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, "winograd"),
+    (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),   # float64: the direct kernel
+    (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, ""),
+    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, "im2col"),
+    (X, G[:, :, :3, :3], [6, 4, 3, 3], (2, 2), (0, 0), 1, "im2col"),
+    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (0, 0), 1, ""),       # not what conv2d(x, w, 2, 0) gives
+    (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, ""),
+    (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, ""),
+    (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),
+])
+def test_route_only_covers_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
+    assert conv2d_winograd.route(x, g, w_shape, stride, padding, (1, 1), groups) == expect
+
+
+@pytest.mark.parametrize("shape, stride, padding", [
+    ((2, 5, 7, 9, 9), 2, 0), ((2, 5, 7, 8, 8), 2, 1), ((1, 3, 4, 33, 33), 2, 0), ((2, 4, 3, 10, 7), 3, 1),
+])
+def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, stride, padding):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
+    g = torch.randn(n, k, oh, ow, generator=gen, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fn in (lambda: conv2d_winograd.weight_grad(x, g, [k, c, 3, 3], (stride, stride), (padding, padding)),
+               lambda: torch.nn.grad.conv2d_weight(x, [k, c, 3, 3], g, stride, padding)):
+        dw = fn()
+        gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gx).sum() + gg.square().sum(), [x, g])
+        results.append([dw, gx, gg, hx, hg])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatch, transpose):
+    calls = []
+    real = conv2d_winograd.weight_grad
+    monkeypatch.setattr(conv2d_winograd, "weight_grad", lambda *args: calls.append(1) or real(*args))
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        w = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = op(x, w, padding=1)
+        (y * y).sum().backward()
+        results.append((y.detach(), x.grad, w.grad))
+    assert len(calls) == 1
+    for a, b in zip(*results):
+        assert_close_normwise(a, b, 1e-5)
+
+
+def _run(monkeypatch, enabled, fn):
+    monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+    torch.manual_seed(0)
+    return fn()
+
+
+def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
+    """The fused path's oracle at network level: G's and D's weight gradients, and D's R1 penalty gradient
+    (second order through every convolution), Winograd on vs off."""
+    def run():
+        G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                      mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=16))
+        D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture='resnet', channel_base=256,
+                          channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2))
+        img = G(torch.randn(4, 8), None, noise_mode='const')
+        torch.nn.functional.softplus(-D(img, None)).mean().backward()
+        real = torch.randn(4, 3, 16, 16, requires_grad=True)
+        logits = D(real, None)
+        with conv2d_gradfix.no_weight_gradients():
+            (grad,) = torch.autograd.grad(logits.sum(), [real], create_graph=True)
+        grad.square().sum().backward()
+        return [grad.detach()] + [p.grad for p in list(G.parameters()) + list(D.parameters())]
+    with_winograd = _run(monkeypatch, True, run)
+    direct = _run(monkeypatch, False, run)
+    assert sum(g is not None for g in direct) > len(direct) // 2
+    for a, b in zip(with_winograd, direct):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert_close_normwise(a, b, 1e-5)
