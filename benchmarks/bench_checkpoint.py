@@ -10,7 +10,6 @@ On a shared machine the process CPU time (also printed) is the steadier figure.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -19,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dnnlib.cli import verbatim  # noqa: E402
 from training import checkpoint, options  # noqa: E402
 from training.augment import AUGPIPE_SPECS, AugmentPipe  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
@@ -64,34 +65,33 @@ def report(label: str, wall: list[float], cpu: list[float]) -> None:
           f'   cpu median {statistics.median(cpu):6.3f} s')
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--reps', type=int, default=5)
-    parser.add_argument('--dir', default=None, help='folder for the snapshot files [default: a temp folder]')
-    parser.add_argument('--threads', type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+@click.command(help=verbatim(__doc__))
+@click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True)
+@click.option('--dir', 'folder', default=None, help='folder for the snapshot files [default: a temp folder]')
+@click.option('--threads', type=click.IntRange(min=1), default=1, show_default=True)
+def main(reps: int, folder: str | None, threads: int) -> None:
+    torch.set_num_threads(threads)
     nets, resume_state = cifar_training_state()
     counts = {k: sum(t.numel() for t in v.state_dict().values()) for k, v in nets.items()}
     print(f'config: --cfg=cifar 32x32 c_dim=10, elements {counts}, torch {torch.__version__}, '
-          f'{args.threads} thread(s), snapshot version {checkpoint.SNAPSHOT_VERSION}')
-    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+          f'{threads} thread(s), snapshot version {checkpoint.SNAPSHOT_VERSION}')
+    with tempfile.TemporaryDirectory(dir=folder) as folder:
         path = os.path.join(folder, 'network-snapshot-000000.pt')
         save_kwargs = dict(overwrite=True) if 'overwrite' in checkpoint.save_snapshot.__code__.co_varnames else {}
         report('save_snapshot (full resume state)',
                *timed(lambda: checkpoint.save_snapshot(path, nets, training_set_kwargs={}, resume_state=resume_state,
-                                                       **save_kwargs), args.reps))
+                                                       **save_kwargs), reps))
         full_size = os.path.getsize(path)
-        report('load_network (full resume state)', *timed(lambda: checkpoint.load_network(path), args.reps))
+        report('load_network (full resume state)', *timed(lambda: checkpoint.load_network(path), reps))
         if hasattr(checkpoint, 'tensor_digests'):
             payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-            report('  of which: tensor digests', *timed(lambda: checkpoint.tensor_digests(payload), args.reps))
+            report('  of which: tensor digests', *timed(lambda: checkpoint.tensor_digests(payload), reps))
             del payload
         print(f'file size with optimizer state:    {full_size / 2**20:8.1f} MiB')
         if hasattr(checkpoint, 'strip_optimizer_state'):
             report('strip_optimizer_state', *timed(lambda: checkpoint.strip_optimizer_state(path), 1))
             print(f'file size without optimizer state: {os.path.getsize(path) / 2**20:8.1f} MiB')
-            report('load_network (no optimizer state)', *timed(lambda: checkpoint.load_network(path), args.reps))
+            report('load_network (no optimizer state)', *timed(lambda: checkpoint.load_network(path), reps))
         weights_only = os.path.join(folder, 'weights.pt')
         checkpoint.save_snapshot(weights_only, nets)
         print(f'file size of the networks alone:   {os.path.getsize(weights_only) / 2**20:8.1f} MiB')

@@ -10,14 +10,18 @@ On a GPU, the paper's models at their batch: --models resnet50,vit-b,swin-b --ch
 --device cuda --precision bf16.
 """
 import contextlib
+import os
 import statistics
+import sys
 import time
 
 import click
 import torch
 
-import rlo
-from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # rlo from this checkout
+
+import rlo  # noqa: E402
+from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

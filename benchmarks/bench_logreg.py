@@ -7,16 +7,20 @@ Data loading is timed once, separately. Target: under 60 s for the grid on 2 CPU
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 
 import click
 import torch
 
-from rlo.experiments import logreg_grid as logreg
-from rlo.experiments import uci
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # rlo from this checkout
+
+from rlo.experiments import logreg_grid as logreg  # noqa: E402
+from rlo.experiments import uci  # noqa: E402
 
 
 @click.command(help=__doc__)

@@ -4,7 +4,7 @@ Prints median / min / max seconds over --reps repetitions for a tiny config, the
 networks and a 64x64 config. On CUDA it also compares the reference ops with the CUDA plugins.
 
     python3 benchmarks/bench_networks.py                      # CPU, all configs, batch 16
-    python3 benchmarks/bench_networks.py --configs cifar --reps 5 --profile
+    python3 benchmarks/bench_networks.py --configs=cifar --reps=5 --profile   # --configs: comma-separated
     python3 benchmarks/bench_networks.py --device cuda        # ref vs cuda ops
 
 Reference point (2-core CPU, fp32, batch 16, cifar config): official code takes ~11 s (G) and ~3.8 s (D).
@@ -12,7 +12,6 @@ On a shared machine the process CPU time (also printed) is the steadier figure.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -23,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
 
@@ -99,25 +100,24 @@ def summary(times: list[float]) -> str:
     return f'median {statistics.median(times):7.3f} s  min {min(times):7.3f}  max {max(times):7.3f}'
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
-    parser.add_argument('--profile', action='store_true', help='print the top ops of one fwd+bwd')
-    args = parser.parse_args()
-
-    device = torch.device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+@click.command(help=verbatim(__doc__))
+@click.option('--configs', type=CommaList(choices=CONFIGS), default=','.join(CONFIGS), show_default=True,
+              help='comma-separated')
+@click.option('--batch', type=click.IntRange(min=1), default=16, show_default=True)
+@click.option('--reps', type=click.IntRange(min=1), default=3, show_default=True)
+@click.option('--device', default='cpu', show_default=True)
+@click.option('--threads', type=click.IntRange(min=1), default=None, help='torch.set_num_threads (CPU)')
+@click.option('--profile', is_flag=True, help='print the top ops of one fwd+bwd')
+def main(configs: list[str], batch: int, reps: int, device: str, threads: int | None, profile: bool) -> None:
+    device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     impls = ['ref', 'cuda'] if device.type == 'cuda' else ['ref']
     print(f'torch {torch.__version__}  device {device}'
           f'{" (" + torch.cuda.get_device_name(device) + ")" if device.type == "cuda" else ""}'
-          f'  threads {torch.get_num_threads()}  batch {args.batch}  fp32  training mode'
+          f'  threads {torch.get_num_threads()}  batch {batch}  fp32  training mode'
           f'  load average {os.getloadavg()[0]:.1f} (other processes distort wall times)')
-    for name in args.configs:
+    for name in configs:
         cfg = CONFIGS[name]
         torch.manual_seed(0)
         G = Generator(**cfg['G']).train().requires_grad_(True).to(device)
@@ -125,12 +125,12 @@ def main() -> None:
         print(f'\n[{name}] G {json.dumps(cfg["G"])}\n[{name}] D {json.dumps(cfg["D"])}')
         for impl in impls:
             with ops_impl(impl):
-                for label, step in [('G', g_step(G, args.batch, device)), ('D', d_step(D, args.batch, device))]:
-                    wall, cpu = time_reps(step, args.reps, device)
+                for label, step in [('G', g_step(G, batch, device)), ('D', d_step(D, batch, device))]:
+                    wall, cpu = time_reps(step, reps, device)
                     print(f'  {label} fwd+bwd  impl={impl:4s}  wall {summary(wall)}  (n={len(wall)})', flush=True)
                     if device.type == 'cpu':
                         print(f'  {label} fwd+bwd  impl={impl:4s}  cpu  {summary(cpu)}  (process CPU, all threads)')
-                    if args.profile:
+                    if profile:
                         with torch.profiler.profile() as prof:
                             step()
                         sort = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'

@@ -6,8 +6,8 @@ processes hits both sides alike; the figure of merit is the per-rep ratio ours/o
 with min/max, in wall time and in process CPU time (steadier on a shared machine).
 
     python benchmarks/bench_vs_official.py --official=/path/to/stylegan2-ada-pytorch
-    python benchmarks/bench_vs_official.py --official=... --parts iter --reps 5 --json out.json
-    python benchmarks/bench_vs_official.py --official=... --profile --parts iter   # top ops of each side
+    python benchmarks/bench_vs_official.py --official=... --parts=G,iter --reps=5 --json=out.json  # --parts: comma-separated
+    python benchmarks/bench_vs_official.py --official=... --profile --parts=iter   # top ops of each side
 
 Parts: G = G fwd+bwd of mean(img^2); D = D fwd+bwd of softplus(D(img)); iter = one training iteration,
 i.e. the phases Gmain + Dmain + Dreg of each side's StyleGAN2Loss (R1 gamma 0.01, no path length, no style
@@ -16,7 +16,6 @@ optimizer steps. The official code runs its reference ops (no CUDA on CPU), i.e.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -28,12 +27,14 @@ import types
 from pathlib import Path
 from typing import Callable, Iterator
 
+import click
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from training import loss as our_loss  # noqa: E402
 from training import networks as our_networks  # noqa: E402
 from training.options import LossOptions  # noqa: E402
@@ -222,17 +223,20 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--official', required=True, help='path of a NVlabs/stylegan2-ada-pytorch checkout')
-    parser.add_argument('--parts', nargs='+', default=['G', 'D', 'iter'], choices=['G', 'D', 'iter'])
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--reps', type=int, default=5, help='timed A/B pairs per part (after one warm-up each)')
-    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads for both sides')
-    parser.add_argument('--profile', action='store_true', help='print the top ops of one run per side and part')
-    parser.add_argument('--top', type=int, default=25, help='ops listed per profile')
-    parser.add_argument('--json', default=None, help='also write the results here')
-    args = parser.parse_args()
+@click.command(help=verbatim(__doc__))
+@click.option('--official', required=True, help='path of a NVlabs/stylegan2-ada-pytorch checkout')
+@click.option('--parts', type=CommaList(choices=['G', 'D', 'iter']), default='G,D,iter', show_default=True,
+              help='comma-separated')
+@click.option('--batch', type=click.IntRange(min=1), default=16, show_default=True)
+@click.option('--reps', type=click.IntRange(min=1), default=5, show_default=True,
+              help='timed A/B pairs per part (after one warm-up each)')
+@click.option('--threads', type=click.IntRange(min=1), default=1, show_default=True,
+              help='torch CPU threads for both sides')
+@click.option('--profile', is_flag=True, help='print the top ops of one run per side and part')
+@click.option('--top', type=click.IntRange(min=1), default=25, show_default=True, help='ops listed per profile')
+@click.option('--json', default=None, help='also write the results here')
+def main(**kwargs) -> None:
+    args = types.SimpleNamespace(**kwargs)
 
     official = load_official(args.official)
     commit = official_commit(official.root)

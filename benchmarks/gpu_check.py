@@ -13,14 +13,13 @@ the end of the run. It prints one table and writes it (with the configuration) a
 
     python benchmarks/gpu_check.py --json=gpu_check.json
     python benchmarks/gpu_check.py --device=cpu --quick     # dry run of every step on CPU, < 1 minute
-    python benchmarks/gpu_check.py --steps ops nets         # a subset
+    python benchmarks/gpu_check.py --steps=ops,nets         # a subset (comma-separated, run in this order)
 
 Statuses: ok, FAILED (with the error), timeout (the step's budget ran out inside a subprocess), budget (not
 started: its or the total budget was spent), skipped (does not apply here, e.g. one GPU).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import json
@@ -34,12 +33,16 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import click  # noqa: E402
 import torch  # noqa: E402
+
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
 
 STEPS = ("build", "ops", "nets", "train", "nccl")
 # Seconds per step on a GPU machine (the build compiles two plugins with nvcc; train.py pays its own start-up).
@@ -436,39 +439,53 @@ def environment(ctx: Context) -> dict[str, Any]:
     return env
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run of the machinery)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and short budgets (the CPU dry run)")
-    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS, help="steps to run, in order")
-    parser.add_argument("--json", default="gpu_check.json", help="where to write the table as JSON")
-    parser.add_argument("--total-budget", type=float, default=None,
-                        help="seconds for all steps (default: the sum of the step budgets)")
-    parser.add_argument("--budget", action="append", default=[], metavar="STEP=SECONDS",
-                        help="override one step's budget, e.g. --budget train=200 (repeatable)")
-    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
-    args = parser.parse_args(argv)
-    budgets = dict(QUICK_BUDGETS if args.quick else BUDGETS)
-    for spec in args.budget:
+def checked_arguments(device: str, quick: bool, steps: list[str], json_path: str, total_budget: float | None,
+                      budget: tuple[str, ...], workdir: str | None) -> SimpleNamespace:
+    """The options with the per-step budgets resolved; a bad value raises click.BadParameter naming it."""
+    budgets = dict(QUICK_BUDGETS if quick else BUDGETS)
+    for spec in budget:
         step, _, seconds = spec.partition("=")
         if step not in STEPS:
-            parser.error(f"--budget {spec!r}: unknown step {step!r}; steps are {', '.join(STEPS)}")
+            raise click.BadParameter(f"{spec!r}: unknown step {step!r}; steps are {', '.join(STEPS)}",
+                                     param_hint="--budget")
         try:
             budgets[step] = float(seconds)
         except ValueError:
-            parser.error(f"--budget {spec!r}: {seconds!r} is not a number of seconds")
-    args.budgets = budgets
-    if args.total_budget is None:
-        args.total_budget = sum(budgets[s] for s in args.steps)
-    if args.device.split(":")[0] not in ("cuda", "cpu"):
-        parser.error(f"--device={args.device!r}: expected cuda or cpu")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device=cuda but torch sees no CUDA device; use --device=cpu --quick for a dry run")
-    return args
+            raise click.BadParameter(f"{spec!r}: {seconds!r} is not a number of seconds", param_hint="--budget") from None
+    if total_budget is None:
+        total_budget = sum(budgets[s] for s in steps)
+    if device.split(":")[0] not in ("cuda", "cpu"):
+        raise click.BadParameter(f"{device!r}: expected cuda or cpu", param_hint="--device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("cuda but torch sees no CUDA device; use --device=cpu --quick for a dry run",
+                                 param_hint="--device")
+    return SimpleNamespace(device=device, quick=quick, steps=steps, json=json_path, total_budget=total_budget,
+                           budgets=budgets, workdir=workdir)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
+@click.command(help=verbatim(__doc__))
+@click.option("--device", default="cuda", show_default=True, help="cuda, or cpu (a dry run of the machinery)")
+@click.option("--quick", is_flag=True, help="tiny sizes and short budgets (the CPU dry run)")
+@click.option("--steps", type=CommaList(choices=STEPS), default=",".join(STEPS), show_default=True,
+              help="comma-separated steps to run, in order")
+@click.option("--json", "json_path", default="gpu_check.json", show_default=True,
+              help="where to write the table as JSON")
+@click.option("--total-budget", type=float, default=None,
+              help="seconds for all steps [default: the sum of the step budgets]")
+@click.option("--budget", multiple=True, metavar="STEP=SECONDS",
+              help="override one step's budget, e.g. --budget=train=200 (repeatable)")
+@click.option("--workdir", default=None, help="scratch folder [default: a temporary one]")
+def main(**kwargs) -> None:
+    run(checked_arguments(**kwargs))
+
+
+def parse_args(argv: list[str]) -> SimpleNamespace:
+    """`main`'s options from a command line, checked as a run checks them (tests); errors raise click.UsageError."""
+    with main.make_context("gpu_check.py", list(argv)) as ctx:
+        return checked_arguments(**ctx.params)
+
+
+def run(args: SimpleNamespace) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -487,8 +504,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   total_s=total, rows=[dataclasses.asdict(r) for r in rows])
     Path(args.json).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

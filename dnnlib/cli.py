@@ -5,8 +5,9 @@ script needs its own `if not math.isfinite(...)` check.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import click
 
@@ -57,3 +58,33 @@ class FiniteFloat(click.ParamType):
 POSITIVE = FiniteFloat(min=0, min_open=True)
 NON_NEGATIVE = FiniteFloat(min=0)
 PROBABILITY = FiniteFloat(min=0, max=1)
+
+
+class CommaList(click.ParamType):
+    """Comma-separated values, `--res=32,256`: each item converted by `item` (a click type or a Python type) and,
+    with `choices`, checked against them. Blank items are dropped; at least one must remain. Gives a list."""
+
+    name = 'list'
+
+    def __init__(self, item: Any = str, choices: Optional[Sequence[str]] = None):
+        self.item = click.types.convert_type(item)
+        self.choices = tuple(choices) if choices is not None else None
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        parts = [part.strip() for part in str(value).split(',') if part.strip()]
+        if not parts:
+            self.fail(f'{value!r}: expected one or more comma-separated values', param, ctx)
+        if self.choices is not None:
+            unknown = [part for part in parts if part not in self.choices]
+            if unknown:
+                self.fail(f'{", ".join(unknown)} not in {", ".join(self.choices)}', param, ctx)
+        return [self.item.convert(part, param, ctx) for part in parts]
+
+
+def verbatim(doc: str) -> str:
+    """`doc` as a click help text that keeps its line breaks (a script's docstring with its usage lines): click
+    rewraps every paragraph that does not start with a `\\b` line."""
+    paragraphs = inspect.cleandoc(doc).split('\n\n')
+    return '\n\n'.join('\b\n' + paragraph for paragraph in paragraphs)
