@@ -6,6 +6,7 @@
 For scale, the last row of each size is ADA's default pipe (AugmentPipe 'bgc' at p = 1, i.e. every
 augmentation on every image), the augmentation DiffAugment replaces.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ from training.diffaugment import DEFAULT_POLICY, DiffAugment  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -44,38 +45,50 @@ def time_ms(fn, x: torch.Tensor, backward: bool, repeats: int, warmup: int = 2) 
 
 
 def fmt(times: list[float]) -> str:
-    return f'{statistics.median(times):9.2f} [{min(times):8.2f}, {max(times):8.2f}]'
+    return f"{statistics.median(times):9.2f} [{min(times):8.2f}, {max(times):8.2f}]"
 
 
 @click.command(help=verbatim(__doc__))
-@click.option('--device', default='cpu', show_default=True)
-@click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True)
-@click.option('--res', type=CommaList(click.IntRange(min=1)), default='32,256', show_default=True,
-              help='comma-separated image sizes')
-@click.option('--channels', type=click.IntRange(min=1), default=3, show_default=True)
-@click.option('--repeats', type=click.IntRange(min=1), default=7, show_default=True)
-@click.option('--threads', type=click.IntRange(min=0), default=1, show_default=True,
-              help='torch CPU threads (0: leave torch default)')
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--res",
+    type=CommaList(click.IntRange(min=1)),
+    default="32,256",
+    show_default=True,
+    help="comma-separated image sizes",
+)
+@click.option("--channels", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="torch CPU threads (0: leave torch default)",
+)
 def main(device: str, batch: int, res: list[int], channels: int, repeats: int, threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
     torch.manual_seed(0)
-    print(f'device={device} batch={batch} channels={channels} repeats={repeats} '
-          f'threads={torch.get_num_threads()} torch={torch.__version__}; ms: median [min, max]')
-    ada = AugmentPipe(**AUGPIPE_SPECS['bgc']).to(device)
+    print(
+        f"device={device} batch={batch} channels={channels} repeats={repeats} "
+        f"threads={torch.get_num_threads()} torch={torch.__version__}; ms: median [min, max]"
+    )
+    ada = AugmentPipe(**AUGPIPE_SPECS["bgc"]).to(device)
     ada.p.fill_(1.0)
-    candidates = [(f'diffaug {p}', DiffAugment(p)) for p in ['color', 'translation', 'cutout', DEFAULT_POLICY]]
-    candidates.append(('ADA bgc p=1 (reference)', ada))
-    print(f'{"res":>4} {"augmentation":<36} {"forward":>30} {"forward+backward":>30}')
+    candidates = [(f"diffaug {p}", DiffAugment(p)) for p in ["color", "translation", "cutout", DEFAULT_POLICY]]
+    candidates.append(("ADA bgc p=1 (reference)", ada))
+    print(f"{'res':>4} {'augmentation':<36} {'forward':>30} {'forward+backward':>30}")
     for size in res:
         x = torch.randn([batch, channels, size, size], device=device).clamp(-1, 1).requires_grad_(True)
         for name, module in candidates:
             with torch.no_grad():
                 fwd = time_ms(module, x, backward=False, repeats=repeats)
             both = time_ms(module, x, backward=True, repeats=repeats)
-            print(f'{size:>4} {name:<36} {fmt(fwd):>30} {fmt(both):>30}', flush=True)
+            print(f"{size:>4} {name:<36} {fmt(fwd):>30} {fmt(both):>30}", flush=True)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

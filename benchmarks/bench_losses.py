@@ -1,7 +1,8 @@
 """Forward+backward time of the loss family vs F.cross_entropy (target: rooted CE <= 1.2x CE's time).
 
-    python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
+python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
 """
+
 import os
 import statistics
 import sys
@@ -45,8 +46,10 @@ def main(n, c, reps, device):
         "focal (g=3)": lambda x, t: rlo.focal_loss(x, t),
         "unhinged": lambda x, t: rlo.unhinged_loss(x, t),
     }
-    print(f"fwd+bwd, logits {n}x{c} float32 on {device}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, {reps} reps")
+    print(
+        f"fwd+bwd, logits {n}x{c} float32 on {device}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {reps} reps"
+    )
     times = {name: [] for name in cases}
     for rep in range(reps + 3):  # round-robin so that background load hits every case alike
         for name, fn in cases.items():
@@ -57,7 +60,10 @@ def main(n, c, reps, device):
     base_min = min(times["F.cross_entropy"])
     for name, samples in times.items():
         med, lo, hi = statistics.median(samples), min(samples), max(samples)
-        print(f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  {med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min")
+        print(
+            f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  "
+            f"{med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 "naive" is the textbook upfirdn2d (materialise the zero-stuffed, padded image, depthwise 2-D conv),
 i.e. what the official reference does; "ref" is ours; "cuda" is our plugin.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,8 +71,9 @@ def time_fwd_bwd(fn, inputs, device, repeats: int, warmup: int = 2) -> list[floa
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--channels", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--res", type=click.IntRange(min=1), default=32, show_default=True,
-              help="feature-map size before resampling (px)")
+@click.option(
+    "--res", type=click.IntRange(min=1), default=32, show_default=True, help="feature-map size before resampling (px)"
+)
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
 def main(device: str, batch: int, channels: int, res: int, repeats: int, threads: int | None) -> None:
@@ -97,17 +99,36 @@ def main(device: str, batch: int, channels: int, res: int, repeats: int, threads
             cases.append(("downsample2d [1,3,3,1] /2", impl, lambda x: naive_downsample2d(x, f), (x,)))
             continue
         cases.append(("upsample2d [1,3,3,1] x2", impl, lambda x, i=impl: upfirdn2d.upsample2d(x, f, impl=i), (x,)))
-        cases.append(("downsample2d [1,3,3,1] /2", impl,
-                      lambda x, i=impl: upfirdn2d.downsample2d(x, f, impl=i), (x,)))
-        cases.append(("bias_act lrelu clamp=256", impl,
-                      lambda x, b, i=impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=i), (x, b)))
-    cases.append(("conv2d_resample 3x3 up=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
-        x, w, f, up=2, padding=1), (x, w3)))
-    cases.append(("conv2d_resample 3x3 down=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
-        x, w, f, down=2, padding=1), (x, w3)))
+        cases.append(("downsample2d [1,3,3,1] /2", impl, lambda x, i=impl: upfirdn2d.downsample2d(x, f, impl=i), (x,)))
+        cases.append(
+            (
+                "bias_act lrelu clamp=256",
+                impl,
+                lambda x, b, i=impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=i),
+                (x, b),
+            )
+        )
+    cases.append(
+        (
+            "conv2d_resample 3x3 up=2",
+            "default",
+            lambda x, w: conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1),
+            (x, w3),
+        )
+    )
+    cases.append(
+        (
+            "conv2d_resample 3x3 down=2",
+            "default",
+            lambda x, w: conv2d_resample.conv2d_resample(x, w, f, down=2, padding=1),
+            (x, w3),
+        )
+    )
 
-    print(f"config: device={device} batch={n} channels={c} res={r} repeats={repeats} "
-          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(
+        f"config: device={device} batch={n} channels={c} res={r} repeats={repeats} "
+        f"threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
     print(f"{'op':32s} {'impl':8s} {'median_ms':>10s} {'min_ms':>10s} {'max_ms':>10s}")
     for name, impl, fn, inputs in cases:
         t = time_fwd_bwd(fn, inputs, device, repeats)

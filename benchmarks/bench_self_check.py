@@ -10,6 +10,7 @@ order, and the comparison (one host sync). On a GPU the kernels themselves are m
 
 Also printed: the per-call cost of the verdict lookup that every later op call pays.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,14 @@ def main(reps: int, threads: int) -> None:
     upfirdn2d._plugin = lambda: plugin_contract.upfirdn2d_plugin
     custom_ops.plugin_device_types.add("cpu")
     device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}; "
-          f"stand-in plugins on CPU")
-    for name, op, cases in (("bias_act", bias_act, bias_act.SELF_CHECK_CASES),
-                            ("upfirdn2d", upfirdn2d, upfirdn2d.SELF_CHECK_CASES)):
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}; "
+        f"stand-in plugins on CPU"
+    )
+    for name, op, cases in (
+        ("bias_act", bias_act, bias_act.SELF_CHECK_CASES),
+        ("upfirdn2d", upfirdn2d, upfirdn2d.SELF_CHECK_CASES),
+    ):
         for dtype in (torch.float32, torch.float64):
             op.self_check(device, dtype)  # warm-up (first-call allocations, dispatcher caches)
             wall, cpu = [], []
@@ -48,9 +53,11 @@ def main(reps: int, threads: int) -> None:
                 op.self_check(device, dtype)
                 wall.append((time.perf_counter() - start) * 1e3)
                 cpu.append((time.thread_time() - start_cpu) * 1e3)
-            print(f"{name:9s} {str(dtype):14s} {len(cases)} cases: wall {statistics.median(wall):6.1f} ms "
-                  f"[{min(wall):.1f}, {max(wall):.1f}], thread CPU {statistics.median(cpu):6.1f} ms "
-                  f"[{min(cpu):.1f}, {max(cpu):.1f}]")
+            print(
+                f"{name:9s} {str(dtype):14s} {len(cases)} cases: wall {statistics.median(wall):6.1f} ms "
+                f"[{min(wall):.1f}, {max(wall):.1f}], thread CPU {statistics.median(cpu):6.1f} ms "
+                f"[{min(cpu):.1f}, {max(cpu):.1f}]"
+            )
     x = torch.randn(2, 4, 8, 8)
     custom_ops.reset_self_checks()
     start = time.perf_counter()
