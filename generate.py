@@ -16,12 +16,12 @@ Examples:
 Latent z of seed s is np.random.RandomState(s).randn(1, z_dim), as in StyleGAN2-ADA's generate.py, so the same
 weights give the same images there and here. With --noise-mode=random, torch is seeded with s as well.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import re
-from typing import Optional
 
 import click
 import numpy as np
@@ -31,46 +31,51 @@ from dnnlib.cli import FiniteFloat
 from training import checkpoint
 from training.image_grid import save_image_grid, save_png
 
-NOISE_MODES = ('const', 'random', 'none')
+NOISE_MODES = ("const", "random", "none")
 
 
 def parse_range(text: str) -> list[int]:
     """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (inclusive ranges, order kept)."""
     values: list[int] = []
-    for part in text.split(','):
+    for part in text.split(","):
         part = part.strip()
-        match = re.fullmatch(r'(\d+)-(\d+)', part)
+        match = re.fullmatch(r"(\d+)-(\d+)", part)
         if match:
             lo, hi = int(match.group(1)), int(match.group(2))
             if hi < lo:
-                raise ValueError(f'range {part!r} runs backwards')
+                raise ValueError(f"range {part!r} runs backwards")
             values += list(range(lo, hi + 1))
-        elif re.fullmatch(r'\d+', part):
+        elif re.fullmatch(r"\d+", part):
             values.append(int(part))
         else:
-            raise ValueError(f'{part!r} is not a non-negative integer or a range like 0-7')
+            raise ValueError(f"{part!r} is not a non-negative integer or a range like 0-7")
     return values
 
 
-def class_label(G: torch.nn.Module, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
+def class_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
     """One-hot [1, c_dim] for a conditional G (class required); [1, 0] for an unconditional one."""
     label = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim == 0:
         if class_idx is not None:
-            raise click.UsageError(f'--class={class_idx} given, but the network is unconditional')
+            raise click.UsageError(f"--class={class_idx} given, but the network is unconditional")
         return label
     if class_idx is None:
-        raise click.UsageError(f'the network is conditional ({G.c_dim} classes): pass --class=<0..{G.c_dim - 1}>')
+        raise click.UsageError(f"the network is conditional ({G.c_dim} classes): pass --class=<0..{G.c_dim - 1}>")
     if not 0 <= class_idx < G.c_dim:
-        raise click.UsageError(f'--class={class_idx} is outside 0..{G.c_dim - 1}')
+        raise click.UsageError(f"--class={class_idx} is outside 0..{G.c_dim - 1}")
     label[:, class_idx] = 1
     return label
 
 
 @torch.no_grad()
-def generate_images(G: torch.nn.Module, seeds: list[int], truncation_psi: float = 1.0,
-                    class_idx: Optional[int] = None, noise_mode: str = 'const',
-                    device: torch.device = torch.device('cpu')) -> np.ndarray:
+def generate_images(
+    G: torch.nn.Module,
+    seeds: list[int],
+    truncation_psi: float = 1.0,
+    class_idx: int | None = None,
+    noise_mode: str = "const",
+    device: torch.device = torch.device("cpu"),
+) -> np.ndarray:
     """uint8 images [len(seeds), H, W, C] (NHWC), one per seed."""
     label = class_label(G, class_idx, device)
     images = []
@@ -83,13 +88,16 @@ def generate_images(G: torch.nn.Module, seeds: list[int], truncation_psi: float 
 
 
 @torch.no_grad()
-def synthesize_ws(G: torch.nn.Module, ws: np.ndarray, noise_mode: str = 'const',
-                  device: torch.device = torch.device('cpu')) -> np.ndarray:
+def synthesize_ws(
+    G: torch.nn.Module, ws: np.ndarray, noise_mode: str = "const", device: torch.device = torch.device("cpu")
+) -> np.ndarray:
     """uint8 images [n, H, W, C] from ws [n, num_ws, w_dim] (e.g. projector.py's projected_w.npz)."""
     expected = (G.num_ws, G.w_dim)
     if ws.ndim != 3 or tuple(ws.shape[1:]) != expected:
-        raise ValueError(f'projected w has shape {tuple(ws.shape)}; this network needs [n, {expected[0]}, '
-                         f'{expected[1]}] (num_ws, w_dim)')
+        raise ValueError(
+            f"projected w has shape {tuple(ws.shape)}; this network needs [n, {expected[0]}, "
+            f"{expected[1]}] (num_ws, w_dim)"
+        )
     images = []
     for w in torch.from_numpy(np.asarray(ws, dtype=np.float32)).to(device):
         img = G.synthesis(w.unsqueeze(0), noise_mode=noise_mode)
@@ -101,11 +109,11 @@ def load_ws(path: str) -> np.ndarray:
     """The 'w' array of an .npz file, read without pickles."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if 'w' not in data:
+            if "w" not in data:
                 raise ValueError(f'{path} has no array named "w" (found: {", ".join(data.files) or "none"})')
-            return data['w']
+            return data["w"]
     except (OSError, ValueError) as err:
-        raise ValueError(f'cannot read projected w from {path}: {err}') from None
+        raise ValueError(f"cannot read projected w from {path}: {err}") from None
 
 
 def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]:
@@ -113,64 +121,70 @@ def save_outputs(images: np.ndarray, names: list[str], outdir: str) -> list[str]
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for image, name in zip(images, names):
-        path = os.path.join(outdir, f'{name}.png')
+        path = os.path.join(outdir, f"{name}.png")
         save_png(path, image)
         paths.append(path)
     gw = min(len(images), 8)
     gh = math.ceil(len(images) / gw)
     cells = np.zeros([gw * gh, *images.shape[1:]], dtype=np.uint8)
-    cells[:len(images)] = images
-    grid_path = os.path.join(outdir, 'grid.png')
+    cells[: len(images)] = images
+    grid_path = os.path.join(outdir, "grid.png")
     save_image_grid(cells.transpose(0, 3, 1, 2), grid_path, drange=(0, 255), grid_size=(gw, gh))
     return paths + [grid_path]
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_path', help='Snapshot (.pt) or official .pkl', required=True, metavar='PATH')
-@click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9-11', metavar='LIST')
-@click.option('--projected-w', help='Render the ws of this .npz (projector.py output) instead of seeds',
-              metavar='FILE')
-@click.option('--trunc', 'truncation_psi', help='Truncation psi [default: 1]', type=FiniteFloat(), default=1.0)
-@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=int, metavar='INT')
-@click.option('--noise-mode', help='Noise mode [default: const]', type=click.Choice(NOISE_MODES), default='const')
-@click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
-def main(network_path: str, seeds: Optional[str], projected_w: Optional[str], truncation_psi: float,
-         class_idx: Optional[int], noise_mode: str, outdir: str) -> None:
+@click.option("--network", "network_path", help="Snapshot (.pt) or official .pkl", required=True, metavar="PATH")
+@click.option("--seeds", help="Seeds, e.g. 0-7 or 1,5,9-11", metavar="LIST")
+@click.option("--projected-w", help="Render the ws of this .npz (projector.py output) instead of seeds", metavar="FILE")
+@click.option("--trunc", "truncation_psi", help="Truncation psi [default: 1]", type=FiniteFloat(), default=1.0)
+@click.option("--class", "class_idx", help="Class index (conditional networks)", type=int, metavar="INT")
+@click.option("--noise-mode", help="Noise mode [default: const]", type=click.Choice(NOISE_MODES), default="const")
+@click.option("--outdir", help="Where to save the images", required=True, metavar="DIR")
+def main(
+    network_path: str,
+    seeds: str | None,
+    projected_w: str | None,
+    truncation_psi: float,
+    class_idx: int | None,
+    noise_mode: str,
+    outdir: str,
+) -> None:
     if (seeds is None) == (projected_w is None):
-        raise click.UsageError('give exactly one of --seeds and --projected-w')
+        raise click.UsageError("give exactly one of --seeds and --projected-w")
     ws = None
     if projected_w is not None:
         try:
             ws = load_ws(projected_w)
         except ValueError as err:
-            raise click.BadParameter(str(err), param_hint='--projected-w') from None
+            raise click.BadParameter(str(err), param_hint="--projected-w") from None
     else:
         try:
             seed_list = parse_range(seeds)
         except ValueError as err:
-            raise click.BadParameter(str(err), param_hint='--seeds') from None
+            raise click.BadParameter(str(err), param_hint="--seeds") from None
         if not seed_list:
-            raise click.BadParameter('no seeds given', param_hint='--seeds')
-    device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+            raise click.BadParameter("no seeds given", param_hint="--seeds")
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     print(f'Loading networks from "{network_path}"...')
     try:
-        G = checkpoint.load_network(network_path, device=device)['G_ema']
+        G = checkpoint.load_network(network_path, device=device)["G_ema"]
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
-        raise click.BadParameter(str(err), param_hint='--network') from None
+        raise click.BadParameter(str(err), param_hint="--network") from None
     if G is None:
-        raise click.BadParameter(f'{network_path} holds no G_ema', param_hint='--network')
+        raise click.BadParameter(f"{network_path} holds no G_ema", param_hint="--network")
     if ws is not None:
         try:
             images = synthesize_ws(G, ws, noise_mode, device)
         except ValueError as err:
-            raise click.BadParameter(str(err), param_hint='--projected-w') from None
-        names = [f'proj{i:02d}' for i in range(len(images))]
+            raise click.BadParameter(str(err), param_hint="--projected-w") from None
+        names = [f"proj{i:02d}" for i in range(len(images))]
     else:
         images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
-        names = [f'seed{seed:04d}' for seed in seed_list]
+        names = [f"seed{seed:04d}" for seed in seed_list]
     paths = save_outputs(images, names, outdir)
-    print(f'Wrote {len(paths) - 1} images and {paths[-1]}')
+    print(f"Wrote {len(paths) - 1} images and {paths[-1]}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

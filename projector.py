@@ -26,6 +26,7 @@ final LPIPS distance) and projection.jsonl (one line per network: distances, ste
 --network, each network's proj.png, projected_w.npz and proj.mp4 go to a folder <outdir>/NN-<network name>/.
 projected_w.npz holds w [1, num_ws, w_dim] as official (its generate.py --projected-w reads it).
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,7 +39,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import click
 import numpy as np
@@ -54,7 +55,7 @@ from training.checkpoint import atomic_write
 from training.image_grid import save_png
 
 VGG_MAX_SIZE = 256  # larger images are box-downsampled to this, as official
-VGG_MIN_SIZE = 32   # VGG16 halves the size five times; LPIPS needs at least 1x1 after the last pool
+VGG_MIN_SIZE = 32  # VGG16 halves the size five times; LPIPS needs at least 1x1 after the last pool
 COMPARE_MIN_CELL = 128  # compare.png upscales each image by an integer factor to at least this many pixels
 COMPARE_LABEL_HEIGHT = 40  # pixels of label text under each image in compare.png
 _LABEL_LINE = 12  # pixels per text line
@@ -64,6 +65,7 @@ LABEL_LINES = 3
 @dataclasses.dataclass(frozen=True)
 class ProjectionOptions:
     """The official projector's hyper-parameters (StyleGAN2-ADA projector.py defaults)."""
+
     num_steps: int = 1000
     w_avg_samples: int = 10000
     initial_learning_rate: float = 0.1
@@ -77,9 +79,10 @@ class ProjectionOptions:
 @dataclasses.dataclass
 class ProjectionResult:
     """w per step [num_steps, num_ws, w_dim] (float32, on the projection device) and LPIPS distances (unitless)."""
+
     w_steps: torch.Tensor
-    initial_distance: float    # image of the start point w_avg (uint8, the network's constant noise) vs target
-    final_distance: float      # image of the last w, as saved in proj.png, vs target
+    initial_distance: float  # image of the start point w_avg (uint8, the network's constant noise) vs target
+    final_distance: float  # image of the last w, as saved in proj.png, vs target
     last_step_distance: float  # what the optimiser saw at its last step (optimised noise maps)
     seconds: float
 
@@ -87,18 +90,20 @@ class ProjectionResult:
 # ----------------------------------------------------------------------------
 # Target image.
 
+
 def load_target(path: str, resolution: int, channels: int) -> np.ndarray:
     """Any PIL-readable image -> uint8 [resolution, resolution, channels] (center crop, Lanczos resize)."""
     if channels not in (1, 3):
-        raise click.ClickException(f'the network makes {channels}-channel images; the projector handles 1 or 3')
+        raise click.ClickException(f"the network makes {channels}-channel images; the projector handles 1 or 3")
     if not os.path.isfile(path):
-        raise click.BadParameter(f'no such file: {path}', param_hint='--target')
+        raise click.BadParameter(f"no such file: {path}", param_hint="--target")
     try:
         with PIL.Image.open(path) as image:
-            image = image.convert('RGB' if channels == 3 else 'L')
+            image = image.convert("RGB" if channels == 3 else "L")
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
-        raise click.BadParameter(f'cannot read {path} as an image ({type(err).__name__}: {err})',
-                                 param_hint='--target') from None
+        raise click.BadParameter(
+            f"cannot read {path} as an image ({type(err).__name__}: {err})", param_hint="--target"
+        ) from None
     w, h = image.size
     s = min(w, h)
     image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
@@ -109,6 +114,7 @@ def load_target(path: str, resolution: int, channels: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------
 # The optimisation.
+
 
 def learning_rate(step: int, opts: ProjectionOptions) -> float:
     """Official schedule: linear ramp-up over lr_rampup_length, cosine ramp-down over lr_rampdown_length."""
@@ -144,7 +150,7 @@ def vgg_input(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         images = images.repeat([1, 3, 1, 1])
     if images.shape[2] > VGG_MAX_SIZE:
-        images = F.interpolate(images, size=(VGG_MAX_SIZE, VGG_MAX_SIZE), mode='area')
+        images = F.interpolate(images, size=(VGG_MAX_SIZE, VGG_MAX_SIZE), mode="area")
     elif images.shape[2] < VGG_MIN_SIZE:
         factor = -(-VGG_MIN_SIZE // images.shape[2])
         images = images.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
@@ -156,7 +162,7 @@ def lpips_embedding(vgg16: torch.nn.Module, images: torch.Tensor) -> torch.Tenso
     return vgg16(vgg_input(images), resize_images=False, return_lpips=True)
 
 
-def random_labels(G: torch.nn.Module, num: int, class_idx: Optional[int], rnd: np.random.RandomState) -> np.ndarray:
+def random_labels(G: torch.nn.Module, num: int, class_idx: int | None, rnd: np.random.RandomState) -> np.ndarray:
     """Labels [num, c_dim] for the w statistics: one class, or uniformly random classes when none is given."""
     labels = np.zeros([num, G.c_dim], dtype=np.float32)
     if G.c_dim > 0:
@@ -166,8 +172,9 @@ def random_labels(G: torch.nn.Module, num: int, class_idx: Optional[int], rnd: n
 
 
 @torch.no_grad()
-def w_statistics(G: torch.nn.Module, num_samples: int, class_idx: Optional[int], device: torch.device,
-                 batch_size: int = 1000) -> tuple[torch.Tensor, float]:
+def w_statistics(
+    G: torch.nn.Module, num_samples: int, class_idx: int | None, device: torch.device, batch_size: int = 1000
+) -> tuple[torch.Tensor, float]:
     """(w_avg [1, 1, w_dim], w_std) of `num_samples` mapped z ~ N(0, I) (RandomState(123) as official).
 
     w_std is the root mean squared distance to w_avg, summed over the w_dim coordinates.
@@ -177,8 +184,8 @@ def w_statistics(G: torch.nn.Module, num_samples: int, class_idx: Optional[int],
     c = random_labels(G, num_samples, class_idx, rnd)
     ws = []
     for start in range(0, num_samples, batch_size):
-        z_batch = torch.from_numpy(z[start:start + batch_size]).to(device)
-        c_batch = torch.from_numpy(c[start:start + batch_size]).to(device)
+        z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
+        c_batch = torch.from_numpy(c[start : start + batch_size]).to(device)
         ws.append(G.mapping(z_batch, c_batch)[:, :1, :].to(torch.float32).cpu())
     w = torch.cat(ws).to(torch.float64)  # [N, 1, C]
     w_avg = w.mean(dim=0, keepdim=True)
@@ -186,27 +193,37 @@ def w_statistics(G: torch.nn.Module, num_samples: int, class_idx: Optional[int],
     return w_avg.to(torch.float32).to(device), w_std
 
 
-def project(G: torch.nn.Module, target: torch.Tensor, vgg16: torch.nn.Module, *,
-            opts: ProjectionOptions = ProjectionOptions(), class_idx: Optional[int] = None, seed: int = 303,
-            device: torch.device = torch.device('cpu'), progress: bool = True,
-            desc: str = 'project') -> ProjectionResult:
+def project(
+    G: torch.nn.Module,
+    target: torch.Tensor,
+    vgg16: torch.nn.Module,
+    *,
+    opts: ProjectionOptions = ProjectionOptions(),
+    class_idx: int | None = None,
+    seed: int = 303,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = True,
+    desc: str = "project",
+) -> ProjectionResult:
     """Find w (broadcast to all layers) whose image is LPIPS-closest to `target` (uint8 [C, H, W], G's size).
 
     G is left as it is (copies on `device` are used; one has its noise maps optimised). Random draws come from
     a CPU generator seeded with `seed`, so results do not depend on the device or on projections run before.
     """
     if tuple(target.shape) != (G.img_channels, G.img_resolution, G.img_resolution):
-        raise ValueError(f'target shape {list(target.shape)} != [{G.img_channels}, {G.img_resolution}, '
-                         f'{G.img_resolution}] of the network')
+        raise ValueError(
+            f"target shape {list(target.shape)} != [{G.img_channels}, {G.img_resolution}, "
+            f"{G.img_resolution}] of the network"
+        )
     if opts.num_steps < 1:
-        raise ValueError(f'num_steps must be >= 1, got {opts.num_steps}')
+        raise ValueError(f"num_steps must be >= 1, got {opts.num_steps}")
     start_time = time.time()
     G_const = copy.deepcopy(G).eval().requires_grad_(False).to(device)  # the network as saved: constant noise
     G = copy.deepcopy(G_const)  # its noise maps become optimisation variables
     gen = torch.Generator().manual_seed(seed)
 
     w_avg, w_std = w_statistics(G, opts.w_avg_samples, class_idx, device)
-    noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if name.endswith('noise_const')]
+    noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")]
     with torch.no_grad():
         target_features = lpips_embedding(vgg16, target.unsqueeze(0).to(device).to(torch.float32))
 
@@ -226,14 +243,16 @@ def project(G: torch.nn.Module, target: torch.Tensor, vgg16: torch.nn.Module, *,
     optimizer = torch.optim.Adam([w_opt] + noise_bufs, betas=(0.9, 0.999), lr=opts.initial_learning_rate)
 
     from tqdm import tqdm
+
     dist = loss = torch.zeros([])
-    with tqdm(range(opts.num_steps), desc=desc, unit='step', disable=not progress, leave=False,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        range(opts.num_steps), desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True
+    ) as bar:
         for step in bar:
             for group in optimizer.param_groups:
-                group['lr'] = learning_rate(step, opts)
+                group["lr"] = learning_rate(step, opts)
             w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * w_noise_scale(step, w_std, opts)
-            synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), noise_mode='const')
+            synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), noise_mode="const")
             synth_features = lpips_embedding(vgg16, (synth + 1) * (255 / 2))
             dist = (target_features - synth_features).square().sum()
             loss = dist + noise_regularization(noise_bufs) * opts.regularize_noise_weight
@@ -246,23 +265,28 @@ def project(G: torch.nn.Module, target: torch.Tensor, vgg16: torch.nn.Module, *,
                 for buf in noise_bufs:
                     buf -= buf.mean()
                     buf *= buf.square().mean().rsqrt()
-            bar.set_postfix_str(f'dist {dist.item():.4f} loss {loss.item():.4f}', refresh=False)
+            bar.set_postfix_str(f"dist {dist.item():.4f} loss {loss.item():.4f}", refresh=False)
 
     final_distance = saved_image_distance(w_out[-1:].unsqueeze(1))
-    return ProjectionResult(w_steps=w_out.unsqueeze(1).repeat([1, G.num_ws, 1]), initial_distance=initial_distance,
-                            final_distance=final_distance, last_step_distance=dist.item(),
-                            seconds=time.time() - start_time)
+    return ProjectionResult(
+        w_steps=w_out.unsqueeze(1).repeat([1, G.num_ws, 1]),
+        initial_distance=initial_distance,
+        final_distance=final_distance,
+        last_step_distance=dist.item(),
+        seconds=time.time() - start_time,
+    )
 
 
 # ----------------------------------------------------------------------------
 # Outputs.
+
 
 @torch.no_grad()
 def synthesize_uint8(G: torch.nn.Module, ws: torch.Tensor, batch_size: int = 16) -> np.ndarray:
     """ws [N, num_ws, w_dim] -> uint8 [N, H, W, C] with the network's constant noise."""
     images = []
     for start in range(0, ws.shape[0], batch_size):
-        img = G.synthesis(ws[start:start + batch_size], noise_mode='const')
+        img = G.synthesis(ws[start : start + batch_size], noise_mode="const")
         images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy())
     return np.concatenate(images)
 
@@ -277,34 +301,38 @@ def save_projected_w(path: str, w: torch.Tensor) -> None:
 def load_projected_w(path: str) -> np.ndarray:
     """projected_w.npz -> float32 [1, num_ws, w_dim]."""
     with np.load(path) as data:
-        return data['w']
+        return data["w"]
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-def video_support() -> Optional[str]:
+def video_support() -> str | None:
     """None when mp4 files can be written, else why not."""
-    missing = [name for name, module in (('imageio', 'imageio'), ('imageio-ffmpeg', 'imageio_ffmpeg'))
-               if importlib.util.find_spec(module) is None]
-    return f'needs the {" and ".join(missing)} package (pip install {" ".join(missing)})' if missing else None
+    missing = [
+        name
+        for name, module in (("imageio", "imageio"), ("imageio-ffmpeg", "imageio_ffmpeg"))
+        if importlib.util.find_spec(module) is None
+    ]
+    return f"needs the {' and '.join(missing)} package (pip install {' '.join(missing)})" if missing else None
 
 
 def iter_frames(G: torch.nn.Module, ws: torch.Tensor, batch_size: int = 16) -> Iterator[np.ndarray]:
     """uint8 [H, W, C] images of ws [N, num_ws, w_dim], made a batch at a time (1000 steps at 1024 px is 3 GB)."""
     for start in range(0, ws.shape[0], batch_size):
-        yield from synthesize_uint8(G, ws[start:start + batch_size], batch_size)
+        yield from synthesize_uint8(G, ws[start : start + batch_size], batch_size)
 
 
 def write_video(path: str, target: np.ndarray, frames: Iterable[np.ndarray]) -> bool:
     """proj.mp4: target | projection after each step, 10 fps, libx264 (official settings); False if it failed."""
     import imageio
+
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.proj.', suffix='.mp4', dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".proj.", suffix=".mp4", dir=directory)
     os.close(fd)
     try:
-        writer = imageio.get_writer(tmp, mode='I', fps=10, codec='libx264', bitrate='16M')
+        writer = imageio.get_writer(tmp, mode="I", fps=10, codec="libx264", bitrate="16M")
         try:
             for frame in frames:
                 writer.append_data(np.concatenate([_rgb(target), _rgb(frame)], axis=1))
@@ -314,16 +342,18 @@ def write_video(path: str, target: np.ndarray, frames: Iterable[np.ndarray]) -> 
     except Exception as err:  # the projection itself is saved already; a codec problem must not lose it
         if os.path.exists(tmp):
             os.unlink(tmp)
-        print(f'Could not write {path} ({type(err).__name__}: {err}); the other outputs are written.')
+        print(f"Could not write {path} ({type(err).__name__}: {err}); the other outputs are written.")
         return False
     return True
 
 
 def network_labels(paths: list[str]) -> list[str]:
     """File names, with the parent folder where two networks share a file name (runs' network-snapshot-*)."""
-    names = [os.path.basename(p.rstrip('/')) for p in paths]
-    return [os.path.join(os.path.basename(os.path.dirname(os.path.abspath(p))), n) if names.count(n) > 1 else n
-            for p, n in zip(paths, names)]
+    names = [os.path.basename(p.rstrip("/")) for p in paths]
+    return [
+        os.path.join(os.path.basename(os.path.dirname(os.path.abspath(p))), n) if names.count(n) > 1 else n
+        for p, n in zip(paths, names)
+    ]
 
 
 def _wrap(draw, text: str, width: int, font, at_separators: bool) -> list[str]:
@@ -335,7 +365,7 @@ def _wrap(draw, text: str, width: int, font, at_separators: bool) -> list[str]:
         while n > 1 and draw.textlength(rest[:n], font=font) > width:
             n -= 1
         if at_separators and n < len(rest):
-            cut = max(rest.rfind(sep, 0, n) for sep in '/-_ ') + 1
+            cut = max(rest.rfind(sep, 0, n) for sep in "/-_ ") + 1
             n = cut if cut > n // 2 else n
         lines.append(rest[:n])
         rest = rest[n:]
@@ -350,35 +380,38 @@ def _fit_lines(draw, text: str, width: int, font, max_lines: int) -> list[str]:
         if len(lines) <= max_lines:
             return lines
     for start in range(1, len(text)):
-        lines = _wrap(draw, '...' + text[start:], width, font, at_separators=False)
+        lines = _wrap(draw, "..." + text[start:], width, font, at_separators=False)
         if len(lines) <= max_lines:
             return lines
-    return ['...']
+    return ["..."]
 
 
-def compare_grid(target: np.ndarray, projections: list[np.ndarray], labels: list[str], target_label: str,
-                 cols: Optional[int] = None) -> np.ndarray:
+def compare_grid(
+    target: np.ndarray, projections: list[np.ndarray], labels: list[str], target_label: str, cols: int | None = None
+) -> np.ndarray:
     """uint8 RGB grid: target in the first column of the first row, projections in rows of `cols` to its right.
 
     Every image [H, W, C] is upscaled by the integer factor max(1, ceil(COMPARE_MIN_CELL / H)) (pixel
     replication) and gets COMPARE_LABEL_HEIGHT pixels of label below. Size: rows * (cell + label) x (cols + 1) * cell.
     """
     from PIL import ImageDraw, ImageFont
+
     cols = len(projections) if cols is None else max(1, min(cols, len(projections)))
     rows = -(-len(projections) // cols)
     res = target.shape[0]
     factor = max(1, -(-COMPARE_MIN_CELL // res))
     cell = res * factor
-    grid = PIL.Image.new('RGB', ((cols + 1) * cell, rows * (cell + COMPARE_LABEL_HEIGHT)), (255, 255, 255))
+    grid = PIL.Image.new("RGB", ((cols + 1) * cell, rows * (cell + COMPARE_LABEL_HEIGHT)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default()
-    items = [(0, 0, target, target_label)] + [(1 + i % cols, i // cols, img, text)
-                                               for i, (img, text) in enumerate(zip(projections, labels))]
+    items = [(0, 0, target, target_label)] + [
+        (1 + i % cols, i // cols, img, text) for i, (img, text) in enumerate(zip(projections, labels))
+    ]
     for col, row, image, text in items:
         x, y = col * cell, row * (cell + COMPARE_LABEL_HEIGHT)
         big = _rgb(image).repeat(factor, axis=0).repeat(factor, axis=1)
-        grid.paste(PIL.Image.fromarray(big, 'RGB'), (x, y))
-        parts = text.split('\n')[:LABEL_LINES]
+        grid.paste(PIL.Image.fromarray(big, "RGB"), (x, y))
+        parts = text.split("\n")[:LABEL_LINES]
         lines = _fit_lines(draw, parts[0], cell - 4, font, max_lines=LABEL_LINES - len(parts) + 1)
         for part in parts[1:]:  # later parts (the distance) get one line each
             lines += _fit_lines(draw, part, cell - 4, font, max_lines=1)
@@ -389,55 +422,92 @@ def compare_grid(target: np.ndarray, projections: list[np.ndarray], labels: list
 
 def write_jsonl(path: str, records: list[dict]) -> None:
     """All records so far, one JSON object a line, written atomically (a crash keeps the previous file)."""
-    text = ''.join(json.dumps(record) + '\n' for record in records)
+    text = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _folder_name(index: int, label: str) -> str:
     """'01-00000-ffhq-ce_network-snapshot-000000' for label '00000-ffhq-ce/network-snapshot-000000.pt'."""
     stem = os.path.splitext(label)[0]
-    return f'{index:02d}-' + (re.sub(r'[^A-Za-z0-9.-]+', '_', stem).strip('_') or 'network')
+    return f"{index:02d}-" + (re.sub(r"[^A-Za-z0-9.-]+", "_", stem).strip("_") or "network")
 
 
 # ----------------------------------------------------------------------------
 # Command line.
 
+
 def _load_generator(path: str) -> torch.nn.Module:
     """G_ema of a snapshot or official pickle, on the CPU (moved to the device only while it is projected)."""
-    if not os.path.exists(path) and '://' not in path:
-        raise click.BadParameter(f'no such file: {path}', param_hint='--network')
+    if not os.path.exists(path) and "://" not in path:
+        raise click.BadParameter(f"no such file: {path}", param_hint="--network")
     try:
-        G = checkpoint.load_network(path, device='cpu')['G_ema']
+        G = checkpoint.load_network(path, device="cpu")["G_ema"]
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
-        raise click.BadParameter(str(err), param_hint='--network') from None
+        raise click.BadParameter(str(err), param_hint="--network") from None
     if G is None:
-        raise click.BadParameter(f'{path} holds no G_ema', param_hint='--network')
+        raise click.BadParameter(f"{path} holds no G_ema", param_hint="--network")
     return G
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_paths', multiple=True, required=True, metavar='PATH',
-              help='Snapshot (.pt) or official .pkl; give it several times to compare networks')
-@click.option('--target', 'target_path', required=True, metavar='FILE', help='Target image file to project to')
-@click.option('--num-steps', type=click.IntRange(min=1), default=1000, show_default=True,
-              help='Number of optimization steps')
-@click.option('--seed', type=SEED_RANGE, default=303, show_default=True, help='Random seed')
-@click.option('--save-video', type=bool, default=True, show_default=True, metavar='BOOL',
-              help='Save an mp4 video of optimization progress (needs imageio-ffmpeg)')
-@click.option('--outdir', required=True, metavar='DIR', help='Where to save the output images')
-@click.option('--class', 'class_idx', type=int, metavar='INT',
-              help='Class for the w statistics of a conditional network  [default: all classes]')
-@click.option('--compare-cols', type=click.IntRange(min=1), metavar='INT',
-              help='Projections per row in compare.png  [default: all in one row]')
-@click.option('--detector-dir', type=click.Path(file_okay=False), metavar='DIR',
-              help='Folder with vgg16.pt (or vgg16-397923af.pth + vgg.pth); searched before $RLO_DETECTOR_DIR')
-@click.option('--device', type=click.Choice(['auto', 'cuda', 'cpu']), default='auto', show_default=True)
-def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed: int, save_video: bool, outdir: str,
-         class_idx: Optional[int], compare_cols: Optional[int], detector_dir: Optional[str], device: str) -> None:
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
+@click.option(
+    "--network",
+    "network_paths",
+    multiple=True,
+    required=True,
+    metavar="PATH",
+    help="Snapshot (.pt) or official .pkl; give it several times to compare networks",
+)
+@click.option("--target", "target_path", required=True, metavar="FILE", help="Target image file to project to")
+@click.option(
+    "--num-steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of optimization steps"
+)
+@click.option("--seed", type=SEED_RANGE, default=303, show_default=True, help="Random seed")
+@click.option(
+    "--save-video",
+    type=bool,
+    default=True,
+    show_default=True,
+    metavar="BOOL",
+    help="Save an mp4 video of optimization progress (needs imageio-ffmpeg)",
+)
+@click.option("--outdir", required=True, metavar="DIR", help="Where to save the output images")
+@click.option(
+    "--class",
+    "class_idx",
+    type=int,
+    metavar="INT",
+    help="Class for the w statistics of a conditional network  [default: all classes]",
+)
+@click.option(
+    "--compare-cols",
+    type=click.IntRange(min=1),
+    metavar="INT",
+    help="Projections per row in compare.png  [default: all in one row]",
+)
+@click.option(
+    "--detector-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder with vgg16.pt (or vgg16-397923af.pth + vgg.pth); searched before $RLO_DETECTOR_DIR",
+)
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+def main(
+    network_paths: tuple[str, ...],
+    target_path: str,
+    num_steps: int,
+    seed: int,
+    save_video: bool,
+    outdir: str,
+    class_idx: int | None,
+    compare_cols: int | None,
+    detector_dir: str | None,
+    device: str,
+) -> None:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
     torch_device = torch.device(device)
 
     # Everything that can fail fast does so before the first projection.
@@ -445,26 +515,37 @@ def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed:
     shape = (networks[0].img_channels, networks[0].img_resolution)
     for path, G in zip(network_paths, networks):
         if (G.img_channels, G.img_resolution) != shape:
-            raise click.BadParameter(f'{path} makes {G.img_channels}x{G.img_resolution}px images but '
-                                     f'{network_paths[0]} makes {shape[0]}x{shape[1]}px; compared networks must match',
-                                     param_hint='--network')
+            raise click.BadParameter(
+                f"{path} makes {G.img_channels}x{G.img_resolution}px images but "
+                f"{network_paths[0]} makes {shape[0]}x{shape[1]}px; compared networks must match",
+                param_hint="--network",
+            )
         if class_idx is not None and not 0 <= class_idx < G.c_dim:
-            raise click.BadParameter(f'--class={class_idx} is outside 0..{G.c_dim - 1} of {path}'
-                                     if G.c_dim else f'--class given, but {path} is unconditional',
-                                     param_hint='--class')
+            raise click.BadParameter(
+                f"--class={class_idx} is outside 0..{G.c_dim - 1} of {path}"
+                if G.c_dim
+                else f"--class given, but {path} is unconditional",
+                param_hint="--class",
+            )
     target = load_target(target_path, resolution=shape[1], channels=shape[0])
     try:
-        vgg16 = get_detector('vgg16', torch_device, None if detector_dir is None else os.path.expanduser(detector_dir),
-                             need_lpips=True, verbose=True, purpose='projector.py (its LPIPS image distance)')
+        vgg16 = get_detector(
+            "vgg16",
+            torch_device,
+            None if detector_dir is None else os.path.expanduser(detector_dir),
+            need_lpips=True,
+            verbose=True,
+            purpose="projector.py (its LPIPS image distance)",
+        )
     except (DetectorNotFoundError, DetectorFormatError) as err:
         raise click.ClickException(str(err)) from None
 
     if save_video and video_support() is not None:
-        print(f'Skipping proj.mp4: --save-video {video_support()}; the other outputs are written.')
+        print(f"Skipping proj.mp4: --save-video {video_support()}; the other outputs are written.")
         save_video = False
 
     os.makedirs(outdir, exist_ok=True)
-    save_png(os.path.join(outdir, 'target.png'), target)
+    save_png(os.path.join(outdir, "target.png"), target)
     target_tensor = torch.from_numpy(target.transpose(2, 0, 1).copy())
     labels = network_labels(list(network_paths))
     opts = ProjectionOptions(num_steps=num_steps)
@@ -473,31 +554,55 @@ def main(network_paths: tuple[str, ...], target_path: str, num_steps: int, seed:
     for index, (path, G, label) in enumerate(zip(network_paths, networks, labels)):
         folder = outdir if len(networks) == 1 else os.path.join(outdir, _folder_name(index, label))
         os.makedirs(folder, exist_ok=True)
-        print(f'Projecting {target_path} into {path} ({num_steps} steps)...')
+        print(f"Projecting {target_path} into {path} ({num_steps} steps)...")
         G = G.to(torch_device)
-        result = project(G, target_tensor, vgg16, opts=opts, class_idx=class_idx, seed=seed, device=torch_device,
-                         desc=label)
+        result = project(
+            G, target_tensor, vgg16, opts=opts, class_idx=class_idx, seed=seed, device=torch_device, desc=label
+        )
         projected_w = result.w_steps[-1]
         proj = synthesize_uint8(G, projected_w.unsqueeze(0))[0]
-        save_png(os.path.join(folder, 'proj.png'), proj)
-        save_projected_w(os.path.join(folder, 'projected_w.npz'), projected_w)
-        video = write_video(os.path.join(folder, 'proj.mp4'), target, iter_frames(G, result.w_steps)) \
-            if save_video else False
-        print(f'{label}: LPIPS {result.initial_distance:.4f} (w_avg) -> {result.final_distance:.4f} '
-              f'in {result.seconds:.1f} s')
+        save_png(os.path.join(folder, "proj.png"), proj)
+        save_projected_w(os.path.join(folder, "projected_w.npz"), projected_w)
+        video = (
+            write_video(os.path.join(folder, "proj.mp4"), target, iter_frames(G, result.w_steps))
+            if save_video
+            else False
+        )
+        print(
+            f"{label}: LPIPS {result.initial_distance:.4f} (w_avg) -> {result.final_distance:.4f} "
+            f"in {result.seconds:.1f} s"
+        )
         projections.append(proj)
-        records.append(dict(network=path, label=label, target=target_path, outdir=os.path.relpath(folder, outdir),
-                            lpips=result.final_distance, initial_lpips=result.initial_distance,
-                            last_step_lpips=result.last_step_distance, num_steps=num_steps, seed=seed,
-                            class_idx=class_idx, seconds=result.seconds, device=str(torch_device), video=video))
-        write_jsonl(os.path.join(outdir, 'projection.jsonl'), records)
+        records.append(
+            dict(
+                network=path,
+                label=label,
+                target=target_path,
+                outdir=os.path.relpath(folder, outdir),
+                lpips=result.final_distance,
+                initial_lpips=result.initial_distance,
+                last_step_lpips=result.last_step_distance,
+                num_steps=num_steps,
+                seed=seed,
+                class_idx=class_idx,
+                seconds=result.seconds,
+                device=str(torch_device),
+                video=video,
+            )
+        )
+        write_jsonl(os.path.join(outdir, "projection.jsonl"), records)
         G.cpu()
 
-    grid = compare_grid(target, projections, [f'{r["label"]}\nLPIPS = {r["lpips"]:.4f}' for r in records],
-                        target_label=f'target\n{os.path.basename(target_path)}', cols=compare_cols)
-    save_png(os.path.join(outdir, 'compare.png'), grid)
-    print(f'Wrote {outdir}/compare.png and projection.jsonl')
+    grid = compare_grid(
+        target,
+        projections,
+        [f"{r['label']}\nLPIPS = {r['lpips']:.4f}" for r in records],
+        target_label=f"target\n{os.path.basename(target_path)}",
+        cols=compare_cols,
+    )
+    save_png(os.path.join(outdir, "compare.png"), grid)
+    print(f"Wrote {outdir}/compare.png and projection.jsonl")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()  # pylint: disable=no-value-for-parameter

@@ -17,10 +17,10 @@ left, the crossovers in between (top-left cell black). z of seed s is generate.p
 <s>-<s>.png is generate.py's image of seed s with the same --trunc and --noise-mode. With --noise-mode=random the
 noise of every image is drawn after torch.manual_seed(row seed), as generate.py seeds it.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import click
 import numpy as np
@@ -32,7 +32,7 @@ from training import checkpoint
 from training.image_grid import save_png
 
 
-def _seed_list(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[int]]:
+def _seed_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
@@ -40,7 +40,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value: Optional[str])
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     if not values:
-        raise click.BadParameter('empty')
+        raise click.BadParameter("empty")
     return values
 
 
@@ -50,14 +50,21 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def style_mix(G: torch.nn.Module, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
-              truncation_psi: float = 1.0, noise_mode: str = 'const', class_idx: Optional[int] = None,
-              device: torch.device = torch.device('cpu')) -> dict[tuple[int, int], np.ndarray]:
+def style_mix(
+    G: torch.nn.Module,
+    row_seeds: list[int],
+    col_seeds: list[int],
+    col_styles: list[int],
+    truncation_psi: float = 1.0,
+    noise_mode: str = "const",
+    class_idx: int | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> dict[tuple[int, int], np.ndarray]:
     """{(row, col): uint8 [H, W, C]}: (s, s) for every seed alone, (row, col) the row's w with layers
     `col_styles` from the column's w. Each image is made on its own (batch 1), as generate.py makes it."""
     bad = [layer for layer in col_styles if not 0 <= layer < G.num_ws]
     if bad:
-        raise ValueError(f'layer {bad[0]} is outside 0..{G.num_ws - 1} of this network (num_ws = {G.num_ws})')
+        raise ValueError(f"layer {bad[0]} is outside 0..{G.num_ws - 1} of this network (num_ws = {G.num_ws})")
     label = class_label(G, class_idx, device)
     ws = {}
     for seed in dict.fromkeys(row_seeds + col_seeds):
@@ -82,46 +89,73 @@ def mixing_grid(images: dict[tuple[int, int], np.ndarray], row_seeds: list[int],
     height, width, channels = next(iter(images.values())).shape
     grid = np.zeros([(len(row_seeds) + 1) * height, (len(col_seeds) + 1) * width, channels], dtype=np.uint8)
     for j, col in enumerate(col_seeds, 1):
-        grid[:height, j * width:(j + 1) * width] = images[(col, col)]
+        grid[:height, j * width : (j + 1) * width] = images[(col, col)]
     for i, row in enumerate(row_seeds, 1):
-        grid[i * height:(i + 1) * height, :width] = images[(row, row)]
+        grid[i * height : (i + 1) * height, :width] = images[(row, row)]
         for j, col in enumerate(col_seeds, 1):
-            grid[i * height:(i + 1) * height, j * width:(j + 1) * width] = images[(row, col)]
+            grid[i * height : (i + 1) * height, j * width : (j + 1) * width] = images[(row, col)]
     return grid
 
 
 @click.command(help=__doc__)
-@click.option('--network', 'network_path', help='Snapshot (.pt) or official .pkl', required=True, metavar='PATH')
-@click.option('--rows', 'row_seeds', callback=_seed_list, required=True, metavar='LIST',
-              help='Seeds of the rows, e.g. 85,100,75 or 0-3')
-@click.option('--cols', 'col_seeds', callback=_seed_list, required=True, metavar='LIST',
-              help='Seeds of the columns, e.g. 55,821,1789')
-@click.option('--styles', 'col_styles', callback=_seed_list, default='0-6', show_default=True, metavar='LIST',
-              help='Layers (ws) taken from the column seed')
-@click.option('--trunc', 'truncation_psi', type=FiniteFloat(), default=1.0, show_default=True, help='Truncation psi')
-@click.option('--noise-mode', type=click.Choice(NOISE_MODES), default='const', show_default=True, help='Noise mode')
-@click.option('--class', 'class_idx', type=int, metavar='INT', help='Class index (conditional networks)')
-@click.option('--outdir', required=True, metavar='DIR', help='Where to save the images')
-def main(network_path: str, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
-         truncation_psi: float, noise_mode: str, class_idx: Optional[int], outdir: str) -> None:
-    device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+@click.option("--network", "network_path", help="Snapshot (.pt) or official .pkl", required=True, metavar="PATH")
+@click.option(
+    "--rows",
+    "row_seeds",
+    callback=_seed_list,
+    required=True,
+    metavar="LIST",
+    help="Seeds of the rows, e.g. 85,100,75 or 0-3",
+)
+@click.option(
+    "--cols",
+    "col_seeds",
+    callback=_seed_list,
+    required=True,
+    metavar="LIST",
+    help="Seeds of the columns, e.g. 55,821,1789",
+)
+@click.option(
+    "--styles",
+    "col_styles",
+    callback=_seed_list,
+    default="0-6",
+    show_default=True,
+    metavar="LIST",
+    help="Layers (ws) taken from the column seed",
+)
+@click.option("--trunc", "truncation_psi", type=FiniteFloat(), default=1.0, show_default=True, help="Truncation psi")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True, help="Noise mode")
+@click.option("--class", "class_idx", type=int, metavar="INT", help="Class index (conditional networks)")
+@click.option("--outdir", required=True, metavar="DIR", help="Where to save the images")
+def main(
+    network_path: str,
+    row_seeds: list[int],
+    col_seeds: list[int],
+    col_styles: list[int],
+    truncation_psi: float,
+    noise_mode: str,
+    class_idx: int | None,
+    outdir: str,
+) -> None:
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     print(f'Loading networks from "{network_path}"...')
     try:
-        G = checkpoint.load_network(network_path, device=device)['G_ema']
+        G = checkpoint.load_network(network_path, device=device)["G_ema"]
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
-        raise click.BadParameter(str(err), param_hint='--network') from None
+        raise click.BadParameter(str(err), param_hint="--network") from None
     if G is None:
-        raise click.BadParameter(f'{network_path} holds no G_ema', param_hint='--network')
+        raise click.BadParameter(f"{network_path} holds no G_ema", param_hint="--network")
     try:
         images = style_mix(G, row_seeds, col_seeds, col_styles, truncation_psi, noise_mode, class_idx, device)
     except ValueError as err:
-        raise click.BadParameter(f'{",".join(map(str, col_styles))}: {err}', param_hint='--styles') from None
+        raise click.BadParameter(f"{','.join(map(str, col_styles))}: {err}", param_hint="--styles") from None
     os.makedirs(outdir, exist_ok=True)
     for (row, col), image in images.items():
-        save_png(os.path.join(outdir, f'{row}-{col}.png'), image)
-    save_png(os.path.join(outdir, 'grid.png'), mixing_grid(images, row_seeds, col_seeds))
-    print(f'Wrote {len(images)} images and {os.path.join(outdir, "grid.png")}')
+        save_png(os.path.join(outdir, f"{row}-{col}.png"), image)
+    save_png(os.path.join(outdir, "grid.png"), mixing_grid(images, row_seeds, col_seeds))
+    print(f"Wrote {len(images)} images and {os.path.join(outdir, 'grid.png')}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()  # pylint: disable=no-value-for-parameter

@@ -17,12 +17,14 @@ Examples:
   python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-ada/network-snapshot-000012.pt
 \b
   # Fine-tune an official StyleGAN2-ADA pickle with RLO: the networks come from the pickle's own kwargs.
-  python train.py --outdir=runs --data=datasets/dogs256.zip --resume=ffhq-res256-mirror-paper256-noaug.pkl --loss=rlo --k=2
+  python train.py --outdir=runs --data=datasets/dogs256.zip --loss=rlo --k=2 \\
+      --resume=ffhq-res256-mirror-paper256-noaug.pkl
 
 --cfg=auto picks the `tiny` config when no CUDA device is present (32-64 channels, 64-d latents, fp32, batch 16,
 12 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With --resume of one of our snapshots, every
 flag not given on the command line is taken from the run that wrote the snapshot.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +34,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import click
 import torch
@@ -60,9 +62,9 @@ from training.options import (
 )
 from training.training_loop import NonFiniteError, training_loop
 
-AUG_MODES = ('noaug', 'ada', 'fixed', 'diffaug')
-LOSS_NAMES = rlo.loss_names('binary')  # every member of the family with a binary form
-OPTIMIZER_SNAPSHOTS = ('latest', 'all')
+AUG_MODES = ("noaug", "ada", "fixed", "diffaug")
+LOSS_NAMES = rlo.loss_names("binary")  # every member of the family with a binary form
+OPTIMIZER_SNAPSHOTS = ("latest", "all")
 DECODE_CHECK_SAMPLE = 256  # images fully decoded before a run starts (plus the first and last; headers: all)
 
 
@@ -74,62 +76,62 @@ class UserError(click.UsageError):
 class TrainFlags:
     """train.py's flags with their defaults (the one place they are written); stored in every run's options."""
 
-    data: Optional[str] = None
+    data: str | None = None
     gpus: int = 1
-    batch: Optional[int] = None
-    batch_gpu: Optional[int] = None
-    cfg: str = 'auto'
-    gamma: Optional[float] = None
-    kimg: Optional[float] = None
-    tick: Optional[float] = None
+    batch: int | None = None
+    batch_gpu: int | None = None
+    cfg: str = "auto"
+    gamma: float | None = None
+    kimg: float | None = None
+    tick: float | None = None
     snap: int = 50
-    metrics: Optional[str] = None
-    detector_dir: Optional[str] = None
+    metrics: str | None = None
+    detector_dir: str | None = None
     seed: int = 0
     cond: bool = False
-    subset: Optional[int] = None
+    subset: int | None = None
     mirror: bool = False
-    aug: str = 'ada'
-    p: Optional[float] = None
-    target: Optional[float] = None
-    augpipe: Optional[str] = None
-    resume: Optional[str] = None
+    aug: str = "ada"
+    p: float | None = None
+    target: float | None = None
+    augpipe: str | None = None
+    resume: str | None = None
     freezed: int = 0
     fp32: bool = False
     nhwc: bool = False
     allow_tf32: bool = False
     nobench: bool = False
-    workers: Optional[int] = None
-    loss: str = 'ce'
-    k: Optional[float] = None
-    m: Optional[float] = None
-    glr: Optional[float] = None
-    dlr: Optional[float] = None
-    cbase: Optional[int] = None
-    cmax: Optional[int] = None
-    map_depth: Optional[int] = None
-    mbstd_group: Optional[int] = None
+    workers: int | None = None
+    loss: str = "ce"
+    k: float | None = None
+    m: float | None = None
+    glr: float | None = None
+    dlr: float | None = None
+    cbase: int | None = None
+    cmax: int | None = None
+    map_depth: int | None = None
+    mbstd_group: int | None = None
     blur: float = 0.0
-    pairing: str = 'standard'
+    pairing: str = "standard"
     r2: float = 0.0
     lecam: float = 0.0
-    diffaug_policy: Optional[str] = None
-    optim_state: str = 'latest'
+    diffaug_policy: str | None = None
+    optim_state: str = "latest"
 
 
 DEFAULTS = TrainFlags()
 # Flags that describe the machine, not the run: a resumed run takes them from its own command line.
-MACHINE_FLAGS = frozenset({'gpus', 'batch_gpu', 'workers', 'nobench', 'allow_tf32', 'nhwc', 'resume'})
+MACHINE_FLAGS = frozenset({"gpus", "batch_gpu", "workers", "nobench", "allow_tf32", "nhwc", "resume"})
 # Flags whose meaning depends on another: when a resumed run switches the first, the others are not replayed.
-DEPENDENT_FLAGS = {'loss': ('k', 'm'), 'aug': ('p', 'target', 'augpipe', 'diffaug_policy')}
+DEPENDENT_FLAGS = {"loss": ("k", "m"), "aug": ("p", "target", "augpipe", "diffaug_policy")}
 # Flags that fix network shapes; with --resume the networks come from the file instead.
-ARCHITECTURE_FLAGS = {'cbase': 'channel_base', 'cmax': 'channel_max', 'map_depth': 'num_layers'}
+ARCHITECTURE_FLAGS = {"cbase": "channel_base", "cmax": "channel_max", "map_depth": "num_layers"}
 
 
-def _parse_comma_list(text: Optional[str]) -> list[str]:
-    if text is None or text.lower() == 'none' or text == '':
+def _parse_comma_list(text: str | None) -> list[str]:
+    if text is None or text.lower() == "none" or text == "":
         return []
-    return [item for item in text.split(',') if item]
+    return [item for item in text.split(",") if item]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -141,22 +143,22 @@ class ResumeSource:
     """A loaded --resume file: our snapshot (continues its run) or an official pickle (fine-tuning)."""
 
     path: str
-    kind: str                                   # 'snapshot' or 'official'
-    networks: dict[str, Any]                    # checkpoint.load_network's result
-    stored: Optional[TrainingOptions]           # the options of the run that wrote a snapshot
+    kind: str  # 'snapshot' or 'official'
+    networks: dict[str, Any]  # checkpoint.load_network's result
+    stored: TrainingOptions | None  # the options of the run that wrote a snapshot
     notes: list[str] = dataclasses.field(default_factory=list)  # what changes, announced at the start
 
     @property
-    def resume_state(self) -> Optional[dict[str, Any]]:
-        return self.networks.get('resume_state')
+    def resume_state(self) -> dict[str, Any] | None:
+        return self.networks.get("resume_state")
 
     @property
     def cur_nimg(self) -> int:
-        return int(self.resume_state['cur_nimg']) if self.resume_state else 0
+        return int(self.resume_state["cur_nimg"]) if self.resume_state else 0
 
     @property
     def kimg_text(self) -> str:
-        return f'kimg {self.cur_nimg / 1000:g}'
+        return f"kimg {self.cur_nimg / 1000:g}"
 
 
 def open_resume(path: str) -> ResumeSource:
@@ -164,30 +166,38 @@ def open_resume(path: str) -> ResumeSource:
         data = checkpoint.load_network(path)
         kind = checkpoint.snapshot_kind(dnnlib_util.resolve_path(path))
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
-        raise UserError(f'--resume={path}: {err}') from None
+        raise UserError(f"--resume={path}: {err}") from None
     stored = None
-    options_json = (data.get('resume_state') or {}).get('training_options_json')
+    options_json = (data.get("resume_state") or {}).get("training_options_json")
     if options_json:
         try:
             stored = TrainingOptions.from_json(options_json)
         except (ValueError, TypeError) as err:
-            raise UserError(f'--resume={path}: the stored training options do not read back ({err})') from None
+            raise UserError(f"--resume={path}: the stored training options do not read back ({err})") from None
     return ResumeSource(path=path, kind=kind, networks=data, stored=stored)
 
 
 def flags_of_legacy_run(stored: TrainingOptions) -> dict[str, Any]:
     """The flags of a run saved before snapshots recorded them, rebuilt from its options."""
     adversarial, aug = stored.loss.adversarial, stored.augment
-    flags = dict(data=stored.data.path, cond=stored.data.use_labels, subset=stored.data.max_size,
-                 mirror=stored.data.xflip, seed=stored.random_seed, loss=adversarial.name, aug=aug.mode,
-                 cfg=stored.cfg if stored.cfg in options_lib.CFG_NAMES else 'auto', kimg=stored.total_kimg,
-                 metrics=','.join(stored.metrics) or 'none')
+    flags = dict(
+        data=stored.data.path,
+        cond=stored.data.use_labels,
+        subset=stored.data.max_size,
+        mirror=stored.data.xflip,
+        seed=stored.random_seed,
+        loss=adversarial.name,
+        aug=aug.mode,
+        cfg=stored.cfg if stored.cfg in options_lib.CFG_NAMES else "auto",
+        kimg=stored.total_kimg,
+        metrics=",".join(stored.metrics) or "none",
+    )
     if adversarial.is_rooted:
         flags.update(k=adversarial.k, m=adversarial.m)
-    if aug.mode == 'fixed':
-        flags['p'] = aug.p
-    if aug.mode != 'noaug':
-        flags['augpipe'] = aug.pipe
+    if aug.mode == "fixed":
+        flags["p"] = aug.p
+    if aug.mode != "noaug":
+        flags["augpipe"] = aug.pipe
     return flags
 
 
@@ -210,152 +220,195 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
     assert old is not None
     old_loss, new_loss = old.loss.adversarial.describe(), opts.loss.adversarial.describe()
     if old_loss != new_loss:
-        resume.notes.append(f'resuming an {old_loss} run with --loss={new_loss}: the loss changes at {at}')
+        resume.notes.append(f"resuming an {old_loss} run with --loss={new_loss}: the loss changes at {at}")
     checks = [
-        ('--data', old.data.path or 'the embedded digits', opts.data.path or 'the embedded digits', 'the dataset'),
-        ('--cond', old.data.use_labels, opts.data.use_labels, 'conditioning'),
-        ('--subset', old.data.max_size, opts.data.max_size, 'the training subset'),
-        ('--mirror', old.data.xflip, opts.data.xflip, 'x-flips'),
-        ('--seed', old.random_seed, opts.random_seed, 'the data order'),
-        ('--gamma', old.loss.r1_gamma, opts.loss.r1_gamma, 'the R1 weight'),
-        ('--glr', old.G_opt.lr, opts.G_opt.lr, "G's learning rate"),
-        ('--dlr', old.D_opt.lr, opts.D_opt.lr, "D's learning rate"),
-        ('--batch', old.batch_size, opts.batch_size, 'the batch size'),
-        ('--aug', old.augment.mode, opts.augment.mode, 'the augmentation mode'),
-        ('--augpipe', old.augment.pipe, opts.augment.pipe, 'the augmentation pipeline'),
-        ('--diffaug-policy', old.augment.diffaug_policy, opts.augment.diffaug_policy, 'the DiffAugment policy'),
-        ('--target', old.augment.target, opts.augment.target, "ADA's target"),
-        ('--blur', old.loss.blur_init_sigma, opts.loss.blur_init_sigma, 'the D input blur'),
-        ('--pairing', old.loss.pairing, opts.loss.pairing, 'the pairing of the adversarial loss'),
-        ('--r2', old.loss.r2_gamma, opts.loss.r2_gamma, 'the R2 weight'),
-        ('--lecam', old.loss.lecam_weight, opts.loss.lecam_weight, 'the LeCam weight'),
+        ("--data", old.data.path or "the embedded digits", opts.data.path or "the embedded digits", "the dataset"),
+        ("--cond", old.data.use_labels, opts.data.use_labels, "conditioning"),
+        ("--subset", old.data.max_size, opts.data.max_size, "the training subset"),
+        ("--mirror", old.data.xflip, opts.data.xflip, "x-flips"),
+        ("--seed", old.random_seed, opts.random_seed, "the data order"),
+        ("--gamma", old.loss.r1_gamma, opts.loss.r1_gamma, "the R1 weight"),
+        ("--glr", old.G_opt.lr, opts.G_opt.lr, "G's learning rate"),
+        ("--dlr", old.D_opt.lr, opts.D_opt.lr, "D's learning rate"),
+        ("--batch", old.batch_size, opts.batch_size, "the batch size"),
+        ("--aug", old.augment.mode, opts.augment.mode, "the augmentation mode"),
+        ("--augpipe", old.augment.pipe, opts.augment.pipe, "the augmentation pipeline"),
+        ("--diffaug-policy", old.augment.diffaug_policy, opts.augment.diffaug_policy, "the DiffAugment policy"),
+        ("--target", old.augment.target, opts.augment.target, "ADA's target"),
+        ("--blur", old.loss.blur_init_sigma, opts.loss.blur_init_sigma, "the D input blur"),
+        ("--pairing", old.loss.pairing, opts.loss.pairing, "the pairing of the adversarial loss"),
+        ("--r2", old.loss.r2_gamma, opts.loss.r2_gamma, "the R2 weight"),
+        ("--lecam", old.loss.lecam_weight, opts.loss.lecam_weight, "the LeCam weight"),
     ]
     for flag, before, after, what in checks:
         if before != after:
-            resume.notes.append(f'resuming with {flag}={after} (the run used {before}): {what} changes at {at}')
+            resume.notes.append(f"resuming with {flag}={after} (the run used {before}): {what} changes at {at}")
     if old.total_kimg != opts.total_kimg:
-        resume.notes.append(f'training to {opts.total_kimg:g} kimg (the run was set to {old.total_kimg:g})')
+        resume.notes.append(f"training to {opts.total_kimg:g} kimg (the run was set to {old.total_kimg:g})")
 
 
-def fit_resumed_networks(resume: ResumeSource, G_kwargs: dict[str, Any], D_kwargs: dict[str, Any],
-                         given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def fit_resumed_networks(
+    resume: ResumeSource, G_kwargs: dict[str, Any], D_kwargs: dict[str, Any], given: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(G_kwargs, D_kwargs) built from the resume file; a misfit is refused, a partial load announced."""
-    saved = {name: resume.networks[name].init_kwargs for name in ('G', 'D') if resume.networks.get(name) is not None}
-    if set(saved) != {'G', 'D'}:
-        raise UserError(f'--resume={resume.path}: the file holds no {" or ".join({"G", "D"} - set(saved))} network')
-    if resume.kind == 'snapshot':
-        for name, run_kwargs in [('G', G_kwargs), ('D', D_kwargs)]:
+    saved = {name: resume.networks[name].init_kwargs for name in ("G", "D") if resume.networks.get(name) is not None}
+    if set(saved) != {"G", "D"}:
+        raise UserError(f"--resume={resume.path}: the file holds no {' or '.join({'G', 'D'} - set(saved))} network")
+    if resume.kind == "snapshot":
+        for name, run_kwargs in [("G", G_kwargs), ("D", D_kwargs)]:
             diffs = network_transfer.shape_differences(saved[name], run_kwargs)
             if diffs:
-                raise UserError(f'--resume={resume.path}: the snapshot\'s {name} does not fit this run '
-                                f'(snapshot vs run: {network_transfer.describe_differences(diffs)}); resume with '
-                                'the run\'s own --data/--cfg/--cond or start a new run')
-        return (network_transfer.with_shape_free_from(saved['G'], G_kwargs),
-                network_transfer.with_shape_free_from(saved['D'], D_kwargs))
+                raise UserError(
+                    f"--resume={resume.path}: the snapshot's {name} does not fit this run "
+                    f"(snapshot vs run: {network_transfer.describe_differences(diffs)}); resume with "
+                    "the run's own --data/--cfg/--cond or start a new run"
+                )
+        return (
+            network_transfer.with_shape_free_from(saved["G"], G_kwargs),
+            network_transfer.with_shape_free_from(saved["D"], D_kwargs),
+        )
 
     # An official pickle: its architecture, the new dataset's shape; tensors copied where names and shapes agree.
     flat = {name: network_transfer.flatten_kwargs(saved[name]) for name in saved}
     for flag, key in ARCHITECTURE_FLAGS.items():
         if flag in given:
-            values = {v for name in flat for k, v in flat[name].items() if k.rsplit('.', 1)[-1] == key}
+            values = {v for name in flat for k, v in flat[name].items() if k.rsplit(".", 1)[-1] == key}
             if values and values != {given[flag]}:
-                raise UserError(f'--{flag.replace("_", "-")}={given[flag]}, but the networks are built from '
-                                f'{resume.path} with {key}={"/".join(map(str, sorted(values)))}; leave '
-                                f'--{flag.replace("_", "-")} out when fine-tuning')
-    fitted = {'G': network_transfer.fine_tune_kwargs(saved['G'], G_kwargs),
-              'D': network_transfer.fine_tune_kwargs(saved['D'], D_kwargs)}
-    for name, cls in [('G', Generator), ('D', Discriminator)]:
+                raise UserError(
+                    f"--{flag.replace('_', '-')}={given[flag]}, but the networks are built from "
+                    f"{resume.path} with {key}={'/'.join(map(str, sorted(values)))}; leave "
+                    f"--{flag.replace('_', '-')} out when fine-tuning"
+                )
+    fitted = {
+        "G": network_transfer.fine_tune_kwargs(saved["G"], G_kwargs),
+        "D": network_transfer.fine_tune_kwargs(saved["D"], D_kwargs),
+    }
+    for name, cls in [("G", Generator), ("D", Discriminator)]:
         if network_transfer.shape_differences(saved[name], fitted[name]):
             plan = network_transfer.transfer_plan(resume.networks[name], cls(**fitted[name]))
             if plan.mismatched:
-                raise UserError(f'--resume={resume.path}: {name} cannot be fine-tuned on this dataset: tensors '
-                                f'differ in shape ({network_transfer.preview(plan.mismatched)})')
+                raise UserError(
+                    f"--resume={resume.path}: {name} cannot be fine-tuned on this dataset: tensors "
+                    f"differ in shape ({network_transfer.preview(plan.mismatched)})"
+                )
             why = network_transfer.describe_differences(network_transfer.shape_differences(saved[name], fitted[name]))
             if plan.fresh:
-                resume.notes.append(f'{name}: {len(plan.fresh)} tensors start from scratch because the pickle '
-                                    f'differs from this dataset ({why}): {network_transfer.preview(plan.fresh)}')
+                resume.notes.append(
+                    f"{name}: {len(plan.fresh)} tensors start from scratch because the pickle "
+                    f"differs from this dataset ({why}): {network_transfer.preview(plan.fresh)}"
+                )
             if plan.unused:
-                resume.notes.append(f'{name}: {len(plan.unused)} tensors of the pickle are not used ({why}): '
-                                    f'{network_transfer.preview(plan.unused)}')
-    return fitted['G'], fitted['D']
+                resume.notes.append(
+                    f"{name}: {len(plan.unused)} tensors of the pickle are not used ({why}): "
+                    f"{network_transfer.preview(plan.unused)}"
+                )
+    return fitted["G"], fitted["D"]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Flags -> TrainingOptions, one section at a time.
 
 
-def check_metrics(metrics: list[str], detector_dir: Optional[str], dataset_kwargs: dict[str, Any]) -> None:
+def check_metrics(metrics: list[str], detector_dir: str | None, dataset_kwargs: dict[str, Any]) -> None:
     """Every metric name is valid, means something on this dataset, and its detector weights are on disk."""
     if not metrics:
         return
     for metric in metrics:
         if not metric_main.is_valid_metric(metric):
-            raise UserError(f'--metrics: unknown metric {metric!r}; valid: {", ".join(metric_main.list_valid_metrics())}'
-                            ' (or "none")')
+            raise UserError(
+                f"--metrics: unknown metric {metric!r}; valid: {', '.join(metric_main.list_valid_metrics())}"
+                ' (or "none")'
+            )
         try:
             metric_main.check_metric_dataset(metric, dataset_kwargs)
         except metric_main.MetricDatasetError as err:
-            raise UserError(f'--metrics={metric}: {err}') from None
+            raise UserError(f"--metrics={metric}: {err}") from None
         spec = metric_main.parse_metric(metric)
         try:
-            detectors.locate_detector(metric_main.detector_kind(metric), detector_dir=detector_dir,
-                                      need_lpips=spec.family == 'ppl')
+            detectors.locate_detector(
+                metric_main.detector_kind(metric), detector_dir=detector_dir, need_lpips=spec.family == "ppl"
+            )
         except detectors.DetectorNotFoundError as err:
-            raise UserError(f'--metrics={metric} needs detector weights that are not on this machine:\n{err}\n'
-                            'Or train without metrics: --metrics=none') from None
+            raise UserError(
+                f"--metrics={metric} needs detector weights that are not on this machine:\n{err}\n"
+                "Or train without metrics: --metrics=none"
+            ) from None
 
 
 def _data_section(flags: TrainFlags) -> tuple[DataOptions, Any, str]:
     if flags.subset is not None and flags.subset < 1:
-        raise UserError(f'--subset must be at least 1, got {flags.subset}')
-    data_opts = DataOptions(path=flags.data, use_labels=flags.cond, max_size=flags.subset, xflip=flags.mirror,
-                            random_seed=flags.seed, workers=flags.workers if flags.workers is not None else 0)
+        raise UserError(f"--subset must be at least 1, got {flags.subset}")
+    data_opts = DataOptions(
+        path=flags.data,
+        use_labels=flags.cond,
+        max_size=flags.subset,
+        xflip=flags.mirror,
+        random_seed=flags.seed,
+        workers=flags.workers if flags.workers is not None else 0,
+    )
     try:
         dataset = open_dataset(**data_opts.dataset_kwargs())
         if len(dataset) > 1000 and dataset.resolution >= 512:
-            print(f'Checking that {dataset.name}\'s images decode (a sample of 258)...', flush=True)
+            print(f"Checking that {dataset.name}'s images decode (a sample of 258)...", flush=True)
         dataset.verify_decodable(sample=DECODE_CHECK_SAMPLE)
     except (DatasetError, FileNotFoundError, OSError) as err:
-        raise UserError(f'--data={flags.data!r}: {err}') from None
+        raise UserError(f"--data={flags.data!r}: {err}") from None
     data_opts.resolution = dataset.resolution
     if flags.cond and not dataset.has_labels:
-        raise UserError(f'--cond=1 requires labels, but {flags.data or "the embedded dataset"} has none '
-                        '(dataset.json with "labels")')
+        raise UserError(
+            f"--cond=1 requires labels, but {flags.data or 'the embedded dataset'} has none "
+            '(dataset.json with "labels")'
+        )
     if flags.subset is not None and flags.subset > len(dataset):
-        raise UserError(f'--subset={flags.subset} exceeds the {len(dataset)} images of {dataset.name}')
-    desc = dataset.name + ('-cond' if flags.cond else '') + ('-mirror' if flags.mirror else '')
+        raise UserError(f"--subset={flags.subset} exceeds the {len(dataset)} images of {dataset.name}")
+    desc = dataset.name + ("-cond" if flags.cond else "") + ("-mirror" if flags.mirror else "")
     return data_opts, dataset, desc
 
 
 def _config_section(flags: TrainFlags, resolution: int, cuda: bool) -> tuple[options_lib.ConfigSpec, str, str]:
     """(spec with the flag overrides, cfg name, description suffix)."""
-    spec = (options_lib.auto_spec(resolution, flags.gpus, cuda) if flags.cfg == 'auto'
-            else options_lib.CFG_SPECS[flags.cfg])
-    cfg_name = ('tiny' if not cuda else f'auto{flags.gpus}') if flags.cfg == 'auto' else flags.cfg
-    overrides = dict(gamma=flags.gamma, kimg=flags.kimg, tick=flags.tick, lrate=flags.glr, cbase=flags.cbase,
-                     cmax=flags.cmax, map=flags.map_depth, mbstd=flags.mbstd_group, mb=flags.batch)
-    for flag, value in [('--cbase', flags.cbase), ('--cmax', flags.cmax), ('--map-depth', flags.map_depth),
-                        ('--mbstd-group', flags.mbstd_group)]:
+    spec = (
+        options_lib.auto_spec(resolution, flags.gpus, cuda) if flags.cfg == "auto" else options_lib.CFG_SPECS[flags.cfg]
+    )
+    cfg_name = ("tiny" if not cuda else f"auto{flags.gpus}") if flags.cfg == "auto" else flags.cfg
+    overrides = dict(
+        gamma=flags.gamma,
+        kimg=flags.kimg,
+        tick=flags.tick,
+        lrate=flags.glr,
+        cbase=flags.cbase,
+        cmax=flags.cmax,
+        map=flags.map_depth,
+        mbstd=flags.mbstd_group,
+        mb=flags.batch,
+    )
+    for flag, value in [
+        ("--cbase", flags.cbase),
+        ("--cmax", flags.cmax),
+        ("--map-depth", flags.map_depth),
+        ("--mbstd-group", flags.mbstd_group),
+    ]:
         if value is not None and value <= 0:
-            raise UserError(f'{flag} must be > 0, got {value}')
+            raise UserError(f"{flag} must be > 0, got {value}")
     spec = dataclasses.replace(spec, **{field: value for field, value in overrides.items() if value is not None})
-    desc = f'-{cfg_name}' + (f'-batch{flags.batch}' if flags.batch is not None else '')
+    desc = f"-{cfg_name}" + (f"-batch{flags.batch}" if flags.batch is not None else "")
     return spec, cfg_name, desc
 
 
 def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
     gpus = flags.gpus
     if flags.batch is not None and (flags.batch < 1 or flags.batch % gpus != 0):
-        raise UserError(f'--batch={flags.batch} must be a positive multiple of --gpus={gpus}')
+        raise UserError(f"--batch={flags.batch} must be a positive multiple of --gpus={gpus}")
     batch_gpu = flags.batch_gpu
     if batch_gpu is None:
         batch_gpu = spec.mb // spec.ref_gpus if flags.batch is None and gpus <= spec.ref_gpus else spec.mb // gpus
         batch_gpu = max(batch_gpu, 1)
     if batch_gpu < 1 or spec.mb % (batch_gpu * gpus) != 0:
-        raise UserError(f'--batch={spec.mb} must be a multiple of --batch-gpu={batch_gpu} times --gpus={gpus}')
+        raise UserError(f"--batch={spec.mb} must be a multiple of --batch-gpu={batch_gpu} times --gpus={gpus}")
     if batch_gpu % min(spec.mbstd, batch_gpu) != 0:
-        raise UserError(f'--batch-gpu={batch_gpu} must be a multiple of the minibatch-stddev group '
-                        f'(--mbstd-group={spec.mbstd})')
+        raise UserError(
+            f"--batch-gpu={batch_gpu} must be a multiple of the minibatch-stddev group (--mbstd-group={spec.mbstd})"
+        )
     return batch_gpu
 
 
@@ -364,50 +417,61 @@ def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[Loss
         default_k = LossOptions().adversarial.k  # the GAN default, k = 2 as the paper ran on FFHQ
         adversarial = rlo.LossConfig(flags.loss, k=default_k if flags.k is None else flags.k, m=flags.m)
     except (ValueError, TypeError) as err:
-        raise UserError(f'--loss={flags.loss} --k={flags.k} --m={flags.m}: {err}') from None
+        raise UserError(f"--loss={flags.loss} --k={flags.k} --m={flags.m}: {err}") from None
     if not adversarial.is_rooted and (flags.k is not None or flags.m is not None):
-        raise UserError('--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9')
-    loss_opts = LossOptions(adversarial=adversarial, pairing=flags.pairing, r1_gamma=spec.gamma,
-                            r2_gamma=flags.r2, lecam_weight=flags.lecam,
-                            style_mixing_prob=0.9 if spec.mixing else 0.0, pl_weight=2.0 if spec.pl else 0.0)
+        raise UserError("--k and --m set the rooted losses; use them with --loss=rlo or --loss=rlo-eq9")
+    loss_opts = LossOptions(
+        adversarial=adversarial,
+        pairing=flags.pairing,
+        r1_gamma=spec.gamma,
+        r2_gamma=flags.r2,
+        lecam_weight=flags.lecam,
+        style_mixing_prob=0.9 if spec.mixing else 0.0,
+        pl_weight=2.0 if spec.pl else 0.0,
+    )
     if flags.blur > 0:
         loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = flags.blur, spec.mb * 200 / 32
-    desc = f'-{rlo.GanObjective(adversarial, flags.pairing).describe()}'
-    desc += f'-gamma{flags.gamma:g}' if flags.gamma is not None else ''
-    desc += f'-r2_{flags.r2:g}' if flags.r2 else ''
-    desc += f'-lecam{flags.lecam:g}' if flags.lecam else ''
-    desc += f'-kimg{flags.kimg:g}' if flags.kimg is not None else ''
+    desc = f"-{rlo.GanObjective(adversarial, flags.pairing).describe()}"
+    desc += f"-gamma{flags.gamma:g}" if flags.gamma is not None else ""
+    desc += f"-r2_{flags.r2:g}" if flags.r2 else ""
+    desc += f"-lecam{flags.lecam:g}" if flags.lecam else ""
+    desc += f"-kimg{flags.kimg:g}" if flags.kimg is not None else ""
     return loss_opts, desc
 
 
 def _augment_section(flags: TrainFlags) -> tuple[AugmentOptions, str]:
     aug, p, target, augpipe = flags.aug, flags.p, flags.target, flags.augpipe
-    if p is not None and aug != 'fixed':
-        raise UserError('--p can only be given with --aug=fixed')
-    if target is not None and aug != 'ada':
-        raise UserError('--target can only be given with --aug=ada')
-    if augpipe is not None and aug in ('noaug', 'diffaug'):
-        raise UserError(f'--augpipe cannot be given with --aug={aug} (it picks the ADA pipeline)')
-    if aug == 'fixed' and p is None:
-        raise UserError('--aug=fixed needs --p')
-    if flags.diffaug_policy is not None and aug != 'diffaug':
-        raise UserError('--diffaug-policy can only be given with --aug=diffaug')
-    aug_opts = AugmentOptions(mode=aug, pipe=augpipe or 'bgc', p=p or 0.0, target=0.6 if target is None else target)
-    desc = f'-{aug}' + (f'-p{p:g}' if p is not None else '') + (f'-target{target:g}' if target is not None else '')
-    desc += f'-{augpipe}' if augpipe is not None else ''
-    if aug == 'diffaug':
+    if p is not None and aug != "fixed":
+        raise UserError("--p can only be given with --aug=fixed")
+    if target is not None and aug != "ada":
+        raise UserError("--target can only be given with --aug=ada")
+    if augpipe is not None and aug in ("noaug", "diffaug"):
+        raise UserError(f"--augpipe cannot be given with --aug={aug} (it picks the ADA pipeline)")
+    if aug == "fixed" and p is None:
+        raise UserError("--aug=fixed needs --p")
+    if flags.diffaug_policy is not None and aug != "diffaug":
+        raise UserError("--diffaug-policy can only be given with --aug=diffaug")
+    aug_opts = AugmentOptions(mode=aug, pipe=augpipe or "bgc", p=p or 0.0, target=0.6 if target is None else target)
+    desc = f"-{aug}" + (f"-p{p:g}" if p is not None else "") + (f"-target{target:g}" if target is not None else "")
+    desc += f"-{augpipe}" if augpipe is not None else ""
+    if aug == "diffaug":
         try:
             policy = parse_policy(flags.diffaug_policy if flags.diffaug_policy is not None else DEFAULT_POLICY)
         except ValueError as err:
-            raise UserError(f'--diffaug-policy={flags.diffaug_policy!r}: {err}') from None
-        aug_opts.diffaug_policy = ','.join(policy)
-        desc += f'-{"+".join(policy)}' if flags.diffaug_policy is not None else ''
+            raise UserError(f"--diffaug-policy={flags.diffaug_policy!r}: {err}") from None
+        aug_opts.diffaug_policy = ",".join(policy)
+        desc += f"-{'+'.join(policy)}" if flags.diffaug_policy is not None else ""
     return aug_opts, desc
 
 
-def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional[bool] = None,
-                           local_gpus: bool = True, resume_source: Optional[ResumeSource] = None,
-                           **values: Any) -> tuple[TrainingOptions, str]:
+def setup_training_options(
+    flags: TrainFlags | None = None,
+    *,
+    cuda: bool | None = None,
+    local_gpus: bool = True,
+    resume_source: ResumeSource | None = None,
+    **values: Any,
+) -> tuple[TrainingOptions, str]:
     """Flags -> (TrainingOptions without run_dir, run description); UserError on any invalid value.
 
     Flags come as a TrainFlags or as its fields by keyword. cuda: whether processes train on CUDA devices
@@ -417,9 +481,9 @@ def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional
     flags = dataclasses.replace(flags or TrainFlags(), **values)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if flags.gpus < 1 or flags.gpus & (flags.gpus - 1):
-        raise UserError(f'--gpus must be a power of two >= 1, got {flags.gpus}')
+        raise UserError(f"--gpus must be a power of two >= 1, got {flags.gpus}")
     if cuda and local_gpus and flags.gpus > torch.cuda.device_count():
-        raise UserError(f'--gpus={flags.gpus}, but only {torch.cuda.device_count()} CUDA devices are visible')
+        raise UserError(f"--gpus={flags.gpus}, but only {torch.cuda.device_count()} CUDA devices are visible")
     if flags.workers is None:
         flags.workers = 3 if cuda else 0  # in-process loading is cheaper than worker processes on a small CPU
     if flags.resume is not None and resume_source is None:
@@ -431,14 +495,20 @@ def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional
     loss_opts, loss_desc = _loss_section(flags, spec)
     aug_opts, aug_desc = _augment_section(flags)
     desc += cfg_desc + loss_desc + aug_desc
-    G_kwargs, D_kwargs = options_lib.network_kwargs(spec, dataset.resolution, dataset.num_channels,
-                                                    dataset.label_dim if flags.cond else 0, fp32=flags.fp32,
-                                                    nhwc=flags.nhwc, freezed=flags.freezed)
-    desc += (f'-freezed{flags.freezed}' if flags.freezed else '') + ('-fp32' if flags.fp32 and spec.fp16_res else '')
+    G_kwargs, D_kwargs = options_lib.network_kwargs(
+        spec,
+        dataset.resolution,
+        dataset.num_channels,
+        dataset.label_dim if flags.cond else 0,
+        fp32=flags.fp32,
+        nhwc=flags.nhwc,
+        freezed=flags.freezed,
+    )
+    desc += (f"-freezed{flags.freezed}" if flags.freezed else "") + ("-fp32" if flags.fp32 and spec.fp16_res else "")
 
     metrics = flags.metrics
     if metrics is None:  # FID on GPUs; on the CPU config the offline digits metric, when training on digits
-        metrics = ('fdd2k_full' if flags.data is None else 'none') if cfg_name == 'tiny' else 'fid50k_full'
+        metrics = ("fdd2k_full" if flags.data is None else "none") if cfg_name == "tiny" else "fid50k_full"
     metric_list = _parse_comma_list(metrics)
     check_metrics(metric_list, flags.detector_dir, data_opts.dataset_kwargs())
 
@@ -446,22 +516,39 @@ def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional
     if resume_source is not None:
         given = {key: value for key, value in dataclasses.asdict(flags).items() if value != getattr(DEFAULTS, key)}
         G_kwargs, D_kwargs = fit_resumed_networks(resume_source, G_kwargs, D_kwargs, given)
-        if resume_source.kind == 'official':  # fine-tuning from weights, as StyleGAN2-ADA does
+        if resume_source.kind == "official":  # fine-tuning from weights, as StyleGAN2-ADA does
             ema_rampup, ada_kimg = None, 100.0
-        desc += '-resume'
+        desc += "-resume"
     aug_opts.kimg = ada_kimg
 
     opts = TrainingOptions(
-        cfg=cfg_name, data=data_opts, G_kwargs=G_kwargs, D_kwargs=D_kwargs,
-        G_opt=OptimizerOptions(lr=spec.lrate), D_opt=OptimizerOptions(lr=flags.dlr or spec.lrate),
-        loss=loss_opts, augment=aug_opts, num_gpus=flags.gpus, batch_size=spec.mb, batch_gpu=batch_gpu,
-        ema_kimg=spec.ema, ema_rampup=ema_rampup, total_kimg=spec.kimg, kimg_per_tick=spec.tick,
-        image_snapshot_ticks=flags.snap, network_snapshot_ticks=flags.snap, metrics=metric_list,
-        detector_dir=flags.detector_dir, random_seed=flags.seed, resume=flags.resume,
-        cudnn_benchmark=not flags.nobench, allow_tf32=flags.allow_tf32,
-        repair_nonfinite_grads=bool(G_kwargs['synthesis_kwargs'].get('num_fp16_res')) and not flags.fp32,
+        cfg=cfg_name,
+        data=data_opts,
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        G_opt=OptimizerOptions(lr=spec.lrate),
+        D_opt=OptimizerOptions(lr=flags.dlr or spec.lrate),
+        loss=loss_opts,
+        augment=aug_opts,
+        num_gpus=flags.gpus,
+        batch_size=spec.mb,
+        batch_gpu=batch_gpu,
+        ema_kimg=spec.ema,
+        ema_rampup=ema_rampup,
+        total_kimg=spec.kimg,
+        kimg_per_tick=spec.tick,
+        image_snapshot_ticks=flags.snap,
+        network_snapshot_ticks=flags.snap,
+        metrics=metric_list,
+        detector_dir=flags.detector_dir,
+        random_seed=flags.seed,
+        resume=flags.resume,
+        cudnn_benchmark=not flags.nobench,
+        allow_tf32=flags.allow_tf32,
+        repair_nonfinite_grads=bool(G_kwargs["synthesis_kwargs"].get("num_fp16_res")) and not flags.fp32,
         optimizer_snapshots=flags.optim_state,
-        cli_flags={key: value for key, value in dataclasses.asdict(flags).items() if key != 'resume'})
+        cli_flags={key: value for key, value in dataclasses.asdict(flags).items() if key != "resume"},
+    )
     if resume_source is not None and resume_source.stored is not None:
         announce_changes(resume_source, opts)
     return opts, desc
@@ -474,9 +561,12 @@ def setup_training_options(flags: Optional[TrainFlags] = None, *, cuda: Optional
 def next_run_dir(outdir: str, desc: str) -> str:
     """<outdir>/<NNNNN>-<desc> with NNNNN one above the highest existing run number."""
     existing = os.listdir(outdir) if os.path.isdir(outdir) else []
-    ids = [int(match.group()) for name in existing if (match := re.match(r'^\d+', name))
-           and os.path.isdir(os.path.join(outdir, name))]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+    ids = [
+        int(match.group())
+        for name in existing
+        if (match := re.match(r"^\d+", name)) and os.path.isdir(os.path.join(outdir, name))
+    ]
+    return os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{desc}")
 
 
 @contextlib.contextmanager
@@ -496,10 +586,11 @@ def create_run_dir(opts: TrainingOptions, outdir: str, desc: str) -> None:
         with _outdir_lock(outdir):
             opts.run_dir = next_run_dir(outdir, desc)
             os.makedirs(opts.run_dir)
-        checkpoint.atomic_write(os.path.join(opts.run_dir, 'training_options.json'),
-                                lambda f: f.write(opts.to_json().encode()))
+        checkpoint.atomic_write(
+            os.path.join(opts.run_dir, "training_options.json"), lambda f: f.write(opts.to_json().encode())
+        )
     except OSError as err:
-        raise UserError(f'--outdir={outdir}: cannot create the run directory there ({err.strerror or err})') from None
+        raise UserError(f"--outdir={outdir}: cannot create the run directory there ({err.strerror or err})") from None
 
 
 class _Tee:
@@ -522,33 +613,40 @@ class _Tee:
 
 
 def print_summary(opts: TrainingOptions, notes: list[str] = ()) -> None:
-    print('\nTraining options:')
+    print("\nTraining options:")
     print(opts.to_json())
     print()
-    print(f'Output directory:    {opts.run_dir or "(set at launch)"}')
-    print(f'Training data:       {opts.data.path or "embedded sklearn digits"} ({opts.data.resolution}px)')
-    print(f'Config:              {opts.cfg}')
-    print(f'Loss:                {opts.loss.adversarial.describe()}')
-    print(f'Training duration:   {opts.total_kimg:g} kimg')
-    print(f'Number of processes: {opts.num_gpus} ({"CUDA" if torch.cuda.is_available() else "CPU"})')
-    print(f'Batch:               {opts.batch_size} total, {opts.batch_gpu} per process and pass')
-    print(f'Metrics:             {", ".join(opts.metrics) or "none"}')
+    print(f"Output directory:    {opts.run_dir or '(set at launch)'}")
+    print(f"Training data:       {opts.data.path or 'embedded sklearn digits'} ({opts.data.resolution}px)")
+    print(f"Config:              {opts.cfg}")
+    print(f"Loss:                {opts.loss.adversarial.describe()}")
+    print(f"Training duration:   {opts.total_kimg:g} kimg")
+    print(f"Number of processes: {opts.num_gpus} ({'CUDA' if torch.cuda.is_available() else 'CPU'})")
+    print(f"Batch:               {opts.batch_size} total, {opts.batch_gpu} per process and pass")
+    print(f"Metrics:             {', '.join(opts.metrics) or 'none'}")
     if opts.resume:
-        print(f'Resume:              {opts.resume}')
+        print(f"Resume:              {opts.resume}")
     for note in notes:
-        print(f'Note: {note}')
+        print(f"Note: {note}")
     print()
 
 
-def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env://', outdir: str = '',
-                desc: str = '', notes: list[str] = (), resume_data: Optional[dict[str, Any]] = None) -> None:
+def run_process(
+    ctx: DistContext,
+    opts: TrainingOptions,
+    init_method: str = "env://",
+    outdir: str = "",
+    desc: str = "",
+    notes: list[str] = (),
+    resume_data: dict[str, Any] | None = None,
+) -> None:
     """One training process: device, process group, run directory (rank 0 when not made yet), log.txt, loop.
 
     Errors the user can act on (non-finite loss, a dataset image that does not decode, a full disk) end the run
     with one line and the last good snapshot intact.
     """
     cuda = torch.cuda.is_available()
-    device = torch.device('cuda', ctx.local_rank) if cuda else torch.device('cpu')
+    device = torch.device("cuda", ctx.local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     elif ctx.world_size > 1:
@@ -561,7 +659,7 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
                 create_run_dir(opts, outdir, desc)
             opts.run_dir = distributed.broadcast_object(opts.run_dir)
         if ctx.is_main:
-            log_file = open(os.path.join(opts.run_dir, 'log.txt'), 'at')
+            log_file = open(os.path.join(opts.run_dir, "log.txt"), "a")
             sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
             print_summary(opts, notes)
         evaluate = None
@@ -570,7 +668,7 @@ def run_process(ctx: DistContext, opts: TrainingOptions, init_method: str = 'env
         training_loop(opts, ctx, device, resume_data=resume_data, evaluate=evaluate)
     except (NonFiniteError, DatasetError, checkpoint.CheckpointError, FileWriteError) as err:
         if ctx.is_main:
-            print(f'\nTraining stopped: {err}', file=sys.stderr, flush=True)
+            print(f"\nTraining stopped: {err}", file=sys.stderr, flush=True)
         raise SystemExit(3 if isinstance(err, NonFiniteError) else 1) from None
     finally:
         sys.stdout, sys.stderr = saved
@@ -590,112 +688,183 @@ def warn_if_slow_on_cpu(opts: TrainingOptions, cuda: bool) -> None:
     if sec < 100:
         return
     total_days = sec * opts.total_kimg / 86400
-    print(f'Warning: no CUDA device: --cfg={opts.cfg} at {opts.data.resolution}px costs roughly {sec:.0e} s/kimg on '
-          f'a small CPU ({opts.total_kimg:g} kimg: ~{total_days:.2g} days); train on a GPU, or use --cfg=tiny here',
-          file=sys.stderr, flush=True)
+    print(
+        f"Warning: no CUDA device: --cfg={opts.cfg} at {opts.data.resolution}px costs roughly {sec:.0e} s/kimg on "
+        f"a small CPU ({opts.total_kimg:g} kimg: ~{total_days:.2g} days); train on a GPU, or use --cfg=tiny here",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # The command line.
 
-_bool = dict(type=bool, metavar='BOOL')
+_bool = dict(type=bool, metavar="BOOL")
 
 
 @click.command(help=__doc__)
-@click.option('--outdir', help='Where to save the results', metavar='DIR', required=True)
-@click.option('--data', help='Training data (folder or zip from dataset_tool.py) [default: embedded digits]', metavar='PATH')
-@click.option('--gpus', help=f'Processes on this node (GPUs; CPU processes without CUDA) [default: {DEFAULTS.gpus}]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--batch', help='Total batch size over all processes [default: per --cfg]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--batch-gpu', help='Batch per process and pass (gradient accumulation) [default: --batch/--gpus]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--cfg', help=f'Base config [default: {DEFAULTS.cfg}]', type=click.Choice(options_lib.CFG_NAMES))
-@click.option('--gamma', help='R1 regularization weight [default: per --cfg]', type=NON_NEGATIVE)
-@click.option('--kimg', help='Training duration in thousands of real images [default: per --cfg]', type=POSITIVE)
-@click.option('--tick', help='Thousands of images per progress tick [default: per --cfg]', type=POSITIVE, metavar='KIMG')
-@click.option('--snap', help=f'Snapshot interval in ticks [default: {DEFAULTS.snap}]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
-              'the embedded digits, else none]', metavar='LIST')
-@click.option('--detector-dir', help='Folder with the metric detector files (searched before $RLO_DETECTOR_DIR and '
-              'the cache)', type=click.Path(file_okay=False), metavar='DIR')
-@click.option('--seed', help=f'Random seed [default: {DEFAULTS.seed}]', type=SEED_RANGE, metavar='INT')
-@click.option('--cond', help='Train a conditional model on the dataset labels [default: false]', **_bool)
-@click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')
-@click.option('--mirror', help='Add x-flipped copies of the images [default: false]', **_bool)
-@click.option('--aug', help=f'Augmentation mode [default: {DEFAULTS.aug}]', type=click.Choice(AUG_MODES))
-@click.option('--diffaug-policy', help=f'DiffAugment parts for --aug=diffaug [default: {DEFAULT_POLICY}]',
-              metavar='LIST')
-@click.option('--p', help='Augmentation probability for --aug=fixed', type=PROBABILITY)
-@click.option('--target', help='ADA target value for --aug=ada [default: 0.6]', type=PROBABILITY)
-@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(list(AUGPIPE_SPECS)))
-@click.option('--resume', help='Our snapshot (continues its run: same data, loss, config and seed unless given) or '
-              'an official .pkl (fine-tunes it)', metavar='PATH')
-@click.option('--freezed', help='Freeze the first N layers of D [default: 0]', type=click.IntRange(min=0), metavar='INT')
-@click.option('--fp32', help='Disable mixed-precision training', **_bool)
-@click.option('--nhwc', help='Use NHWC memory format with FP16', **_bool)
-@click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', **_bool)
-@click.option('--nobench', help='Disable cuDNN benchmarking', **_bool)
-@click.option('--workers', help='DataLoader worker processes [default: 3 with CUDA, else 0]', type=click.IntRange(min=0), metavar='INT')
-@click.option('--loss', 'loss', help=f'Adversarial loss [default: {DEFAULTS.loss}]', type=click.Choice(LOSS_NAMES))
-@click.option('--k', help='Root k of the rooted losses [default: 2]', type=POSITIVE)
-@click.option('--m', help='Multiplier m of the rooted losses [default: k]', type=POSITIVE)
-@click.option('--glr', help='G learning rate [default: per --cfg]', type=POSITIVE)
-@click.option('--dlr', help='D learning rate [default: per --cfg]', type=POSITIVE)
-@click.option('--cbase', help='Capacity multiplier (channel_base) [default: per --cfg]', type=int)
-@click.option('--cmax', help='Max. feature maps (channel_max) [default: per --cfg]', type=int)
-@click.option('--map-depth', help='Mapping network depth [default: per --cfg]', type=int)
-@click.option('--mbstd-group', help='Minibatch std group size [default: per --cfg]', type=int)
-@click.option('--blur', help='Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]', type=NON_NEGATIVE)
-@click.option('--pairing', help=f'Pairing of the adversarial loss: standard, or relativistic (RpGAN: the loss on '
-              f'D(real) - D(fake)) [default: {DEFAULTS.pairing}]', type=click.Choice(rlo.PAIRINGS))
-@click.option('--r2', help='R2 weight: gradient penalty on generated images, lazily with R1 (R3GAN: --r2 = --gamma) '
-              '[default: 0]', type=NON_NEGATIVE, metavar='GAMMA')
-@click.option('--lecam', help='LeCam regularisation weight (Tseng et al. 2021; their StyleGAN2 runs: 3e-7) '
-              '[default: 0]', type=NON_NEGATIVE, metavar='LAMBDA')
-@click.option('--optim-state', help='Snapshots that keep the optimizer state: the latest only (older ones shrink '
-              f'to weights and counters) or all [default: {DEFAULTS.optim_state}]', type=click.Choice(OPTIMIZER_SNAPSHOTS))
-@click.option('--dry-run', help='Print training options and exit', is_flag=True)
+@click.option("--outdir", help="Where to save the results", metavar="DIR", required=True)
+@click.option(
+    "--data", help="Training data (folder or zip from dataset_tool.py) [default: embedded digits]", metavar="PATH"
+)
+@click.option(
+    "--gpus",
+    help=f"Processes on this node (GPUs; CPU processes without CUDA) [default: {DEFAULTS.gpus}]",
+    type=click.IntRange(min=1),
+    metavar="INT",
+)
+@click.option(
+    "--batch",
+    help="Total batch size over all processes [default: per --cfg]",
+    type=click.IntRange(min=1),
+    metavar="INT",
+)
+@click.option(
+    "--batch-gpu",
+    help="Batch per process and pass (gradient accumulation) [default: --batch/--gpus]",
+    type=click.IntRange(min=1),
+    metavar="INT",
+)
+@click.option("--cfg", help=f"Base config [default: {DEFAULTS.cfg}]", type=click.Choice(options_lib.CFG_NAMES))
+@click.option("--gamma", help="R1 regularization weight [default: per --cfg]", type=NON_NEGATIVE)
+@click.option("--kimg", help="Training duration in thousands of real images [default: per --cfg]", type=POSITIVE)
+@click.option(
+    "--tick", help="Thousands of images per progress tick [default: per --cfg]", type=POSITIVE, metavar="KIMG"
+)
+@click.option(
+    "--snap", help=f"Snapshot interval in ticks [default: {DEFAULTS.snap}]", type=click.IntRange(min=1), metavar="INT"
+)
+@click.option(
+    "--metrics",
+    help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
+    "the embedded digits, else none]",
+    metavar="LIST",
+)
+@click.option(
+    "--detector-dir",
+    help="Folder with the metric detector files (searched before $RLO_DETECTOR_DIR and the cache)",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+)
+@click.option("--seed", help=f"Random seed [default: {DEFAULTS.seed}]", type=SEED_RANGE, metavar="INT")
+@click.option("--cond", help="Train a conditional model on the dataset labels [default: false]", **_bool)
+@click.option("--subset", help="Train with only N images [default: all]", type=int, metavar="INT")
+@click.option("--mirror", help="Add x-flipped copies of the images [default: false]", **_bool)
+@click.option("--aug", help=f"Augmentation mode [default: {DEFAULTS.aug}]", type=click.Choice(AUG_MODES))
+@click.option(
+    "--diffaug-policy", help=f"DiffAugment parts for --aug=diffaug [default: {DEFAULT_POLICY}]", metavar="LIST"
+)
+@click.option("--p", help="Augmentation probability for --aug=fixed", type=PROBABILITY)
+@click.option("--target", help="ADA target value for --aug=ada [default: 0.6]", type=PROBABILITY)
+@click.option("--augpipe", help="Augmentation pipeline [default: bgc]", type=click.Choice(list(AUGPIPE_SPECS)))
+@click.option(
+    "--resume",
+    help="Our snapshot (continues its run: same data, loss, config and seed unless given) or "
+    "an official .pkl (fine-tunes it)",
+    metavar="PATH",
+)
+@click.option(
+    "--freezed", help="Freeze the first N layers of D [default: 0]", type=click.IntRange(min=0), metavar="INT"
+)
+@click.option("--fp32", help="Disable mixed-precision training", **_bool)
+@click.option("--nhwc", help="Use NHWC memory format with FP16", **_bool)
+@click.option("--allow-tf32", help="Allow PyTorch to use TF32 internally", **_bool)
+@click.option("--nobench", help="Disable cuDNN benchmarking", **_bool)
+@click.option(
+    "--workers",
+    help="DataLoader worker processes [default: 3 with CUDA, else 0]",
+    type=click.IntRange(min=0),
+    metavar="INT",
+)
+@click.option("--loss", "loss", help=f"Adversarial loss [default: {DEFAULTS.loss}]", type=click.Choice(LOSS_NAMES))
+@click.option("--k", help="Root k of the rooted losses [default: 2]", type=POSITIVE)
+@click.option("--m", help="Multiplier m of the rooted losses [default: k]", type=POSITIVE)
+@click.option("--glr", help="G learning rate [default: per --cfg]", type=POSITIVE)
+@click.option("--dlr", help="D learning rate [default: per --cfg]", type=POSITIVE)
+@click.option("--cbase", help="Capacity multiplier (channel_base) [default: per --cfg]", type=int)
+@click.option("--cmax", help="Max. feature maps (channel_max) [default: per --cfg]", type=int)
+@click.option("--map-depth", help="Mapping network depth [default: per --cfg]", type=int)
+@click.option("--mbstd-group", help="Minibatch std group size [default: per --cfg]", type=int)
+@click.option(
+    "--blur",
+    help="Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]",
+    type=NON_NEGATIVE,
+)
+@click.option(
+    "--pairing",
+    help=f"Pairing of the adversarial loss: standard, or relativistic (RpGAN: the loss on "
+    f"D(real) - D(fake)) [default: {DEFAULTS.pairing}]",
+    type=click.Choice(rlo.PAIRINGS),
+)
+@click.option(
+    "--r2",
+    help="R2 weight: gradient penalty on generated images, lazily with R1 (R3GAN: --r2 = --gamma) [default: 0]",
+    type=NON_NEGATIVE,
+    metavar="GAMMA",
+)
+@click.option(
+    "--lecam",
+    help="LeCam regularisation weight (Tseng et al. 2021; their StyleGAN2 runs: 3e-7) [default: 0]",
+    type=NON_NEGATIVE,
+    metavar="LAMBDA",
+)
+@click.option(
+    "--optim-state",
+    help="Snapshots that keep the optimizer state: the latest only (older ones shrink "
+    f"to weights and counters) or all [default: {DEFAULTS.optim_state}]",
+    type=click.Choice(OPTIMIZER_SNAPSHOTS),
+)
+@click.option("--dry-run", help="Print training options and exit", is_flag=True)
 def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
     given = {key: value for key, value in kwargs.items() if value is not None}  # flags on the command line
     ctx = distributed.torchrun_context()
     if ctx is not None:  # launched by torchrun: the world size is the process count, over all nodes
-        if given.get('gpus', 1) not in (1, ctx.world_size):
-            raise UserError(f'--gpus={given["gpus"]} but torchrun started WORLD_SIZE={ctx.world_size} processes; '
-                            'leave --gpus out under torchrun')
+        if given.get("gpus", 1) not in (1, ctx.world_size):
+            raise UserError(
+                f"--gpus={given['gpus']} but torchrun started WORLD_SIZE={ctx.world_size} processes; "
+                "leave --gpus out under torchrun"
+            )
         if torch.cuda.is_available() and ctx.local_rank >= torch.cuda.device_count():
-            raise UserError(f'LOCAL_RANK={ctx.local_rank} but only {torch.cuda.device_count()} CUDA devices are visible')
-        given['gpus'] = ctx.world_size
+            raise UserError(
+                f"LOCAL_RANK={ctx.local_rank} but only {torch.cuda.device_count()} CUDA devices are visible"
+            )
+        given["gpus"] = ctx.world_size
 
-    resume = open_resume(given['resume']) if 'resume' in given else None
-    if resume is not None and resume.kind == 'snapshot' and not dry_run:  # that run was killed: its half-writes go
+    resume = open_resume(given["resume"]) if "resume" in given else None
+    if resume is not None and resume.kind == "snapshot" and not dry_run:  # that run was killed: its half-writes go
         for path in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume.path))):
-            click.echo(f'Removed {path}, left by a write that was killed')
+            click.echo(f"Removed {path}, left by a write that was killed")
     values = replay_flags(resume, given) if resume is not None and resume.stored is not None else given
-    opts, desc = setup_training_options(TrainFlags(**values), cuda=torch.cuda.is_available(), local_gpus=ctx is None,
-                                        resume_source=resume)
+    opts, desc = setup_training_options(
+        TrainFlags(**values), cuda=torch.cuda.is_available(), local_gpus=ctx is None, resume_source=resume
+    )
     notes = resume.notes if resume is not None else []
     if resume is not None and resume.cur_nimg >= round(opts.total_kimg * 1000):
-        click.echo(f'{resume.path} is at {resume.kimg_text}, already at or past --kimg={opts.total_kimg:g}: nothing '
-                   'to train. Pass a larger --kimg to continue the run.')
+        click.echo(
+            f"{resume.path} is at {resume.kimg_text}, already at or past --kimg={opts.total_kimg:g}: nothing "
+            "to train. Pass a larger --kimg to continue the run."
+        )
         return
     warn_if_slow_on_cpu(opts, torch.cuda.is_available())
     if dry_run:
         print_summary(opts, notes)
-        print('Dry run; exiting.')
+        print("Dry run; exiting.")
         return
     resume_data = resume.networks if resume is not None else None
     if ctx is not None:
-        run_process(ctx, opts, 'env://', outdir, desc, notes=notes, resume_data=resume_data)
+        run_process(ctx, opts, "env://", outdir, desc, notes=notes, resume_data=resume_data)
         return
     create_run_dir(opts, outdir, desc)
     if opts.num_gpus == 1:
         run_process(DistContext(), opts, notes=notes, resume_data=resume_data)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        init_method = 'file://' + os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
+        init_method = "file://" + os.path.abspath(os.path.join(tmp, ".torch_distributed_init"))
         try:
             torch.multiprocessing.spawn(fn=_spawned, args=(opts, init_method, notes), nprocs=opts.num_gpus)
         except torch.multiprocessing.ProcessExitedException as err:
             raise SystemExit(err.exit_code if err.exit_code else 1) from None
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

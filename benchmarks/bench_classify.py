@@ -9,15 +9,20 @@ the step, so every loss should take the model's time within noise.
 On a GPU, the paper's models at their batch: --models resnet50,vit-b,swin-b --channels 3 --classes 100 --batch 512
 --device cuda --precision bf16.
 """
+
 import contextlib
+import os
 import statistics
+import sys
 import time
 
 import click
 import torch
 
-import rlo
-from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # rlo from this checkout
+
+import rlo  # noqa: E402
+from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -26,8 +31,12 @@ def _sync(device: torch.device) -> None:
 
 
 @click.command(help=__doc__.splitlines()[0])
-@click.option("--models", default="small-cnn,resnet-tiny,vit-tiny", show_default=True,
-              help=f"comma-separated, of {', '.join(MODEL_NAMES)}")
+@click.option(
+    "--models",
+    default="small-cnn,resnet-tiny,vit-tiny",
+    show_default=True,
+    help=f"comma-separated, of {', '.join(MODEL_NAMES)}",
+)
 @click.option("--losses", default="ce,focal,rlo-k10", show_default=True, help="comma-separated loss labels")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--size", type=click.IntRange(min=8), default=32, show_default=True, help="image side")
@@ -44,9 +53,11 @@ def main(models, losses, batch, size, channels, classes, reps, device, precision
     x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=memory)
     y = torch.randint(0, classes, (batch,), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    print(f"train step (fwd + loss + bwd + AdamW), batch {batch}x{channels}x{size}x{size}, {classes} classes, "
-          f"{precision}{', channels_last' if channels_last else ''} on {device}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, {reps} reps after 3 warm-up")
+    print(
+        f"train step (fwd + loss + bwd + AdamW), batch {batch}x{channels}x{size}x{size}, {classes} classes, "
+        f"{precision}{', channels_last' if channels_last else ''} on {device}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {reps} reps after 3 warm-up"
+    )
     for name in models.split(","):
         torch.manual_seed(0)
         net = make_classifier(name, channels, classes, size).to(device, memory_format=memory)
@@ -69,8 +80,10 @@ def main(models, losses, batch, size, channels, classes, reps, device, precision
                     times[cfg.describe()].append((time.perf_counter() - start) * 1e3)
         print(f"{name} ({parameter_count(net) / 1e6:.2f}M parameters)")
         for label, samples in times.items():
-            print(f"  {label:10s} median {statistics.median(samples):9.2f} ms  (min {min(samples):9.2f}, "
-                  f"max {max(samples):9.2f})")
+            print(
+                f"  {label:10s} median {statistics.median(samples):9.2f} ms  (min {min(samples):9.2f}, "
+                f"max {max(samples):9.2f})"
+            )
 
 
 if __name__ == "__main__":

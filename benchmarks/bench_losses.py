@@ -1,15 +1,21 @@
 """Forward+backward time of the loss family vs F.cross_entropy (target: rooted CE <= 1.2x CE's time).
 
-    python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
+python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
 """
-import argparse
+
+import os
 import statistics
+import sys
 import time
 
+import click
 import torch
 import torch.nn.functional as F
 
-import rlo
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import rlo  # noqa: E402
+from dnnlib.cli import verbatim  # noqa: E402
 
 
 def time_once(fn, logits, target, device):
@@ -23,16 +29,15 @@ def time_once(fn, logits, target, device):
     return (time.perf_counter() - start) * 1e3
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4096)
-    parser.add_argument("--c", type=int, default=1000)
-    parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    logits = torch.randn(args.n, args.c, device=device) * 3
-    target = torch.randint(0, args.c, (args.n,), device=device)
+@click.command(help=verbatim(__doc__))
+@click.option("--n", type=click.IntRange(min=1), default=4096, show_default=True, help="rows (samples)")
+@click.option("--c", type=click.IntRange(min=2), default=1000, show_default=True, help="classes")
+@click.option("--reps", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def main(n, c, reps, device):
+    device = torch.device(device)
+    logits = torch.randn(n, c, device=device) * 3
+    target = torch.randint(0, c, (n,), device=device)
     cases = {
         "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
         "rlo ce": lambda x, t: rlo.cross_entropy(x, t),
@@ -41,10 +46,12 @@ def main():
         "focal (g=3)": lambda x, t: rlo.focal_loss(x, t),
         "unhinged": lambda x, t: rlo.unhinged_loss(x, t),
     }
-    print(f"fwd+bwd, logits {args.n}x{args.c} float32 on {device}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, {args.reps} reps")
+    print(
+        f"fwd+bwd, logits {n}x{c} float32 on {device}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {reps} reps"
+    )
     times = {name: [] for name in cases}
-    for rep in range(args.reps + 3):  # round-robin so that background load hits every case alike
+    for rep in range(reps + 3):  # round-robin so that background load hits every case alike
         for name, fn in cases.items():
             elapsed = time_once(fn, logits, target, device)
             if rep >= 3:  # warm-up
@@ -53,7 +60,10 @@ def main():
     base_min = min(times["F.cross_entropy"])
     for name, samples in times.items():
         med, lo, hi = statistics.median(samples), min(samples), max(samples)
-        print(f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  {med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min")
+        print(
+            f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  "
+            f"{med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min"
+        )
 
 
 if __name__ == "__main__":

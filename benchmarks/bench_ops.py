@@ -6,19 +6,21 @@
 "naive" is the textbook upfirdn2d (materialise the zero-stuffed, padded image, depthwise 2-D conv),
 i.e. what the official reference does; "ref" is ours; "cuda" is our plugin.
 """
+
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
+import click
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dnnlib.cli import verbatim  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d  # noqa: E402
 
 
@@ -65,22 +67,23 @@ def time_fwd_bwd(fn, inputs, device, repeats: int, warmup: int = 2) -> list[floa
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--res", type=int, default=32, help="feature-map size before resampling (px)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+@click.command(help=verbatim(__doc__))
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--res", type=click.IntRange(min=1), default=32, show_default=True, help="feature-map size before resampling (px)"
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
+def main(device: str, batch: int, channels: int, res: int, repeats: int, threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda given but torch.cuda.is_available() is False")
 
-    n, c, r = args.batch, args.channels, args.res
+    n, c, r = batch, channels, res
     gen = torch.Generator(device="cpu").manual_seed(0)
     mk = lambda *shape: torch.randn(*shape, generator=gen).to(device).requires_grad_(True)
     f = upfirdn2d.setup_filter([1, 3, 3, 1], device=device)
@@ -96,20 +99,39 @@ def main() -> None:
             cases.append(("downsample2d [1,3,3,1] /2", impl, lambda x: naive_downsample2d(x, f), (x,)))
             continue
         cases.append(("upsample2d [1,3,3,1] x2", impl, lambda x, i=impl: upfirdn2d.upsample2d(x, f, impl=i), (x,)))
-        cases.append(("downsample2d [1,3,3,1] /2", impl,
-                      lambda x, i=impl: upfirdn2d.downsample2d(x, f, impl=i), (x,)))
-        cases.append(("bias_act lrelu clamp=256", impl,
-                      lambda x, b, i=impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=i), (x, b)))
-    cases.append(("conv2d_resample 3x3 up=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
-        x, w, f, up=2, padding=1), (x, w3)))
-    cases.append(("conv2d_resample 3x3 down=2", "default", lambda x, w: conv2d_resample.conv2d_resample(
-        x, w, f, down=2, padding=1), (x, w3)))
+        cases.append(("downsample2d [1,3,3,1] /2", impl, lambda x, i=impl: upfirdn2d.downsample2d(x, f, impl=i), (x,)))
+        cases.append(
+            (
+                "bias_act lrelu clamp=256",
+                impl,
+                lambda x, b, i=impl: bias_act.bias_act(x, b, act="lrelu", clamp=256, impl=i),
+                (x, b),
+            )
+        )
+    cases.append(
+        (
+            "conv2d_resample 3x3 up=2",
+            "default",
+            lambda x, w: conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1),
+            (x, w3),
+        )
+    )
+    cases.append(
+        (
+            "conv2d_resample 3x3 down=2",
+            "default",
+            lambda x, w: conv2d_resample.conv2d_resample(x, w, f, down=2, padding=1),
+            (x, w3),
+        )
+    )
 
-    print(f"config: device={device} batch={n} channels={c} res={r} repeats={args.repeats} "
-          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(
+        f"config: device={device} batch={n} channels={c} res={r} repeats={repeats} "
+        f"threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
     print(f"{'op':32s} {'impl':8s} {'median_ms':>10s} {'min_ms':>10s} {'max_ms':>10s}")
     for name, impl, fn, inputs in cases:
-        t = time_fwd_bwd(fn, inputs, device, args.repeats)
+        t = time_fwd_bwd(fn, inputs, device, repeats)
         print(f"{name:32s} {impl:8s} {statistics.median(t):10.3f} {min(t):10.3f} {max(t):10.3f}")
 
 

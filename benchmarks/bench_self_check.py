@@ -10,9 +10,9 @@ order, and the comparison (one host sync). On a GPU the kernels themselves are m
 
 Also printed: the per-call cost of the verdict lookup that every later op call pays.
 """
+
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -20,37 +20,44 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import click  # noqa: E402
 import torch  # noqa: E402
 
+from dnnlib.cli import verbatim  # noqa: E402
 from torch_utils import custom_ops  # noqa: E402
 from torch_utils.ops import bias_act, plugin_contract, upfirdn2d  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+@click.command(help=verbatim(__doc__))
+@click.option("--reps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+def main(reps: int, threads: int) -> None:
+    torch.set_num_threads(threads)
     bias_act._plugin = lambda: plugin_contract.bias_act_plugin
     upfirdn2d._plugin = lambda: plugin_contract.upfirdn2d_plugin
     custom_ops.plugin_device_types.add("cpu")
     device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}; "
-          f"stand-in plugins on CPU")
-    for name, op, cases in (("bias_act", bias_act, bias_act.SELF_CHECK_CASES),
-                            ("upfirdn2d", upfirdn2d, upfirdn2d.SELF_CHECK_CASES)):
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}; "
+        f"stand-in plugins on CPU"
+    )
+    for name, op, cases in (
+        ("bias_act", bias_act, bias_act.SELF_CHECK_CASES),
+        ("upfirdn2d", upfirdn2d, upfirdn2d.SELF_CHECK_CASES),
+    ):
         for dtype in (torch.float32, torch.float64):
             op.self_check(device, dtype)  # warm-up (first-call allocations, dispatcher caches)
             wall, cpu = [], []
-            for _ in range(args.reps):
+            for _ in range(reps):
                 start, start_cpu = time.perf_counter(), time.thread_time()
                 op.self_check(device, dtype)
                 wall.append((time.perf_counter() - start) * 1e3)
                 cpu.append((time.thread_time() - start_cpu) * 1e3)
-            print(f"{name:9s} {str(dtype):14s} {len(cases)} cases: wall {statistics.median(wall):6.1f} ms "
-                  f"[{min(wall):.1f}, {max(wall):.1f}], thread CPU {statistics.median(cpu):6.1f} ms "
-                  f"[{min(cpu):.1f}, {max(cpu):.1f}]")
+            print(
+                f"{name:9s} {str(dtype):14s} {len(cases)} cases: wall {statistics.median(wall):6.1f} ms "
+                f"[{min(wall):.1f}, {max(wall):.1f}], thread CPU {statistics.median(cpu):6.1f} ms "
+                f"[{min(cpu):.1f}, {max(cpu):.1f}]"
+            )
     x = torch.randn(2, 4, 8, 8)
     custom_ops.reset_self_checks()
     start = time.perf_counter()

@@ -6,17 +6,17 @@ processes hits both sides alike; the figure of merit is the per-rep ratio ours/o
 with min/max, in wall time and in process CPU time (steadier on a shared machine).
 
     python benchmarks/bench_vs_official.py --official=/path/to/stylegan2-ada-pytorch
-    python benchmarks/bench_vs_official.py --official=... --parts iter --reps 5 --json out.json
-    python benchmarks/bench_vs_official.py --official=... --profile --parts iter   # top ops of each side
+    python benchmarks/bench_vs_official.py --official=... --parts=G,iter --reps=5 --json=out.json
+    python benchmarks/bench_vs_official.py --official=... --profile --parts=iter   # top ops of each side
 
 Parts: G = G fwd+bwd of mean(img^2); D = D fwd+bwd of softplus(D(img)); iter = one training iteration,
 i.e. the phases Gmain + Dmain + Dreg of each side's StyleGAN2Loss (R1 gamma 0.01, no path length, no style
 mixing, as --cfg=cifar), each with its module's requires_grad switched on as the training loops do, without the
 optimizer steps. The official code runs its reference ops (no CUDA on CPU), i.e. exactly what it does on CPU.
 """
+
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -25,24 +25,26 @@ import statistics
 import sys
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
+import click
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from training import loss as our_loss  # noqa: E402
 from training import networks as our_networks  # noqa: E402
 from training.options import LossOptions  # noqa: E402
 
-OUR_PACKAGES = ('torch_utils', 'dnnlib', 'training')
+OUR_PACKAGES = ("torch_utils", "dnnlib", "training")
 
 
 def _owned(name: str) -> bool:
-    return any(name == p or name.startswith(p + '.') for p in OUR_PACKAGES)
+    return any(name == p or name.startswith(p + ".") for p in OUR_PACKAGES)
 
 
 def load_official(path: str) -> types.SimpleNamespace:
@@ -53,17 +55,19 @@ def load_official(path: str) -> types.SimpleNamespace:
     their own module globals), and then ours are put back, so both run in one process.
     """
     root = Path(path).resolve()
-    if not (root / 'training' / 'networks.py').is_file() or not (root / 'torch_utils' / 'ops').is_dir():
-        raise SystemExit(f'--official={path}: not a stylegan2-ada-pytorch checkout '
-                         f'(expected training/networks.py and torch_utils/ops/ under {root})')
+    if not (root / "training" / "networks.py").is_file() or not (root / "torch_utils" / "ops").is_dir():
+        raise SystemExit(
+            f"--official={path}: not a stylegan2-ada-pytorch checkout "
+            f"(expected training/networks.py and torch_utils/ops/ under {root})"
+        )
     ours = {name: mod for name, mod in sys.modules.items() if _owned(name)}
     for name in ours:
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
-        networks = importlib.import_module('training.networks')
-        loss = importlib.import_module('training.loss')
-        gradfix = importlib.import_module('torch_utils.ops.conv2d_gradfix')
+        networks = importlib.import_module("training.networks")
+        loss = importlib.import_module("training.loss")
+        gradfix = importlib.import_module("torch_utils.ops.conv2d_gradfix")
         official = {name: mod for name, mod in sys.modules.items() if _owned(name)}
     finally:
         sys.path.remove(str(root))
@@ -71,7 +75,7 @@ def load_official(path: str) -> types.SimpleNamespace:
             del sys.modules[name]
         sys.modules.update(ours)
     if not str(Path(networks.__file__).resolve()).startswith(str(root)):
-        raise SystemExit(f'imported {networks.__file__}, not the official checkout at {root}')
+        raise SystemExit(f"imported {networks.__file__}, not the official checkout at {root}")
     gradfix.enabled = False  # what it decides by itself on CPU anyway; avoids its once-per-call version warning
     return types.SimpleNamespace(networks=networks, loss=loss, modules=official, root=root)
 
@@ -92,21 +96,39 @@ def official_modules(official: types.SimpleNamespace) -> Iterator[None]:
 
 
 def official_commit(root: Path) -> str:
-    head = root / '.git'
+    head = root / ".git"
     try:
         import subprocess
-        return subprocess.run(['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True,
-                              check=True).stdout.strip()
+
+        return subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except Exception:  # not a git checkout: say so rather than fail
-        return 'unknown' if not head.exists() else 'unreadable'
+        return "unknown" if not head.exists() else "unreadable"
 
 
 def cifar_kwargs(batch: int) -> tuple[dict, dict]:
     """--cfg=cifar --fp32 at 32x32 (official train.py values; mbstd group 32, capped by the batch there)."""
-    G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
-             synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None))
-    D = dict(c_dim=0, img_resolution=32, img_channels=3, architecture='orig', channel_base=32768, channel_max=512,
-             num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=min(32, batch)))
+    G = dict(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=32,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=None),
+    )
+    D = dict(
+        c_dim=0,
+        img_resolution=32,
+        img_channels=3,
+        architecture="orig",
+        channel_base=32768,
+        channel_max=512,
+        num_fp16_res=0,
+        conv_clamp=None,
+        epilogue_kwargs=dict(mbstd_group_size=min(32, batch)),
+    )
     return G, D
 
 
@@ -129,7 +151,7 @@ class Side:
         self.D.requires_grad_(False).zero_grad(set_to_none=True)
 
     def iteration(self, real: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> None:
-        for phase, module, gain in (('Gmain', self.G, 1.0), ('Dmain', self.D, 1.0), ('Dreg', self.D, 16.0)):
+        for phase, module, gain in (("Gmain", self.G, 1.0), ("Dmain", self.D, 1.0), ("Dreg", self.D, 16.0)):
             module.requires_grad_(True)
             self._accumulate(self.loss, phase, real, c, z, c, gain)
             module.requires_grad_(False)
@@ -147,17 +169,29 @@ def build_sides(official: types.SimpleNamespace, batch: int) -> tuple[Side, Side
     D_our = our_networks.Discriminator(**D_kwargs).train().requires_grad_(False)
     G_our.load_state_dict(G_off.state_dict(), strict=True)
     D_our.load_state_dict(D_off.state_dict(), strict=True)
-    device = torch.device('cpu')
+    device = torch.device("cpu")
 
-    off = Side('official', G_off, D_off,
-               lambda G, D: official.loss.StyleGAN2Loss(device, G.mapping, G.synthesis, D, style_mixing_prob=0,
-                                                        r1_gamma=0.01, pl_weight=0),
-               lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(phase, real, rc, z, gc,
-                                                                                    sync=True, gain=gain))
-    opts = LossOptions(adversarial=rlo.LossConfig('ce'), r1_gamma=0.01, style_mixing_prob=0, pl_weight=0)
-    our = Side('ours', G_our, D_our, lambda G, D: our_loss.StyleGAN2Loss(device, G, D, opts),
-               lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(phase, real, rc, z, gc,
-                                                                                    gain=gain, cur_nimg=0))
+    off = Side(
+        "official",
+        G_off,
+        D_off,
+        lambda G, D: official.loss.StyleGAN2Loss(
+            device, G.mapping, G.synthesis, D, style_mixing_prob=0, r1_gamma=0.01, pl_weight=0
+        ),
+        lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(
+            phase, real, rc, z, gc, sync=True, gain=gain
+        ),
+    )
+    opts = LossOptions(adversarial=rlo.LossConfig("ce"), r1_gamma=0.01, style_mixing_prob=0, pl_weight=0)
+    our = Side(
+        "ours",
+        G_our,
+        D_our,
+        lambda G, D: our_loss.StyleGAN2Loss(device, G, D, opts),
+        lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(
+            phase, real, rc, z, gc, gain=gain, cur_nimg=0
+        ),
+    )
     return our, off
 
 
@@ -167,27 +201,33 @@ def check_same_function(our: Side, off: Side, batch: int) -> dict[str, float]:
     z = torch.randn([batch, 512], generator=gen)
     c = torch.zeros([batch, 0])
     with torch.no_grad():
-        img_off = off.G(z, c, noise_mode='const')
-        img_our = our.G(z, c, noise_mode='const')
+        img_off = off.G(z, c, noise_mode="const")
+        img_our = our.G(z, c, noise_mode="const")
         logits_off = off.D(img_off, c)
         logits_our = our.D(img_off, c)
-    return dict(G_img=float((img_our - img_off).abs().max()), D_logits=float((logits_our - logits_off).abs().max()),
-                D_logits_scale=float(logits_off.abs().max()))
+    return dict(
+        G_img=float((img_our - img_off).abs().max()),
+        D_logits=float((logits_our - logits_off).abs().max()),
+        D_logits_scale=float(logits_off.abs().max()),
+    )
 
 
 def make_inputs(batch: int, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return dict(z=torch.randn([batch, 512], generator=gen), c=torch.zeros([batch, 0]),
-                img=torch.randn([batch, 3, 32, 32], generator=gen).clamp(-1, 1))
+    return dict(
+        z=torch.randn([batch, 512], generator=gen),
+        c=torch.zeros([batch, 0]),
+        img=torch.randn([batch, 3, 32, 32], generator=gen).clamp(-1, 1),
+    )
 
 
 def run_part(side: Side, part: str, inputs: dict[str, torch.Tensor]) -> None:
-    if part == 'G':
-        side.g_step(inputs['z'], inputs['c'])
-    elif part == 'D':
-        side.d_step(inputs['img'], inputs['c'])
+    if part == "G":
+        side.g_step(inputs["z"], inputs["c"])
+    elif part == "D":
+        side.d_step(inputs["img"], inputs["c"])
     else:
-        side.iteration(inputs['img'], inputs['c'], inputs['z'])
+        side.iteration(inputs["img"], inputs["c"], inputs["z"])
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
@@ -203,13 +243,16 @@ def spread(values: list[float]) -> dict[str, float]:
 def profile_side(side: Side, part: str, inputs: dict[str, torch.Tensor], top: int) -> list[dict]:
     """Self CPU time per op of one run of `part`, largest first (ms and share of the total)."""
     from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run_part(side, part, inputs)
     events = [e for e in prof.key_averages()]
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total)
-            for e in events[:top]] + [dict(op='TOTAL', calls=0, self_ms=total / 1e3, share=1.0)]
+    return [
+        dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total)
+        for e in events[:top]
+    ] + [dict(op="TOTAL", calls=0, self_ms=total / 1e3, share=1.0)]
 
 
 @contextlib.contextmanager
@@ -222,33 +265,56 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--official', required=True, help='path of a NVlabs/stylegan2-ada-pytorch checkout')
-    parser.add_argument('--parts', nargs='+', default=['G', 'D', 'iter'], choices=['G', 'D', 'iter'])
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--reps', type=int, default=5, help='timed A/B pairs per part (after one warm-up each)')
-    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads for both sides')
-    parser.add_argument('--profile', action='store_true', help='print the top ops of one run per side and part')
-    parser.add_argument('--top', type=int, default=25, help='ops listed per profile')
-    parser.add_argument('--json', default=None, help='also write the results here')
-    args = parser.parse_args()
+@click.command(help=verbatim(__doc__))
+@click.option("--official", required=True, help="path of a NVlabs/stylegan2-ada-pytorch checkout")
+@click.option(
+    "--parts", type=CommaList(choices=["G", "D", "iter"]), default="G,D,iter", show_default=True, help="comma-separated"
+)
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="timed A/B pairs per part (after one warm-up each)",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads for both sides"
+)
+@click.option("--profile", is_flag=True, help="print the top ops of one run per side and part")
+@click.option("--top", type=click.IntRange(min=1), default=25, show_default=True, help="ops listed per profile")
+@click.option("--json", default=None, help="also write the results here")
+def main(**kwargs) -> None:
+    args = types.SimpleNamespace(**kwargs)
 
     official = load_official(args.official)
     commit = official_commit(official.root)
-    result: dict = dict(config=dict(official=str(official.root), official_commit=commit, torch=torch.__version__,
-                                    batch=args.batch, threads=args.threads, reps=args.reps, cfg='cifar --fp32 (32x32)',
-                                    load_average_start=os.getloadavg()))
+    result: dict = dict(
+        config=dict(
+            official=str(official.root),
+            official_commit=commit,
+            torch=torch.__version__,
+            batch=args.batch,
+            threads=args.threads,
+            reps=args.reps,
+            cfg="cifar --fp32 (32x32)",
+            load_average_start=os.getloadavg(),
+        )
+    )
     with threads(args.threads):
         our, off = build_sides(official, args.batch)
         diff = check_same_function(our, off, args.batch)
-        result['max_abs_diff'] = diff
-        print(f'torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, cifar fp32 32x32; '
-              f'official {official.root} @ {commit}')
-        print(f'same weights, same function: max|img diff| {diff["G_img"]:.2e}, '
-              f'max|logit diff| {diff["D_logits"]:.2e} (logits up to {diff["D_logits_scale"]:.2f})')
+        result["max_abs_diff"] = diff
+        print(
+            f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, cifar fp32 32x32; "
+            f"official {official.root} @ {commit}"
+        )
+        print(
+            f"same weights, same function: max|img diff| {diff['G_img']:.2e}, "
+            f"max|logit diff| {diff['D_logits']:.2e} (logits up to {diff['D_logits_scale']:.2f})"
+        )
         inputs = make_inputs(args.batch, seed=2)
-        result['parts'] = {}
+        result["parts"] = {}
         for part in args.parts:
             for side in (our, off):  # warm-up: allocator, oneDNN primitive caches
                 run_part(side, part, inputs)
@@ -257,34 +323,45 @@ def main() -> None:
                 order = (our, off) if rep % 2 == 0 else (off, our)
                 for side in order:
                     wall, cpu = timed(lambda: run_part(side, part, inputs))
-                    times[side.name]['wall'].append(wall)
-                    times[side.name]['cpu'].append(cpu)
-            ratio_wall = [a / b for a, b in zip(times['ours']['wall'], times['official']['wall'])]
-            ratio_cpu = [a / b for a, b in zip(times['ours']['cpu'], times['official']['cpu'])]
-            entry = dict(ours_wall_s=spread(times['ours']['wall']), official_wall_s=spread(times['official']['wall']),
-                         ours_cpu_s=spread(times['ours']['cpu']), official_cpu_s=spread(times['official']['cpu']),
-                         ratio_wall=spread(ratio_wall), ratio_cpu=spread(ratio_cpu), raw=times)
-            result['parts'][part] = entry
-            rw, rc = entry['ratio_wall'], entry['ratio_cpu']
-            print(f'{part:>4}: ours {entry["ours_wall_s"]["median"]:7.3f} s, official '
-                  f'{entry["official_wall_s"]["median"]:7.3f} s (wall medians) | ours/official wall '
-                  f'{rw["median"]:.3f} [{rw["min"]:.3f}, {rw["max"]:.3f}], cpu {rc["median"]:.3f} '
-                  f'[{rc["min"]:.3f}, {rc["max"]:.3f}]  ({args.reps} interleaved pairs, load average '
-                  f'{os.getloadavg()[0]:.1f})', flush=True)
+                    times[side.name]["wall"].append(wall)
+                    times[side.name]["cpu"].append(cpu)
+            ratio_wall = [a / b for a, b in zip(times["ours"]["wall"], times["official"]["wall"])]
+            ratio_cpu = [a / b for a, b in zip(times["ours"]["cpu"], times["official"]["cpu"])]
+            entry = dict(
+                ours_wall_s=spread(times["ours"]["wall"]),
+                official_wall_s=spread(times["official"]["wall"]),
+                ours_cpu_s=spread(times["ours"]["cpu"]),
+                official_cpu_s=spread(times["official"]["cpu"]),
+                ratio_wall=spread(ratio_wall),
+                ratio_cpu=spread(ratio_cpu),
+                raw=times,
+            )
+            result["parts"][part] = entry
+            rw, rc = entry["ratio_wall"], entry["ratio_cpu"]
+            print(
+                f"{part:>4}: ours {entry['ours_wall_s']['median']:7.3f} s, official "
+                f"{entry['official_wall_s']['median']:7.3f} s (wall medians) | ours/official wall "
+                f"{rw['median']:.3f} [{rw['min']:.3f}, {rw['max']:.3f}], cpu {rc['median']:.3f} "
+                f"[{rc['min']:.3f}, {rc['max']:.3f}]  ({args.reps} interleaved pairs, load average "
+                f"{os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
             if args.profile:
-                result.setdefault('profiles', {})[part] = {}
+                result.setdefault("profiles", {})[part] = {}
                 for side in (our, off):
                     rows = profile_side(side, part, inputs, args.top)
-                    result['profiles'][part][side.name] = rows
-                    print(f'\n  profile {part} / {side.name}: top ops by self CPU time')
+                    result["profiles"][part][side.name] = rows
+                    print(f"\n  profile {part} / {side.name}: top ops by self CPU time")
                     for row in rows:
-                        print(f'    {row["self_ms"]:9.1f} ms {100 * row["share"]:5.1f}%  {row["calls"]:5d}x  {row["op"]}')
+                        print(
+                            f"    {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  {row['calls']:5d}x  {row['op']}"
+                        )
                 print()
-    result['config']['load_average_end'] = os.getloadavg()
+    result["config"]["load_average_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-        print(f'wrote {args.json}')
+        print(f"wrote {args.json}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

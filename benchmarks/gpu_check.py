@@ -13,14 +13,14 @@ the end of the run. It prints one table and writes it (with the configuration) a
 
     python benchmarks/gpu_check.py --json=gpu_check.json
     python benchmarks/gpu_check.py --device=cpu --quick     # dry run of every step on CPU, < 1 minute
-    python benchmarks/gpu_check.py --steps ops nets         # a subset
+    python benchmarks/gpu_check.py --steps=ops,nets         # a subset (comma-separated, run in this order)
 
 Statuses: ok, FAILED (with the error), timeout (the step's budget ran out inside a subprocess), budget (not
 started: its or the total budget was spent), skipped (does not apply here, e.g. one GPU).
 """
+
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import json
@@ -33,13 +33,18 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from types import SimpleNamespace
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import click  # noqa: E402
 import torch  # noqa: E402
+
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
 
 STEPS = ("build", "ops", "nets", "train", "nccl")
 # Seconds per step on a GPU machine (the build compiles two plugins with nvcc; train.py pays its own start-up).
@@ -50,6 +55,7 @@ QUICK_BUDGETS = dict(build=20, ops=5, nets=8, train=25, nccl=2)  # 60 s: the CPU
 @dataclasses.dataclass
 class Row:
     """One line of the table: which step, what was measured, how it went, the figure, and its time."""
+
     step: str
     item: str
     status: str
@@ -107,15 +113,17 @@ def spread(times: list[float], unit: str) -> str:
     return f"{statistics.median(times):.3g} {unit} [{min(times):.3g}, {max(times):.3g}] n={len(times)}"
 
 
-def run_subprocess(cmd: list[str], budget: Budget, env: Optional[dict] = None,
-                   cwd: Path = REPO) -> tuple[Optional[subprocess.CompletedProcess], str]:
+def run_subprocess(
+    cmd: list[str], budget: Budget, env: dict | None = None, cwd: Path = REPO
+) -> tuple[subprocess.CompletedProcess | None, str]:
     """(completed process or None on timeout, combined output tail)."""
     full_env = dict(os.environ, **(env or {}))
     if torch.get_num_threads() == 1:  # the CPU dry run: one thread, as in this process
         full_env.setdefault("OMP_NUM_THREADS", "1")
     try:
-        proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, capture_output=True, text=True,
-                              timeout=max(budget.left(), 1.0))
+        proc = subprocess.run(
+            cmd, cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=max(budget.left(), 1.0)
+        )
     except subprocess.TimeoutExpired as err:
         out = (err.stdout or b"") if isinstance(err.stdout, bytes) else (err.stdout or "")
         if isinstance(out, bytes):
@@ -148,8 +156,10 @@ for name, op in (("bias_act", bias_act), ("upfirdn2d", upfirdn2d)):
 errors = []
 for dtype in (torch.float32, torch.float16):
     x = torch.randn(2, 4, 8, 8, device="cuda", dtype=dtype)
-    for name, call in (("bias_act", lambda: bias_act.bias_act(x, torch.zeros(4, device="cuda", dtype=dtype), act="lrelu")),
-                       ("upfirdn2d", lambda: upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1], device="cuda")))):
+    bias = torch.zeros(4, device="cuda", dtype=dtype)
+    kernel = upfirdn2d.setup_filter([1, 3, 3, 1], device="cuda")
+    for name, call in (("bias_act", lambda: bias_act.bias_act(x, bias, act="lrelu")),
+                       ("upfirdn2d", lambda: upfirdn2d.upsample2d(x, kernel))):
         try:
             call()
         except Exception as err:
@@ -180,8 +190,7 @@ def step_build(ctx: Context, budget: Budget) -> list[Row]:
         rows.append(Row("build", "plugins + self-check", "skipped", "no CUDA device: the ops use the reference"))
     else:
         start = time.perf_counter()
-        proc, out = run_subprocess([ctx.python, "-c", BUILD_SCRIPT, str(REPO)], budget,
-                                   env={"RLO_CUDA_OPS": "strict"})
+        proc, out = run_subprocess([ctx.python, "-c", BUILD_SCRIPT, str(REPO)], budget, env={"RLO_CUDA_OPS": "strict"})
         if proc is None:
             rows.append(Row("build", "plugins + self-check", "timeout", last_line(out), time.perf_counter() - start))
             return rows
@@ -189,16 +198,29 @@ def step_build(ctx: Context, budget: Budget) -> list[Row]:
         if proc.returncode != 0 or not marker:
             rows.append(Row("build", "plugins + self-check", "FAILED", last_line(out), time.perf_counter() - start))
         else:
-            report = json.loads(marker[-1][len("GPU_CHECK_JSON "):])
+            report = json.loads(marker[-1][len("GPU_CHECK_JSON ") :])
             for name, info in report["builds"].items():
-                rows.append(Row("build", f"build {name}", "ok" if info["built"] else "FAILED",
-                                "built (or reused from the cache)" if info["built"] else info["error"],
-                                info["seconds"], info))
+                rows.append(
+                    Row(
+                        "build",
+                        f"build {name}",
+                        "ok" if info["built"] else "FAILED",
+                        "built (or reused from the cache)" if info["built"] else info["error"],
+                        info["seconds"],
+                        info,
+                    )
+                )
             for check in report["checks"]:
-                rows.append(Row("build", f"self-check {check['op']} {check['dtype'].replace('torch.', '')}",
-                                "ok" if check["passed"] else "FAILED",
-                                f"{check['seconds'] * 1e3:.1f} ms" if check["passed"] else check["error"],
-                                check["seconds"], check))
+                rows.append(
+                    Row(
+                        "build",
+                        f"self-check {check['op']} {check['dtype'].replace('torch.', '')}",
+                        "ok" if check["passed"] else "FAILED",
+                        f"{check['seconds'] * 1e3:.1f} ms" if check["passed"] else check["error"],
+                        check["seconds"],
+                        check,
+                    )
+                )
     start = time.perf_counter()
     cmd = [ctx.python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"]
     if ctx.quick:
@@ -210,9 +232,16 @@ def step_build(ctx: Context, budget: Budget) -> list[Row]:
     else:
         counts = parse_pytest_summary(out)
         ok = proc.returncode == 0 and not counts.get("failed") and not counts.get("error")
-        rows.append(Row("build", "pytest -m cuda" + (" (test_ops_plugin.py)" if ctx.quick else ""),
-                        "ok" if ok else "FAILED", ", ".join(f"{v} {k}" for k, v in counts.items()) or last_line(out),
-                        seconds, dict(counts=counts, returncode=proc.returncode)))
+        rows.append(
+            Row(
+                "build",
+                "pytest -m cuda" + (" (test_ops_plugin.py)" if ctx.quick else ""),
+                "ok" if ok else "FAILED",
+                ", ".join(f"{v} {k}" for k, v in counts.items()) or last_line(out),
+                seconds,
+                dict(counts=counts, returncode=proc.returncode),
+            )
+        )
     return rows
 
 
@@ -222,6 +251,7 @@ def step_build(ctx: Context, budget: Budget) -> list[Row]:
 
 def step_ops(ctx: Context, budget: Budget) -> list[Row]:
     from torch_utils.ops import bias_act, upfirdn2d
+
     device = ctx.device
     shape = [2, 16, 16, 16] if ctx.quick else [32, 256, 64, 64]
     reps = 2 if ctx.quick else 10
@@ -246,21 +276,34 @@ def step_ops(ctx: Context, budget: Budget) -> list[Row]:
             try:
                 results = {}
                 for impl in impls:
+
                     def run() -> None:
                         y = op(x, b, impl)
                         y.backward(torch.ones_like(y))
+
                     results[impl] = time_ms(run, device, reps, budget)
                 if "cuda" in results:
                     ratio = statistics.median(results["ref"]) / statistics.median(results["cuda"])
-                    value = (f"plugin {statistics.median(results['cuda']):.3g} ms, ref "
-                             f"{statistics.median(results['ref']):.3g} ms ({ratio:.2f}x)")
+                    value = (
+                        f"plugin {statistics.median(results['cuda']):.3g} ms, ref "
+                        f"{statistics.median(results['ref']):.3g} ms ({ratio:.2f}x)"
+                    )
                 else:
                     value = f"ref {spread(results['ref'], 'ms')} (no plugin on {device.type})"
-                rows.append(Row("ops", item, "ok", value, time.perf_counter() - start,
-                                {k: spread(v, "ms") for k, v in results.items()}))
+                rows.append(
+                    Row(
+                        "ops",
+                        item,
+                        "ok",
+                        value,
+                        time.perf_counter() - start,
+                        {k: spread(v, "ms") for k, v in results.items()},
+                    )
+                )
             except Exception as err:
-                rows.append(Row("ops", item, "FAILED", f"{type(err).__name__}: {err}"[-300:],
-                                time.perf_counter() - start))
+                rows.append(
+                    Row("ops", item, "FAILED", f"{type(err).__name__}: {err}"[-300:], time.perf_counter() - start)
+                )
     return rows
 
 
@@ -270,6 +313,7 @@ def step_ops(ctx: Context, budget: Budget) -> list[Row]:
 
 def network_kwargs(resolution: int, fp16: bool, quick: bool) -> tuple[dict, dict]:
     from training import options
+
     spec = options.auto_spec(resolution, gpus=1, cuda=True)
     if quick:  # same structure, a sliver of the channels
         spec = dataclasses.replace(spec, cbase=512, cmax=16, zdim=32)
@@ -278,6 +322,7 @@ def network_kwargs(resolution: int, fp16: bool, quick: bool) -> tuple[dict, dict
 
 def step_nets(ctx: Context, budget: Budget) -> list[Row]:
     from training.networks import Discriminator, Generator
+
     device = ctx.device
     rows = []
     reps = 1 if ctx.quick else 5
@@ -305,12 +350,14 @@ def step_nets(ctx: Context, budget: Budget) -> list[Row]:
                         c = torch.zeros([batch, 0], device=device)
                         run = lambda: torch.nn.functional.softplus(module(img, c)).mean().backward()
                     times = time_ms(run, device, reps, budget)
-                    rows.append(Row("nets", item, "ok", spread(times, "ms"), time.perf_counter() - start,
-                                    dict(ms=times)))
-                    del module
+                    rows.append(
+                        Row("nets", item, "ok", spread(times, "ms"), time.perf_counter() - start, dict(ms=times))
+                    )
+                    module = run = None  # frees the network before the next one is built
                 except Exception as err:
-                    rows.append(Row("nets", item, "FAILED", f"{type(err).__name__}: {err}"[-300:],
-                                    time.perf_counter() - start))
+                    rows.append(
+                        Row("nets", item, "FAILED", f"{type(err).__name__}: {err}"[-300:], time.perf_counter() - start)
+                    )
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     return rows
@@ -324,6 +371,7 @@ def make_dataset(folder: Path, count: int, resolution: int = 64) -> Path:
     """`count` random smooth RGB images (PNG) of resolution x resolution in `folder`."""
     import numpy as np
     from PIL import Image
+
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(0)
     for i in range(count):
@@ -341,9 +389,21 @@ def train_command(ctx: Context, data: Path, outdir: Path, gpus: int) -> tuple[li
     else:
         batch, tick, ticks = 64, 0.64, 3
     kimg = batch / 1000 + tick * ticks  # tick 0 (one batch, includes warm-up) + the timed ticks
-    cmd = [ctx.python, "train.py", f"--outdir={outdir}", f"--data={data}", "--cfg=auto", f"--batch={batch}",
-           "--loss=rlo", "--k=2", "--metrics=none", f"--kimg={kimg:.4f}", f"--tick={tick}", "--snap=1000",
-           f"--gpus={gpus}"] + (["--workers=0"] if ctx.quick else [])
+    cmd = [
+        ctx.python,
+        "train.py",
+        f"--outdir={outdir}",
+        f"--data={data}",
+        "--cfg=auto",
+        f"--batch={batch}",
+        "--loss=rlo",
+        "--k=2",
+        "--metrics=none",
+        f"--kimg={kimg:.4f}",
+        f"--tick={tick}",
+        "--snap=1000",
+        f"--gpus={gpus}",
+    ] + (["--workers=0"] if ctx.quick else [])
     return cmd, batch
 
 
@@ -370,8 +430,11 @@ def run_training(ctx: Context, budget: Budget, step: str, gpus: int) -> list[Row
         return [Row(step, item, "FAILED", last_line(out), seconds, data_out)]
     else:
         status = "ok" if timed else "FAILED"
-    value = (f"{statistics.median(timed):.3g} s/kimg [{min(timed):.3g}, {max(timed):.3g}] over {len(timed)} "
-             f"ticks" if timed else last_line(out) or "no timed tick")
+    value = (
+        f"{statistics.median(timed):.3g} s/kimg [{min(timed):.3g}, {max(timed):.3g}] over {len(timed)} ticks"
+        if timed
+        else last_line(out) or "no timed tick"
+    )
     return [Row(step, item, status, value, seconds, data_out)]
 
 
@@ -387,7 +450,8 @@ def step_nccl(ctx: Context, budget: Budget) -> list[Row]:
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Context, Budget], list[Row]]] = dict(
-    build=step_build, ops=step_ops, nets=step_nets, train=step_train, nccl=step_nccl)
+    build=step_build, ops=step_ops, nets=step_nets, train=step_train, nccl=step_nccl
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -406,8 +470,16 @@ def run_steps(ctx: Context, steps: list[str], budgets: dict[str, float], total: 
         try:
             rows.extend(STEP_FUNCTIONS[step](ctx, budget))
         except Exception as err:
-            rows.append(Row(step, "(step)", "FAILED", f"{type(err).__name__}: {err}"[-300:], budget.elapsed(),
-                            dict(traceback=traceback.format_exc()[-2000:])))
+            rows.append(
+                Row(
+                    step,
+                    "(step)",
+                    "FAILED",
+                    f"{type(err).__name__}: {err}"[-300:],
+                    budget.elapsed(),
+                    dict(traceback=traceback.format_exc()[-2000:]),
+                )
+            )
     return rows
 
 
@@ -418,57 +490,109 @@ def format_table(rows: list[Row]) -> str:
     widths[3] = min(widths[3], 90)
 
     def line(values) -> str:
-        return "  ".join(str(v)[:widths[i]].ljust(widths[i]) for i, v in enumerate(values)).rstrip()
+        return "  ".join(str(v)[: widths[i]].ljust(widths[i]) for i, v in enumerate(values)).rstrip()
+
     return "\n".join([line(headers), line("-" * w for w in widths)] + [line(c) for c in cells])
 
 
 def environment(ctx: Context) -> dict[str, Any]:
-    env: dict[str, Any] = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
-                               device=str(ctx.device), quick=ctx.quick, host_cpus=os.cpu_count(),
-                               load_average=os.getloadavg(), rlo_cuda_ops=os.environ.get("RLO_CUDA_OPS", ""))
+    env: dict[str, Any] = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        device=str(ctx.device),
+        quick=ctx.quick,
+        host_cpus=os.cpu_count(),
+        load_average=os.getloadavg(),
+        rlo_cuda_ops=os.environ.get("RLO_CUDA_OPS", ""),
+    )
     if ctx.device.type == "cuda":
         env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     try:
-        env["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                       text=True, timeout=10).stdout.strip()
+        env["commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except Exception:
         env["commit"] = "unknown"
     return env
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run of the machinery)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and short budgets (the CPU dry run)")
-    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS, help="steps to run, in order")
-    parser.add_argument("--json", default="gpu_check.json", help="where to write the table as JSON")
-    parser.add_argument("--total-budget", type=float, default=None,
-                        help="seconds for all steps (default: the sum of the step budgets)")
-    parser.add_argument("--budget", action="append", default=[], metavar="STEP=SECONDS",
-                        help="override one step's budget, e.g. --budget train=200 (repeatable)")
-    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
-    args = parser.parse_args(argv)
-    budgets = dict(QUICK_BUDGETS if args.quick else BUDGETS)
-    for spec in args.budget:
+def checked_arguments(
+    device: str,
+    quick: bool,
+    steps: list[str],
+    json_path: str,
+    total_budget: float | None,
+    budget: tuple[str, ...],
+    workdir: str | None,
+) -> SimpleNamespace:
+    """The options with the per-step budgets resolved; a bad value raises click.BadParameter naming it."""
+    budgets = dict(QUICK_BUDGETS if quick else BUDGETS)
+    for spec in budget:
         step, _, seconds = spec.partition("=")
         if step not in STEPS:
-            parser.error(f"--budget {spec!r}: unknown step {step!r}; steps are {', '.join(STEPS)}")
+            raise click.BadParameter(
+                f"{spec!r}: unknown step {step!r}; steps are {', '.join(STEPS)}", param_hint="--budget"
+            )
         try:
             budgets[step] = float(seconds)
         except ValueError:
-            parser.error(f"--budget {spec!r}: {seconds!r} is not a number of seconds")
-    args.budgets = budgets
-    if args.total_budget is None:
-        args.total_budget = sum(budgets[s] for s in args.steps)
-    if args.device.split(":")[0] not in ("cuda", "cpu"):
-        parser.error(f"--device={args.device!r}: expected cuda or cpu")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device=cuda but torch sees no CUDA device; use --device=cpu --quick for a dry run")
-    return args
+            raise click.BadParameter(
+                f"{spec!r}: {seconds!r} is not a number of seconds", param_hint="--budget"
+            ) from None
+    if total_budget is None:
+        total_budget = sum(budgets[s] for s in steps)
+    if device.split(":")[0] not in ("cuda", "cpu"):
+        raise click.BadParameter(f"{device!r}: expected cuda or cpu", param_hint="--device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter(
+            "cuda but torch sees no CUDA device; use --device=cpu --quick for a dry run", param_hint="--device"
+        )
+    return SimpleNamespace(
+        device=device,
+        quick=quick,
+        steps=steps,
+        json=json_path,
+        total_budget=total_budget,
+        budgets=budgets,
+        workdir=workdir,
+    )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
+@click.command(help=verbatim(__doc__))
+@click.option("--device", default="cuda", show_default=True, help="cuda, or cpu (a dry run of the machinery)")
+@click.option("--quick", is_flag=True, help="tiny sizes and short budgets (the CPU dry run)")
+@click.option(
+    "--steps",
+    type=CommaList(choices=STEPS),
+    default=",".join(STEPS),
+    show_default=True,
+    help="comma-separated steps to run, in order",
+)
+@click.option(
+    "--json", "json_path", default="gpu_check.json", show_default=True, help="where to write the table as JSON"
+)
+@click.option(
+    "--total-budget", type=float, default=None, help="seconds for all steps [default: the sum of the step budgets]"
+)
+@click.option(
+    "--budget",
+    multiple=True,
+    metavar="STEP=SECONDS",
+    help="override one step's budget, e.g. --budget=train=200 (repeatable)",
+)
+@click.option("--workdir", default=None, help="scratch folder [default: a temporary one]")
+def main(**kwargs) -> None:
+    run(checked_arguments(**kwargs))
+
+
+def parse_args(argv: list[str]) -> SimpleNamespace:
+    """`main`'s options from a command line, checked as a run checks them (tests); errors raise click.UsageError."""
+    with main.make_context("gpu_check.py", list(argv)) as ctx:
+        return checked_arguments(**ctx.params)
+
+
+def run(args: SimpleNamespace) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -483,12 +607,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(table)
     failed = sum(r.status in ("FAILED", "timeout") for r in rows)
     print(f"\n{len(rows)} rows, {failed} failed or timed out, {total:.0f} s in all (budget {args.total_budget:.0f} s)")
-    report = dict(environment=environment(ctx), budgets=args.budgets, total_budget_s=args.total_budget,
-                  total_s=total, rows=[dataclasses.asdict(r) for r in rows])
+    report = dict(
+        environment=environment(ctx),
+        budgets=args.budgets,
+        total_budget_s=args.total_budget,
+        total_s=total,
+        rows=[dataclasses.asdict(r) for r in rows],
+    )
     Path(args.json).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

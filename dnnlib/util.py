@@ -4,6 +4,7 @@ The cache mirrors the layout of the official dnnlib cache (`<cache>/downloads/<m
 file fetched once by hand (or by the official code) is found again. Nothing here ever touches the network:
 a URL that is not in the cache is an error that says exactly where to put the file.
 """
+
 from __future__ import annotations
 
 import glob

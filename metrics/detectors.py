@@ -4,6 +4,7 @@ Search order for each file: the `--detector-dir` flag, $RLO_DETECTOR_DIR, our ca
 (~/.cache/rlo_stylegan2/detectors, or $RLO_CACHE_DIR/detectors), the URL caches that StyleGAN2-ADA (dnnlib) and
 torch.hub keep. A missing file is an error that names the file, where to put it, and where to get it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,36 +18,50 @@ from metrics.digits_classifier import build_digits_detector, ensure_classifier_f
 from metrics.inception import build_inception
 from metrics.vgg16 import build_vgg16
 
-DETECTOR_DIR_ENV = 'RLO_DETECTOR_DIR'
+DETECTOR_DIR_ENV = "RLO_DETECTOR_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightFile:
     """One accepted file for a detector: its exact name, where it comes from, and what it is."""
+
     name: str
     url: str
     about: str
 
 
 INCEPTION_FILES = (
-    WeightFile('inception-2015-12-05.pt',
-               'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt',
-               "StyleGAN2-ADA's Inception detector (TorchScript; only its weights are read)"),
-    WeightFile('pt_inception-2015-12-05-6726825d.pth',
-               'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth',
-               "pytorch-fid's FID Inception weights (state dict)"),
+    WeightFile(
+        "inception-2015-12-05.pt",
+        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+        "StyleGAN2-ADA's Inception detector (TorchScript; only its weights are read)",
+    ),
+    WeightFile(
+        "pt_inception-2015-12-05-6726825d.pth",
+        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+        "pytorch-fid's FID Inception weights (state dict)",
+    ),
 )
 VGG16_FILES = (
-    WeightFile('vgg16.pt', 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt',
-               "StyleGAN2-ADA's VGG16+LPIPS detector (TorchScript; only its weights are read)"),
-    WeightFile('vgg16-397923af.pth', 'https://download.pytorch.org/models/vgg16-397923af.pth',
-               "torchvision's VGG16 weights (state dict); LPIPS (PPL, projector.py) also needs vgg.pth"),
+    WeightFile(
+        "vgg16.pt",
+        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
+        "StyleGAN2-ADA's VGG16+LPIPS detector (TorchScript; only its weights are read)",
+    ),
+    WeightFile(
+        "vgg16-397923af.pth",
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "torchvision's VGG16 weights (state dict); LPIPS (PPL, projector.py) also needs vgg.pth",
+    ),
 )
-LPIPS_FILE = WeightFile('vgg.pth', 'https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth',
-                        "LPIPS v0.1 linear weights for VGG (the lpips package's lpips/weights/v0.1/vgg.pth)")
+LPIPS_FILE = WeightFile(
+    "vgg.pth",
+    "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+    "LPIPS v0.1 linear weights for VGG (the lpips package's lpips/weights/v0.1/vgg.pth)",
+)
 
-KINDS = {'inception': INCEPTION_FILES, 'vgg16': VGG16_FILES}
-TRAINED_HERE = 'digits'  # metrics/digits_classifier.py: trained on the embedded digits and cached, nothing to find
+KINDS = {"inception": INCEPTION_FILES, "vgg16": VGG16_FILES}
+TRAINED_HERE = "digits"  # metrics/digits_classifier.py: trained on the embedded digits and cached, nothing to find
 
 
 class DetectorNotFoundError(FileNotFoundError):
@@ -55,11 +70,11 @@ class DetectorNotFoundError(FileNotFoundError):
 
 def cache_detector_dir() -> str:
     """Our default folder for detector files: <cache root>/detectors."""
-    return dnnlib_util.make_cache_dir_path('detectors')
+    return dnnlib_util.make_cache_dir_path("detectors")
 
 
 def _torch_hub_checkpoints() -> str:
-    return os.path.join(torch.hub.get_dir(), 'checkpoints')
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
 def search_dirs(detector_dir: str | None = None) -> list[tuple[str, str]]:
@@ -67,12 +82,12 @@ def search_dirs(detector_dir: str | None = None) -> list[tuple[str, str]]:
     dirs = []
     if detector_dir is not None:
         if not os.path.isdir(detector_dir):
-            raise DetectorNotFoundError(f'--detector-dir={detector_dir!r} is not a folder')
-        dirs.append(('--detector-dir', detector_dir))
+            raise DetectorNotFoundError(f"--detector-dir={detector_dir!r} is not a folder")
+        dirs.append(("--detector-dir", detector_dir))
     env = os.environ.get(DETECTOR_DIR_ENV)
     if env:
-        dirs.append((f'${DETECTOR_DIR_ENV}', env))
-    dirs.append(('cache folder', cache_detector_dir()))
+        dirs.append((f"${DETECTOR_DIR_ENV}", env))
+    dirs.append(("cache folder", cache_detector_dir()))
     return dirs
 
 
@@ -93,63 +108,71 @@ def _find(file: WeightFile, detector_dir: str | None, extra_dirs: tuple[str, ...
 
 
 def _lpips_package_dir() -> tuple[str, ...]:
-    spec = importlib.util.find_spec('lpips')
+    spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return ()
-    return tuple(os.path.join(loc, 'weights', 'v0.1') for loc in spec.submodule_search_locations)
+    return tuple(os.path.join(loc, "weights", "v0.1") for loc in spec.submodule_search_locations)
 
 
-def _not_found_message(what: str, choices: list[tuple[WeightFile, ...]], detector_dir: str | None,
-                       found: dict[str, str] | None = None) -> str:
+def _not_found_message(
+    what: str, choices: list[tuple[WeightFile, ...]], detector_dir: str | None, found: dict[str, str] | None = None
+) -> str:
     """What is missing, where we looked, and every file to download: one of `choices` (a choice may need several
     files; those already `found` {name: path} are marked so), so one download round is enough."""
-    names = ' / '.join(dict.fromkeys(choice[0].name for choice in choices))
-    lines = [f'{what}: none of {names} was found. Looked in:']
+    names = " / ".join(dict.fromkeys(choice[0].name for choice in choices))
+    lines = [f"{what}: none of {names} was found. Looked in:"]
     given = {label: folder for label, folder in search_dirs(detector_dir)}
-    lines.append(f'  --detector-dir: {given.get("--detector-dir", "(not given)")}')
-    lines.append(f'  ${DETECTOR_DIR_ENV}: {os.environ.get(DETECTOR_DIR_ENV) or "(not set)"}')
-    lines.append(f'  {cache_detector_dir()}')
-    official = os.path.expanduser(os.environ.get(dnnlib_util.OFFICIAL_CACHE_DIR_ENV) or os.path.join('~', '.cache', 'dnnlib'))
-    lines.append(f'  {os.path.join(dnnlib_util.cache_dir(), "downloads")} and {os.path.join(official, "downloads")} '
-                 '(URL caches, <md5 of URL>_<file name>)')
-    lines.append(f'  {_torch_hub_checkpoints()}')
+    lines.append(f"  --detector-dir: {given.get('--detector-dir', '(not given)')}")
+    lines.append(f"  ${DETECTOR_DIR_ENV}: {os.environ.get(DETECTOR_DIR_ENV) or '(not set)'}")
+    lines.append(f"  {cache_detector_dir()}")
+    official = os.path.expanduser(
+        os.environ.get(dnnlib_util.OFFICIAL_CACHE_DIR_ENV) or os.path.join("~", ".cache", "dnnlib")
+    )
+    lines.append(
+        f"  {os.path.join(dnnlib_util.cache_dir(), 'downloads')} and {os.path.join(official, 'downloads')} "
+        "(URL caches, <md5 of URL>_<file name>)"
+    )
+    lines.append(f"  {_torch_hub_checkpoints()}")
     found = found or {}
     if all(len(choice) == 1 for choice in choices):
-        lines.append('Nothing is downloaded at run time. On a machine with internet, download one of:')
+        lines.append("Nothing is downloaded at run time. On a machine with internet, download one of:")
         for (file,) in choices:
-            lines.append(f'  {file.name}: {file.url}  ({file.about})')
+            lines.append(f"  {file.name}: {file.url}  ({file.about})")
     else:
-        lines.append('Nothing is downloaded at run time. On a machine with internet, download either')
+        lines.append("Nothing is downloaded at run time. On a machine with internet, download either")
         for number, choice in enumerate(choices):
             if number:
-                lines.append(f'or {"both" if len(choice) == 2 else "all"} of' if len(choice) > 1 else 'or')
+                lines.append(f"or {'both' if len(choice) == 2 else 'all'} of" if len(choice) > 1 else "or")
             for file in choice:
-                have = f'  [already found: {found[file.name]}]' if file.name in found else ''
-                lines.append(f'  {file.name}: {file.url}  ({file.about}){have}')
-    lines.append(f'and put {"it" if all(len(choice) == 1 for choice in choices) else "the files"} in '
-                 f'{cache_detector_dir()} (or in a folder given by --detector-dir or ${DETECTOR_DIR_ENV}).')
-    return '\n'.join(lines)
+                have = f"  [already found: {found[file.name]}]" if file.name in found else ""
+                lines.append(f"  {file.name}: {file.url}  ({file.about}){have}")
+    lines.append(
+        f"and put {'it' if all(len(choice) == 1 for choice in choices) else 'the files'} in "
+        f"{cache_detector_dir()} (or in a folder given by --detector-dir or ${DETECTOR_DIR_ENV})."
+    )
+    return "\n".join(lines)
 
 
 def _default_purpose(kind: str, need_lpips: bool) -> str:
-    if kind == 'inception':
-        return 'FID, KID, IS'
-    return 'PPL' if need_lpips else 'PPL, precision/recall'
+    if kind == "inception":
+        return "FID, KID, IS"
+    return "PPL" if need_lpips else "PPL, precision/recall"
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectorFiles:
     """The files a detector is built from; `tag` identifies them in cache keys (name and size of each)."""
+
     kind: str
     path: str
     lpips_path: str | None = None
 
     @property
     def tag(self) -> str:
-        parts = [f'{os.path.basename(self.path)}:{os.path.getsize(self.path)}']
+        parts = [f"{os.path.basename(self.path)}:{os.path.getsize(self.path)}"]
         if self.lpips_path is not None:
-            parts.append(f'{os.path.basename(self.lpips_path)}:{os.path.getsize(self.lpips_path)}')
-        return '+'.join(parts)
+            parts.append(f"{os.path.basename(self.lpips_path)}:{os.path.getsize(self.lpips_path)}")
+        return "+".join(parts)
 
     @property
     def short_name(self) -> str:
@@ -157,8 +180,9 @@ class DetectorFiles:
         return os.path.splitext(os.path.basename(self.path))[0]
 
 
-def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool = False,
-                    purpose: str | None = None) -> DetectorFiles:
+def locate_detector(
+    kind: str, detector_dir: str | None = None, need_lpips: bool = False, purpose: str | None = None
+) -> DetectorFiles:
     """Paths of the weight files for `kind` ('inception' or 'vgg16'); DetectorNotFoundError when absent.
 
     `purpose` names what needs the detector in the error (default: the metrics using it, e.g. 'PPL'); with
@@ -168,42 +192,51 @@ def locate_detector(kind: str, detector_dir: str | None = None, need_lpips: bool
     if kind == TRAINED_HERE:
         return DetectorFiles(kind, ensure_classifier_file())
     if kind not in KINDS:
-        raise ValueError(f'unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}')
+        raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}")
     purpose = purpose or _default_purpose(kind, need_lpips)
     for file in KINDS[kind]:
         path = _find(file, detector_dir)
         if path is None:
             continue
-        if kind == 'vgg16' and file.name.endswith('.pth') and need_lpips:
+        if kind == "vgg16" and file.name.endswith(".pth") and need_lpips:
             lpips_path = _find(LPIPS_FILE, detector_dir, extra_dirs=_lpips_package_dir())
             if lpips_path is None:
                 raise DetectorNotFoundError(
-                    _not_found_message(f'LPIPS weights (needed by {purpose} with {path})', [(LPIPS_FILE,)],
-                                       detector_dir)
-                    + f'\nAlternatively use {VGG16_FILES[0].name} ({VGG16_FILES[0].url}), which includes them.')
+                    _not_found_message(
+                        f"LPIPS weights (needed by {purpose} with {path})", [(LPIPS_FILE,)], detector_dir
+                    )
+                    + f"\nAlternatively use {VGG16_FILES[0].name} ({VGG16_FILES[0].url}), which includes them."
+                )
             return DetectorFiles(kind, path, lpips_path)
         return DetectorFiles(kind, path)
-    what = f'{"Inception-v3" if kind == "inception" else "VGG16"} detector for {purpose}'
-    if kind == 'vgg16' and need_lpips:  # the state-dict route needs the LPIPS file too: name it now, not next time
+    what = f"{'Inception-v3' if kind == 'inception' else 'VGG16'} detector for {purpose}"
+    if kind == "vgg16" and need_lpips:  # the state-dict route needs the LPIPS file too: name it now, not next time
         lpips_path = _find(LPIPS_FILE, detector_dir, extra_dirs=_lpips_package_dir())
         found = {LPIPS_FILE.name: lpips_path} if lpips_path else {}
-        raise DetectorNotFoundError(_not_found_message(what, [(VGG16_FILES[0],), (VGG16_FILES[1], LPIPS_FILE)],
-                                                       detector_dir, found))
+        raise DetectorNotFoundError(
+            _not_found_message(what, [(VGG16_FILES[0],), (VGG16_FILES[1], LPIPS_FILE)], detector_dir, found)
+        )
     raise DetectorNotFoundError(_not_found_message(what, [(file,) for file in KINDS[kind]], detector_dir))
 
 
 _detector_cache: dict[tuple[DetectorFiles, int, str], torch.nn.Module] = {}
 
 
-def get_detector(kind: str, device: torch.device | str = 'cpu', detector_dir: str | None = None,
-                 need_lpips: bool = False, verbose: bool = False, purpose: str | None = None) -> torch.nn.Module:
+def get_detector(
+    kind: str,
+    device: torch.device | str = "cpu",
+    detector_dir: str | None = None,
+    need_lpips: bool = False,
+    verbose: bool = False,
+    purpose: str | None = None,
+) -> torch.nn.Module:
     """The detector module for `kind` on `device`, built once per (files, device) and then reused."""
     files = locate_detector(kind, detector_dir, need_lpips=need_lpips, purpose=purpose)
     key = (files, os.stat(files.path).st_mtime_ns, str(torch.device(device)))
     if key not in _detector_cache:
         if verbose:
-            print(f'Loading {kind} detector from {files.path}' + (f' + {files.lpips_path}' if files.lpips_path else ''))
-        if kind == 'inception':
+            print(f"Loading {kind} detector from {files.path}" + (f" + {files.lpips_path}" if files.lpips_path else ""))
+        if kind == "inception":
             _detector_cache[key] = build_inception(files.path, device)
         elif kind == TRAINED_HERE:
             _detector_cache[key] = build_digits_detector(files.path, device)

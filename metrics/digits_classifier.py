@@ -8,6 +8,7 @@ new one and dataset statistics computed with the old one are not reused (their c
 The metrics built on it (metrics/digits_metrics.py: fdd*, kdd*, cls*) accept any images that can be turned into
 32x32 grey, but they are only meaningful for digit-like images, and their values are NOT comparable to FID/KID.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib import util as dnnlib_util
-from rlo.experiments.image_data import load_digits_images
 from metrics.weight_files import DetectorFormatError, check_state_dict
+from rlo.experiments.image_data import load_digits_images
 from training.checkpoint import atomic_write
 
 INPUT_SIZE = 32
@@ -35,6 +36,7 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert('L'); grey images r
 @dataclasses.dataclass(frozen=True)
 class DigitsClassifierRecipe:
     """Everything that determines the trained weights; its hash names the cached file."""
+
     epochs: int = 8
     batch_size: int = 64
     learning_rate: float = 2e-3  # Adam
@@ -46,9 +48,10 @@ class DigitsClassifierRecipe:
 
     def key(self) -> str:
         """16 hex digits of SHA-256 over the recipe, the file format and the training data's source."""
-        text = json.dumps(dict(dataclasses.asdict(self), file_format=FILE_FORMAT, data='sklearn:digits@32x32'),
-                          sort_keys=True)
-        return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+        text = json.dumps(
+            dict(dataclasses.asdict(self), file_format=FILE_FORMAT, data="sklearn:digits@32x32"), sort_keys=True
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 DEFAULT_RECIPE = DigitsClassifierRecipe()
@@ -80,13 +83,13 @@ def to_grey32(images: torch.Tensor) -> torch.Tensor:
     Colour is reduced to luma; other sizes are resized bilinearly (antialiased when shrinking).
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f'digits classifier: expected images [N, 1 or 3, H, W], got shape {list(images.shape)}')
+        raise ValueError(f"digits classifier: expected images [N, 1 or 3, H, W], got shape {list(images.shape)}")
     x = images.to(torch.float32)
     if x.shape[1] == 3:
-        x = sum(weight * x[:, i:i + 1] for i, weight in enumerate(_LUMA))
+        x = sum(weight * x[:, i : i + 1] for i, weight in enumerate(_LUMA))
     if tuple(x.shape[2:]) != (INPUT_SIZE, INPUT_SIZE):
         shrink = x.shape[2] > INPUT_SIZE or x.shape[3] > INPUT_SIZE
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode='bilinear', align_corners=False, antialias=shrink)
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=shrink)
     return x / 127.5 - 1
 
 
@@ -117,7 +120,7 @@ def split_indices(num_images: int, recipe: DigitsClassifierRecipe) -> tuple[np.n
     """(train, held-out) indices: a seeded permutation, the last holdout_fraction of it held out."""
     order = np.random.default_rng(recipe.seed).permutation(num_images)
     num_held = int(round(num_images * recipe.holdout_fraction))
-    return np.sort(order[:num_images - num_held]), np.sort(order[num_images - num_held:])
+    return np.sort(order[: num_images - num_held]), np.sort(order[num_images - num_held :])
 
 
 def load_training_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +177,7 @@ def _train(recipe: DigitsClassifierRecipe) -> tuple[dict[str, torch.Tensor], flo
         net.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         for start in range(0, len(order), recipe.batch_size):
-            batch = order[start:start + recipe.batch_size]
+            batch = order[start : start + recipe.batch_size]
             loss = F.cross_entropy(net(_shift(x[batch], recipe.max_shift, generator)), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,11 +192,11 @@ def _train(recipe: DigitsClassifierRecipe) -> tuple[dict[str, torch.Tensor], flo
 
 def classifier_path(recipe: DigitsClassifierRecipe = DEFAULT_RECIPE) -> str:
     """<cache root>/detectors/digits-lenet-<recipe key>.pt (cache root: $RLO_CACHE_DIR or ~/.cache/rlo_stylegan2)."""
-    return dnnlib_util.make_cache_dir_path('detectors', f'digits-lenet-{recipe.key()}.pt')
+    return dnnlib_util.make_cache_dir_path("detectors", f"digits-lenet-{recipe.key()}.pt")
 
 
 def _expected_shapes(recipe: DigitsClassifierRecipe) -> dict[str, tuple[int, ...]]:
-    with torch.device('meta'):
+    with torch.device("meta"):
         net = DigitsNet(recipe.width, recipe.feature_dim)
     return {name: tuple(value.shape) for name, value in net.state_dict().items()}
 
@@ -201,22 +204,28 @@ def _expected_shapes(recipe: DigitsClassifierRecipe) -> dict[str, tuple[int, ...
 def read_classifier_file(path: str) -> tuple[DigitsNet, DigitsClassifierRecipe, float]:
     """(network on CPU, its recipe, held-out accuracy) from a weights-only file; never executes code from it."""
     try:
-        payload = torch.load(path, map_location='cpu', weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DetectorFormatError(f'{path}: cannot read as a weights-only digits classifier file '
-                                  f'({type(err).__name__}: {err}); delete it and it is retrained') from None
-    if not isinstance(payload, dict) or payload.get('file_format') != FILE_FORMAT or \
-            not {'state_dict', 'recipe', 'heldout_accuracy'} <= set(payload):
-        raise DetectorFormatError(f'{path}: not a digits classifier file of format {FILE_FORMAT}; '
-                                  'delete it and it is retrained')
+        raise DetectorFormatError(
+            f"{path}: cannot read as a weights-only digits classifier file "
+            f"({type(err).__name__}: {err}); delete it and it is retrained"
+        ) from None
+    if (
+        not isinstance(payload, dict)
+        or payload.get("file_format") != FILE_FORMAT
+        or not {"state_dict", "recipe", "heldout_accuracy"} <= set(payload)
+    ):
+        raise DetectorFormatError(
+            f"{path}: not a digits classifier file of format {FILE_FORMAT}; delete it and it is retrained"
+        )
     try:
-        recipe = DigitsClassifierRecipe(**json.loads(payload['recipe']))
+        recipe = DigitsClassifierRecipe(**json.loads(payload["recipe"]))
     except (TypeError, ValueError) as err:
-        raise DetectorFormatError(f'{path}: unreadable recipe {payload["recipe"]!r} ({err})') from None
-    check_state_dict(_expected_shapes(recipe), payload['state_dict'], path)
+        raise DetectorFormatError(f"{path}: unreadable recipe {payload['recipe']!r} ({err})") from None
+    check_state_dict(_expected_shapes(recipe), payload["state_dict"], path)
     net = DigitsNet(recipe.width, recipe.feature_dim)
-    net.load_state_dict(payload['state_dict'])
-    return net.eval().requires_grad_(False), recipe, float(payload['heldout_accuracy'])
+    net.load_state_dict(payload["state_dict"])
+    return net.eval().requires_grad_(False), recipe, float(payload["heldout_accuracy"])
 
 
 def ensure_classifier_file(recipe: DigitsClassifierRecipe = DEFAULT_RECIPE) -> str:
@@ -227,20 +236,26 @@ def ensure_classifier_file(recipe: DigitsClassifierRecipe = DEFAULT_RECIPE) -> s
     path = classifier_path(recipe)
     if os.path.isfile(path):
         return path
-    print(f'Training the digits classifier for fdd/kdd/cls metrics (once; cached as {path})...', flush=True)
+    print(f"Training the digits classifier for fdd/kdd/cls metrics (once; cached as {path})...", flush=True)
     start = time.time()
     state, held_out = train_classifier(recipe)
     if held_out < MIN_HELDOUT_ACCURACY:
-        raise RuntimeError(f'digits classifier recipe {recipe} reached only {held_out:.1%} held-out accuracy '
-                           f'(< {MIN_HELDOUT_ACCURACY:.0%}); not caching it')
-    payload = dict(file_format=FILE_FORMAT, recipe=json.dumps(dataclasses.asdict(recipe), sort_keys=True),
-                   heldout_accuracy=held_out, state_dict=state)
+        raise RuntimeError(
+            f"digits classifier recipe {recipe} reached only {held_out:.1%} held-out accuracy "
+            f"(< {MIN_HELDOUT_ACCURACY:.0%}); not caching it"
+        )
+    payload = dict(
+        file_format=FILE_FORMAT,
+        recipe=json.dumps(dataclasses.asdict(recipe), sort_keys=True),
+        heldout_accuracy=held_out,
+        state_dict=state,
+    )
     atomic_write(path, lambda file: torch.save(payload, file), verify=read_classifier_file)
-    print(f'Digits classifier: {held_out:.1%} held-out accuracy, trained in {time.time() - start:.1f} s', flush=True)
+    print(f"Digits classifier: {held_out:.1%} held-out accuracy, trained in {time.time() - start:.1f} s", flush=True)
     return path
 
 
-def build_digits_detector(path: str, device: torch.device | str = 'cpu') -> DigitsDetector:
+def build_digits_detector(path: str, device: torch.device | str = "cpu") -> DigitsDetector:
     """The detector module from a cached classifier file, on `device`."""
     net, _recipe, _held_out = read_classifier_file(path)
     return DigitsDetector(net).to(device)

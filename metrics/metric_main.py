@@ -6,6 +6,7 @@ looks: fid5k_full, fid500_full, kid10k, pr5k3_full (last digit = neighbourhood s
 Offline digits metrics (ours, classifier trained here; NOT comparable to FID/KID/IS): fdd2k_full, kdd2k_full,
 cls2k (metrics/digits_metrics.py), refused on any dataset but the embedded digits (check_metric_dataset).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,29 +19,49 @@ from collections.abc import Mapping
 import torch
 
 from dnnlib import util as dnnlib_util
-from metrics import (digits_metrics, frechet_inception_distance, inception_score, kernel_inception_distance,
-                     metric_utils, perceptual_path_length, precision_recall)
+from metrics import (
+    digits_metrics,
+    frechet_inception_distance,
+    inception_score,
+    kernel_inception_distance,
+    metric_utils,
+    perceptual_path_length,
+    precision_recall,
+)
 
-PRIMARY_METRICS = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'is50k']
-LEGACY_METRICS = ['fid50k', 'kid50k', 'pr50k3', 'ppl_zfull', 'ppl_wfull', 'ppl_zend', 'ppl_wend']
-DIGITS_METRICS = ['fdd2k_full', 'kdd2k_full', 'cls2k']
+PRIMARY_METRICS = ["fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "is50k"]
+LEGACY_METRICS = ["fid50k", "kid50k", "pr50k3", "ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend"]
+DIGITS_METRICS = ["fdd2k_full", "kdd2k_full", "cls2k"]
 
-_COUNT = r'(?P<count>\d+k?)'
+_COUNT = r"(?P<count>\d+k?)"
 _PATTERNS = {
-    'fid': re.compile(rf'^fid{_COUNT}(?P<full>_full)?$'),
-    'kid': re.compile(rf'^kid{_COUNT}(?P<full>_full)?$'),
-    'pr': re.compile(rf'^pr{_COUNT}(?P<nhood>\d)(?P<full>_full)?$'),
-    'is': re.compile(rf'^is{_COUNT}$'),
-    'ppl': re.compile(r'^(?P<base>ppl2_wend|ppl_zfull|ppl_wfull|ppl_zend|ppl_wend)(?:_(?P<count>\d+k?))?$'),
-    'fdd': re.compile(rf'^fdd{_COUNT}(?P<full>_full)?$'),
-    'kdd': re.compile(rf'^kdd{_COUNT}(?P<full>_full)?$'),
-    'cls': re.compile(rf'^cls{_COUNT}$'),
+    "fid": re.compile(rf"^fid{_COUNT}(?P<full>_full)?$"),
+    "kid": re.compile(rf"^kid{_COUNT}(?P<full>_full)?$"),
+    "pr": re.compile(rf"^pr{_COUNT}(?P<nhood>\d)(?P<full>_full)?$"),
+    "is": re.compile(rf"^is{_COUNT}$"),
+    "ppl": re.compile(r"^(?P<base>ppl2_wend|ppl_zfull|ppl_wfull|ppl_zend|ppl_wend)(?:_(?P<count>\d+k?))?$"),
+    "fdd": re.compile(rf"^fdd{_COUNT}(?P<full>_full)?$"),
+    "kdd": re.compile(rf"^kdd{_COUNT}(?P<full>_full)?$"),
+    "cls": re.compile(rf"^cls{_COUNT}$"),
 }
-_DETECTORS = {'fid': 'inception', 'kid': 'inception', 'is': 'inception', 'pr': 'vgg16', 'ppl': 'vgg16',
-              'fdd': 'digits', 'kdd': 'digits', 'cls': 'digits'}
+_DETECTORS = {
+    "fid": "inception",
+    "kid": "inception",
+    "is": "inception",
+    "pr": "vgg16",
+    "ppl": "vgg16",
+    "fdd": "digits",
+    "kdd": "digits",
+    "cls": "digits",
+}
 # base name -> (space, sampling, crop); "ppl2" is StyleGAN2's variant without the face crop.
-_PPL_VARIANTS = {'ppl2_wend': ('w', 'end', False), 'ppl_zfull': ('z', 'full', True), 'ppl_wfull': ('w', 'full', True),
-                 'ppl_zend': ('z', 'end', True), 'ppl_wend': ('w', 'end', True)}
+_PPL_VARIANTS = {
+    "ppl2_wend": ("w", "end", False),
+    "ppl_zfull": ("z", "full", True),
+    "ppl_wfull": ("w", "full", True),
+    "ppl_zend": ("z", "end", True),
+    "ppl_wend": ("w", "end", True),
+}
 _DEFAULT_COUNT = 50000
 
 
@@ -48,6 +69,7 @@ _DEFAULT_COUNT = 50000
 class MetricSpec:
     """A parsed metric name: family ('fid', 'kid', 'pr', 'is', 'ppl', 'fdd', 'kdd', 'cls'), sample count and
     variant options."""
+
     name: str
     family: str
     num_gen: int
@@ -58,11 +80,11 @@ class MetricSpec:
 
 def format_count(num: int) -> str:
     """50000 -> '50k', 500 -> '500' (the count part of metric names)."""
-    return f'{num // 1000}k' if num % 1000 == 0 and num >= 1000 else str(num)
+    return f"{num // 1000}k" if num % 1000 == 0 and num >= 1000 else str(num)
 
 
 def _parse_count(text: str) -> int:
-    return int(text[:-1]) * 1000 if text.endswith('k') else int(text)
+    return int(text[:-1]) * 1000 if text.endswith("k") else int(text)
 
 
 def parse_metric(name: str) -> MetricSpec:
@@ -71,18 +93,22 @@ def parse_metric(name: str) -> MetricSpec:
         match = pattern.match(name)
         if match is None:
             continue
-        count = match.group('count')
+        count = match.group("count")
         num_gen = _DEFAULT_COUNT if count is None else _parse_count(count)
         if num_gen < 1:
             break
-        if family == 'ppl':
-            return MetricSpec(name, family, num_gen, ppl_base=match.group('base'))
-        if family == 'pr':
-            return MetricSpec(name, family, num_gen, full=bool(match.group('full')), nhood_size=int(match.group('nhood')))
-        return MetricSpec(name, family, num_gen, full=bool(match.groupdict().get('full')))
-    raise ValueError(f'unknown metric {name!r}; valid: {", ".join(list_valid_metrics())} '
-                     f'(or the same with another count, e.g. fid5k_full, kid1k, pr5k3_full, is5k, ppl2_wend_5k, '
-                     f'fdd500_full)')
+        if family == "ppl":
+            return MetricSpec(name, family, num_gen, ppl_base=match.group("base"))
+        if family == "pr":
+            return MetricSpec(
+                name, family, num_gen, full=bool(match.group("full")), nhood_size=int(match.group("nhood"))
+            )
+        return MetricSpec(name, family, num_gen, full=bool(match.groupdict().get("full")))
+    raise ValueError(
+        f"unknown metric {name!r}; valid: {', '.join(list_valid_metrics())} "
+        f"(or the same with another count, e.g. fid5k_full, kid1k, pr5k3_full, is5k, ppl2_wend_5k, "
+        f"fdd500_full)"
+    )
 
 
 def is_valid_metric(metric: str) -> bool:
@@ -106,48 +132,59 @@ def with_num_gen(metric: str, num_gen: int) -> str:
     """The name of `metric` computed from `num_gen` generated samples (fid50k_full, 5000 -> fid5k_full)."""
     spec = parse_metric(metric)
     count = format_count(num_gen)
-    if spec.family == 'ppl':
-        return spec.ppl_base if num_gen == _DEFAULT_COUNT else f'{spec.ppl_base}_{count}'
-    if spec.family == 'pr':
-        return f'pr{count}{spec.nhood_size}' + ('_full' if spec.full else '')
-    if spec.family in ('is', 'cls'):
-        return f'{spec.family}{count}'
-    return f'{spec.family}{count}' + ('_full' if spec.full else '')
+    if spec.family == "ppl":
+        return spec.ppl_base if num_gen == _DEFAULT_COUNT else f"{spec.ppl_base}_{count}"
+    if spec.family == "pr":
+        return f"pr{count}{spec.nhood_size}" + ("_full" if spec.full else "")
+    if spec.family in ("is", "cls"):
+        return f"{spec.family}{count}"
+    return f"{spec.family}{count}" + ("_full" if spec.full else "")
 
 
 def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]:
     n = spec.num_gen
-    if spec.family != 'ppl':
+    if spec.family != "ppl":
         opts.dataset_kwargs.update(max_size=None)
-        if spec.full or spec.family in ('is', 'cls'):
+        if spec.full or spec.family in ("is", "cls"):
             opts.dataset_kwargs.update(xflip=False)
-    if spec.family == 'fid':
+    if spec.family == "fid":
         return {spec.name: frechet_inception_distance.compute_fid(opts, max_real=None if spec.full else n, num_gen=n)}
-    if spec.family == 'kid':
-        kid = kernel_inception_distance.compute_kid(opts, max_real=1000000 if spec.full else n, num_gen=n,
-                                                    num_subsets=100, max_subset_size=1000)
+    if spec.family == "kid":
+        kid = kernel_inception_distance.compute_kid(
+            opts, max_real=1000000 if spec.full else n, num_gen=n, num_subsets=100, max_subset_size=1000
+        )
         return {spec.name: kid}
-    if spec.family == 'pr':
-        precision, recall = precision_recall.compute_pr(opts, max_real=200000 if spec.full else n, num_gen=n,
-                                                        nhood_size=spec.nhood_size, row_batch_size=10000,
-                                                        col_batch_size=10000)
-        return {f'{spec.name}_precision': precision, f'{spec.name}_recall': recall}
-    if spec.family == 'is':
+    if spec.family == "pr":
+        precision, recall = precision_recall.compute_pr(
+            opts,
+            max_real=200000 if spec.full else n,
+            num_gen=n,
+            nhood_size=spec.nhood_size,
+            row_batch_size=10000,
+            col_batch_size=10000,
+        )
+        return {f"{spec.name}_precision": precision, f"{spec.name}_recall": recall}
+    if spec.family == "is":
         mean, std = inception_score.compute_is(opts, num_gen=n, num_splits=10)
-        return {f'{spec.name}_mean': mean, f'{spec.name}_std': std}
-    if spec.family == 'fdd':
+        return {f"{spec.name}_mean": mean, f"{spec.name}_std": std}
+    if spec.family == "fdd":
         return {spec.name: digits_metrics.compute_fdd(opts, max_real=None if spec.full else n, num_gen=n)}
-    if spec.family == 'kdd':
-        kdd = digits_metrics.compute_kdd(opts, max_real=1000000 if spec.full else n, num_gen=n, num_subsets=100,
-                                         max_subset_size=1000)
+    if spec.family == "kdd":
+        kdd = digits_metrics.compute_kdd(
+            opts, max_real=1000000 if spec.full else n, num_gen=n, num_subsets=100, max_subset_size=1000
+        )
         return {spec.name: kdd}
-    if spec.family == 'cls':
+    if spec.family == "cls":
         confident, score, class_entropy = digits_metrics.compute_cls(opts, num_gen=n)
-        return {f'{spec.name}_confident': confident, f'{spec.name}_score': score,
-                f'{spec.name}_class_entropy': class_entropy}
+        return {
+            f"{spec.name}_confident": confident,
+            f"{spec.name}_score": score,
+            f"{spec.name}_class_entropy": class_entropy,
+        }
     space, sampling, crop = _PPL_VARIANTS[spec.ppl_base]
-    ppl = perceptual_path_length.compute_ppl(opts, num_samples=n, epsilon=1e-4, space=space, sampling=sampling,
-                                             crop=crop, batch_size=2)
+    ppl = perceptual_path_length.compute_ppl(
+        opts, num_samples=n, epsilon=1e-4, space=space, sampling=sampling, crop=crop, batch_size=2
+    )
     return {spec.name: ppl}
 
 
@@ -160,7 +197,7 @@ def check_metric_dataset(metric: str, dataset_kwargs: Mapping | None) -> None:
 
     Cheap (opens nothing): call it with the other option checks, before creating a run directory.
     """
-    if parse_metric(metric).family in ('fdd', 'kdd', 'cls'):
+    if parse_metric(metric).family in ("fdd", "kdd", "cls"):
         digits_metrics.check_digits_dataset(metric, dataset_kwargs)
 
 
@@ -171,7 +208,7 @@ def calc_metric(metric: str, **kwargs) -> dnnlib_util.EasyDict:
     Raises MetricDatasetError (check_metric_dataset) before any work when the metric does not fit the dataset.
     """
     spec = parse_metric(metric)
-    check_metric_dataset(metric, kwargs.get('dataset_kwargs'))
+    check_metric_dataset(metric, kwargs.get("dataset_kwargs"))
     opts = metric_utils.MetricOptions(**kwargs)
     start_time = time.time()
     results = _run(spec, opts)
@@ -182,8 +219,13 @@ def calc_metric(metric: str, **kwargs) -> dnnlib_util.EasyDict:
             torch.distributed.broadcast(tensor=value, src=0)
             value = float(value.cpu())
         results[key] = value
-    return dnnlib_util.EasyDict(results=dnnlib_util.EasyDict(results), metric=metric, total_time=total_time,
-                                total_time_str=dnnlib_util.format_time(total_time), num_gpus=opts.num_gpus)
+    return dnnlib_util.EasyDict(
+        results=dnnlib_util.EasyDict(results),
+        metric=metric,
+        total_time=total_time,
+        total_time_str=dnnlib_util.format_time(total_time),
+        num_gpus=opts.num_gpus,
+    )
 
 
 def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: str | None = None) -> str:
@@ -191,7 +233,7 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
 
     The line is the official one: the result fields plus snapshot_pkl (relative to run_dir) and timestamp.
     """
-    metric = result_dict['metric']
+    metric = result_dict["metric"]
     parse_metric(metric)
     if run_dir is not None and snapshot_pkl is not None:
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
@@ -199,6 +241,6 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     print(jsonl_line, flush=True)
     if run_dir is not None and os.path.isdir(run_dir):
         # One write of one whole line in append mode: concurrent writers cannot interleave partial lines.
-        with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'at') as file:
-            file.write(jsonl_line + '\n')
+        with open(os.path.join(run_dir, f"metric-{metric}.jsonl"), "a") as file:
+            file.write(jsonl_line + "\n")
     return jsonl_line

@@ -4,6 +4,7 @@ The FID/IS Inception graph and the PPL/PR VGG16 were run in TF1, whose resize sa
 `dst * in_size / out_size` (no half-pixel offset, edges clamped). PyTorch's `interpolate` uses half-pixel
 centres, which shifts every resized image slightly and moves FID; we emulate TF1 with a shifted affine grid.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,4 +24,4 @@ def resize_like_tf1(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     theta[:, 0, 2] = 1 / in_w - 1 / width
     theta[:, 1, 2] = 1 / in_h - 1 / height
     grid = F.affine_grid(theta, [n, c, height, width], align_corners=False)
-    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

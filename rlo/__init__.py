@@ -11,18 +11,55 @@ Quick use::
 
 The members are registered once, in :mod:`rlo.registry`; ``rlo.LOSS_NAMES`` lists them (for CLI choices).
 """
+
 from rlo.family import FamilyLoss, LossConfig, RootedLoss, binary_loss, classification_loss, get_loss
-from rlo.functional import (binary_focal_loss, binary_hinge_loss, binary_unhinged_loss, class_loss, cross_entropy,
-                            eq4_exponent_cap, focal_loss, hinge_loss, logistic, nll_binary_loss, nll_class_loss,
-                            rooted_cross_entropy, rooted_from_nll, rooted_logistic, unhinged_loss)
+from rlo.functional import (
+    binary_focal_loss,
+    binary_hinge_loss,
+    binary_unhinged_loss,
+    class_loss,
+    cross_entropy,
+    eq4_exponent_cap,
+    focal_loss,
+    hinge_loss,
+    logistic,
+    nll_binary_loss,
+    nll_class_loss,
+    rooted_cross_entropy,
+    rooted_from_nll,
+    rooted_logistic,
+    unhinged_loss,
+)
 from rlo.gan import PAIRINGS, GanObjective
 from rlo.registry import LOSS_NAMES, LossMember, loss_names
 from rlo.registry import register as register_loss
 
 __all__ = [
-    "LOSS_NAMES", "LossConfig", "FamilyLoss", "RootedLoss", "GanObjective", "get_loss", "binary_loss",
-    "classification_loss", "rooted_logistic", "rooted_cross_entropy", "rooted_from_nll", "eq4_exponent_cap",
-    "cross_entropy", "logistic", "focal_loss", "binary_focal_loss", "unhinged_loss", "binary_unhinged_loss",
-    "class_loss", "nll_class_loss", "nll_binary_loss", "LossMember", "loss_names", "register_loss",
-    "hinge_loss", "binary_hinge_loss", "PAIRINGS",
+    "LOSS_NAMES",
+    "LossConfig",
+    "FamilyLoss",
+    "RootedLoss",
+    "GanObjective",
+    "get_loss",
+    "binary_loss",
+    "classification_loss",
+    "rooted_logistic",
+    "rooted_cross_entropy",
+    "rooted_from_nll",
+    "eq4_exponent_cap",
+    "cross_entropy",
+    "logistic",
+    "focal_loss",
+    "binary_focal_loss",
+    "unhinged_loss",
+    "binary_unhinged_loss",
+    "class_loss",
+    "nll_class_loss",
+    "nll_binary_loss",
+    "LossMember",
+    "loss_names",
+    "register_loss",
+    "hinge_loss",
+    "binary_hinge_loss",
+    "PAIRINGS",
 ]

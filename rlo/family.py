@@ -7,11 +7,12 @@ implementations and their labels are registered in :mod:`rlo.registry`; nothing 
 ``nn.CrossEntropyLoss``'s options (weight, ignore_index, label_smoothing, probability targets, unbatched input)
 with one rule for all members, stated and justified in :mod:`rlo.functional`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,16 +37,19 @@ class LossConfig:
 
     name: str = "ce"
     k: float = 3.0
-    m: Optional[float] = None  # None means m = k, as in eq. 4
+    m: float | None = None  # None means m = k, as in eq. 4
     gamma: float = 3.0
-    alpha: Optional[float] = 0.25
+    alpha: float | None = 0.25
 
     def __post_init__(self):
         registry.get_member(self.name)
         k = RF.check_k(self.k, allow_tensor=False)
-        checked = dict(k=k, m=None if self.m is None else RF.resolve_m(k, self.m, allow_tensor=False),
-                       gamma=RF.check_gamma(self.gamma, allow_tensor=False),
-                       alpha=RF.check_alpha(self.alpha, allow_tensor=False))
+        checked = dict(
+            k=k,
+            m=None if self.m is None else RF.resolve_m(k, self.m, allow_tensor=False),
+            gamma=RF.check_gamma(self.gamma, allow_tensor=False),
+            alpha=RF.check_alpha(self.alpha, allow_tensor=False),
+        )
         for field, value in checked.items():
             object.__setattr__(self, field, value)
 
@@ -58,7 +62,7 @@ class LossConfig:
         """The rooted members are the ones with a root k."""
         return "k" in self.member.params
 
-    def parameters(self) -> Dict[str, Any]:
+    def parameters(self) -> dict[str, Any]:
         """The fields this member takes, as keyword arguments of its functions."""
         return {param: getattr(self, param) for param in self.member.params}
 
@@ -86,7 +90,7 @@ class LossConfig:
         return "-".join(parts)
 
     @classmethod
-    def parse(cls, label: str) -> "LossConfig":
+    def parse(cls, label: str) -> LossConfig:
         """The config a label names: ``parse(c.describe()) == c``. Parameters off the label take their defaults;
         aliases: a bare number after the name is its first always-spelled parameter (``rlo-5`` = ``rlo-k5``,
         ``rlo-eq9-3`` = ``rlo-eq9-k3``). Anything else raises ValueError naming the label."""
@@ -96,30 +100,33 @@ class LossConfig:
         names = sorted(registry.loss_names(), key=len, reverse=True)  # 'rlo-eq9-k3' is rlo-eq9's, not rlo's
         name = next((n for n in names if text == n or text.startswith(n + "-")), None)
         if name is None:
-            raise ValueError(f"unknown loss label {label!r}; a label starts with one of "
-                             f"{', '.join(registry.loss_names())} (e.g. rlo-k3, rlo-eq9-k3-m5, focal-g2)")
+            raise ValueError(
+                f"unknown loss label {label!r}; a label starts with one of "
+                f"{', '.join(registry.loss_names())} (e.g. rlo-k3, rlo-eq9-k3-m5, focal-g2)"
+            )
         member = registry.get_member(name)
         codes = {registry.LABEL_CODES[param]: param for param in member.params}
-        rest, values = text[len(name):], {}
+        rest, values = text[len(name) :], {}
         alias = registry.BARE_NUMBER.match(rest)
         if alias and member.label_always:
             values[member.label_always[0]] = float(alias.group(1))
-            rest = rest[alias.end():]
+            rest = rest[alias.end() :]
         while rest:
             token = registry.TOKEN.match(rest)
             param = codes.get(token.group("code")) if token else None
             if param is None or param in values:
                 what = "a repeated" if param in values else "an unknown"
                 shown = token.group(0) if token else rest
-                raise ValueError(f"loss label {label!r}: {what} part {shown!r}; {name} takes "
-                                 f"{_spelling(member)}")
+                raise ValueError(f"loss label {label!r}: {what} part {shown!r}; {name} takes {_spelling(member)}")
             value = token.group("value")
             values[param] = None if value == "none" else float(value)
-            rest = rest[token.end():]
+            rest = rest[token.end() :]
         missing = [param for param in member.label_always if param not in values]
         if missing:
-            raise ValueError(f"loss label {label!r} needs {', '.join(registry.LABEL_CODES[p] for p in missing)}"
-                             f"<value>; {name} takes {_spelling(member)}")
+            raise ValueError(
+                f"loss label {label!r} needs {', '.join(registry.LABEL_CODES[p] for p in missing)}"
+                f"<value>; {name} takes {_spelling(member)}"
+            )
         try:
             return cls(name, **values)
         except ValueError as err:
@@ -129,7 +136,7 @@ class LossConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LossConfig":
+    def from_json(cls, text: str) -> LossConfig:
         return cls(**json.loads(text))
 
 
@@ -146,28 +153,45 @@ def _spelling(member: registry.LossMember) -> str:
     if not member.params:
         return "no parameters"
     return " ".join(f"-{registry.LABEL_CODES[p]}<{p}>" for p in member.params) + (
-        f" ({', '.join(member.label_always)} required)" if member.label_always else "")
+        f" ({', '.join(member.label_always)} required)" if member.label_always else ""
+    )
 
 
-def classification_loss(cfg: LossConfig, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
-                        weight: Optional[torch.Tensor] = None, ignore_index: int = RF.IGNORE_INDEX,
-                        label_smoothing: float = 0.0) -> torch.Tensor:
+def classification_loss(
+    cfg: LossConfig,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = RF.IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class loss: logits [N, C, ...] (or [C]); class-index target [N, ...] or probabilities [N, C, ...];
     ``weight``, ``ignore_index``, ``label_smoothing`` as ``nn.CrossEntropyLoss`` (rlo.functional's doc)."""
     multiclass = cfg.member.multiclass
     if multiclass is None:
-        raise ValueError(f"loss {cfg.name!r} has no multi-class form; choose one of "
-                         f"{', '.join(registry.loss_names('multiclass'))}")
-    return multiclass(logits, target, reduction=reduction, weight=weight, ignore_index=ignore_index,
-                      label_smoothing=label_smoothing, **cfg.parameters())
+        raise ValueError(
+            f"loss {cfg.name!r} has no multi-class form; choose one of {', '.join(registry.loss_names('multiclass'))}"
+        )
+    return multiclass(
+        logits,
+        target,
+        reduction=reduction,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        **cfg.parameters(),
+    )
 
 
 def binary_loss(cfg: LossConfig, logits: torch.Tensor, target: RF.Target, reduction: str = "mean") -> torch.Tensor:
     """Binary loss on logits of any shape; target in {0, 1}, {-1, +1}, bool, of the logits' shape or one scalar."""
     binary = cfg.member.binary
     if binary is None:
-        raise ValueError(f"loss {cfg.name!r} has no binary form; choose one of "
-                         f"{', '.join(registry.loss_names('binary'))}")
+        raise ValueError(
+            f"loss {cfg.name!r} has no binary form; choose one of {', '.join(registry.loss_names('binary'))}"
+        )
     return binary(logits, target, reduction=reduction, **cfg.parameters())
 
 
@@ -175,8 +199,15 @@ class FamilyLoss(nn.Module):
     """``nn.CrossEntropyLoss``-style module for any member of the family: ``loss(logits [N, C], target [N])``,
     with the same ``weight`` (a buffer, so it follows ``.to(device)``), ``ignore_index`` and ``label_smoothing``."""
 
-    def __init__(self, cfg: LossConfig, reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
-                 ignore_index: int = RF.IGNORE_INDEX, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        cfg: LossConfig,
+        reduction: str = "mean",
+        *,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = RF.IGNORE_INDEX,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         if not isinstance(cfg, LossConfig):
             raise TypeError(f"cfg must be a LossConfig, got cfg={cfg!r}")
@@ -192,8 +223,15 @@ class FamilyLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return classification_loss(self.cfg, logits, target, self.reduction, weight=self.weight,
-                                   ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+        return classification_loss(
+            self.cfg,
+            logits,
+            target,
+            self.reduction,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
     def extra_repr(self) -> str:
         options = "" if self.ignore_index == RF.IGNORE_INDEX else f", ignore_index={self.ignore_index}"
@@ -205,17 +243,42 @@ class RootedLoss(FamilyLoss):
     """Drop-in for ``nn.CrossEntropyLoss``: ``RootedLoss(k=3)(logits, target)``, form 'eq4' (default) or 'eq9',
     with its ``weight``, ``ignore_index``, ``label_smoothing``, probability targets and unbatched input."""
 
-    def __init__(self, k: float, m: Optional[float] = None, form: str = "eq4", reduction: str = "mean", *,
-                 weight: Optional[torch.Tensor] = None, ignore_index: int = RF.IGNORE_INDEX,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        k: float,
+        m: float | None = None,
+        form: str = "eq4",
+        reduction: str = "mean",
+        *,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = RF.IGNORE_INDEX,
+        label_smoothing: float = 0.0,
+    ):
         if form not in ROOTED_NAME_OF_FORM:
             raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
-        super().__init__(LossConfig(name=ROOTED_NAME_OF_FORM[form], k=k, m=m), reduction, weight=weight,
-                         ignore_index=ignore_index, label_smoothing=label_smoothing)
+        super().__init__(
+            LossConfig(name=ROOTED_NAME_OF_FORM[form], k=k, m=m),
+            reduction,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+        )
 
 
-def get_loss(name: str, reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
-             ignore_index: int = RF.IGNORE_INDEX, label_smoothing: float = 0.0, **params) -> FamilyLoss:
+def get_loss(
+    name: str,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = RF.IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+    **params,
+) -> FamilyLoss:
     """Build a family member by name: ``get_loss('rlo', k=3)``, ``get_loss('focal', gamma=2)``."""
-    return FamilyLoss(LossConfig(name=name, **params), reduction, weight=weight, ignore_index=ignore_index,
-                      label_smoothing=label_smoothing)
+    return FamilyLoss(
+        LossConfig(name=name, **params),
+        reduction,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )

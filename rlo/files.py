@@ -6,6 +6,7 @@ read-only folder therefore never leaves a half-written file under the target's n
 It lives in `rlo` because `rlo` is the ground floor every other package may import (and `rlo` itself writes
 experiment outputs).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,8 @@ import errno
 import os
 import re
 import tempfile
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 # atomic_write's temporary names: '.<name>.<8 random chars>.tmp'
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
@@ -43,14 +45,15 @@ def _free_bytes(directory: str) -> int | None:
     return stat.f_bavail * stat.f_frsize
 
 
-def _write_error(exc: BaseException, path: str, directory: str, size_hint: int | None,
-                 existed: bool) -> FileWriteError | None:
+def _write_error(
+    exc: BaseException, path: str, directory: str, size_hint: int | None, existed: bool
+) -> FileWriteError | None:
     """A one-line FileWriteError for a failed write, or None when `exc` is not about writing (re-raised as is)."""
     if isinstance(exc, FileWriteError) or not isinstance(exc, (OSError, RuntimeError)):
         return None
     cause = _oserror_in(exc)
     intact = f"the previous {os.path.basename(path)} is intact" if existed else "nothing was written"
-    needed = f" (needed ~{max(size_hint / 2 ** 20, 1):.0f} MB)" if size_hint else ""
+    needed = f" (needed ~{max(size_hint / 2**20, 1):.0f} MB)" if size_hint else ""
     full = cause is not None and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
     if cause is None and size_hint is not None:
         free = _free_bytes(directory)
@@ -77,8 +80,14 @@ def _place_without_replacing(tmp: str, path: str) -> None:
     except FileExistsError:
         raise refuse_existing(path) from None
     except (OSError, AttributeError) as exc:
-        if isinstance(exc, OSError) and exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
-                                                          errno.ENOTSUP, errno.EOPNOTSUPP):
+        if isinstance(exc, OSError) and exc.errno not in (
+            errno.EPERM,
+            errno.EXDEV,
+            errno.EMLINK,
+            errno.ENOSYS,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+        ):
             raise
         # No hard links here (FAT, some network file systems): a writer racing us between check and rename wins.
         if os.path.lexists(path):
@@ -88,9 +97,14 @@ def _place_without_replacing(tmp: str, path: str) -> None:
     os.unlink(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None],
-                 verify: Callable[[str], None] | None = None, *, overwrite: bool = True,
-                 size_hint: int | None = None) -> None:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[BinaryIO], None],
+    verify: Callable[[str], None] | None = None,
+    *,
+    overwrite: bool = True,
+    size_hint: int | None = None,
+) -> None:
     """Write a file all-or-nothing: `write(f)` into a temp file beside `path`, fsync, `verify(tmp)`, rename.
 
     On any error (or a kill) before the rename, `path` keeps its previous content; the temp file is removed

@@ -42,17 +42,18 @@ whole, ``m * exp(H(q, p) / k)``, so ``(loss - m * s) * k / m`` tends to torch's 
 option, as it does for hard labels; rooting each class term instead (``sum_j q_j m p_j**(-1/k)``) would make the
 eps / C smoothing mass on unlikely classes grow like ``p_j**(-1/k)`` and dominate the loss.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-Target = Union[torch.Tensor, int, float, bool]
-Scalar = Union[float, torch.Tensor]
+Target = torch.Tensor | int | float | bool
+Scalar = float | torch.Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
 ROOTED_FORMS = ("eq4", "eq9")
@@ -62,6 +63,7 @@ IGNORE_INDEX = -100  # nn.CrossEntropyLoss's default
 
 # ----------------------------------------------------------------------------------------------------------------
 # Argument checks.
+
 
 class ParameterTypeError(TypeError, ValueError):
     """A loss parameter of the wrong type (``k=True``, ``k="2"``). Also a ValueError, which callers already catch
@@ -77,8 +79,10 @@ def _check_real(value, name: str, requirement: str, ok: Callable, allow_tensor: 
     """A real number, or a real tensor (one value per model, broadcast against the samples), meeting ``ok``."""
     if torch.is_tensor(value):
         if not allow_tensor:
-            raise ParameterTypeError(f"{name} must be a number here, got a tensor {name}={value!r}; tensors of "
-                                     f"{name} go to the functions of rlo.functional")
+            raise ParameterTypeError(
+                f"{name} must be a number here, got a tensor {name}={value!r}; tensors of "
+                f"{name} go to the functions of rlo.functional"
+            )
         if value.dtype == torch.bool or value.is_complex():
             raise ParameterTypeError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
         if not value.dtype.is_floating_point:
@@ -88,8 +92,9 @@ def _check_real(value, name: str, requirement: str, ok: Callable, allow_tensor: 
             raise ValueError(f"{name} must hold {requirement}, found {name}={value[~good].flatten()[:5].tolist()}")
         return value
     if not is_real_number(value):
-        raise ParameterTypeError(f"{name} must be a number ({requirement}), got {name}={value!r} "
-                                 f"of type {type(value).__name__}")
+        raise ParameterTypeError(
+            f"{name} must be a number ({requirement}), got {name}={value!r} of type {type(value).__name__}"
+        )
     number = float(value)
     if not ok(number):
         raise ValueError(f"{name} must be {requirement}, got {name}={value!r}")
@@ -105,7 +110,7 @@ def check_k(k: Scalar, allow_tensor: bool = True) -> Scalar:
     return _check_real(k, "k", "a positive finite number", _positive, allow_tensor)
 
 
-def resolve_m(k: Scalar, m: Optional[Scalar], allow_tensor: bool = True) -> Scalar:
+def resolve_m(k: Scalar, m: Scalar | None, allow_tensor: bool = True) -> Scalar:
     """The paper's multiplier m; eq. 4 uses m = k, which makes the gradient scale exactly p**(-1/k)."""
     if m is None:
         return k
@@ -114,11 +119,10 @@ def resolve_m(k: Scalar, m: Optional[Scalar], allow_tensor: bool = True) -> Scal
 
 def check_gamma(gamma: Scalar, allow_tensor: bool = True) -> Scalar:
     """Focal's exponent: a finite number >= 0 (0 gives back cross-entropy)."""
-    return _check_real(gamma, "gamma", "a finite number >= 0", lambda x: (abs(x) < math.inf) & (x >= 0),
-                       allow_tensor)
+    return _check_real(gamma, "gamma", "a finite number >= 0", lambda x: (abs(x) < math.inf) & (x >= 0), allow_tensor)
 
 
-def check_alpha(alpha: Optional[Scalar], allow_tensor: bool = True) -> Optional[Scalar]:
+def check_alpha(alpha: Scalar | None, allow_tensor: bool = True) -> Scalar | None:
     """Focal's weight: a number in [0, 1], or None for no weight."""
     if alpha is None:
         return None
@@ -135,18 +139,20 @@ def _check_form(form: str) -> None:
         raise ValueError(f"form must be one of {ROOTED_FORMS}, got form={form!r}")
 
 
-def check_class_options(weight: Optional[torch.Tensor], ignore_index: int, label_smoothing: float) -> None:
+def check_class_options(weight: torch.Tensor | None, ignore_index: int, label_smoothing: float) -> None:
     """The options of ``nn.CrossEntropyLoss``; the weight's length is checked against C at the call."""
     if weight is not None:
         if not torch.is_tensor(weight) or not weight.dtype.is_floating_point or weight.ndim != 1:
-            raise ParameterTypeError(f"weight must be a 1-D floating tensor of class weights [C] (or None), got "
-                                     f"weight={weight!r}")
+            raise ParameterTypeError(
+                f"weight must be a 1-D floating tensor of class weights [C] (or None), got weight={weight!r}"
+            )
         if not bool((torch.isfinite(weight) & (weight >= 0)).all()):
             raise ValueError(f"weight must hold finite numbers >= 0, got weight={weight.tolist()}")
     if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
         raise ParameterTypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
-    _check_real(label_smoothing, "label_smoothing", "a number in [0, 1]", lambda x: (x >= 0) & (x <= 1),
-                allow_tensor=False)
+    _check_real(
+        label_smoothing, "label_smoothing", "a number in [0, 1]", lambda x: (x >= 0) & (x <= 1), allow_tensor=False
+    )
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -164,6 +170,7 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 # ----------------------------------------------------------------------------------------------------------------
 # Negative log-likelihoods: the one place where probabilities meet logits.
 
+
 def binary_sign(target: Target, like: torch.Tensor) -> torch.Tensor:
     """Map binary targets in {0, 1}, {-1, +1} or bool to signs in {-1, +1} with the dtype of ``like``.
 
@@ -174,8 +181,10 @@ def binary_sign(target: Target, like: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"binary target must be 0, 1, -1, +1 or bool, got target={target!r}")
         return torch.full((), 1.0 if target > 0 else -1.0, dtype=like.dtype, device=like.device)
     if target.ndim and target.shape != like.shape:
-        raise ValueError(f"binary target shape {tuple(target.shape)} does not match logits shape "
-                         f"{tuple(like.shape)}; give a target of the logits' shape, or one scalar for all")
+        raise ValueError(
+            f"binary target shape {tuple(target.shape)} does not match logits shape "
+            f"{tuple(like.shape)}; give a target of the logits' shape, or one scalar for all"
+        )
     if target.dtype == torch.bool:
         return target.to(like.dtype) * 2 - 1
     valid = (target == 0) | (target == 1) | (target == -1)
@@ -200,25 +209,37 @@ class ClassTargets:
     Built by :func:`class_loss`, which hands it to the member's per-sample function.
     """
 
-    def __init__(self, z: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
-                 ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        z: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        label_smoothing: float = 0.0,
+    ):
         num_classes = z.shape[1]
         w = None
         if weight is not None:
             if weight.shape != (num_classes,):
-                raise ValueError(f"weight must hold one weight per class, shape ({num_classes},); got weight of "
-                                 f"shape {tuple(weight.shape)} for logits of shape {tuple(z.shape)}")
+                raise ValueError(
+                    f"weight must hold one weight per class, shape ({num_classes},); got weight of "
+                    f"shape {tuple(weight.shape)} for logits of shape {tuple(z.shape)}"
+                )
             w = weight.to(device=z.device, dtype=z.dtype).view(1, num_classes, *([1] * (z.ndim - 2)))
         eps = float(label_smoothing)
-        self.index: Optional[torch.Tensor] = None
-        self.dense: Optional[torch.Tensor] = None
+        self.index: torch.Tensor | None = None
+        self.dense: torch.Tensor | None = None
         if target.dtype.is_floating_point:
             if target.shape != z.shape:
-                raise ValueError(f"a probability target must have the logits' shape {tuple(z.shape)}, got "
-                                 f"{tuple(target.shape)}; class indices must be an integer tensor")
+                raise ValueError(
+                    f"a probability target must have the logits' shape {tuple(z.shape)}, got "
+                    f"{tuple(target.shape)}; class indices must be an integer tensor"
+                )
             if ignore_index != IGNORE_INDEX:
-                raise ValueError(f"ignore_index applies to class-index targets only (as in torch), got "
-                                 f"ignore_index={ignore_index} with a probability target")
+                raise ValueError(
+                    f"ignore_index applies to class-index targets only (as in torch), got "
+                    f"ignore_index={ignore_index} with a probability target"
+                )
             q = target.to(device=z.device, dtype=z.dtype)
             if bool((q < 0).any()):
                 raise ValueError(f"a probability target must be >= 0, found {q[q < 0].flatten()[:5].tolist()}")
@@ -230,15 +251,16 @@ class ClassTargets:
             return
         expected = z.shape[:1] + z.shape[2:]
         if target.dtype == torch.bool or target.is_complex() or target.shape != expected:
-            raise ValueError(f"a class-index target must be an integer tensor of shape {tuple(expected)} for logits "
-                             f"of shape {tuple(z.shape)}, got dtype {target.dtype}, shape {tuple(target.shape)}")
+            raise ValueError(
+                f"a class-index target must be an integer tensor of shape {tuple(expected)} for logits "
+                f"of shape {tuple(z.shape)}, got dtype {target.dtype}, shape {tuple(target.shape)}"
+            )
         target = target.to(device=z.device, dtype=torch.int64)
         valid = target != ignore_index
         index = torch.where(valid, target, 0)
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
             bad = target[valid & ((target < 0) | (target >= num_classes))].flatten()[:5].tolist()
-            raise ValueError(f"class index out of range [0, {num_classes}): found {bad} "
-                             f"(ignore_index={ignore_index})")
+            raise ValueError(f"class index out of range [0, {num_classes}): found {bad} (ignore_index={ignore_index})")
         valid_f = valid.to(z.dtype)
         sample_weight = valid_f if w is None else w.view(-1)[index] * valid_f
         self.denominator = sample_weight.sum()
@@ -274,10 +296,16 @@ class ClassTargets:
         return torch.where(some, total / torch.where(some, denominator, 1), math.nan)
 
 
-def class_loss(logits: torch.Tensor, target: torch.Tensor,
-               per_sample: Callable[[torch.Tensor, ClassTargets], torch.Tensor], reduction: str = "mean", *,
-               weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+def class_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    per_sample: Callable[[torch.Tensor, ClassTargets], torch.Tensor],
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Any multi-class loss with ``nn.CrossEntropyLoss``'s options, given its per-sample loss.
 
     ``per_sample(z, targets)`` gets the logits in the compute dtype (float32, or float64) [N, C, ...] and the
@@ -287,13 +315,16 @@ def class_loss(logits: torch.Tensor, target: torch.Tensor,
     _check_reduction(reduction)
     check_class_options(weight, ignore_index, label_smoothing)
     if not torch.is_tensor(logits) or not torch.is_tensor(target):
-        raise ParameterTypeError(f"logits and target must be tensors, got {type(logits).__name__} and "
-                                 f"{type(target).__name__}")
+        raise ParameterTypeError(
+            f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}"
+        )
     unbatched = logits.ndim == 1
     if unbatched:
         if target.shape not in ((), logits.shape):
-            raise ValueError(f"unbatched logits {tuple(logits.shape)} take a 0-d class index or probabilities of "
-                             f"shape {tuple(logits.shape)}, got a target of shape {tuple(target.shape)}")
+            raise ValueError(
+                f"unbatched logits {tuple(logits.shape)} take a 0-d class index or probabilities of "
+                f"shape {tuple(logits.shape)}, got a target of shape {tuple(target.shape)}"
+            )
         logits, target = logits.unsqueeze(0), target.unsqueeze(0)
     if logits.ndim < 2:
         raise ValueError(f"multi-class logits must have shape [N, C, ...] or [C], got {tuple(logits.shape)}")
@@ -303,21 +334,28 @@ def class_loss(logits: torch.Tensor, target: torch.Tensor,
     return loss.squeeze(-1) if unbatched and reduction == "none" else loss
 
 
-def nll_binary_loss(logits: torch.Tensor, target: Target, transform: Callable[[torch.Tensor], torch.Tensor],
-                    reduction: str = "mean") -> torch.Tensor:
+def nll_binary_loss(
+    logits: torch.Tensor, target: Target, transform: Callable[[torch.Tensor], torch.Tensor], reduction: str = "mean"
+) -> torch.Tensor:
     """A binary member that is a function f of the per-sample nll softplus(-y z): ``f(nll)``, reduced."""
     _check_reduction(reduction)
     return _reduce(transform(binary_nll(logits, target)), reduction)
 
 
-def nll_class_loss(logits: torch.Tensor, target: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
-                   reduction: str = "mean", **options) -> torch.Tensor:
+def nll_class_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    reduction: str = "mean",
+    **options,
+) -> torch.Tensor:
     """A multi-class member that is a function f of the per-sample nll: ``s * f(H)`` (module doc), reduced."""
     return class_loss(logits, target, lambda z, t: t.weight * transform(t.nll(z)), reduction, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rooted transform of a negative log-likelihood.
+
 
 def eq4_exponent_cap(input_dtype: torch.dtype, k: Scalar, m: Scalar) -> Scalar:
     """Largest exponent t = nll/k at which eq. 4 is evaluated exactly; beyond it the loss continues linearly.
@@ -335,8 +373,9 @@ def eq4_exponent_cap(input_dtype: torch.dtype, k: Scalar, m: Scalar) -> Scalar:
     return min(log_finite_max - math.log(4.0 * max(1.0, m / k)), EQ4_EXPONENT_CAP_MAX)
 
 
-def rooted_from_nll(nll: torch.Tensor, k: Scalar, m: Optional[Scalar] = None, form: str = "eq4",
-                    input_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def rooted_from_nll(
+    nll: torch.Tensor, k: Scalar, m: Scalar | None = None, form: str = "eq4", input_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Per-sample rooted loss from nll = -log p >= 0 (see the module docstring for both forms).
 
     k and m may be tensors broadcastable against nll (e.g. one k per model, shape [M, 1]) to evaluate a
@@ -364,8 +403,10 @@ def rooted_from_nll(nll: torch.Tensor, k: Scalar, m: Optional[Scalar] = None, fo
 # Public losses. Binary: logits of any shape, target as in the module doc. Multi-class: logits [N, C, ...] or [C],
 # target and the keyword options weight / ignore_index / label_smoothing as nn.CrossEntropyLoss (module doc).
 
-def rooted_logistic(logits: torch.Tensor, target: Target, k: Scalar, m: Optional[Scalar] = None,
-                    form: str = "eq4", reduction: str = "mean") -> torch.Tensor:
+
+def rooted_logistic(
+    logits: torch.Tensor, target: Target, k: Scalar, m: Scalar | None = None, form: str = "eq4", reduction: str = "mean"
+) -> torch.Tensor:
     """Binary rooted logistic loss. logits [N] (any shape), target in {0, 1} or {-1, +1} (same shape, or a scalar).
 
     eq4: m * (1 + exp(-y z))**(1/k);  eq9: m * (1 - (1 + exp(-y z))**(-1/k)).
@@ -373,13 +414,23 @@ def rooted_logistic(logits: torch.Tensor, target: Target, k: Scalar, m: Optional
     k = check_k(k)
     m = resolve_m(k, m)
     _check_form(form)
-    return nll_binary_loss(logits, target, lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype),
-                           reduction)
+    return nll_binary_loss(
+        logits, target, lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype), reduction
+    )
 
 
-def rooted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, k: Scalar, m: Optional[Scalar] = None,
-                         form: str = "eq4", reduction: str = "mean", *, weight: Optional[torch.Tensor] = None,
-                         ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0) -> torch.Tensor:
+def rooted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    k: Scalar,
+    m: Scalar | None = None,
+    form: str = "eq4",
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class rooted loss of the per-sample nll H; index target: p = softmax probability of the target.
 
     eq4: m * p**(-1/k) = m * exp(H / k);  eq9: m * (1 - p**(1/k)); times the sample weight (module doc).
@@ -387,16 +438,36 @@ def rooted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, k: Scalar, 
     k = check_k(k)
     m = resolve_m(k, m)
     _check_form(form)
-    return nll_class_loss(logits, target, lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype),
-                          reduction, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    return nll_class_loss(
+        logits,
+        target,
+        lambda nll: rooted_from_nll(nll, k, m, form, input_dtype=logits.dtype),
+        reduction,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
-                  weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-                  label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class cross-entropy -log p, in float32 like the rest of the family; equals ``F.cross_entropy``."""
-    return nll_class_loss(logits, target, lambda nll: nll, reduction, weight=weight, ignore_index=ignore_index,
-                          label_smoothing=label_smoothing)
+    return nll_class_loss(
+        logits,
+        target,
+        lambda nll: nll,
+        reduction,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
 def logistic(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
@@ -410,9 +481,17 @@ def _focal_from_nll(nll: torch.Tensor, gamma: Scalar) -> torch.Tensor:
     return one_minus_p.pow(gamma) * nll
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: Scalar = 3.0, alpha: Optional[Scalar] = 0.25,
-               reduction: str = "mean", *, weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: Scalar = 3.0,
+    alpha: Scalar | None = 0.25,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class focal loss alpha * (1 - p)**gamma * (-log p) (Lin et al. 2017); alpha is one scalar weight.
 
     With soft or smoothed targets p = exp(-H), the geometric mean of p_j under the label (module doc). The defaults
@@ -421,12 +500,20 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: Scalar = 3.0, 
     gamma = check_gamma(gamma)
     alpha = check_alpha(alpha)
     scale = 1.0 if alpha is None else alpha
-    return nll_class_loss(logits, target, lambda nll: scale * _focal_from_nll(nll, gamma), reduction,
-                          weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    return nll_class_loss(
+        logits,
+        target,
+        lambda nll: scale * _focal_from_nll(nll, gamma),
+        reduction,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
-def binary_focal_loss(logits: torch.Tensor, target: Target, gamma: Scalar = 3.0, alpha: Optional[Scalar] = 0.25,
-                      reduction: str = "mean") -> torch.Tensor:
+def binary_focal_loss(
+    logits: torch.Tensor, target: Target, gamma: Scalar = 3.0, alpha: Scalar | None = 0.25, reduction: str = "mean"
+) -> torch.Tensor:
     """Binary focal loss; alpha weighs positives and 1 - alpha negatives, as in RetinaNet."""
     _check_reduction(reduction)
     gamma = check_gamma(gamma)
@@ -439,9 +526,15 @@ def binary_focal_loss(logits: torch.Tensor, target: Target, gamma: Scalar = 3.0,
     return _reduce(loss, reduction)
 
 
-def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
-                  weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-                  label_smoothing: float = 0.0) -> torch.Tensor:
+def unhinged_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class unhinged loss: 1 - (z_y - mean_{j != y} z_j), linear in the true-class score.
 
     Our multi-class definition: the margin of the true-class logit over the mean of the others. With C = 2 and the
@@ -449,6 +542,7 @@ def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "
     the label, so a soft or smoothed target gives the expected loss sum_j a_j * loss_j (module doc).
     Unbounded below: pair it with weight decay or feature normalisation.
     """
+
     def per_sample(z: torch.Tensor, targets: ClassTargets) -> torch.Tensor:
         num_classes = z.shape[1]
         if num_classes < 2:
@@ -457,8 +551,9 @@ def unhinged_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "
         scale = num_classes / (num_classes - 1)
         return targets.weight * (1 + z.sum(dim=1) / (num_classes - 1)) - scale * targets.expect(z)
 
-    return class_loss(logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index,
-                      label_smoothing=label_smoothing)
+    return class_loss(
+        logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
 
 
 def binary_unhinged_loss(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
@@ -468,15 +563,22 @@ def binary_unhinged_loss(logits: torch.Tensor, target: Target, reduction: str = 
     return _reduce(1 - binary_sign(target, z) * z, reduction)
 
 
-def hinge_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
-               weight: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+def hinge_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class hinge loss max(0, 1 + max_{j != y} z_j - z_y) (Crammer & Singer 2001).
 
     Our multi-class definition: the true class must beat the strongest other class by a margin of 1. With C = 2 and
     the binary margin z = z_1 - z_0 it is exactly the binary hinge relu(1 - y z). A soft or smoothed target gives
     the expected loss sum_j a_j * loss_j over the classes (as for unhinged; module doc).
     """
+
     def per_sample(z: torch.Tensor, targets: ClassTargets) -> torch.Tensor:
         if z.shape[1] < 2:
             raise ValueError(f"hinge loss needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
@@ -485,8 +587,9 @@ def hinge_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mea
         strongest_other = torch.where(z >= best, second, best)  # for the top class, the runner-up (ties: itself)
         return targets.expect(F.relu(1 + strongest_other - z))
 
-    return class_loss(logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index,
-                      label_smoothing=label_smoothing)
+    return class_loss(
+        logits, target, per_sample, reduction, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
 
 
 def binary_hinge_loss(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:

@@ -18,6 +18,7 @@ The pairing is independent of the member:
 A member may name the loss its generator minimises (hinge: ``-D(G(z))``, as in BigGAN); G then applies that form to
 its own term or margin.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,10 @@ class GanObjective:
     @staticmethod
     def _margin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape != b.shape:
-            raise ValueError(f"relativistic pairing needs real and fake logits of one shape, got {tuple(a.shape)} "
-                             f"and {tuple(b.shape)}")
+            raise ValueError(
+                f"relativistic pairing needs real and fake logits of one shape, got {tuple(a.shape)} "
+                f"and {tuple(b.shape)}"
+            )
         return a - b
 
     def d_relativistic(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,14 @@ Labels: ``name``, then ``-<code><value>`` for each param in ``label_always`` or 
 of ``LABEL_CODES``: ``rlo-k3``, ``rlo-eq9-k3-m5``, ``focal``, ``focal-g2-a0.5``, ``focal-anone`` (alpha None).
 A bare number right after the name is the first ``label_always`` param: ``rlo-5`` is an alias of ``rlo-k5``.
 """
+
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
 import functools
 import re
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
 
 from rlo import functional as RF
 
@@ -39,16 +40,16 @@ class LossMember:
     """One member of the family: its name, its two implementations, and the parameters it takes."""
 
     name: str
-    binary: Optional[Callable] = None       # None: no binary form (binary_loss and GanObjective refuse it)
-    multiclass: Optional[Callable] = None   # None: no multi-class form
-    params: Tuple[str, ...] = ()
-    label_always: Tuple[str, ...] = ()
+    binary: Callable | None = None  # None: no binary form (binary_loss and GanObjective refuse it)
+    multiclass: Callable | None = None  # None: no multi-class form
+    params: tuple[str, ...] = ()
+    label_always: tuple[str, ...] = ()
     # For members whose binary loss is a function of the nll alone: f(nll, input_dtype=..., **params) per sample,
     # so that batched callers (rlo.experiments.batched_gd) compute one nll for many models.
-    from_nll: Optional[Callable] = None
+    from_nll: Callable | None = None
     # The binary loss a GAN generator minimises on its target 'real', when it is not `binary` itself (hinge GANs:
     # G minimises -D(G(z)), not relu(1 - D(G(z)))). Same signature as `binary`.
-    generator: Optional[Callable] = None
+    generator: Callable | None = None
 
 
 MEMBERS = (
@@ -57,20 +58,30 @@ MEMBERS = (
     # focal alpha (1 - p)^gamma (-log p) (Lin et al. 2017)
     LossMember("focal", RF.binary_focal_loss, RF.focal_loss, params=("gamma", "alpha")),
     # rooted logistic, eq. 4: m p^(-1/k), m = k by default
-    LossMember("rlo", functools.partial(RF.rooted_logistic, form="eq4"),
-               functools.partial(RF.rooted_cross_entropy, form="eq4"), params=("k", "m"), label_always=("k",),
-               from_nll=functools.partial(RF.rooted_from_nll, form="eq4")),
+    LossMember(
+        "rlo",
+        functools.partial(RF.rooted_logistic, form="eq4"),
+        functools.partial(RF.rooted_cross_entropy, form="eq4"),
+        params=("k", "m"),
+        label_always=("k",),
+        from_nll=functools.partial(RF.rooted_from_nll, form="eq4"),
+    ),
     # rooted logistic, eq. 9: m (1 - p^(1/k)), bounded by m
-    LossMember("rlo-eq9", functools.partial(RF.rooted_logistic, form="eq9"),
-               functools.partial(RF.rooted_cross_entropy, form="eq9"), params=("k", "m"), label_always=("k",),
-               from_nll=functools.partial(RF.rooted_from_nll, form="eq9")),
+    LossMember(
+        "rlo-eq9",
+        functools.partial(RF.rooted_logistic, form="eq9"),
+        functools.partial(RF.rooted_cross_entropy, form="eq9"),
+        params=("k", "m"),
+        label_always=("k",),
+        from_nll=functools.partial(RF.rooted_from_nll, form="eq9"),
+    ),
     # unhinged 1 - margin (van Rooyen et al. 2015); linear, so not a function of the nll
     LossMember("unhinged", RF.binary_unhinged_loss, RF.unhinged_loss),
     # hinge relu(1 - margin) (multi-class: Crammer & Singer); in a GAN, G minimises -D(G(z)) (BigGAN)
     LossMember("hinge", RF.binary_hinge_loss, RF.hinge_loss, generator=RF.binary_linear_loss),
 )
 
-_REGISTRY: Dict[str, LossMember] = {}
+_REGISTRY: dict[str, LossMember] = {}
 
 
 def register(member: LossMember) -> LossMember:
@@ -87,8 +98,9 @@ def register(member: LossMember) -> LossMember:
         raise ValueError(f"loss {name!r} is registered already")
     unknown = [p for p in member.params if p not in LABEL_CODES]
     if unknown or len(set(member.params)) != len(member.params):
-        raise ValueError(f"loss {name!r}: params {member.params} must be distinct LossConfig fields among "
-                         f"{tuple(LABEL_CODES)}")
+        raise ValueError(
+            f"loss {name!r}: params {member.params} must be distinct LossConfig fields among {tuple(LABEL_CODES)}"
+        )
     if not set(member.label_always) <= set(member.params):
         raise ValueError(f"loss {name!r}: label_always {member.label_always} must be among params {member.params}")
     if member.binary is None and member.multiclass is None:
@@ -110,7 +122,7 @@ def get_member(name: str) -> LossMember:
     return member
 
 
-def loss_names(task: Optional[str] = None) -> Tuple[str, ...]:
+def loss_names(task: str | None = None) -> tuple[str, ...]:
     """Registered names in order; ``task='binary'`` or ``'multiclass'`` keeps the members that have that form."""
     if task not in (None, "binary", "multiclass"):
         raise ValueError(f"task must be None, 'binary' or 'multiclass', got task={task!r}")

@@ -1,4 +1,5 @@
 """Shared test setup: tiny CPU configs, deterministic seeds, and the shared fixture locations."""
+
 import os
 import pathlib
 

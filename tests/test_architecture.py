@@ -2,26 +2,26 @@
 
 Read from the source with `ast`, so the check sees every import, including ones a test run never executes.
 """
+
 import ast
 import pathlib
 
 import pytest
-
 from conftest import REPO
 
 # Package -> the packages of ours it may import. rlo is installed on its own, so it depends on nothing of ours.
 ALLOWED = {
-    'rlo': set(),
-    'dnnlib': set(),
-    'torch_utils': {'dnnlib'},
-    'training': {'rlo', 'dnnlib', 'torch_utils'},
-    'metrics': {'training', 'rlo', 'dnnlib', 'torch_utils'},
+    "rlo": set(),
+    "dnnlib": set(),
+    "torch_utils": {"dnnlib"},
+    "training": {"rlo", "dnnlib", "torch_utils"},
+    "metrics": {"training", "rlo", "dnnlib", "torch_utils"},
 }
 OURS = set(ALLOWED)
 
 
 def package_files(package):
-    return sorted((REPO / package).rglob('*.py'))
+    return sorted((REPO / package).rglob("*.py"))
 
 
 def imports_of(path: pathlib.Path):
@@ -39,36 +39,39 @@ def imports_of(path: pathlib.Path):
         else:
             continue
         for name in names:
-            root = name.split('.')[0]
+            root = name.split(".")[0]
             if root in OURS:
                 yield root, node.lineno, id(node) in top_level
 
 
-@pytest.mark.parametrize('package', sorted(ALLOWED))
+@pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_packages_import_only_the_floors_below_them(package):
-    offending = [f'{path.relative_to(REPO)}:{line} imports {root}'
-                 for path in package_files(package) for root, line, _ in imports_of(path)
-                 if root != package and root not in ALLOWED[package]]
-    assert not offending, f'{package} may import only {sorted(ALLOWED[package]) or "nothing of ours"}: {offending}'
+    offending = [
+        f"{path.relative_to(REPO)}:{line} imports {root}"
+        for path in package_files(package)
+        for root, line, _ in imports_of(path)
+        if root != package and root not in ALLOWED[package]
+    ]
+    assert not offending, f"{package} may import only {sorted(ALLOWED[package]) or 'nothing of ours'}: {offending}"
 
 
 def test_the_allowed_graph_has_no_cycles():
     state = {}
 
     def visit(package, trail):
-        if state.get(package) == 'done':
+        if state.get(package) == "done":
             return
-        assert state.get(package) != 'open', f'cycle: {" -> ".join(trail + [package])}'
-        state[package] = 'open'
+        assert state.get(package) != "open", f"cycle: {' -> '.join(trail + [package])}"
+        state[package] = "open"
         for dep in ALLOWED[package]:
             visit(dep, trail + [package])
-        state[package] = 'done'
+        state[package] = "done"
 
     for package in ALLOWED:
         visit(package, [])
 
 
 def test_imports_of_our_packages_sit_at_the_top_of_each_file():
-    files = [path for package in ALLOWED for path in package_files(package)] + sorted(REPO.glob('*.py'))
-    local = [f'{path.relative_to(REPO)}:{line}' for path in files for _, line, at_top in imports_of(path) if not at_top]
-    assert not local, f'function-local imports of project modules hide dependencies from a reader: {local}'
+    files = [path for package in ALLOWED for path in package_files(package)] + sorted(REPO.glob("*.py"))
+    local = [f"{path.relative_to(REPO)}:{line}" for path in files for _, line, at_top in imports_of(path) if not at_top]
+    assert not local, f"function-local imports of project modules hide dependencies from a reader: {local}"

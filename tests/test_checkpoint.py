@@ -1,4 +1,5 @@
 """Our snapshot format: exact round trips, weights-only contents, atomic writes and clear errors."""
+
 from __future__ import annotations
 
 import errno
@@ -9,10 +10,10 @@ import pickletools
 import random
 import re
 import signal
-import tempfile
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import zipfile
@@ -20,16 +21,23 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import perturbed
+
 from rlo import files
 from training import checkpoint
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Discriminator, Generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_G = dict(z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3,
-              mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+TINY_G = dict(
+    z_dim=8,
+    c_dim=3,
+    w_dim=8,
+    img_resolution=8,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=64, channel_max=8),
+)
 TINY_D = dict(c_dim=3, img_resolution=8, img_channels=3, channel_base=64, channel_max=8)
 TRAINING_SET_KWARGS = dict(path="/data/digits.zip", use_labels=True, max_size=None, xflip=False, resolution=8)
 
@@ -114,6 +122,7 @@ def test_cuda_networks_and_resume_state_round_trip_through_cpu_file(tmp_path, ne
 
 def test_url_is_resolved_only_through_the_local_cache(snapshot, tmp_path, monkeypatch):
     from dnnlib import util
+
     url = "https://example.org/runs/network-snapshot-000000.pt"
     monkeypatch.setenv("RLO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "no_official_cache"))
@@ -218,10 +227,13 @@ def test_missing_file_names_the_path(tmp_path):
         load_network(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"hello world, not a network", "neither an rlo-stylegan2 snapshot"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"hello world, not a network", "neither an rlo-stylegan2 snapshot"),
+    ],
+)
 def test_unrecognised_bytes_are_refused(tmp_path, content, message):
     path = tmp_path / "junk.pkl"
     path.write_bytes(content)
@@ -287,8 +299,11 @@ def test_flipped_byte_in_tensor_data_is_detected_and_names_the_tensor(tmp_path, 
     path = flip_in_largest_record(snapshot, tmp_path / "flipped.pt")
     with pytest.raises(CheckpointError) as info:
         load_network(path)
-    named = re.fullmatch(rf"{re.escape(str(path))} is corrupt: tensor \['networks'\]\['G'\]\['state_dict'\]"
-                         rf"\['([^']+)'\] fails its sha256 digest", str(info.value))
+    named = re.fullmatch(
+        rf"{re.escape(str(path))} is corrupt: tensor \['networks'\]\['G'\]\['state_dict'\]"
+        rf"\['([^']+)'\] fails its sha256 digest",
+        str(info.value),
+    )
     assert named, str(info.value)
     sizes = {k: v.numel() for k, v in nets["G"].state_dict().items()}
     assert sizes[named.group(1)] == max(sizes.values())
@@ -316,13 +331,19 @@ def test_state_mismatch_names_network_and_keys(snapshot, tmp_path):
         del state["mapping.w_avg"]
         state["synthesis.bogus"] = torch.zeros(1)
         state["synthesis.b4.const"] = torch.zeros(1, 2)
+
     path = tmp_path / "edited.pt"
     rewrite_payload(snapshot, path, edit)
     with pytest.raises(CheckpointError) as info:
         load_network(path)
     message = str(info.value)
-    for fragment in ("['G_ema']", "Generator", "missing keys [mapping.w_avg]", "unexpected keys [synthesis.bogus]",
-                     "synthesis.b4.const: saved [1, 2] vs model [8, 4, 4]"):
+    for fragment in (
+        "['G_ema']",
+        "Generator",
+        "missing keys [mapping.w_avg]",
+        "unexpected keys [synthesis.bogus]",
+        "synthesis.b4.const: saved [1, 2] vs model [8, 4, 4]",
+    ):
         assert fragment in message
 
 
@@ -330,6 +351,7 @@ def test_bad_init_kwargs_name_the_network(snapshot, tmp_path):
     def edit(payload):
         kwargs = json.loads(payload["networks"]["D"]["init_kwargs_json"])
         payload["networks"]["D"]["init_kwargs_json"] = json.dumps(dict(kwargs, frobnicate=1))
+
     path = tmp_path / "edited.pt"
     rewrite_payload(snapshot, path, edit)
     with pytest.raises(CheckpointError, match=r"\['D'\]: cannot construct Discriminator.*frobnicate"):
@@ -365,8 +387,10 @@ def test_failed_write_keeps_previous_snapshot_and_leaves_no_temp(snapshot, nets,
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(checkpoint.torch, "save", partial_save)
-    with pytest.raises(CheckpointError, match=f"could not write {re.escape(str(snapshot))}: Input/output error; "
-                                              f"the previous {snapshot.name} is intact"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"could not write {re.escape(str(snapshot))}: Input/output error; the previous {snapshot.name} is intact",
+    ):
         save_snapshot(snapshot, nets, overwrite=True)
     monkeypatch.undo()
     assert snapshot.read_bytes() == before
@@ -467,10 +491,19 @@ def adam_state(module, steps=1):
 @pytest.fixture
 def full_snapshot(tmp_path, nets):
     """A snapshot with the resume_state training_loop.gather_resume_state writes (Adam moments included)."""
-    resume_state = dict(version=1, cur_nimg=4096, cur_tick=3, batch_idx=7, G_opt=adam_state(nets["G"]),
-                        D_opt=adam_state(nets["D"]), pl_mean=torch.tensor(0.25), ada=None,
-                        latent_gen=torch.Generator().manual_seed(3).get_state(),
-                        rng=[checkpoint.capture_rng_state()], training_options_json="{}")
+    resume_state = dict(
+        version=1,
+        cur_nimg=4096,
+        cur_tick=3,
+        batch_idx=7,
+        G_opt=adam_state(nets["G"]),
+        D_opt=adam_state(nets["D"]),
+        pl_mean=torch.tensor(0.25),
+        ada=None,
+        latent_gen=torch.Generator().manual_seed(3).get_state(),
+        rng=[checkpoint.capture_rng_state()],
+        training_options_json="{}",
+    )
     path = tmp_path / "network-snapshot-000004.pt"
     save_snapshot(path, nets, training_set_kwargs=TRAINING_SET_KWARGS, resume_state=resume_state)
     return path
@@ -499,7 +532,7 @@ def cd_entries(data: bytes, archive_path):
     with zipfile.ZipFile(archive_path) as archive:
         pos, out = archive.start_dir, {}
         for info in archive.infolist():
-            assert data[pos:pos + 4] == b"PK\x01\x02"
+            assert data[pos : pos + 4] == b"PK\x01\x02"
             name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
             out[info.filename] = pos
             pos += 46 + name_len + extra_len + comment_len
@@ -513,7 +546,9 @@ def test_directory_flag_flip_in_the_central_directory_loads_identical_or_refuses
     save_snapshot(snapshot, dict(G=nets["G"]))
     data = bytearray(snapshot.read_bytes())
     with zipfile.ZipFile(snapshot) as archive:
-        largest = max((i for i in archive.infolist() if re.search(r"/data/\d+$", i.filename)), key=lambda i: i.file_size)
+        largest = max(
+            (i for i in archive.infolist() if re.search(r"/data/\d+$", i.filename)), key=lambda i: i.file_size
+        )
     data[cd_entries(data, snapshot)[largest.filename] + 38] ^= 0x10  # external attributes, FILE_ATTRIBUTE_DIRECTORY
     path = tmp_path / "flagged.pt"
     path.write_bytes(bytes(data))
@@ -531,8 +566,9 @@ def test_directory_flag_flip_in_the_central_directory_loads_identical_or_refuses
 
 def test_content_edited_without_new_digests_is_refused(snapshot, tmp_path):
     path = tmp_path / "edited.pt"
-    rewrite_payload(snapshot, path, lambda p: p.update(training_set_kwargs_json='{"path": "/elsewhere"}'),
-                    redigest=False)
+    rewrite_payload(
+        snapshot, path, lambda p: p.update(training_set_kwargs_json='{"path": "/elsewhere"}'), redigest=False
+    )
     with pytest.raises(CheckpointError, match=r"edited\.pt is corrupt: its non-tensor content .* fails its digest"):
         load_network(path)
     rewrite_payload(snapshot, path, lambda p: p["networks"]["D"]["state_dict"]["b4.out.bias"].add_(1), redigest=False)
@@ -547,6 +583,7 @@ def as_version_1(src, dst):
     def edit(payload):
         del payload["digests"]
         payload["version"] = 1
+
     rewrite_payload(src, dst, edit, redigest=False)
     return dst
 
@@ -587,34 +624,50 @@ def built_modules(monkeypatch):
 
 HOSTILE_KWARGS = [
     ("G", "z_dim", 4_000_000, r"Generator kwarg z_dim=4000000 is out of bounds; expected an integer in \[0, 16384\]"),
-    ("G", "z_dim", 2 ** 40, r"z_dim=1099511627776 is out of bounds"),
+    ("G", "z_dim", 2**40, r"z_dim=1099511627776 is out of bounds"),
     ("G", "w_dim", "8", r"w_dim='8' is out of bounds"),
     ("G", "c_dim", True, r"c_dim=True is out of bounds"),
     ("G", "img_resolution", 48, r"img_resolution=48 is out of bounds; expected a power of two"),
-    ("G", "img_resolution", 2 ** 30, r"img_resolution=1073741824 is out of bounds"),
+    ("G", "img_resolution", 2**30, r"img_resolution=1073741824 is out of bounds"),
     ("G", "img_channels", 0, r"img_channels=0 is out of bounds"),
-    ("G", "mapping_kwargs", dict(num_layers=10 ** 6), r"kwarg mapping_kwargs.num_layers=1000000 is out of bounds"),
-    ("G", "synthesis_kwargs", dict(channel_base=2 ** 24, channel_max=16384),
-     r"Generator kwargs describe [\d,]+ parameter and buffer elements, more than the limit of 2,000,000,000"),
-    ("G", "synthesis_kwargs", dict(resample_filter=[1] * 100_000), r"synthesis_kwargs.resample_filter=\[1, 1, 1, 1, \.\.\.\]"),
+    ("G", "mapping_kwargs", dict(num_layers=10**6), r"kwarg mapping_kwargs.num_layers=1000000 is out of bounds"),
+    (
+        "G",
+        "synthesis_kwargs",
+        dict(channel_base=2**24, channel_max=16384),
+        r"Generator kwargs describe [\d,]+ parameter and buffer elements, more than the limit of 2,000,000,000",
+    ),
+    (
+        "G",
+        "synthesis_kwargs",
+        dict(resample_filter=[1] * 100_000),
+        r"synthesis_kwargs.resample_filter=\[1, 1, 1, 1, \.\.\.\]",
+    ),
     ("G", "synthesis_kwargs", dict(num_fp16_res=-1), r"synthesis_kwargs.num_fp16_res=-1 is out of bounds"),
     ("G", "synthesis_kwargs", dict(channel_base=4), r"channel_base=4 gives 0 channels at img_resolution=8"),
     ("G", "synthesis_kwargs", dict(up=2), r"unknown kwarg 'synthesis_kwargs.up'"),
     ("G", "extra", {"deeply": {"nested": 1}}, r"got an unexpected keyword argument 'extra'"),
-    ("D", "architecture", "bogus", r"architecture='bogus' is out of bounds; expected one of \['orig', 'skip', 'resnet'\]"),
+    (
+        "D",
+        "architecture",
+        "bogus",
+        r"architecture='bogus' is out of bounds; expected one of \['orig', 'skip', 'resnet'\]",
+    ),
     ("D", "conv_clamp", float("inf"), r"conv_clamp=inf is out of bounds"),
-    ("D", "channel_max", 10 ** 9, r"channel_max=1000000000 is out of bounds"),
+    ("D", "channel_max", 10**9, r"channel_max=1000000000 is out of bounds"),
     ("D", "cmap_dim", 0, r"cmap_dim=0 is out of bounds"),
     ("D", "block_kwargs", [1, 2], r"Discriminator block_kwargs is a list, not a dict"),
-    ("D", "epilogue_kwargs", dict(mbstd_group_size=2 ** 40), r"epilogue_kwargs.mbstd_group_size=1099511627776"),
+    ("D", "epilogue_kwargs", dict(mbstd_group_size=2**40), r"epilogue_kwargs.mbstd_group_size=1099511627776"),
     ("D", "epilogue_kwargs", dict(bogus=1), r"unknown kwarg 'epilogue_kwargs.bogus' \(= 1\)"),
 ]
 
 
-@pytest.mark.parametrize("name, key, value, message", HOSTILE_KWARGS,
-                         ids=[f"{n}.{k}={str(v)[:20]}" for n, k, v, _ in HOSTILE_KWARGS])
-def test_hostile_init_kwargs_are_refused_before_anything_is_built(tmp_path, nets, built_modules, name, key, value,
-                                                                  message):
+@pytest.mark.parametrize(
+    "name, key, value, message", HOSTILE_KWARGS, ids=[f"{n}.{k}={str(v)[:20]}" for n, k, v, _ in HOSTILE_KWARGS]
+)
+def test_hostile_init_kwargs_are_refused_before_anything_is_built(
+    tmp_path, nets, built_modules, name, key, value, message
+):
     snapshot = tmp_path / "one.pt"
     save_snapshot(snapshot, {name: nets[name]})
     path = tmp_path / "hostile.pt"
@@ -622,6 +675,7 @@ def test_hostile_init_kwargs_are_refused_before_anything_is_built(tmp_path, nets
     def edit(payload):
         entry = payload["networks"][name]
         entry["init_kwargs_json"] = json.dumps(dict(json.loads(entry["init_kwargs_json"]), **{key: value}))
+
     rewrite_payload(snapshot, path, edit)
     del built_modules[:]
     start = time.monotonic()
@@ -642,12 +696,16 @@ def test_state_far_smaller_than_its_kwargs_is_refused_before_building(tmp_path, 
 
     def edit(payload):
         kwargs = json.loads(payload["networks"]["G"]["init_kwargs_json"])
-        kwargs["synthesis_kwargs"].update(channel_base=2 ** 16, channel_max=2048)
+        kwargs["synthesis_kwargs"].update(channel_base=2**16, channel_max=2048)
         payload["networks"]["G"]["init_kwargs_json"] = json.dumps(kwargs)
+
     rewrite_payload(snapshot, path, edit)
     del built_modules[:]
-    with pytest.raises(CheckpointError, match=r"\['G'\] \(Generator\): the saved state holds [\d,]+ elements but its "
-                                              r"kwargs describe a network of [\d,]+; refusing to build it"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"\['G'\] \(Generator\): the saved state holds [\d,]+ elements but its "
+        r"kwargs describe a network of [\d,]+; refusing to build it",
+    ):
         load_network(path)
     assert built_modules == []
 
@@ -666,14 +724,21 @@ def test_deeply_nested_payload_is_refused(tmp_path, nets):
 
 def test_load_reports_each_networks_init_kwargs(snapshot, nets):
     loaded = load_network(snapshot)
-    assert loaded["init_kwargs"] == {"G": nets["G"].init_kwargs, "D": nets["D"].init_kwargs,
-                                     "G_ema": nets["G_ema"].init_kwargs, "augment_pipe": None}
+    assert loaded["init_kwargs"] == {
+        "G": nets["G"].init_kwargs,
+        "D": nets["D"].init_kwargs,
+        "G_ema": nets["G_ema"].init_kwargs,
+        "augment_pipe": None,
+    }
     fresh = Generator(**loaded["init_kwargs"]["G"])
-    assert [tuple(t.shape) for t in fresh.state_dict().values()] == \
-        [tuple(t.shape) for t in nets["G"].state_dict().values()]
+    assert [tuple(t.shape) for t in fresh.state_dict().values()] == [
+        tuple(t.shape) for t in nets["G"].state_dict().values()
+    ]
     assert checkpoint.describe_kwargs_mismatch(loaded["init_kwargs"]["G"], TINY_G, "Generator") == ""
-    assert checkpoint.describe_kwargs_mismatch(loaded["init_kwargs"]["G"], dict(TINY_G, img_resolution=16),
-                                               "Generator") == "img_resolution 8 (saved) vs 16 (run)"
+    assert (
+        checkpoint.describe_kwargs_mismatch(loaded["init_kwargs"]["G"], dict(TINY_G, img_resolution=16), "Generator")
+        == "img_resolution 8 (saved) vs 16 (run)"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -714,9 +779,12 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_snapshot(snap
     with pytest.raises(CheckpointError) as info:
         save_snapshot(snapshot, nets, overwrite=True)
     monkeypatch.undo()
-    mb = sum(t.numel() * 4 for n in ("G", "D", "G_ema") for t in nets[n].state_dict().values()) / 2 ** 20
-    assert re.fullmatch(rf"no space left on device while writing {re.escape(str(snapshot))} \(needed ~(\d+) MB\); "
-                        rf"the previous {snapshot.name} is intact", str(info.value))
+    mb = sum(t.numel() * 4 for n in ("G", "D", "G_ema") for t in nets[n].state_dict().values()) / 2**20
+    assert re.fullmatch(
+        rf"no space left on device while writing {re.escape(str(snapshot))} \(needed ~(\d+) MB\); "
+        rf"the previous {snapshot.name} is intact",
+        str(info.value),
+    )
     assert int(re.search(r"~(\d+) MB", str(info.value)).group(1)) == max(round(mb), 1)
     assert snapshot.read_bytes() == before
     assert_only(snapshot.parent, [snapshot.name])
@@ -728,14 +796,18 @@ def test_disk_full_at_fsync_or_reported_only_by_torch_is_named_too(tmp_path, net
 
     def full_fsync(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "fsync", full_fsync)
-    with pytest.raises(CheckpointError, match=r"^no space left on device while writing .*new\.pt .*nothing was written$"):
+    with pytest.raises(
+        CheckpointError, match=r"^no space left on device while writing .*new\.pt .*nothing was written$"
+    ):
         save_snapshot(path, dict(G=nets["G"]))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert_only(tmp_path, [])
 
     def enforce_fail(obj, f):  # as torch reports it when the OSError is not chained
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
     monkeypatch.setattr(checkpoint.torch, "save", enforce_fail)
     monkeypatch.setattr(files, "_free_bytes", lambda directory: 1000)
     with pytest.raises(CheckpointError, match=r"^no space left on device while writing"):
@@ -747,9 +819,13 @@ def test_disk_full_at_fsync_or_reported_only_by_torch_is_named_too(tmp_path, net
 def test_unwritable_folder_is_named_in_one_line(tmp_path, nets, monkeypatch, code, words):
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code))
+
     monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
-    with pytest.raises(CheckpointError, match=rf"^cannot write to folder {re.escape(str(tmp_path))}: {words}; "
-                                              rf"nothing was written$"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^cannot write to folder {re.escape(str(tmp_path))}: {words}; "
+        rf"nothing was written$",
+    ):
         save_snapshot(tmp_path / "new.pt", dict(G=nets["G"]))
     assert_only(tmp_path, [])
 
@@ -794,6 +870,7 @@ def test_overwrite_false_is_atomic_against_a_file_appearing_during_the_write(tmp
     def write(f):
         f.write(b"mine")
         path.write_bytes(b"another writer's")  # appears after the up-front check
+
     with pytest.raises(CheckpointError, match="already exists; refusing to replace it"):
         checkpoint.atomic_write(path, write, overwrite=False)
     assert path.read_bytes() == b"another writer's"
@@ -803,6 +880,7 @@ def test_overwrite_false_is_atomic_against_a_file_appearing_during_the_write(tmp
 def test_overwrite_false_without_hard_links_falls_back_to_a_check(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise OSError(errno.EPERM, "Operation not permitted")
+
     monkeypatch.setattr(os, "link", no_links)
     path = tmp_path / "out.bin"
     checkpoint.atomic_write(path, lambda f: f.write(b"first"), overwrite=False)
@@ -823,8 +901,15 @@ def test_remove_stale_temp_files_removes_only_atomic_write_leftovers(tmp_path):
         fd, name = tempfile.mkstemp(prefix=".network-snapshot-000004.pt.", suffix=".tmp", dir=tmp_path)
         os.close(fd)
         leftovers.append(name)
-    keep = ["network-snapshot-000004.pt", ".network-snapshot-000004.pt.tmp", "snap.pt.abcd1234.tmp",
-            ".snap.pt.ABCD1234.tmp", ".snap.pt.abcd1234.tmp.bak", ".snap.pt.abc123.tmp", "notes.tmp"]
+    keep = [
+        "network-snapshot-000004.pt",
+        ".network-snapshot-000004.pt.tmp",
+        "snap.pt.abcd1234.tmp",
+        ".snap.pt.ABCD1234.tmp",
+        ".snap.pt.abcd1234.tmp.bak",
+        ".snap.pt.abc123.tmp",
+        "notes.tmp",
+    ]
     for name in keep:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / ".folder.abcd1234.tmp").mkdir()
@@ -842,8 +927,11 @@ def test_strip_optimizer_state_shrinks_the_file_and_keeps_everything_else(full_s
     before = load_network(full_snapshot)
     size = full_snapshot.stat().st_size
     assert before["has_optimizer_state"]
-    moments = sum(t.numel() * t.element_size() for key in ("G_opt", "D_opt")
-                  for t in tensors_by_path(before["resume_state"][key]).values())
+    moments = sum(
+        t.numel() * t.element_size()
+        for key in ("G_opt", "D_opt")
+        for t in tensors_by_path(before["resume_state"][key]).values()
+    )
     saved = checkpoint.strip_optimizer_state(full_snapshot)
     assert saved == size - full_snapshot.stat().st_size and saved >= moments
     after = load_network(full_snapshot)
@@ -854,8 +942,10 @@ def test_strip_optimizer_state_shrinks_the_file_and_keeps_everything_else(full_s
     for path, tensor in tensors_by_path(after["resume_state"]).items():
         assert torch.equal(tensor, kept_tensors.pop(path)), path
     assert not kept_tensors
-    assert after["resume_state"]["cur_nimg"] == 4096 and after["resume_state"]["rng"][0]["numpy"]["pos"] == \
-        before["resume_state"]["rng"][0]["numpy"]["pos"]
+    assert (
+        after["resume_state"]["cur_nimg"] == 4096
+        and after["resume_state"]["rng"][0]["numpy"]["pos"] == before["resume_state"]["rng"][0]["numpy"]["pos"]
+    )
     for name in ("G", "D", "G_ema"):
         assert_same_state(after[name], before[name])
     assert after["training_set_kwargs"] == TRAINING_SET_KWARGS

@@ -1,4 +1,5 @@
 """dnnlib.util: EasyDict, format_time and the offline cache lookup (never the network)."""
+
 import hashlib
 import pickle
 import socket
@@ -22,8 +23,10 @@ def cache_root(tmp_path, monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a socket fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("network access attempted")
+
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
@@ -39,10 +42,19 @@ def test_easydict_attribute_access_mirrors_items():
     assert pickle.loads(pickle.dumps(d)) == d
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0, "0s"), (59.4, "59s"), (60, "1m 00s"), (3599, "59m 59s"), (3600, "1h 00m 00s"),
-    (3 * 3600 + 2 * 60 + 5, "3h 02m 05s"), (86400, "1d 00h 00m"), (2 * 86400 + 5 * 3600 + 7 * 60 + 30, "2d 05h 07m"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0s"),
+        (59.4, "59s"),
+        (60, "1m 00s"),
+        (3599, "59m 59s"),
+        (3600, "1h 00m 00s"),
+        (3 * 3600 + 2 * 60 + 5, "3h 02m 05s"),
+        (86400, "1d 00h 00m"),
+        (2 * 86400 + 5 * 3600 + 7 * 60 + 30, "2d 05h 07m"),
+    ],
+)
 def test_format_time_matches_official_layout(seconds, text):
     assert util.format_time(seconds) == text
 

@@ -1,9 +1,10 @@
 """Classification experiment, data and command line: loss names parse, each dataset reader reads a fake archive or
 folder in the real layout exactly (and a missing one is named with its flag and variable), presets set the paper's
 values and flags override them, and a tiny CLI run writes a consistent table, CSV and figure."""
+
 import csv
-import pathlib
 import io
+import pathlib
 import pickle
 import tarfile
 
@@ -24,20 +25,24 @@ def _cli(*args):
 
 # ---------------------------------------------------------------- loss names
 
-@pytest.mark.parametrize("name, expected", [
-    ("ce", rlo.LossConfig("ce")),
-    ("focal", rlo.LossConfig("focal", gamma=3.0, alpha=0.25)),
-    ("focal-g2-a0.5", rlo.LossConfig("focal", gamma=2.0, alpha=0.5)),
-    ("rlo-k5", rlo.LossConfig("rlo", k=5)),
-    ("rlo-k3-m5", rlo.LossConfig("rlo", k=3, m=5)),
-    ("rlo-eq9-k3", rlo.LossConfig("rlo-eq9", k=3)),
-    ("unhinged", rlo.LossConfig("unhinged")),
-    # the short spellings this CLI always took, aliases of the labels above
-    ("rlo-5", rlo.LossConfig("rlo", k=5)),
-    ("rlo-10", rlo.LossConfig("rlo", k=10.0)),
-    ("rlo-2.5", rlo.LossConfig("rlo", k=2.5)),
-    ("rlo-eq9-3", rlo.LossConfig("rlo-eq9", k=3)),
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ce", rlo.LossConfig("ce")),
+        ("focal", rlo.LossConfig("focal", gamma=3.0, alpha=0.25)),
+        ("focal-g2-a0.5", rlo.LossConfig("focal", gamma=2.0, alpha=0.5)),
+        ("rlo-k5", rlo.LossConfig("rlo", k=5)),
+        ("rlo-k3-m5", rlo.LossConfig("rlo", k=3, m=5)),
+        ("rlo-eq9-k3", rlo.LossConfig("rlo-eq9", k=3)),
+        ("unhinged", rlo.LossConfig("unhinged")),
+        # the short spellings this CLI always took, aliases of the labels above
+        ("rlo-5", rlo.LossConfig("rlo", k=5)),
+        ("rlo-10", rlo.LossConfig("rlo", k=10.0)),
+        ("rlo-2.5", rlo.LossConfig("rlo", k=2.5)),
+        ("rlo-eq9-3", rlo.LossConfig("rlo-eq9", k=3)),
+    ],
+)
 def test_loss_names_parse_to_family_members(name, expected):
     assert classify.parse_loss(name) == expected
 
@@ -48,8 +53,9 @@ def test_the_cli_reads_the_labels_describe_writes(name):
     assert cfg.describe() == name and cfg == rlo.LossConfig.parse(name)
 
 
-@pytest.mark.parametrize("bad", ["rlo", "rlo-", "rlo-k", "RLO-5", "cross-entropy", "rlo-0", "rlo-k0", "focal-3",
-                                 "ce-k3", "rlo-k3-k4"])
+@pytest.mark.parametrize(
+    "bad", ["rlo", "rlo-", "rlo-k", "RLO-5", "cross-entropy", "rlo-0", "rlo-k0", "focal-3", "ce-k3", "rlo-k3-k4"]
+)
 def test_bad_loss_name_is_rejected_with_the_name(bad):
     with pytest.raises(ValueError, match=f"--losses: .*{bad!r}"):
         classify.parse_loss(bad)
@@ -57,7 +63,12 @@ def test_bad_loss_name_is_rejected_with_the_name(bad):
 
 def test_loss_list_keeps_order_and_rejects_duplicates():
     assert [c.describe() for c in classify.parse_losses(classify.DEFAULT_LOSSES)] == [
-        "ce", "focal", "rlo-k5", "rlo-k8", "rlo-k10"]
+        "ce",
+        "focal",
+        "rlo-k5",
+        "rlo-k8",
+        "rlo-k10",
+    ]
     with pytest.raises(ValueError, match="twice"):
         classify.parse_losses("ce,rlo-5,ce")
     with pytest.raises(ValueError, match="twice"):
@@ -68,6 +79,7 @@ def test_loss_list_keeps_order_and_rejects_duplicates():
 
 
 # ---------------------------------------------------------------- data and init
+
 
 @pytest.fixture(scope="module")
 def tiny_digits():
@@ -88,8 +100,10 @@ def test_digits_split_is_80_20_disjoint_and_seeded(tiny_digits):
 
 def test_same_seed_gives_identical_initial_weights_for_every_loss(tiny_digits):
     settings = TrainSettings(epochs=0)
-    nets = [train_classifier(_source(tiny_digits), cfg, settings, seed=3, progress=False)[1]
-            for cfg in classify.parse_losses(classify.DEFAULT_LOSSES)]
+    nets = [
+        train_classifier(_source(tiny_digits), cfg, settings, seed=3, progress=False)[1]
+        for cfg in classify.parse_losses(classify.DEFAULT_LOSSES)
+    ]
     for net in nets[1:]:
         for a, b in zip(nets[0].parameters(), net.parameters()):
             assert torch.equal(a, b)
@@ -101,8 +115,8 @@ def test_one_epoch_moves_the_losses_apart_from_the_shared_start(tiny_digits):
     settings = TrainSettings(epochs=1, batch=32)
     ce = train_classifier(_source(tiny_digits), rlo.LossConfig("ce"), settings, seed=0, progress=False)
     rooted = train_classifier(_source(tiny_digits), rlo.LossConfig("rlo", k=5), settings, seed=0, progress=False)
-    assert ce[0].epochs[0].test_acc == rooted[0].epochs[0].test_acc          # same initial network
-    assert ce[0].epochs[1].train_loss == ce[0].epochs[1].train_ce          # CE's own objective is CE
+    assert ce[0].epochs[0].test_acc == rooted[0].epochs[0].test_acc  # same initial network
+    assert ce[0].epochs[1].train_loss == ce[0].epochs[1].train_ce  # CE's own objective is CE
     assert rooted[0].epochs[1].train_loss != pytest.approx(rooted[0].epochs[1].train_ce)
     assert not torch.equal(next(ce[1].parameters()), next(rooted[1].parameters()))
 
@@ -110,18 +124,19 @@ def test_one_epoch_moves_the_losses_apart_from_the_shared_start(tiny_digits):
 def test_random_crop_flip_matches_a_per_image_reference():
     x = torch.randn(6, 3, 8, 8)
     out = classify_data.random_crop_flip(x, torch.Generator().manual_seed(7))
-    draws = torch.Generator().manual_seed(7)   # same draws, in the same order as the implementation
+    draws = torch.Generator().manual_seed(7)  # same draws, in the same order as the implementation
     dy = torch.randint(0, 9, (6,), generator=draws)
     dx = torch.randint(0, 9, (6,), generator=draws)
     flip = torch.rand(6, generator=draws) < 0.5
     padded = torch.zeros(6, 3, 16, 16)
     padded[:, :, 4:12, 4:12] = x
     for i in range(6):
-        window = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        window = padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
         torch.testing.assert_close(out[i], window.flip(-1) if flip[i] else window, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- CIFAR-10
+
 
 def _fake_cifar_archive(tmp_path, per_batch=2, with_test_batch=True):
     """cifar-10-python.tar.gz in the official layout (protocol-2 pickles of {'data': uint8 [N, 3072] planar RGB,
@@ -133,16 +148,23 @@ def _fake_cifar_archive(tmp_path, per_batch=2, with_test_batch=True):
         for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] * with_test_batch:
             images = rng.randint(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
             labels = [int(v) for v in rng.randint(0, 10, size=per_batch)]
-            content = {b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), b"labels": labels,
-                       b"batch_label": batch.encode()}
+            content = {
+                b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1),
+                b"labels": labels,
+                b"batch_label": batch.encode(),
+            }
             data = pickle.dumps(content, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{batch}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             batches[batch] = (images, labels)
     train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
-    return (path, np.concatenate([b[0] for b in train]), sum((b[1] for b in train), []),
-            *batches.get("test_batch", (None, None)))
+    return (
+        path,
+        np.concatenate([b[0] for b in train]),
+        sum((b[1] for b in train), []),
+        *batches.get("test_batch", (None, None)),
+    )
 
 
 def test_cifar10_loader_reads_the_python_archive_exactly(tmp_path):
@@ -186,14 +208,31 @@ def test_missing_cifar10_archive_is_reported_by_name(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- CLI
 
+
 def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
-    argv = ["--epochs", "2", "--seeds", "2", "--max-images", "200", "--losses", "ce,rlo-5", "--batch", "32",
-            "--out", str(tmp_path), "--device", "cpu"]
+    argv = [
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--max-images",
+        "200",
+        "--losses",
+        "ce,rlo-5",
+        "--batch",
+        "32",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
     result = _cli(*argv)
     assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_digits.md").read_text()
-    assert (f"Produced by `python -m rlo.experiments.classify --losses=ce,rlo-k5 --epochs=2 --batch=32 --seeds=2 "
-            f"--max-images=200 --out={tmp_path} --device=cpu`.") in table
+    assert (
+        f"Produced by `python -m rlo.experiments.classify --losses=ce,rlo-k5 --epochs=2 --batch=32 --seeds=2 "
+        f"--max-images=200 --out={tmp_path} --device=cpu`."
+    ) in table
     assert "| small-cnn | CE |" in table and "| small-cnn | RLO-5 |" in table and "40 test images" in table
     assert "| Dataset | Model | CE time (s) | CE acc. (%) | RLO-5 time (s) | RLO-5 acc. (%) |" in table
     summary = list(csv.DictReader(io.StringIO((tmp_path / "classify_digits.csv").read_text())))
@@ -215,8 +254,9 @@ def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
 def test_cifar10_run_trains_with_augmentation_and_writes_its_outputs(tmp_path, monkeypatch):
     path = _fake_cifar_archive(tmp_path, per_batch=4)[0]
     monkeypatch.setenv("RLO_CIFAR10", str(path))
-    result = _cli("--data", "cifar10", "--epochs", 1, "--seeds", 1, "--losses", "rlo-8", "--out", tmp_path,
-                  "--device", "cpu")
+    result = _cli(
+        "--data", "cifar10", "--epochs", 1, "--seeds", 1, "--losses", "rlo-8", "--out", tmp_path, "--device", "cpu"
+    )
     assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_cifar10.md").read_text()
     assert "20 train / 4 test images [3, 32, 32]" in table and "augmentation crop+flip" in table
@@ -232,6 +272,7 @@ def test_a_member_without_a_multiclass_form_is_refused(monkeypatch):
 
 # ---------------------------------------------------------------- CIFAR-100
 
+
 def _fake_cifar100_archive(tmp_path, n_train=6, n_test=3):
     """cifar-100-python.tar.gz in the official layout: cifar-100-python/{train,test,meta}, pickles with b'data',
     b'fine_labels' and b'coarse_labels'."""
@@ -245,8 +286,12 @@ def _fake_cifar100_archive(tmp_path, n_train=6, n_test=3):
             else:
                 images = rng.randint(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
                 fine = [int(v) for v in rng.randint(0, 100, size=n)]
-                content = {b"data": images.transpose(0, 3, 1, 2).reshape(n, -1), b"fine_labels": fine,
-                           b"coarse_labels": [f // 5 for f in fine], b"filenames": [b"x.png"] * n}
+                content = {
+                    b"data": images.transpose(0, 3, 1, 2).reshape(n, -1),
+                    b"fine_labels": fine,
+                    b"coarse_labels": [f // 5 for f in fine],
+                    b"filenames": [b"x.png"] * n,
+                }
                 splits[split] = (images, fine)
             data = pickle.dumps(content, protocol=2)
             info = tarfile.TarInfo(f"cifar-100-python/{split}")
@@ -262,23 +307,30 @@ def test_cifar100_reader_reads_fine_labels_from_the_archive_and_its_folder(tmp_p
     for source in (path, tmp_path / "x" / "cifar-100-python"):
         data = classify_data.load_cifar100_split(source)
         assert data.num_classes == 100 and data.train_images.shape == (6, 3, 32, 32)
-        for split, images, labels in (("train", data.train_images, data.train_labels),
-                                      ("test", data.test_images, data.test_labels)):
+        for split, images, labels in (
+            ("train", data.train_images, data.train_labels),
+            ("test", data.test_images, data.test_labels),
+        ):
             np.testing.assert_array_equal(images.numpy(), splits[split][0].transpose(0, 3, 1, 2))
             assert labels.tolist() == splits[split][1]
 
 
 def test_cifar10_archive_given_as_cifar100_is_named(tmp_path):
     path = _fake_cifar_archive(tmp_path)[0]
-    with pytest.raises(DataFileError, match=r"cifar-10-python\.tar\.gz: not the CIFAR-100 python archive .*"
-                                            r"no cifar-100-python/train"):
+    with pytest.raises(
+        DataFileError,
+        match=r"cifar-10-python\.tar\.gz: not the CIFAR-100 python archive .*"
+        r"no cifar-100-python/train",
+    ):
         image_data.read_cifar100(str(path), "train")
 
 
 # ---------------------------------------------------------------- image folders
 
+
 def _jpeg(path, rng, size=(20, 16)):
     import PIL.Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     PIL.Image.fromarray(rng.randint(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(path, quality=95)
 
@@ -306,7 +358,10 @@ def _fake_food101(tmp_path, classes=("apple_pie", "baby_back_ribs")):
     root = tmp_path / "food-101"
     (root / "meta").mkdir(parents=True)
     (root / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
-    train, test = [f"{classes[0]}/101", f"{classes[1]}/202", f"{classes[1]}/203"], [f"{classes[0]}/7", f"{classes[1]}/9"]
+    train, test = (
+        [f"{classes[0]}/101", f"{classes[1]}/202", f"{classes[1]}/203"],
+        [f"{classes[0]}/7", f"{classes[1]}/9"],
+    )
     for item in train + test:
         _jpeg(root / "images" / f"{item}.jpg", rng, (40, 30))
     (root / "meta" / "train.txt").write_text("\n".join(train) + "\n")
@@ -336,10 +391,11 @@ def test_folder_batches_decode_resize_and_normalise_with_imagenet_statistics(tmp
     root = _fake_food101(tmp_path)
     data = classify_data.load_data("food101", str(root))
     source = classify_data.make_source(data, classify_data.AugmentSettings(crop_flip=False), 24, torch.device("cpu"))
-    (x, y), = list(source.test_batches(10))
+    ((x, y),) = list(source.test_batches(10))
     assert x.shape == (2, 3, 24, 24) and y.tolist() == [0, 1]
     import PIL.Image
     import torchvision.transforms.v2.functional as TF
+
     expected = TF.resize(TF.pil_to_tensor(PIL.Image.open(data.test.files[0]).convert("RGB")), [24, 24], antialias=True)
     mean = torch.tensor(classify_data.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(classify_data.IMAGENET_STD).view(3, 1, 1)
@@ -355,20 +411,24 @@ def test_folder_training_batches_do_not_depend_on_workers_or_sharding(tmp_path):
     workers = list(source.train_batches(epoch=1, seed=5, batch=4, workers=2))
     halves = [list(source.train_batches(epoch=1, seed=5, batch=4, rank=r, world=2)) for r in (0, 1)]
     assert [n for _, _, n in one] == [4, 2]
-    for (x, y, n), (xw, yw, _), (x0, y0, _), (x1, y1, _) in zip(one, workers, *halves):
+    for (x, y, _n), (xw, yw, _), (x0, _y0, _), (x1, y1, _) in zip(one, workers, *halves):
         assert torch.equal(x, xw) and torch.equal(y, yw)
         assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[1::2], y1)
     other_epoch = list(source.train_batches(epoch=2, seed=5, batch=4))
     assert not torch.equal(one[0][0], other_epoch[0][0])
 
 
-@pytest.mark.parametrize("name, flag, env, expected", [
-    ("cifar100", "--cifar100-path", "RLO_CIFAR100", "cifar-100-python.tar.gz"),
-    ("tinyimagenet", "--tinyimagenet-path", "RLO_TINYIMAGENET", "tiny-imagenet-200"),
-    ("food101", "--food101-path", "RLO_FOOD101", "food-101"),
-])
-def test_a_missing_dataset_names_the_flag_the_variable_and_what_to_put_there(name, flag, env, expected, tmp_path,
-                                                                             monkeypatch):
+@pytest.mark.parametrize(
+    "name, flag, env, expected",
+    [
+        ("cifar100", "--cifar100-path", "RLO_CIFAR100", "cifar-100-python.tar.gz"),
+        ("tinyimagenet", "--tinyimagenet-path", "RLO_TINYIMAGENET", "tiny-imagenet-200"),
+        ("food101", "--food101-path", "RLO_FOOD101", "food-101"),
+    ],
+)
+def test_a_missing_dataset_names_the_flag_the_variable_and_what_to_put_there(
+    name, flag, env, expected, tmp_path, monkeypatch
+):
     monkeypatch.delenv(env, raising=False)
     result = _cli("--data", name, "--out", tmp_path / "out", "--device", "cpu")
     assert result.exit_code == 2
@@ -390,14 +450,33 @@ def test_a_folder_without_its_lists_is_named(tmp_path):
 
 def test_food101_run_trains_from_the_folder(tmp_path):
     root = _fake_food101(tmp_path)
-    result = _cli("--data", "food101", "--food101-path", root, "--image-size", 16, "--epochs", 1, "--seeds", 1,
-                  "--losses", "ce,rlo-k8", "--batch", 2, "--out", tmp_path, "--device", "cpu")
+    result = _cli(
+        "--data",
+        "food101",
+        "--food101-path",
+        root,
+        "--image-size",
+        16,
+        "--epochs",
+        1,
+        "--seeds",
+        1,
+        "--losses",
+        "ce,rlo-k8",
+        "--batch",
+        2,
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_food101.md").read_text()
     assert "3 train / 2 test images [3, 16, 16]" in table and "augmentation crop+flip" in table
 
 
 # ---------------------------------------------------------------- presets
+
 
 def _preset_params(*args):
     """The parameters main() would run with, without running anything."""
@@ -406,6 +485,7 @@ def _preset_params(*args):
     def stop(params, preset):
         captured.update(params)
         raise SystemExit(0)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(classify, "_validate", stop)
         CliRunner().invoke(classify.main, [str(a) for a in args], catch_exceptions=False)

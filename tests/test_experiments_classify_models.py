@@ -1,6 +1,7 @@
 """Classifier models: every --model builds (at tiny width, through timm's own kwargs) and runs a forward and a
 backward pass on the CPU; the 32 px adaptations are what the module says; pretrained files load all but the head,
 and a missing file, a file for another model or a missing timm give the named one-line errors."""
+
 import sys
 
 import pytest
@@ -70,6 +71,7 @@ def test_same_seed_same_initial_weights():
     def build(seed):
         torch.manual_seed(seed)
         return _tiny("vit-s").state_dict()
+
     a, b, c = build(1), build(1), build(2)
     assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["head.weight"], c["head.weight"])
 
@@ -80,6 +82,7 @@ def test_unknown_model_is_named():
 
 
 # ---------------------------------------------------------------- pretrained files
+
 
 def _perturbed(net, seed=9):
     gen = torch.Generator().manual_seed(seed)
@@ -97,6 +100,7 @@ def test_pretrained_file_loads_everything_but_the_head(tmp_path, suffix):
     state = source.state_dict()
     if suffix == ".safetensors":
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     elif suffix == ".bin":  # a DataParallel save inside {'state_dict': ...}
         torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
@@ -130,8 +134,11 @@ def test_a_file_for_another_model_names_the_file_and_the_model(tmp_path):
 def test_a_file_for_another_input_size_names_the_shape_mismatch(tmp_path):
     path = tmp_path / "vit224.pth"
     torch.save(_tiny("vit-s", size=224).state_dict(), path)
-    with pytest.raises(cm.PretrainedError, match=r"shape mismatches: .*pos_embed: file \[1, 197, 16\] vs model "
-                                                 r"\[1, 65, 16\].*--image-size 224"):
+    with pytest.raises(
+        cm.PretrainedError,
+        match=r"shape mismatches: .*pos_embed: file \[1, 197, 16\] vs model "
+        r"\[1, 65, 16\].*--image-size 224",
+    ):
         cm.load_pretrained(_tiny("vit-s"), str(path), "vit-s")
 
 
@@ -145,9 +152,28 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
 def test_the_cli_stops_on_a_pretrained_file_for_another_model(tmp_path):
     path = tmp_path / "small.pth"
     torch.save(cm.make_classifier("small-cnn", 1, 10).state_dict(), path)
-    result = CliRunner().invoke(classify.main, ["--model", "vit-tiny", "--pretrained", str(path), "--max-images", "20",
-                                                "--epochs", "0", "--seeds", "1", "--losses", "ce", "--device", "cpu",
-                                                "--out", str(tmp_path / "out")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        classify.main,
+        [
+            "--model",
+            "vit-tiny",
+            "--pretrained",
+            str(path),
+            "--max-images",
+            "20",
+            "--epochs",
+            "0",
+            "--seeds",
+            "1",
+            "--losses",
+            "ce",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 2
     error = result.stderr.strip().splitlines()[-1]
     assert str(path) in error and "does not fit --model vit-tiny" in error and not (tmp_path / "out").exists()
@@ -156,9 +182,28 @@ def test_the_cli_stops_on_a_pretrained_file_for_another_model(tmp_path):
 def test_fine_tuning_from_a_file_announces_the_new_head(tmp_path):
     path = tmp_path / "vit.pth"
     torch.save(_perturbed(cm.make_classifier("vit-tiny", 1, 1000)).state_dict(), path)
-    result = CliRunner().invoke(classify.main, ["--model", "vit-tiny", "--pretrained", str(path), "--max-images", "20",
-                                                "--epochs", "1", "--seeds", "1", "--losses", "ce", "--device", "cpu",
-                                                "--out", str(tmp_path / "out")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        classify.main,
+        [
+            "--model",
+            "vit-tiny",
+            "--pretrained",
+            str(path),
+            "--max-images",
+            "20",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--losses",
+            "ce",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "classifier head (head.bias, head.weight) re-initialised for 10 classes" in result.stderr
     assert f"fine-tuned from {path}" in (tmp_path / "out" / "classify_digits_vit-tiny.md").read_text()
@@ -172,4 +217,5 @@ def test_without_timm_a_timm_model_is_one_line_naming_the_extra(tmp_path, monkey
     result = CliRunner().invoke(classify.main, ["--model", "resnet-tiny", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: the timm models need timm: pip install 'rlo-stylegan2[classify]'"]
+        "Error: the timm models need timm: pip install 'rlo-stylegan2[classify]'"
+    ]

@@ -1,5 +1,6 @@
 """Classifier reports on hand-made histories: the 95 % Student-t interval against its formula, paired differences
 against CE by seed, the Table 2 and Table 3 layouts, and Figure 3 (a row of three panels per model)."""
+
 import csv
 import io
 import math
@@ -18,15 +19,28 @@ def _run(loss, seed, final_acc, model="resnet34", epoch_time=2.0, train_acc=0.9,
     records = [EpochRecord(0, math.nan, math.nan, math.nan, 0.1, 2.3, 2.0, 1e-3, 0.0, 0.0)]
     for epoch in (1, 2):
         acc = final_acc if epoch == 2 else final_acc / 2
-        records.append(EpochRecord(epoch, 1.0 / epoch, 0.9 / epoch, train_acc, acc, 1.0 / epoch, 0.5 / epoch, 1e-3,
-                                   epoch_time + 0.1 * epoch, epoch * epoch_time + 0.1 * (epoch * (epoch + 1) / 2)))
+        records.append(
+            EpochRecord(
+                epoch,
+                1.0 / epoch,
+                0.9 / epoch,
+                train_acc,
+                acc,
+                1.0 / epoch,
+                0.5 / epoch,
+                1e-3,
+                epoch_time + 0.1 * epoch,
+                epoch * epoch_time + 0.1 * (epoch * (epoch + 1) / 2),
+            )
+        )
     return RunHistory(loss, seed, records, model, params)
 
 
 CE_ACC = [0.80, 0.82, 0.78]
 RLO_ACC = [0.83, 0.82, 0.80]
-RUNS = [_run(CE, s, a) for s, a in enumerate(CE_ACC)] + [_run(RLO10, s, a, train_acc=0.95) for s, a in
-                                                         enumerate(RLO_ACC)]
+RUNS = [_run(CE, s, a) for s, a in enumerate(CE_ACC)] + [
+    _run(RLO10, s, a, train_acc=0.95) for s, a in enumerate(RLO_ACC)
+]
 
 
 def test_ci95_is_student_t_times_the_standard_error():
@@ -50,8 +64,9 @@ def test_paired_differences_are_taken_seed_by_seed():
 def test_without_ce_the_paired_column_is_blank():
     rows = report.summary_rows([_run(RLO10, 0, 0.5), _run(RLO10, 1, 0.6)])
     assert math.isnan(rows[0]["diff_vs_ce_mean"])
-    assert "| resnet34 | RLO-10 | 55.00 ± 63.53 (n=2) |  |" in report.results_table([_run(RLO10, 0, 0.5),
-                                                                                    _run(RLO10, 1, 0.6)])
+    assert "| resnet34 | RLO-10 | 55.00 ± 63.53 (n=2) |  |" in report.results_table(
+        [_run(RLO10, 0, 0.5), _run(RLO10, 1, 0.6)]
+    )
     assert list(csv.DictReader(io.StringIO(report.results_csv([_run(RLO10, 0, 0.5)]))))[0]["diff_vs_ce_mean"] == ""
 
 
@@ -79,7 +94,8 @@ def test_figure3_has_three_panels_per_model_against_wall_time():
     assert [len(ax.lines) for ax in axes] == [2, 2, 2, 1, 1, 1]
     x, y = axes[0].lines[0].get_data()
     assert list(x) == pytest.approx([0.0, 2.1, 4.3]) and list(y) == pytest.approx(
-        [10.0, 100 * np.mean(CE_ACC) / 2, 100 * np.mean(CE_ACC)])
+        [10.0, 100 * np.mean(CE_ACC) / 2, 100 * np.mean(CE_ACC)]
+    )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"

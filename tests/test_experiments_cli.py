@@ -1,6 +1,7 @@
 """The three experiment command lines: outputs default to ./rlo-results under the working directory, a bad flag is a
 usage error (exit 2) whose one error line names the flag and the value, and `python -m rlo.experiments.NAME` runs
 the click command."""
+
 import os
 import subprocess
 import sys
@@ -12,13 +13,21 @@ from conftest import REPO
 from rlo.experiments import classify, logreg, spiral
 
 TINY_RUNS = {
-    "logreg": (logreg.main, ["--datasets", "wine", "--steps", "1"],
-               ["logreg_convergence.png", "logreg_table1.csv", "logreg_table1.md"]),
-    "spiral": (spiral.main, ["--iterations", "1", "1", "1", "--seeds", "1"],
-               ["spiral_boundaries.png", "spiral_results.csv", "spiral_results.md"]),
-    "classify": (classify.main, ["--epochs", "0", "--seeds", "1", "--max-images", "20", "--losses", "ce",
-                                 "--device", "cpu"],
-                 ["classify_digits.csv", "classify_digits.md", "classify_digits.png", "classify_digits_epochs.csv"]),
+    "logreg": (
+        logreg.main,
+        ["--datasets", "wine", "--steps", "1"],
+        ["logreg_convergence.png", "logreg_table1.csv", "logreg_table1.md"],
+    ),
+    "spiral": (
+        spiral.main,
+        ["--iterations", "1", "1", "1", "--seeds", "1"],
+        ["spiral_boundaries.png", "spiral_results.csv", "spiral_results.md"],
+    ),
+    "classify": (
+        classify.main,
+        ["--epochs", "0", "--seeds", "1", "--max-images", "20", "--losses", "ce", "--device", "cpu"],
+        ["classify_digits.csv", "classify_digits.md", "classify_digits.png", "classify_digits_epochs.csv"],
+    ),
 }
 
 
@@ -65,8 +74,14 @@ def test_a_bad_flag_is_a_one_line_usage_error_naming_flag_and_value(main, args, 
 @pytest.mark.parametrize("name", TINY_RUNS)
 def test_python_m_runs_the_click_command(name, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))  # this checkout's rlo, whatever else is installed
-    run = subprocess.run([sys.executable, "-m", f"rlo.experiments.{name}", "--no-such-flag"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", f"rlo.experiments.{name}", "--no-such-flag"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith(f"Usage: python -m rlo.experiments.{name} [OPTIONS]")
     assert run.stderr.rstrip().splitlines()[-1].startswith("Error: No such option '--no-such-flag'")

@@ -1,6 +1,7 @@
 """The import map of the installed package, read from the source (nothing is imported): rlo imports nothing of the
 GAN code, imports of our modules sit at the top of the file, and the rlo modules import one another without cycles
 (logreg_grid <- logreg_report <- logreg, the CLI)."""
+
 import ast
 import pathlib
 
@@ -32,28 +33,48 @@ def _imports(tree: ast.AST):
             yield [alias.name for alias in node.names], id(node) in top
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"relative import at line {node.lineno}"
-            yield [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                   for a in node.names], id(node) in top
+            yield (
+                [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                    for a in node.names
+                ],
+                id(node) in top,
+            )
 
 
 def test_rlo_imports_nothing_of_the_gan_code():
-    offenders = [(name, imported) for name, path in MODULES.items()
-                 for imported_names, _ in _imports(ast.parse(path.read_text()))
-                 for imported in imported_names if imported.split(".")[0] in GAN_PACKAGES]
+    offenders = [
+        (name, imported)
+        for name, path in MODULES.items()
+        for imported_names, _ in _imports(ast.parse(path.read_text()))
+        for imported in imported_names
+        if imported.split(".")[0] in GAN_PACKAGES
+    ]
     assert not offenders
 
 
 def test_imports_sit_at_the_top_of_the_file_but_for_measured_third_party_ones():
-    local = [(name, imported) for name, path in MODULES.items()
-             for imported_names, at_top in _imports(ast.parse(path.read_text())) if not at_top
-             for imported in imported_names if imported not in LAZY_THIRD_PARTY]
+    local = [
+        (name, imported)
+        for name, path in MODULES.items()
+        for imported_names, at_top in _imports(ast.parse(path.read_text()))
+        if not at_top
+        for imported in imported_names
+        if imported not in LAZY_THIRD_PARTY
+    ]
     assert not local
 
 
 def test_rlo_modules_import_each_other_without_a_cycle():
-    edges = {name: {imported for names, _ in _imports(ast.parse(path.read_text())) for imported in names
-                    if imported in MODULES and imported != name}
-             for name, path in MODULES.items()}
+    edges = {
+        name: {
+            imported
+            for names, _ in _imports(ast.parse(path.read_text()))
+            for imported in names
+            if imported in MODULES and imported != name
+        }
+        for name, path in MODULES.items()
+    }
     assert "rlo.experiments.logreg_grid" in edges["rlo.experiments.logreg_report"]
     assert "rlo.experiments.logreg_report" in edges["rlo.experiments.logreg"]
     state = {}

@@ -1,4 +1,5 @@
 """Logistic-regression experiment: the batched GD equals one-model-at-a-time GD, folds and scaling are sound."""
+
 import math
 
 import numpy as np
@@ -39,11 +40,23 @@ def test_batched_gd_matches_single_model_gd_for_several_k_folds_and_l2():
     x, y = _toy_problem()
     fold_ids = crossval.stratified_fold_ids(y, 4, seed=1)
     mask = crossval.train_masks(fold_ids, 4)
-    specs = [(rlo.LossConfig("ce"), 0.0), (rlo.LossConfig("rlo", k=3.0), 0.0), (rlo.LossConfig("rlo", k=7.0), 0.1),
-             (rlo.LossConfig("ce"), 0.1), (rlo.LossConfig("rlo", k=20.0), 0.0)]
+    specs = [
+        (rlo.LossConfig("ce"), 0.0),
+        (rlo.LossConfig("rlo", k=3.0), 0.0),
+        (rlo.LossConfig("rlo", k=7.0), 0.1),
+        (rlo.LossConfig("ce"), 0.1),
+        (rlo.LossConfig("rlo", k=20.0), 0.0),
+    ]
     steps, lr = 25, 0.3
-    history = batched_gd(crossval.standardize_per_fold(x, mask), torch.tensor(y, dtype=torch.float64), mask,
-                         [s[0] for s in specs], [s[1] for s in specs], steps=steps, lr=lr)
+    history = batched_gd(
+        crossval.standardize_per_fold(x, mask),
+        torch.tensor(y, dtype=torch.float64),
+        mask,
+        [s[0] for s in specs],
+        [s[1] for s in specs],
+        steps=steps,
+        lr=lr,
+    )
     assert history.weights.shape == (5, 4, 4) and history.test_acc.shape == (steps + 1, 5, 4)
     for model, fold in ((1, 0), (2, 3), (3, 1), (4, 2)):
         w, train_ce, test_acc = _plain_gd(x, y, fold_ids, fold, *specs[model], steps, lr)
@@ -54,15 +67,22 @@ def test_batched_gd_matches_single_model_gd_for_several_k_folds_and_l2():
 
 
 def test_batched_family_loss_equals_rlo_binary_loss_model_by_model():
-    configs = [rlo.LossConfig("rlo", k=3.0), rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=11.0),
-               rlo.LossConfig("rlo-eq9", k=4.0), rlo.LossConfig("rlo", k=2.0, m=5.0), rlo.LossConfig("focal"),
-               rlo.LossConfig("rlo-eq9", k=9.0)]
+    configs = [
+        rlo.LossConfig("rlo", k=3.0),
+        rlo.LossConfig("ce"),
+        rlo.LossConfig("rlo", k=11.0),
+        rlo.LossConfig("rlo-eq9", k=4.0),
+        rlo.LossConfig("rlo", k=2.0, m=5.0),
+        rlo.LossConfig("focal"),
+        rlo.LossConfig("rlo-eq9", k=9.0),
+    ]
     z = torch.randn(len(configs), 2, 50, dtype=torch.float64) * 30  # large logits reach the eq4 tangent cap
     y = torch.where(torch.rand(50) > 0.5, 1.0, -1.0).double()
     batched = BatchedFamilyLoss(configs)(z, y)
     for index, cfg in enumerate(configs):
-        torch.testing.assert_close(batched[index], rlo.binary_loss(cfg, z[index], y.expand(2, -1), reduction="none"),
-                                   rtol=1e-12, atol=0)
+        torch.testing.assert_close(
+            batched[index], rlo.binary_loss(cfg, z[index], y.expand(2, -1), reduction="none"), rtol=1e-12, atol=0
+        )
 
 
 def test_stratified_folds_are_disjoint_cover_the_data_and_balance_classes():
@@ -99,8 +119,13 @@ def test_model_grid_holds_every_method_and_k():
     cfg = logreg_grid.LogRegConfig(k_values=(3.0, 5.0), l2=0.5)
     grid = logreg_grid.model_grid(cfg)
     assert [(s.method, s.k, s.l2) for s in grid] == [
-        ("LR", None, 0.0), ("LR-L2", None, 0.5), ("RLO", 3.0, 0.0), ("RLO", 5.0, 0.0),
-        ("RLO-L2", 3.0, 0.5), ("RLO-L2", 5.0, 0.5)]
+        ("LR", None, 0.0),
+        ("LR-L2", None, 0.5),
+        ("RLO", 3.0, 0.0),
+        ("RLO", 5.0, 0.0),
+        ("RLO-L2", 3.0, 0.5),
+        ("RLO-L2", 5.0, 0.5),
+    ]
     assert grid[3].loss == rlo.LossConfig("rlo", k=5.0)
     assert cfg.steps_for("spectf") == 1000 and cfg.steps_for("wine") == 200
 
@@ -116,8 +141,9 @@ def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path):
     rows = [",".join(f"{v:.3f}" for v in rng.normal(size=34)) + ("," + "gb"[i % 2]) for i in range(40)]
     (data_dir / "ionosphere.data").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    result = _cli("--data-dir", data_dir, "--out", out, "--datasets", "wine,ionosphere", "--steps", 3,
-                  "--spectf-steps", 3)
+    result = _cli(
+        "--data-dir", data_dir, "--out", out, "--datasets", "wine,ionosphere", "--steps", 3, "--spectf-steps", 3
+    )
     assert result.exit_code == 0, result.output
     table = (out / "logreg_table1.md").read_text()
     assert "| Wine |" in table and "| Ionosphere |" in table and "Paper's Table 1" in table
@@ -137,8 +163,11 @@ def test_cli_reports_a_missing_file_by_name(tmp_path):
 
 def test_datasets_flag_takes_a_comma_separated_list_in_order_with_the_paper_alias(tmp_path):
     assert logreg.parse_datasets(None, None, " ionosphere,Specheart , wine") == ["ionosphere", "spectf", "wine"]
-    for bad, message in (("wine,iris", "unknown dataset 'iris'"), ("wine,spectf,specheart", "named twice"),
-                         (",", "no dataset named")):
+    for bad, message in (
+        ("wine,iris", "unknown dataset 'iris'"),
+        ("wine,spectf,specheart", "named twice"),
+        (",", "no dataset named"),
+    ):
         result = _cli("--datasets", bad, "--out", tmp_path / "out")
         assert result.exit_code == 2
         error = result.stderr.strip().splitlines()[-1]

@@ -1,4 +1,5 @@
 """Experiment outputs are written atomically: the final file appears whole and no temporary file is left."""
+
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,4 +1,5 @@
 """Spiral experiment: the data are seeded and balanced, the FCNs have the stated depth, the CLI writes outputs."""
+
 import math
 
 import numpy as np
@@ -56,8 +57,9 @@ def test_ce_and_rlo_start_from_the_same_weights():
 
 
 def test_cli_smoke_run_writes_table_csv_and_figure(tmp_path):
-    result = CliRunner().invoke(spiral.main, ["--out", str(tmp_path), "--iterations", "2", "1", "1", "--seeds", "1"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        spiral.main, ["--out", str(tmp_path), "--iterations", "2", "1", "1", "--seeds", "1"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     table = (tmp_path / "spiral_results.md").read_text()
     assert table.count("| CE |") == 3 and table.count("| RLO (k=3) |") == 3

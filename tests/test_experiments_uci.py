@@ -1,4 +1,5 @@
 """UCI loaders: the real files parse to the documented shapes and labels; quirks and missing files are handled."""
+
 import numpy as np
 import pytest
 from conftest import shared_path
@@ -146,11 +147,15 @@ def test_missing_files_error_names_every_place_searched_and_what_to_put_there(pl
         uci.load_madelon()
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("madelon needs madelon_train.data, madelon_train.labels, madelon_valid.data, "
-                              "madelon_valid.labels in one folder; searched ")
-    searched = [f"{uci_dir} ($RLO_UCI_DIR: lacks madelon_train.labels, madelon_valid.data, madelon_valid.labels)",
-                f"{shared_uci} ($RLO_SHARED_DIR/data/uci: no such folder)",
-                f"{beside} (../shared/data/uci from the current directory: no such folder)"]
+    assert message.startswith(
+        "madelon needs madelon_train.data, madelon_train.labels, madelon_valid.data, "
+        "madelon_valid.labels in one folder; searched "
+    )
+    searched = [
+        f"{uci_dir} ($RLO_UCI_DIR: lacks madelon_train.labels, madelon_valid.data, madelon_valid.labels)",
+        f"{shared_uci} ($RLO_SHARED_DIR/data/uci: no such folder)",
+        f"{beside} (../shared/data/uci from the current directory: no such folder)",
+    ]
     assert "; ".join(searched) in message
     assert uci.UCI_URL in message and "dataset 'Madelon'" in message and "--data-dir=DIR" in message
 
@@ -159,6 +164,7 @@ def test_without_env_vars_only_shared_beside_the_working_directory_is_searched(t
     monkeypatch.setenv(uci.DATA_DIR_ENV, "")  # empty counts as unset
     monkeypatch.delenv(uci.SHARED_DIR_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert uci.search_dirs() == [("../shared/data/uci from the current directory",
-                                  tmp_path.parent / "shared" / "data" / "uci")]
+    assert uci.search_dirs() == [
+        ("../shared/data/uci from the current directory", tmp_path.parent / "shared" / "data" / "uci")
+    ]
     assert not hasattr(uci, "REPO_ROOT")  # nothing is found relative to where the package is installed

@@ -1,5 +1,6 @@
 """Metric formulas against independent computations: FID vs scipy on raw features, KID vs the unbiased
 polynomial-kernel MMD, precision/recall on point clouds with known answers, IS, PPL helpers, names."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ def _features(n, d, shift, seed):
 def _stream(x, batch, **kwargs):
     stats = FeatureStats(**kwargs)
     for start in range(0, len(x), batch):
-        stats.append(x[start:start + batch])
+        stats.append(x[start : start + batch])
     return stats
 
 
@@ -97,6 +98,7 @@ def _pr_oracle(real, gen, k):
         radius = np.sort(d_mm, axis=1)[:, k]  # k-th neighbour, skipping the point itself
         d_pm = np.linalg.norm(probes[:, None] - manifold[None], axis=-1)
         return np.mean([(d_pm[i] <= radius).any() for i in range(len(probes))])
+
     return inside(real, gen), inside(gen, real)
 
 
@@ -109,7 +111,7 @@ def test_precision_recall_on_a_line_with_known_answer():
     assert recall == pytest.approx(_pr_oracle(real.numpy(), gen.numpy(), 3)[1])
 
 
-@pytest.mark.parametrize('shift', [0.0, 0.7, 3.0])
+@pytest.mark.parametrize("shift", [0.0, 0.7, 3.0])
 def test_precision_recall_equals_brute_force_on_random_clouds(shift):
     real = torch.from_numpy(_features(60, 5, 0.0, 5))
     gen = torch.from_numpy(_features(45, 5, shift, 6))
@@ -140,7 +142,7 @@ def test_slerp_endpoints_norm_and_constant_speed():
 
 def test_ppl_drops_one_percent_tails():
     dist = np.concatenate([np.arange(1, 99, dtype=np.float64), [1e6, -1e6]])
-    lo, hi = np.percentile(dist, 1, method='lower'), np.percentile(dist, 99, method='higher')
+    lo, hi = np.percentile(dist, 1, method="lower"), np.percentile(dist, 99, method="higher")
     expected = dist[(dist >= lo) & (dist <= hi)].mean()
     assert ppl_from_distances(dist) == pytest.approx(expected)
     assert ppl_from_distances(dist) < 100
@@ -151,19 +153,31 @@ def test_feature_stats_truncate_and_round_trip(tmp_path):
     stats = _stream(x, 4, capture_all=True, capture_mean_cov=True, max_items=7)
     assert stats.num_items == 7 and stats.is_full()
     np.testing.assert_array_equal(stats.get_all(), x[:7])
-    stats.save(str(tmp_path / 's.npz'))
-    assert [p.name for p in tmp_path.iterdir()] == ['s.npz']
-    back = FeatureStats.load(str(tmp_path / 's.npz'))
+    stats.save(str(tmp_path / "s.npz"))
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]
+    back = FeatureStats.load(str(tmp_path / "s.npz"))
     np.testing.assert_array_equal(back.get_all(), x[:7])
     for a, b in zip(back.get_mean_cov(), stats.get_mean_cov()):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('name,family,num_gen,full,nhood', [
-    ('fid50k_full', 'fid', 50000, True, 3), ('fid50k', 'fid', 50000, False, 3), ('kid50k_full', 'kid', 50000, True, 3),
-    ('pr50k3_full', 'pr', 50000, True, 3), ('pr50k3', 'pr', 50000, False, 3), ('is50k', 'is', 50000, False, 3),
-    ('ppl2_wend', 'ppl', 50000, False, 3), ('ppl_zfull', 'ppl', 50000, False, 3), ('fid5k_full', 'fid', 5000, True, 3),
-    ('fid16_full', 'fid', 16, True, 3), ('pr1005', 'pr', 100, False, 5), ('ppl_wend_2k', 'ppl', 2000, False, 3)])
+@pytest.mark.parametrize(
+    "name,family,num_gen,full,nhood",
+    [
+        ("fid50k_full", "fid", 50000, True, 3),
+        ("fid50k", "fid", 50000, False, 3),
+        ("kid50k_full", "kid", 50000, True, 3),
+        ("pr50k3_full", "pr", 50000, True, 3),
+        ("pr50k3", "pr", 50000, False, 3),
+        ("is50k", "is", 50000, False, 3),
+        ("ppl2_wend", "ppl", 50000, False, 3),
+        ("ppl_zfull", "ppl", 50000, False, 3),
+        ("fid5k_full", "fid", 5000, True, 3),
+        ("fid16_full", "fid", 16, True, 3),
+        ("pr1005", "pr", 100, False, 5),
+        ("ppl_wend_2k", "ppl", 2000, False, 3),
+    ],
+)
 def test_metric_names_parse(name, family, num_gen, full, nhood):
     spec = metric_main.parse_metric(name)
     assert (spec.family, spec.num_gen, spec.full, spec.nhood_size) == (family, num_gen, full, nhood)
@@ -172,15 +186,23 @@ def test_metric_names_parse(name, family, num_gen, full, nhood):
 def test_official_names_are_all_valid_and_unknown_names_are_rejected():
     for name in metric_main.PRIMARY_METRICS + metric_main.LEGACY_METRICS:
         assert metric_main.is_valid_metric(name)
-    for bad in ('fid', 'fid50k_ful', 'ppl3_wend', 'pr50k', 'fid0_full'):
+    for bad in ("fid", "fid50k_ful", "ppl3_wend", "pr50k", "fid0_full"):
         assert not metric_main.is_valid_metric(bad)
-    with pytest.raises(ValueError, match='fid50k_full'):
-        metric_main.parse_metric('fidd')
+    with pytest.raises(ValueError, match="fid50k_full"):
+        metric_main.parse_metric("fidd")
 
 
-@pytest.mark.parametrize('name,num,expected', [('fid50k_full', 5000, 'fid5k_full'), ('kid50k', 300, 'kid300'),
-                                               ('pr50k3_full', 10000, 'pr10k3_full'), ('is50k', 1000, 'is1k'),
-                                               ('ppl2_wend', 5000, 'ppl2_wend_5k'), ('ppl2_wend', 50000, 'ppl2_wend')])
+@pytest.mark.parametrize(
+    "name,num,expected",
+    [
+        ("fid50k_full", 5000, "fid5k_full"),
+        ("kid50k", 300, "kid300"),
+        ("pr50k3_full", 10000, "pr10k3_full"),
+        ("is50k", 1000, "is1k"),
+        ("ppl2_wend", 5000, "ppl2_wend_5k"),
+        ("ppl2_wend", 50000, "ppl2_wend"),
+    ],
+)
 def test_with_num_gen_renames(name, num, expected):
     assert metric_main.with_num_gen(name, num) == expected
     assert metric_main.parse_metric(expected).num_gen == num

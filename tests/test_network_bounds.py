@@ -1,5 +1,6 @@
 """Bounds on network kwargs from files: the element count equals built networks, every kwarg has a bound, the
 configs train.py makes pass, and kwargs mismatches are described in one line."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,15 @@ from training.augment import AUGPIPE_SPECS, AugmentPipe
 from training.network_bounds import KwargsError, check_init_kwargs, describe_kwargs_mismatch
 from training.networks import Discriminator, Generator
 
-G_BASE = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-              synthesis_kwargs=dict(channel_base=128, channel_max=16))
+G_BASE = dict(
+    z_dim=8,
+    c_dim=0,
+    w_dim=8,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=128, channel_max=16),
+)
 D_BASE = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
 
 G_VARIANTS = [
@@ -19,10 +27,28 @@ G_VARIANTS = [
     dict(c_dim=3),
     dict(z_dim=0, c_dim=5, mapping_kwargs=dict(num_layers=3, embed_features=5, layer_features=7, w_avg_beta=None)),
     dict(img_channels=1, img_resolution=4),
-    dict(img_resolution=32, synthesis_kwargs=dict(channel_base=256, channel_max=8, architecture="resnet",
-                                                  num_fp16_res=2, conv_clamp=256, fp16_channels_last=True)),
-    dict(synthesis_kwargs=dict(channel_base=64, channel_max=32, architecture="orig", kernel_size=5, use_noise=False,
-                               resample_filter=[1, 2, 3, 4, 5, 6, 7, 8, 9], activation="relu")),
+    dict(
+        img_resolution=32,
+        synthesis_kwargs=dict(
+            channel_base=256,
+            channel_max=8,
+            architecture="resnet",
+            num_fp16_res=2,
+            conv_clamp=256,
+            fp16_channels_last=True,
+        ),
+    ),
+    dict(
+        synthesis_kwargs=dict(
+            channel_base=64,
+            channel_max=32,
+            architecture="orig",
+            kernel_size=5,
+            use_noise=False,
+            resample_filter=[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            activation="relu",
+        )
+    ),
     dict(synthesis_kwargs=dict(channel_base=128, channel_max=16, resample_filter=[1, 1])),
 ]
 D_VARIANTS = [
@@ -31,8 +57,15 @@ D_VARIANTS = [
     dict(c_dim=4, cmap_dim=6, mapping_kwargs=dict(num_layers=2, layer_features=3, embed_features=2)),
     dict(architecture="skip", img_channels=2, block_kwargs=dict(resample_filter=[1, 2, 1], freeze_layers=2)),
     dict(architecture="orig", img_resolution=8, epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=0)),
-    dict(img_resolution=32, channel_base=512, channel_max=32, num_fp16_res=2, conv_clamp=256,
-         epilogue_kwargs=dict(mbstd_num_channels=2, activation="linear"), block_kwargs=dict(fp16_channels_last=True)),
+    dict(
+        img_resolution=32,
+        channel_base=512,
+        channel_max=32,
+        num_fp16_res=2,
+        conv_clamp=256,
+        epilogue_kwargs=dict(mbstd_num_channels=2, activation="linear"),
+        block_kwargs=dict(fp16_channels_last=True),
+    ),
 ]
 
 
@@ -62,8 +95,10 @@ def test_discriminator_element_count_equals_the_built_network(variant):
 
 def test_cifar_networks_pass_with_their_official_parameter_counts():
     G_kwargs, D_kwargs = options.network_kwargs(options.CFG_SPECS["cifar"], resolution=32, channels=3, c_dim=0)
-    params = dict(G=sum(p.numel() for p in Generator(**G_kwargs).parameters()),
-                  D=sum(p.numel() for p in Discriminator(**D_kwargs).parameters()))
+    params = dict(
+        G=sum(p.numel() for p in Generator(**G_kwargs).parameters()),
+        D=sum(p.numel() for p in Discriminator(**D_kwargs).parameters()),
+    )
     assert params == dict(G=19_947_539, D=20_720_641)  # the official counts (README)
     assert check_init_kwargs("Generator", G_kwargs, "x") == elements(Generator(**G_kwargs))
 
@@ -72,8 +107,7 @@ def test_cifar_networks_pass_with_their_official_parameter_counts():
 @pytest.mark.parametrize("resolution", [32, 256, 1024])
 def test_every_train_py_config_passes_the_bounds(cfg, resolution):
     for c_dim in (0, 1000):
-        G_kwargs, D_kwargs = options.network_kwargs(options.CFG_SPECS[cfg], resolution, 3, c_dim, nhwc=True,
-                                                    freezed=4)
+        G_kwargs, D_kwargs = options.network_kwargs(options.CFG_SPECS[cfg], resolution, 3, c_dim, nhwc=True, freezed=4)
         assert 0 < check_init_kwargs("Generator", G_kwargs, "x") < network_bounds.MAX_NETWORK_ELEMENTS
         assert 0 < check_init_kwargs("Discriminator", D_kwargs, "x") < network_bounds.MAX_NETWORK_ELEMENTS
 
@@ -100,8 +134,13 @@ def test_every_accepted_nested_kwarg_reaches_a_constructor(class_name, nested):
 def test_augment_pipe_kwargs_are_bounded():
     assert check_init_kwargs("AugmentPipe", AUGPIPE_SPECS["bgcfnc"], "x") is None
     AugmentPipe(**AUGPIPE_SPECS["bgcfnc"])
-    for bad in (dict(xflip=-1), dict(rotate=float("nan")), dict(imgfilter_bands=[1, 1]), dict(scale="1"),
-                dict(frobnicate=1)):
+    for bad in (
+        dict(xflip=-1),
+        dict(rotate=float("nan")),
+        dict(imgfilter_bands=[1, 1]),
+        dict(scale="1"),
+        dict(frobnicate=1),
+    ):
         with pytest.raises(KwargsError, match=rf"^f\.pt\['augment_pipe'\]: .*{next(iter(bad))}"):
             check_init_kwargs("AugmentPipe", bad, "f.pt['augment_pipe']")
 
@@ -130,10 +169,14 @@ def test_kwargs_mismatch_is_one_line_with_resolution_and_channels_first():
 def test_kwargs_mismatch_counts_omitted_kwargs_as_their_defaults():
     explicit = dict(D_BASE, architecture="resnet", block_kwargs=dict(freeze_layers=0), mapping_kwargs={})
     assert describe_kwargs_mismatch(D_BASE, explicit, "Discriminator") == ""
-    assert describe_kwargs_mismatch(D_BASE, explicit) == \
-        "architecture <absent> (saved) vs 'resnet' (run); block_kwargs.freeze_layers <absent> vs 0"
-    assert describe_kwargs_mismatch(D_BASE, dict(D_BASE, architecture="skip"), "Discriminator") == \
-        "architecture 'resnet' (saved) vs 'skip' (run)"
+    assert (
+        describe_kwargs_mismatch(D_BASE, explicit)
+        == "architecture <absent> (saved) vs 'resnet' (run); block_kwargs.freeze_layers <absent> vs 0"
+    )
+    assert (
+        describe_kwargs_mismatch(D_BASE, dict(D_BASE, architecture="skip"), "Discriminator")
+        == "architecture 'resnet' (saved) vs 'skip' (run)"
+    )
 
 
 def test_default_mapping_of_a_generator_is_counted_with_eight_layers():

@@ -1,4 +1,5 @@
 """calc_metrics.py and generate.py refuse a damaged or hostile network file with its one-line reason, no traceback."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,15 @@ from training import checkpoint
 from training.networks import Generator
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_G = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
-              synthesis_kwargs=dict(channel_base=32, channel_max=4))
+TINY_G = dict(
+    z_dim=8,
+    c_dim=0,
+    w_dim=8,
+    img_resolution=8,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=1),
+    synthesis_kwargs=dict(channel_base=32, channel_max=4),
+)
 
 
 class CallOnLoad:
@@ -63,8 +71,11 @@ def huge_kwargs_snapshot(folder: Path) -> tuple[Path, str]:
     return path, r"Generator kwarg z_dim=4000000 is out of bounds"
 
 
-BAD_FILES = {"hostile pickle": hostile_pickle, "damaged snapshot": damaged_snapshot,
-             "huge kwargs": huge_kwargs_snapshot}
+BAD_FILES = {
+    "hostile pickle": hostile_pickle,
+    "damaged snapshot": damaged_snapshot,
+    "huge kwargs": huge_kwargs_snapshot,
+}
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

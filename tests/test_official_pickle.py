@@ -6,6 +6,7 @@ state=<the module's __dict__>}, tensors and parameters go through torch's own pi
 `torch.storage._load_from_bytes` of a legacy torch.save stream), numpy scalars appear as attributes and kwargs are
 dnnlib EasyDicts, as in a real `network-snapshot-*.pkl`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,18 +25,32 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from conftest import perturbed, shared_path
+
 from dnnlib.util import EasyDict
 from training import official_pickle
 from training.checkpoint import CheckpointError, load_network
 from training.networks import Discriminator, Generator
 from training.official_pickle import ForbiddenGlobalError, OfficialPickleError, PersistentRecord
 
-TINY_G = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, img_channels=3,
-              mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
-TINY_D = dict(c_dim=2, img_resolution=8, img_channels=3, architecture="resnet", channel_base=64, channel_max=8,
-              epilogue_kwargs=dict(mbstd_group_size=2))
+TINY_G = dict(
+    z_dim=8,
+    c_dim=2,
+    w_dim=8,
+    img_resolution=8,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=64, channel_max=8),
+)
+TINY_D = dict(
+    c_dim=2,
+    img_resolution=8,
+    img_channels=3,
+    architecture="resnet",
+    channel_base=64,
+    channel_max=8,
+    epilogue_kwargs=dict(mbstd_group_size=2),
+)
 MODULE_SRC = "# the official training/networks.py source would be here\nimport torch\n"
 
 
@@ -84,12 +99,16 @@ def module_state(module: torch.nn.Module, init_kwargs: dict | None = None) -> di
         _parameters=collections.OrderedDict(module._parameters),
         _buffers=collections.OrderedDict(module._buffers),
         _non_persistent_buffers_set=set(module._non_persistent_buffers_set),
-        _backward_hooks=collections.OrderedDict(), _is_full_backward_hook=None,
-        _forward_hooks=collections.OrderedDict(), _forward_pre_hooks=collections.OrderedDict(),
-        _state_dict_hooks=collections.OrderedDict(), _load_state_dict_pre_hooks=collections.OrderedDict(),
+        _backward_hooks=collections.OrderedDict(),
+        _is_full_backward_hook=None,
+        _forward_hooks=collections.OrderedDict(),
+        _forward_pre_hooks=collections.OrderedDict(),
+        _state_dict_hooks=collections.OrderedDict(),
+        _load_state_dict_pre_hooks=collections.OrderedDict(),
         _modules=collections.OrderedDict(
             (name, None if child is None else OfficialObject(type(child).__name__, module_state(child)))
-            for name, child in module._modules.items()),
+            for name, child in module._modules.items()
+        ),
         _init_args=(),
         _init_kwargs=dict(easydicts(init_kwargs or {})),
         weight_gain=np.float64(0.125),  # official layers keep numpy scalars such as weight_gain / act_gain
@@ -113,17 +132,31 @@ def official_pickle_bytes(data, protocol: int = 3) -> bytes:
 @pytest.fixture
 def nets():
     torch.manual_seed(0)
-    nets = dict(G=perturbed(Generator(**TINY_G), 1), D=perturbed(Discriminator(**TINY_D), 2),
-                G_ema=perturbed(Generator(**TINY_G), 3))
+    nets = dict(
+        G=perturbed(Generator(**TINY_G), 1),
+        D=perturbed(Discriminator(**TINY_D), 2),
+        G_ema=perturbed(Generator(**TINY_G), 3),
+    )
     return {name: net.requires_grad_(False) for name, net in nets.items()}
 
 
 def snapshot_dict(nets, module_src=MODULE_SRC):
     return dict(
-        training_set_kwargs=dict(EasyDict(class_name="training.dataset.ImageFolderDataset", path="~/data.zip",
-                                          use_labels=True, max_size=70000, xflip=False, resolution=8)),
-        G=official_network(nets["G"], module_src), D=official_network(nets["D"], module_src),
-        G_ema=official_network(nets["G_ema"], module_src), augment_pipe=None)
+        training_set_kwargs=dict(
+            EasyDict(
+                class_name="training.dataset.ImageFolderDataset",
+                path="~/data.zip",
+                use_labels=True,
+                max_size=70000,
+                xflip=False,
+                resolution=8,
+            )
+        ),
+        G=official_network(nets["G"], module_src),
+        D=official_network(nets["D"], module_src),
+        G_ema=official_network(nets["G_ema"], module_src),
+        augment_pipe=None,
+    )
 
 
 def outputs(nets):
@@ -151,9 +184,15 @@ def globals_in(data: bytes) -> set[str]:
 
 def test_fixture_pickles_use_the_official_globals(nets):
     names = globals_in(official_pickle_bytes(snapshot_dict(nets)))
-    assert {"torch_utils.persistence._reconstruct_persistent_obj", "torch._utils._rebuild_parameter",
-            "torch._utils._rebuild_tensor_v2", "torch.storage._load_from_bytes", "collections.OrderedDict",
-            "dnnlib.util.EasyDict", "numpy.dtype"} <= names
+    assert {
+        "torch_utils.persistence._reconstruct_persistent_obj",
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_tensor_v2",
+        "torch.storage._load_from_bytes",
+        "collections.OrderedDict",
+        "dnnlib.util.EasyDict",
+        "numpy.dtype",
+    } <= names
     assert any(n.endswith("multiarray.scalar") for n in names)
 
 
@@ -217,11 +256,13 @@ def test_records_are_inert_and_module_src_is_never_run(tmp_path, nets):
 
 def test_empty_easydict_state_from_older_pythons_is_accepted():
     """Python 3.7 could write an empty __dict__ (BUILD {}) after an EasyDict; that must still read as a dict."""
+
     class OldStylePickler(pickle.Pickler):
         def reducer_override(self, obj):
             if type(obj) is EasyDict:
                 return copyreg.__newobj__, (EasyDict,), {}, None, iter(obj.items())
             return NotImplemented
+
     buf = io.BytesIO()
     OldStylePickler(buf, protocol=3).dump(dict(kwargs=EasyDict(a=1, b=EasyDict(c=2))))
     assert "BUILD" in {op.name for op, _, _ in pickletools.genops(buf.getvalue())}
@@ -288,6 +329,7 @@ def test_tensor_overrunning_its_storage_is_refused():
         def __reduce__(self):
             storage = torch.zeros(4)._typed_storage()  # pickles as _load_from_bytes, like any tensor's
             return torch._utils._rebuild_tensor_v2, (storage, 0, (1000,), (1,), False, collections.OrderedDict())
+
     with pytest.raises(OfficialPickleError, match="overruns its storage"):
         official_pickle.read_official_pickle(io.BytesIO(pickle.dumps(Overrun(), protocol=4)))
 
@@ -326,6 +368,7 @@ class CallOnLoad:
 
 def hostile_payloads(marker: str) -> dict[str, bytes]:
     import subprocess
+
     touch = f"touch {marker}"
     create = f"open({marker!r}, 'w').close()"
     return {
@@ -415,17 +458,46 @@ def refused_quickly(data: bytes, tmp_path, match: str, limit_s: float = 3.0) -> 
 
 def self_containing_record() -> bytes:
     """{'G': rec} where rec.state['_modules']['self'] is rec, written opcode by opcode (pickle cannot make it)."""
+
     def text(s: str) -> bytes:
         return b"\x8c" + bytes([len(s)]) + s.encode()  # SHORT_BINUNICODE
-    return b"".join([
-        b"\x80\x04", b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n",  # PROTO 4, GLOBAL
-        b"}", b"(",  # EMPTY_DICT (meta), MARK
-        text("type"), text("class"), text("version"), b"K\x06", text("class_name"), text("Generator"),
-        text("state"), b"}", b"(", text("_modules"), b"}", b"\x94", b"u",  # state = {'_modules': mods (memo 0)}
-        b"u", b"\x85", b"R", b"\x94",  # SETITEMS, TUPLE1, REDUCE -> rec (memo 1)
-        b"h\x00", text("self"), b"h\x01", b"s", b"0",  # mods['self'] = rec; POP mods
-        b"0", b"}", text("G"), b"h\x01", b"s", b".",  # POP rec; {'G': rec}; STOP
-    ])
+
+    return b"".join(
+        [
+            b"\x80\x04",
+            b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n",  # PROTO 4, GLOBAL
+            b"}",
+            b"(",  # EMPTY_DICT (meta), MARK
+            text("type"),
+            text("class"),
+            text("version"),
+            b"K\x06",
+            text("class_name"),
+            text("Generator"),
+            text("state"),
+            b"}",
+            b"(",
+            text("_modules"),
+            b"}",
+            b"\x94",
+            b"u",  # state = {'_modules': mods (memo 0)}
+            b"u",
+            b"\x85",
+            b"R",
+            b"\x94",  # SETITEMS, TUPLE1, REDUCE -> rec (memo 1)
+            b"h\x00",
+            text("self"),
+            b"h\x01",
+            b"s",
+            b"0",  # mods['self'] = rec; POP mods
+            b"0",
+            b"}",
+            text("G"),
+            b"h\x01",
+            b"s",
+            b".",  # POP rec; {'G': rec}; STOP
+        ]
+    )
 
 
 def test_self_containing_record_is_refused(tmp_path):
@@ -455,7 +527,7 @@ def test_deep_nesting_is_refused(tmp_path, nets):
 
 def test_declared_lengths_beyond_the_file_are_refused_without_allocating(tmp_path):
     for opcode in (b"\x8e", b"\x96", b"\x8d"):  # BINBYTES8, BYTEARRAY8, BINUNICODE8 of 2**62 bytes
-        data = b"\x80\x05" + opcode + struct.pack("<Q", 2 ** 62) + b"tiny."
+        data = b"\x80\x05" + opcode + struct.pack("<Q", 2**62) + b"tiny."
         refused_quickly(data, tmp_path, r"truncated or corrupt|declares more bytes than the file holds")
 
 
@@ -468,28 +540,38 @@ def test_containers_as_dict_keys_or_set_members_are_refused(tmp_path):
     body = pickle.dumps(key, protocol=2)[2:-1]  # without PROTO and STOP
     refused_quickly(b"\x80\x02}" + body + b"K\x01s.", tmp_path, r"uses a container as a dict key or set")
     refused_quickly(b"\x80\x04(" + body + b"\x91.", tmp_path, r"as a dict key or set member")  # FROZENSET
-    refused_quickly(b"\x80\x02c__builtin__\nset\n]" + body + b"a\x85R.", tmp_path,  # set([key])
-                    r"more than 2,000,000 objects once shared")
+    refused_quickly(
+        b"\x80\x02c__builtin__\nset\n]" + body + b"a\x85R.",
+        tmp_path,  # set([key])
+        r"more than 2,000,000 objects once shared",
+    )
     small = pickle.dumps(((), ()), protocol=2)[2:-1]  # expands little; the set itself refuses a tuple member
-    refused_quickly(b"\x80\x02c__builtin__\nset\n]" + small + b"a\x85R.", tmp_path, r"set member \(\(\), \(\)\) is a tuple")
+    refused_quickly(
+        b"\x80\x02c__builtin__\nset\n]" + small + b"a\x85R.", tmp_path, r"set member \(\(\), \(\)\) is a tuple"
+    )
 
 
 def test_state_set_on_a_tensor_is_refused(tmp_path):
     """BUILD on a tensor would call Tensor.__setstate__, which can resize its storage and set hooks."""
+
     class TensorWithState:
         def __reduce__(self):
             storage = torch.zeros(4)._typed_storage()
             args = (storage, 0, (4,), (1,), False, collections.OrderedDict())
-            return torch._utils._rebuild_tensor_v2, args, (storage, 0, (10 ** 9,), (1,))
-    refused_quickly(pickle.dumps({"G": TensorWithState()}, protocol=4), tmp_path,
-                    r"sets state on a torch._utils._rebuild_tensor_v2 \(official pickles set it only on EasyDicts")
+            return torch._utils._rebuild_tensor_v2, args, (storage, 0, (10**9,), (1,))
+
+    refused_quickly(
+        pickle.dumps({"G": TensorWithState()}, protocol=4),
+        tmp_path,
+        r"sets state on a torch._utils._rebuild_tensor_v2 \(official pickles set it only on EasyDicts",
+    )
 
 
 def test_huge_names_and_values_give_short_messages(tmp_path, nets):
-    text = refused_quickly(b"\x80\x02c" + b"m" * 10 ** 7 + b"\nsystem\n)R.", tmp_path, r"refusing to load global m+")
+    text = refused_quickly(b"\x80\x02c" + b"m" * 10**7 + b"\nsystem\n)R.", tmp_path, r"refusing to load global m+")
     assert len(text) < 500
     snap = snapshot_dict(nets)
-    snap["G"].state["_init_kwargs"]["x" * 10 ** 6] = list(range(10 ** 5))
+    snap["G"].state["_init_kwargs"]["x" * 10**6] = list(range(10**5))
     refused_quickly(official_pickle_bytes(snap), tmp_path, r"\['G'\]: cannot construct Generator.*'xxxx.*\.\.\.")
 
 
@@ -498,10 +580,16 @@ def test_hostile_init_kwargs_in_an_official_pickle_are_refused_before_building(t
     snap["G"].state["_init_kwargs"]["z_dim"] = 4_000_000
     built = []
     real_init = torch.nn.Module.__init__
-    monkeypatch.setattr(torch.nn.Module, "__init__",
-                        lambda self, *a, **k: (built.append(type(self).__name__), real_init(self, *a, **k))[1])
-    refused_quickly(official_pickle_bytes(snap), tmp_path,
-                    r"\['G'\]: Generator kwarg z_dim=4000000 is out of bounds; expected an integer in \[0, 16384\]")
+    monkeypatch.setattr(
+        torch.nn.Module,
+        "__init__",
+        lambda self, *a, **k: (built.append(type(self).__name__), real_init(self, *a, **k))[1],
+    )
+    refused_quickly(
+        official_pickle_bytes(snap),
+        tmp_path,
+        r"\['G'\]: Generator kwarg z_dim=4000000 is out of bounds; expected an integer in \[0, 16384\]",
+    )
     assert built == []
 
 
@@ -522,8 +610,10 @@ def test_load_reports_the_pickles_own_init_kwargs(tmp_path, nets):
     path = tmp_path / "net.pkl"
     path.write_bytes(official_pickle_bytes(snap))
     loaded = load_network(path)
-    assert loaded["init_kwargs"] == {name: None if name == "augment_pipe" else snap[name].state["_init_kwargs"]
-                                     for name in ("G", "D", "G_ema", "augment_pipe")}
+    assert loaded["init_kwargs"] == {
+        name: None if name == "augment_pipe" else snap[name].state["_init_kwargs"]
+        for name in ("G", "D", "G_ema", "augment_pipe")
+    }
     assert "block_kwargs" not in loaded["init_kwargs"]["D"] and not loaded["has_optimizer_state"]
     assert type(loaded["init_kwargs"]["G"]) is dict and type(loaded["init_kwargs"]["G"]["mapping_kwargs"]) is dict
 
@@ -557,10 +647,19 @@ def parse_param_kinds(path) -> dict[str, dict[str, str]]:
 
 def official_tree(class_name: str, state_dict: dict, kinds: dict[str, str], init_kwargs: dict) -> OfficialObject:
     """Nested persistent objects from a flat official state_dict, parameters and buffers as official keeps them."""
+
     def node(name):
-        return OfficialObject(name, dict(_parameters=collections.OrderedDict(), _buffers=collections.OrderedDict(),
-                                         _modules=collections.OrderedDict(), _non_persistent_buffers_set=set(),
-                                         training=False))
+        return OfficialObject(
+            name,
+            dict(
+                _parameters=collections.OrderedDict(),
+                _buffers=collections.OrderedDict(),
+                _modules=collections.OrderedDict(),
+                _non_persistent_buffers_set=set(),
+                training=False,
+            ),
+        )
+
     root = node(class_name)
     root.state.update(_init_args=(), _init_kwargs=dict(easydicts(init_kwargs)))
     for key, tensor in state_dict.items():
@@ -580,10 +679,13 @@ def test_official_reference_weights_import_and_reproduce_official_outputs(tmp_pa
     ref = torch.load(ref_dir / "tiny-G_state_dict.pt", weights_only=True)
     kinds = parse_param_kinds(ref_dir / "param_names.txt")
     manifest = json.loads((ref_dir / "manifest.json").read_text())
-    snap = dict(G=official_tree("Generator", ref["G"], kinds["G"], ref["G_kwargs"]),
-                G_ema=official_tree("Generator", ref["G_ema"], kinds["G"], ref["G_kwargs"]),
-                D=official_tree("Discriminator", ref["D"], kinds["D"], ref["D_kwargs"]),
-                augment_pipe=None, training_set_kwargs=None)
+    snap = dict(
+        G=official_tree("Generator", ref["G"], kinds["G"], ref["G_kwargs"]),
+        G_ema=official_tree("Generator", ref["G_ema"], kinds["G"], ref["G_kwargs"]),
+        D=official_tree("Discriminator", ref["D"], kinds["D"], ref["D_kwargs"]),
+        augment_pipe=None,
+        training_set_kwargs=None,
+    )
     path = tmp_path / "official.pkl"
     path.write_bytes(official_pickle_bytes(snap))
     loaded = load_network(path)

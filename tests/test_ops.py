@@ -1,4 +1,5 @@
 """Reference custom ops vs independent naive definitions (CPU), plus gradient checks in float64."""
+
 import itertools
 import math
 
@@ -31,14 +32,14 @@ def naive_upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     z = np.zeros([n, c, h * upy, w * upx])
     z[:, :, ::upy, ::upx] = x
     p = np.zeros([n, c, z.shape[2] + max(py0, 0) + max(py1, 0), z.shape[3] + max(px0, 0) + max(px1, 0)])
-    p[:, :, max(py0, 0):max(py0, 0) + z.shape[2], max(px0, 0):max(px0, 0) + z.shape[3]] = z
-    p = p[:, :, max(-py0, 0):p.shape[2] - max(-py1, 0), max(-px0, 0):p.shape[3] - max(-px1, 0)]
+    p[:, :, max(py0, 0) : max(py0, 0) + z.shape[2], max(px0, 0) : max(px0, 0) + z.shape[3]] = z
+    p = p[:, :, max(-py0, 0) : p.shape[2] - max(-py1, 0), max(-px0, 0) : p.shape[3] - max(-px1, 0)]
     fh, fw = f.shape
     oh, ow = p.shape[2] - fh + 1, p.shape[3] - fw + 1
     out = np.zeros([n, c, oh, ow])
     for i in range(oh):
         for j in range(ow):
-            window = p[:, :, i:i + fh, j:j + fw]
+            window = p[:, :, i : i + fh, j : j + fw]
             # Convolution flips the filter; flip_filter=True turns it into a correlation.
             taps = f if flip_filter else f[::-1, ::-1]
             out[:, :, i, j] = (window * taps).sum(axis=(2, 3))
@@ -65,8 +66,15 @@ def naive_act(name, x, alpha):
 
 
 OFFICIAL_DEFAULTS = {  # (def_alpha, def_gain) from the official activation table.
-    "linear": (0, 1), "relu": (0, math.sqrt(2)), "lrelu": (0.2, math.sqrt(2)), "tanh": (0, 1),
-    "sigmoid": (0, 1), "elu": (0, 1), "selu": (0, 1), "softplus": (0, 1), "swish": (0, math.sqrt(2)),
+    "linear": (0, 1),
+    "relu": (0, math.sqrt(2)),
+    "lrelu": (0.2, math.sqrt(2)),
+    "tanh": (0, 1),
+    "sigmoid": (0, 1),
+    "elu": (0, 1),
+    "selu": (0, 1),
+    "softplus": (0, 1),
+    "swish": (0, math.sqrt(2)),
 }
 
 # ----------------------------------------------------------------------------------------------------
@@ -136,10 +144,11 @@ def test_bias_act_gradgradcheck(act):
 def test_setup_filter_normalises_separates_flips_and_scales():
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     np.testing.assert_allclose(f.numpy(), np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64, rtol=1e-7)
-    assert upfirdn2d.setup_filter([1] * 8).shape == (8,)            # >= 8 taps: separable by default
+    assert upfirdn2d.setup_filter([1] * 8).shape == (8,)  # >= 8 taps: separable by default
     assert upfirdn2d.setup_filter([1, 2], separable=True).shape == (2,)
-    np.testing.assert_allclose(upfirdn2d.setup_filter([1, 2], flip_filter=True, normalize=False, separable=True),
-                               [2, 1])
+    np.testing.assert_allclose(
+        upfirdn2d.setup_filter([1, 2], flip_filter=True, normalize=False, separable=True), [2, 1]
+    )
     np.testing.assert_allclose(upfirdn2d.setup_filter([1, 3, 3, 1], gain=4).sum(), 4, rtol=1e-6)
     np.testing.assert_allclose(upfirdn2d.setup_filter([1, 3, 3, 1], gain=4, separable=True).sum(), 2, rtol=1e-6)
     assert upfirdn2d.setup_filter(None).shape == (1, 1)
@@ -150,7 +159,7 @@ FILTERS = {
     "binomial4_2d": upfirdn2d.setup_filter([1, 3, 3, 1]),
     "binomial3_1d": upfirdn2d.setup_filter([1, 2, 1], separable=True),
     "odd_8tap_1d": upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1.5]),
-    "random_3x4": torch.rand(3, 4, generator=torch.Generator().manual_seed(1)),   # not separable
+    "random_3x4": torch.rand(3, 4, generator=torch.Generator().manual_seed(1)),  # not separable
     "rank_one_2x5": torch.outer(torch.tensor([1.0, 2.0]), torch.tensor([1.0, -1.0, 3.0, 0.5, 2.0])),
 }
 
@@ -196,13 +205,15 @@ def test_resampling_wrappers_follow_official_padding(fname):
     fh = f.shape[0]
     x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
     up = upfirdn2d.upsample2d(x, f, up=2, impl="ref")
-    expect = naive_upfirdn2d(x.numpy(), f.numpy(), up=2, padding=[(fw + 1) // 2, (fw - 2) // 2, (fh + 1) // 2,
-                                                                    (fh - 2) // 2], gain=4)
+    expect = naive_upfirdn2d(
+        x.numpy(), f.numpy(), up=2, padding=[(fw + 1) // 2, (fw - 2) // 2, (fh + 1) // 2, (fh - 2) // 2], gain=4
+    )
     np.testing.assert_allclose(up.numpy(), expect, rtol=1e-6, atol=1e-6)
     assert up.shape[2:] == (12, 14) or fw != 4
     down = upfirdn2d.downsample2d(x, f, down=2, impl="ref")
-    expect = naive_upfirdn2d(x.numpy(), f.numpy(), down=2, padding=[(fw - 1) // 2, (fw - 2) // 2, (fh - 1) // 2,
-                                                                      (fh - 2) // 2])
+    expect = naive_upfirdn2d(
+        x.numpy(), f.numpy(), down=2, padding=[(fw - 1) // 2, (fw - 2) // 2, (fh - 1) // 2, (fh - 2) // 2]
+    )
     np.testing.assert_allclose(down.numpy(), expect, rtol=1e-6, atol=1e-6)
     filt = upfirdn2d.filter2d(x, f, impl="ref")
     expect = naive_upfirdn2d(x.numpy(), f.numpy(), padding=[fw // 2, (fw - 1) // 2, fh // 2, (fh - 1) // 2])
@@ -259,8 +270,9 @@ def naive_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_
         px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
         py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
     fn = None if f is None else f.numpy()
-    z = naive_upfirdn2d(x.numpy(), fn if up > 1 else None, up=up, padding=[px0, px1, py0, py1],
-                        flip_filter=flip_filter, gain=up * up)
+    z = naive_upfirdn2d(
+        x.numpy(), fn if up > 1 else None, up=up, padding=[px0, px1, py0, py1], flip_filter=flip_filter, gain=up * up
+    )
     z = F.conv2d(torch.from_numpy(z), w if flip_weight else w.flip([2, 3]), groups=groups).numpy()
     if down > 1:
         z = naive_upfirdn2d(z, fn, down=down, flip_filter=flip_filter)
@@ -277,8 +289,17 @@ def test_conv2d_resample_equals_generic_definition(k, up, down, groups, padding)
     w = torch.randn(6, 4 // groups, k, k, dtype=torch.float64)
     for flip_weight, flip_filter in itertools.product([True, False], [False, True]):
         expect = naive_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
-        y = conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
-                                            flip_weight=flip_weight, flip_filter=flip_filter)
+        y = conv2d_resample.conv2d_resample(
+            x,
+            w,
+            f=f,
+            up=up,
+            down=down,
+            padding=padding,
+            groups=groups,
+            flip_weight=flip_weight,
+            flip_filter=flip_filter,
+        )
         assert tuple(y.shape) == expect.shape
         np.testing.assert_allclose(y.numpy(), expect, rtol=1e-6, atol=1e-6)
 
@@ -328,8 +349,7 @@ def test_conv2d_gradfix_gradgradcheck(transpose):
     if transpose:
         w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
         b = torch.randn(6, dtype=torch.float64, requires_grad=True)
-        fn = lambda x, w, b: conv2d_gradfix.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
-                                                             groups=2)
+        fn = lambda x, w, b: conv2d_gradfix.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2)
     else:
         w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
         b = torch.randn(6, dtype=torch.float64, requires_grad=True)

@@ -1,4 +1,5 @@
 """torch_utils.misc helpers: shape asserts, cached constants, parameter copies, sampler, summary."""
+
 import itertools
 
 import pytest
@@ -44,14 +45,17 @@ def test_copy_params_and_buffers_copies_by_name_and_checks():
 
 def test_infinite_sampler_splits_ranks_and_covers_dataset():
     data = list(range(10))
-    streams = [list(itertools.islice(iter(misc.InfiniteSampler(data, rank=r, num_replicas=2, seed=3)), 50))
-               for r in range(2)]
+    streams = [
+        list(itertools.islice(iter(misc.InfiniteSampler(data, rank=r, num_replicas=2, seed=3)), 50)) for r in range(2)
+    ]
     assert all(0 <= i < 10 for s in streams for i in s)
     unshuffled = list(itertools.islice(iter(misc.InfiniteSampler(data, shuffle=False)), 20))
     assert unshuffled == list(range(10)) * 2
     # Without the sliding-window swaps each pass is one shared permutation split between the ranks.
-    fixed = [list(itertools.islice(iter(misc.InfiniteSampler(data, rank=r, num_replicas=2, seed=3,
-                                                             window_size=0)), 10)) for r in range(2)]
+    fixed = [
+        list(itertools.islice(iter(misc.InfiniteSampler(data, rank=r, num_replicas=2, seed=3, window_size=0)), 10))
+        for r in range(2)
+    ]
     assert sorted(fixed[0][:5] + fixed[1][:5]) == data
     assert fixed[0][5:] == fixed[0][:5]
     with pytest.raises(ValueError, match="rank"):

@@ -4,6 +4,7 @@ The CPU tests drive the plugin autograd wrappers with stand-in "plugins" that im
 documented contract (bias_act.h / upfirdn2d.h) in PyTorch, and compare values and first/second-order
 gradients against the reference ops. The cuda-marked tests do the same against the compiled kernels.
 """
+
 import os
 import warnings
 
@@ -67,14 +68,21 @@ def test_bias_act_plugin_autograd_matches_reference_to_second_order(monkeypatch,
     fn_ref = lambda x, b: bias_act._bias_act_ref(x, b, act=act, gain=1.3, clamp=clamp)
     for channels_last in (False, True):
         x, b = _bias_act_inputs(channels_last=channels_last)
-        _assert_grads_close(_first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)),
-                            rtol=1e-9, atol=1e-9)
+        _assert_grads_close(
+            _first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)), rtol=1e-9, atol=1e-9
+        )
 
 
-@pytest.mark.parametrize("up,down,padding,fname", [
-    (2, 1, [2, 1, 2, 1], "2d"), (1, 2, [1, 2, 0, 1], "2d"), ([2, 1], [1, 2], [-1, 2, 1, 0], "2d"),
-    (2, 2, [3, 0, 1, 2], "1d"), (1, 1, [1, 1, 2, 2], "1d"),
-])
+@pytest.mark.parametrize(
+    "up,down,padding,fname",
+    [
+        (2, 1, [2, 1, 2, 1], "2d"),
+        (1, 2, [1, 2, 0, 1], "2d"),
+        ([2, 1], [1, 2], [-1, 2, 1, 0], "2d"),
+        (2, 2, [3, 0, 1, 2], "1d"),
+        (1, 1, [1, 1, 2, 2], "1d"),
+    ],
+)
 def test_upfirdn2d_plugin_autograd_matches_reference_to_second_order(monkeypatch, up, down, padding, fname):
     monkeypatch.setattr(upfirdn2d, "_plugin", lambda: FakeUpfirdn2dPlugin)
     f = torch.rand(3, 4) if fname == "2d" else upfirdn2d.setup_filter([1, 2, 3, 1], separable=True)
@@ -82,8 +90,12 @@ def test_upfirdn2d_plugin_autograd_matches_reference_to_second_order(monkeypatch
     for flip in (False, True):
         fn_cuda = lambda x: upfirdn2d._upfirdn2d_cuda(x, f, up, down, padding, flip, 1.7)
         fn_ref = lambda x: upfirdn2d._upfirdn2d_ref(x, f, up, down, padding, flip, 1.7)
-        _assert_grads_close(_first_and_second_grads(lambda x: fn_cuda(x) ** 2, (x,)),
-                            _first_and_second_grads(lambda x: fn_ref(x) ** 2, (x,)), rtol=1e-9, atol=1e-9)
+        _assert_grads_close(
+            _first_and_second_grads(lambda x: fn_cuda(x) ** 2, (x,)),
+            _first_and_second_grads(lambda x: fn_ref(x) ** 2, (x,)),
+            rtol=1e-9,
+            atol=1e-9,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -93,6 +105,7 @@ def test_upfirdn2d_plugin_autograd_matches_reference_to_second_order(monkeypatch
 def test_ops_on_cpu_tensors_never_build_or_warn(monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("an op on CPU tensors asked for the CUDA plugin")
+
     monkeypatch.setattr(custom_ops, "get_plugin", no_build)
     x = torch.randn(1, 2, 4, 4)
     with warnings.catch_warnings():
@@ -121,6 +134,7 @@ def test_get_plugin_build_failures_fall_back_with_the_reason(monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError("Error building extension: nvcc exploded")
+
     monkeypatch.setattr(custom_ops, "compile_plugin", broken)
     name = "rlo_test_plugin_broken"
     monkeypatch.delitem(custom_ops._cache, name, raising=False)
@@ -141,12 +155,16 @@ def test_cache_root_honours_environment(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module_name,sources,headers,entry", [
-    ("rlo_bias_act_plugin", ["bias_act.cpp", "bias_act.cu"], ["bias_act.h"], "bias_act"),
-    ("rlo_upfirdn2d_plugin", ["upfirdn2d.cpp", "upfirdn2d.cu"], ["upfirdn2d.h"], "upfirdn2d"),
-])
+@pytest.mark.parametrize(
+    "module_name,sources,headers,entry",
+    [
+        ("rlo_bias_act_plugin", ["bias_act.cpp", "bias_act.cu"], ["bias_act.h"], "bias_act"),
+        ("rlo_upfirdn2d_plugin", ["upfirdn2d.cpp", "upfirdn2d.cu"], ["upfirdn2d.h"], "upfirdn2d"),
+    ],
+)
 def test_cuda_sources_compile_and_expose_entry_points(monkeypatch, tmp_path, module_name, sources, headers, entry):
     from torch.utils import cpp_extension
+
     try:
         cpp_extension.verify_ninja_availability()
     except RuntimeError:
@@ -156,8 +174,7 @@ def test_cuda_sources_compile_and_expose_entry_points(monkeypatch, tmp_path, mod
     if not torch.cuda.is_available():
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
     monkeypatch.setenv("RLO_CUDA_CACHE", str(tmp_path))
-    module = custom_ops.compile_plugin(module_name, sources, headers, OPS_DIR,
-                                       extra_cuda_cflags=["--use_fast_math"])
+    module = custom_ops.compile_plugin(module_name, sources, headers, OPS_DIR, extra_cuda_cflags=["--use_fast_math"])
     assert callable(getattr(module, entry))
     assert any(p.suffix == ".so" for p in tmp_path.rglob("*.so"))
 
@@ -186,8 +203,12 @@ def check_bias_act_values(device, act, dtype, clamp):
         assert y.dtype == dtype and y.shape == expect.shape
         torch.testing.assert_close(y.double(), expect, **tol)
     xt = x.transpose(0, 1)  # bias along dim 0 of a non-contiguous tensor
-    torch.testing.assert_close(bias_act.bias_act(xt, b, dim=0, act=act, impl="cuda"),
-                               bias_act.bias_act(xt, b, dim=0, act=act, impl="ref"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        bias_act.bias_act(xt, b, dim=0, act=act, impl="cuda"),
+        bias_act.bias_act(xt, b, dim=0, act=act, impl="ref"),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def check_bias_act_grads(device, act, clamp):
@@ -195,8 +216,9 @@ def check_bias_act_grads(device, act, clamp):
     fn_ref = lambda x, b: bias_act.bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="ref")
     for channels_last in (False, True):
         x, b = _bias_act_inputs(device, channels_last=channels_last)
-        _assert_grads_close(_first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)),
-                            rtol=1e-7, atol=1e-7)
+        _assert_grads_close(
+            _first_and_second_grads(fn_cuda, (x, b)), _first_and_second_grads(fn_ref, (x, b)), rtol=1e-7, atol=1e-7
+        )
     x = (torch.rand(1, 3, 2, 2, dtype=torch.float64, device=device) * 0.8 + 0.1).requires_grad_(True)
     b = torch.zeros(3, dtype=torch.float64, device=device, requires_grad=True)
     assert gradcheck(fn_cuda, (x, b))
@@ -209,8 +231,13 @@ CUDA_FILTERS = {
     "separable8": upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1]),
     "random3x5": torch.rand(3, 5, generator=torch.Generator().manual_seed(2)),
 }
-UPFIRDN_CASES = [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 2, 1, 2]), (2, 2, [-1, 3, 0, 2]),
-                 ([3, 1], [1, 2], [4, 4, 2, -1])]
+UPFIRDN_CASES = [
+    (1, 1, 0),
+    (2, 1, [2, 1, 2, 1]),
+    (1, 2, [1, 2, 1, 2]),
+    (2, 2, [-1, 3, 0, 2]),
+    ([3, 1], [1, 2], [4, 4, 2, -1]),
+]
 
 
 def check_upfirdn2d(device, fname, up, down, padding):
@@ -229,8 +256,9 @@ def check_upfirdn2d(device, fname, up, down, padding):
         xd = x[:1, :2].double().requires_grad_(True)
         fn_cuda = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="cuda") ** 2
         fn_ref = lambda x: upfirdn2d.upfirdn2d(x, f, up, down, padding, flip, 1.3, impl="ref") ** 2
-        _assert_grads_close(_first_and_second_grads(fn_cuda, (xd,)), _first_and_second_grads(fn_ref, (xd,)),
-                            rtol=1e-9, atol=1e-9)
+        _assert_grads_close(
+            _first_and_second_grads(fn_cuda, (xd,)), _first_and_second_grads(fn_ref, (xd,)), rtol=1e-9, atol=1e-9
+        )
 
 
 @pytest.mark.cuda

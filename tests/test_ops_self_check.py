@@ -4,6 +4,7 @@ Runs on CPU: `custom_ops.plugin_device_types` gets "cpu", and the op's `_plugin`
 implements the kernel contract in PyTorch (plugin_contract), a deliberately wrong variant of it, or one that
 raises. The oracle is the op's pure-PyTorch reference.
 """
+
 import time
 import types
 import warnings
@@ -37,6 +38,7 @@ class Counting:
             self.calls += 1
             out = kernel(*args)
             return alter(out, *args) if alter is not None else out
+
         setattr(self, entry, run)
 
 
@@ -97,13 +99,17 @@ def test_reference_wrapped_as_plugin_passes_in_float64_too(monkeypatch, op):
     install(monkeypatch, op, make())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run(torch.randn(2, 4, 5, 5, dtype=torch.float64) if op == "bias_act" else
-            torch.randn(2, 3, 8, 8, dtype=torch.float64))
+        run(
+            torch.randn(2, 4, 5, 5, dtype=torch.float64)
+            if op == "bias_act"
+            else torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        )
     assert [r.passed for r in custom_ops.self_check_results()] == [True]
 
 
 def test_rounding_below_the_tolerance_is_accepted(monkeypatch):
     """A plugin off by float32 rounding (relative 1e-6 noise) is not a mismatch."""
+
     def jitter(out, *args):
         gen = torch.Generator().manual_seed(int(out.numel()))
         return out * (1 + 1e-6 * torch.randn(out.shape, generator=gen, dtype=out.dtype))
@@ -111,6 +117,7 @@ def test_rounding_below_the_tolerance_is_accepted(monkeypatch):
     def jitter_unclamped(out, *args):  # a kernel's clamp is exact: y == +-clamp marks the clamped outputs
         clamp = args[-1]
         return torch.where(out.abs() == clamp, out, jitter(out)) if clamp >= 0 else jitter(out)
+
     install(monkeypatch, "bias_act", bias_act_plugin(jitter_unclamped))
     install(monkeypatch, "upfirdn2d", upfirdn2d_plugin(jitter))
     with warnings.catch_warnings():
@@ -171,6 +178,7 @@ def test_wrong_plugin_is_detected_and_the_op_falls_back_to_the_reference(monkeyp
     assert f"'{op}'" in message and "float32 on cpu" in message and "PluginMismatch" in message
     assert "reference" in message
     import re
+
     assert re.search(what, message), message
     torch.testing.assert_close(got, want, rtol=0, atol=0)  # the reference's result, exactly
     calls = plugin.calls
@@ -189,6 +197,7 @@ def test_raising_plugin_falls_back_with_the_error(monkeypatch, op):
 
     def boom(*args):
         raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
     plugin = types.SimpleNamespace(**{make().entry: boom})
     install(monkeypatch, op, plugin)
     with pytest.warns(custom_ops.PluginSelfCheckWarning, match=f"'{op}'.*no kernel image is available"):
@@ -328,11 +337,13 @@ def test_self_check_cpu_side_cost_is_milliseconds(monkeypatch, op):
 
 def test_compare_with_reference_names_the_first_failing_tensor_and_treats_none_as_zero():
     ref = torch.tensor([1.0, -2.0, 3.0])
-    custom_ops.compare_with_reference([("a", ref + 1e-5, ref), ("b", None, None), ("c", None, torch.zeros(3))],
-                                      torch.float32)
+    custom_ops.compare_with_reference(
+        [("a", ref + 1e-5, ref), ("b", None, None), ("c", None, torch.zeros(3))], torch.float32
+    )
     with pytest.raises(custom_ops.PluginMismatch, match=r"^c: .*exceeds 0.0001 x 1 \(2 of 3 tensors"):
-        custom_ops.compare_with_reference([("a", ref + 1e-5, ref), ("c", None, torch.ones(3) * 1e-3),
-                                           ("d", ref * 2, ref)], torch.float32)
+        custom_ops.compare_with_reference(
+            [("a", ref + 1e-5, ref), ("c", None, torch.ones(3) * 1e-3), ("d", ref * 2, ref)], torch.float32
+        )
     with pytest.raises(custom_ops.PluginMismatch, match="shape"):
         custom_ops.compare_with_reference([("a", ref[:2], ref)], torch.float32)
     # The tolerance scales with the reference's magnitude (normwise), and with the dtype.

@@ -1,13 +1,17 @@
 """CPU weight gradients of 3x3 convolutions (Winograd, im2col): torch.nn.grad.conv2d_weight is the oracle."""
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 from torch_utils.ops import conv2d_gradfix, conv2d_winograd
 from training.networks import Discriminator, Generator
 
 SHAPES = [  # (N, C, K, H, W)
-    (2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (2, 4, 6, 16, 16), (1, 2, 3, 2, 2),
+    (2, 5, 7, 6, 8),
+    (1, 3, 2, 4, 4),
+    (3, 8, 8, 10, 4),
+    (2, 4, 6, 16, 16),
+    (1, 2, 3, 2, 2),
 ]
 
 
@@ -71,24 +75,33 @@ def assert_close_normwise(a, b, tol):
 X, G = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
 
 
-@pytest.mark.parametrize("x, g, w_shape, stride, padding, groups, expect", [
-    (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, "winograd"),
-    (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),   # float64: the direct kernel
-    (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, ""),
-    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, "im2col"),
-    (X, G[:, :, :3, :3], [6, 4, 3, 3], (2, 2), (0, 0), 1, "im2col"),
-    (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (0, 0), 1, ""),       # not what conv2d(x, w, 2, 0) gives
-    (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, ""),
-    (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, ""),
-    (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),
-])
+@pytest.mark.parametrize(
+    "x, g, w_shape, stride, padding, groups, expect",
+    [
+        (X, G, [6, 4, 3, 3], (1, 1), (1, 1), 1, "winograd"),
+        (X.double(), G.double(), [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),  # float64: the direct kernel
+        (X, G, [6, 4, 1, 1], (1, 1), (0, 0), 1, ""),
+        (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (1, 1), 1, "im2col"),
+        (X, G[:, :, :3, :3], [6, 4, 3, 3], (2, 2), (0, 0), 1, "im2col"),
+        (X, G[:, :, :4, :4], [6, 4, 3, 3], (2, 2), (0, 0), 1, ""),  # not what conv2d(x, w, 2, 0) gives
+        (X, G[:, :, 1:-1, 1:-1], [6, 4, 3, 3], (1, 1), (0, 0), 1, ""),
+        (X, G[:, :4], [4, 2, 3, 3], (1, 1), (1, 1), 2, ""),
+        (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),
+    ],
+)
 def test_route_only_covers_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
     assert conv2d_winograd.route(x, g, w_shape, stride, padding, (1, 1), groups) == expect
 
 
-@pytest.mark.parametrize("shape, stride, padding", [
-    ((2, 5, 7, 9, 9), 2, 0), ((2, 5, 7, 8, 8), 2, 1), ((1, 3, 4, 33, 33), 2, 0), ((2, 4, 3, 10, 7), 3, 1),
-])
+@pytest.mark.parametrize(
+    "shape, stride, padding",
+    [
+        ((2, 5, 7, 9, 9), 2, 0),
+        ((2, 5, 7, 8, 8), 2, 1),
+        ((1, 3, 4, 33, 33), 2, 0),
+        ((2, 4, 3, 10, 7), 3, 1),
+    ],
+)
 def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, stride, padding):
     n, c, k, h, w = shape
     gen = torch.Generator().manual_seed(5)
@@ -96,8 +109,10 @@ def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, str
     oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
     g = torch.randn(n, k, oh, ow, generator=gen, dtype=torch.float64, requires_grad=True)
     results = []
-    for fn in (lambda: conv2d_winograd.weight_grad(x, g, [k, c, 3, 3], (stride, stride), (padding, padding)),
-               lambda: torch.nn.grad.conv2d_weight(x, [k, c, 3, 3], g, stride, padding)):
+    for fn in (
+        lambda: conv2d_winograd.weight_grad(x, g, [k, c, 3, 3], (stride, stride), (padding, padding)),
+        lambda: torch.nn.grad.conv2d_weight(x, [k, c, 3, 3], g, stride, padding),
+    ):
         dw = fn()
         gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
         hx, hg = torch.autograd.grad((gx * gx).sum() + gg.square().sum(), [x, g])
@@ -134,12 +149,27 @@ def _run(monkeypatch, enabled, fn):
 def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
     """The fused path's oracle at network level: G's and D's weight gradients, and D's R1 penalty gradient
     (second order through every convolution), Winograd on vs off."""
+
     def run():
-        G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-                      mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-        D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture='resnet', channel_base=256,
-                          channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2))
-        img = G(torch.randn(4, 8), None, noise_mode='const')
+        G = Generator(
+            z_dim=8,
+            c_dim=0,
+            w_dim=8,
+            img_resolution=16,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=1),
+            synthesis_kwargs=dict(channel_base=128, channel_max=16),
+        )
+        D = Discriminator(
+            c_dim=0,
+            img_resolution=16,
+            img_channels=3,
+            architecture="resnet",
+            channel_base=256,
+            channel_max=16,
+            epilogue_kwargs=dict(mbstd_group_size=2),
+        )
+        img = G(torch.randn(4, 8), None, noise_mode="const")
         torch.nn.functional.softplus(-D(img, None)).mean().backward()
         real = torch.randn(4, 3, 16, 16, requires_grad=True)
         logits = D(real, None)
@@ -147,6 +177,7 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
             (grad,) = torch.autograd.grad(logits.sum(), [real], create_graph=True)
         grad.square().sum().backward()
         return [grad.detach()] + [p.grad for p in list(G.parameters()) + list(D.parameters())]
+
     with_winograd = _run(monkeypatch, True, run)
     direct = _run(monkeypatch, False, run)
     assert sum(g is not None for g in direct) > len(direct) // 2

@@ -1,6 +1,7 @@
 """nn.CrossEntropyLoss's options (weight, ignore_index, label_smoothing, probability targets, unbatched and spatial
 input) for the whole multi-class family. Oracles: torch's own CrossEntropyLoss for ``ce``; for the other members
 the rule of rlo/functional.py's docstring written out densely below, and its k -> inf limit, torch's CE."""
+
 import itertools
 
 import pytest
@@ -11,7 +12,7 @@ import rlo
 
 C = 5
 SHAPES = {"NC": (12, C), "NCHW": (3, C, 2, 4), "C": (C,)}
-TARGETS = ["index", "index-ignore-2", "index-ignore--1", "prob"]   # ignore_index 2 (a class) or -1 (not one)
+TARGETS = ["index", "index-ignore-2", "index-ignore--1", "prob"]  # ignore_index 2 (a class) or -1 (not one)
 REDUCTIONS = ["mean", "sum", "none"]
 COMBOS = list(itertools.product(SHAPES, TARGETS, [False, True], [0.0, 0.1]))
 COMBO_IDS = [f"{shape}-{target}-{'w' if weighted else 'nw'}-ls{eps}" for shape, target, weighted, eps in COMBOS]
@@ -19,12 +20,18 @@ MEMBERS = {  # name -> LossConfig and the per-sample loss as a function of (nll 
     "rlo": (rlo.LossConfig("rlo", k=3.0), lambda H, s, a, z: s * 3.0 * torch.exp(H / 3.0)),
     "rlo-m": (rlo.LossConfig("rlo", k=2.0, m=5.0), lambda H, s, a, z: s * 5.0 * torch.exp(H / 2.0)),
     "rlo-eq9": (rlo.LossConfig("rlo-eq9", k=2.0, m=5.0), lambda H, s, a, z: s * 5.0 * (1 - torch.exp(-H / 2.0))),
-    "focal": (rlo.LossConfig("focal", gamma=2.0, alpha=0.25),
-              lambda H, s, a, z: s * 0.25 * (1 - torch.exp(-H)) ** 2 * H),
-    "focal-no-alpha": (rlo.LossConfig("focal", gamma=0.5, alpha=None),
-                       lambda H, s, a, z: s * (1 - torch.exp(-H)) ** 0.5 * H),
-    "unhinged": (rlo.LossConfig("unhinged"),
-                 lambda H, s, a, z: (a * (1 - (z - (z.sum(1, keepdim=True) - z) / (C - 1)))).sum(1)),
+    "focal": (
+        rlo.LossConfig("focal", gamma=2.0, alpha=0.25),
+        lambda H, s, a, z: s * 0.25 * (1 - torch.exp(-H)) ** 2 * H,
+    ),
+    "focal-no-alpha": (
+        rlo.LossConfig("focal", gamma=0.5, alpha=None),
+        lambda H, s, a, z: s * (1 - torch.exp(-H)) ** 0.5 * H,
+    ),
+    "unhinged": (
+        rlo.LossConfig("unhinged"),
+        lambda H, s, a, z: (a * (1 - (z - (z.sum(1, keepdim=True) - z) / (C - 1)))).sum(1),
+    ),
 }
 
 
@@ -85,32 +92,35 @@ def reduced(per_sample, denominator, reduction, unbatched):
 # ---------------------------------------------------------------------------------------------------------------
 # ce is nn.CrossEntropyLoss.
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape,target_kind,weighted,eps", COMBOS, ids=COMBO_IDS)
 def test_ce_member_equals_torch_cross_entropy_loss_for_every_option(shape, target_kind, weighted, eps, dtype):
     logits, target, options = make_case(shape, target_kind, weighted, dtype)
     for reduction in REDUCTIONS:
         expected = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=eps, **options)(logits, target)
-        for got in (rlo.get_loss("ce", reduction, label_smoothing=eps, **options)(logits, target),
-                    rlo.cross_entropy(logits, target, reduction, label_smoothing=eps, **options)):
+        for got in (
+            rlo.get_loss("ce", reduction, label_smoothing=eps, **options)(logits, target),
+            rlo.cross_entropy(logits, target, reduction, label_smoothing=eps, **options),
+        ):
             assert got.shape == expected.shape
-            torch.testing.assert_close(got, expected.to(got.dtype), rtol=1e-6, atol=1e-7, equal_nan=True,
-                                       msg=lambda m: f"{reduction}: {m}")
+            torch.testing.assert_close(
+                got, expected.to(got.dtype), rtol=1e-6, atol=1e-7, equal_nan=True, msg=lambda m: f"{reduction}: {m}"
+            )
 
 
 @pytest.mark.parametrize("shape,target_kind,weighted,eps", COMBOS, ids=COMBO_IDS)
-def test_focal_with_gamma_zero_and_no_alpha_is_torch_cross_entropy_for_every_option(shape, target_kind, weighted,
-                                                                                      eps):
+def test_focal_with_gamma_zero_and_no_alpha_is_torch_cross_entropy_for_every_option(shape, target_kind, weighted, eps):
     logits, target, options = make_case(shape, target_kind, weighted)
     for reduction in REDUCTIONS:
         expected = F.cross_entropy(logits, target, reduction=reduction, label_smoothing=eps, **options)
-        got = rlo.focal_loss(logits, target, gamma=0.0, alpha=None, reduction=reduction, label_smoothing=eps,
-                             **options)
+        got = rlo.focal_loss(logits, target, gamma=0.0, alpha=None, reduction=reduction, label_smoothing=eps, **options)
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-12, equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The other members: the documented formula, and the k -> inf limit.
+
 
 @pytest.mark.parametrize("member", MEMBERS)
 @pytest.mark.parametrize("shape,target_kind,weighted,eps", COMBOS, ids=COMBO_IDS)
@@ -121,8 +131,14 @@ def test_members_equal_the_documented_formula_for_every_option(member, shape, ta
     per_sample = formula(H, s, a, z)
     for reduction in REDUCTIONS:
         got = rlo.classification_loss(cfg, logits, target, reduction, label_smoothing=eps, **options)
-        torch.testing.assert_close(got, reduced(per_sample, denominator, reduction, shape == "C"), rtol=1e-10,
-                                   atol=1e-12, equal_nan=True, msg=lambda m: f"{reduction}: {m}")
+        torch.testing.assert_close(
+            got,
+            reduced(per_sample, denominator, reduction, shape == "C"),
+            rtol=1e-10,
+            atol=1e-12,
+            equal_nan=True,
+            msg=lambda m: f"{reduction}: {m}",
+        )
 
 
 @pytest.mark.parametrize("shape,target_kind,weighted,eps", COMBOS, ids=COMBO_IDS)
@@ -162,12 +178,15 @@ def test_a_one_hot_probability_target_is_the_index_target(member):
     logits, target, options = make_case("NCHW", "index", weighted=True)
     one_hot = F.one_hot(target, C).movedim(-1, 1).double()
     for reduction in ["none", "sum"]:  # 'mean' differs, as in torch: index targets divide by sum of w_y
-        torch.testing.assert_close(rlo.classification_loss(cfg, logits, one_hot, reduction, **options),
-                                   rlo.classification_loss(cfg, logits, target, reduction, **options))
+        torch.testing.assert_close(
+            rlo.classification_loss(cfg, logits, one_hot, reduction, **options),
+            rlo.classification_loss(cfg, logits, target, reduction, **options),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Gradients, all-ignored batches, modules and argument checks.
+
 
 @pytest.mark.parametrize("member", MEMBERS)
 @pytest.mark.parametrize("target_kind", TARGETS)
@@ -249,9 +268,12 @@ def test_a_tensor_of_k_values_gives_one_multiclass_loss_per_k_with_every_option(
     ks = torch.tensor([0.5, 3.0, 100.0], dtype=torch.float64)
     logits, target, options = make_case("NC", "index-ignore-2", weighted=True)
     batched = rlo.rooted_cross_entropy(logits, target, ks[:, None], reduction="none", label_smoothing=0.1, **options)
-    singles = [rlo.rooted_cross_entropy(logits, target, k, reduction="none", label_smoothing=0.1, **options)
-               for k in ks.tolist()]
+    singles = [
+        rlo.rooted_cross_entropy(logits, target, k, reduction="none", label_smoothing=0.1, **options)
+        for k in ks.tolist()
+    ]
     torch.testing.assert_close(batched, torch.stack(singles))
     means = [rlo.rooted_cross_entropy(logits, target, k, label_smoothing=0.1, **options) for k in ks.tolist()]
-    torch.testing.assert_close(rlo.rooted_cross_entropy(logits, target, ks[:, None], label_smoothing=0.1, **options),
-                               torch.stack(means).mean())  # 'mean' averages over the grid too, as before
+    torch.testing.assert_close(
+        rlo.rooted_cross_entropy(logits, target, ks[:, None], label_smoothing=0.1, **options), torch.stack(means).mean()
+    )  # 'mean' averages over the grid too, as before

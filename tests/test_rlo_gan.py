@@ -1,4 +1,5 @@
 """rlo.GanObjective's pairings and the hinge member against hand-written formulas (values and gradients)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,46 +12,58 @@ def logits(n=7, seed=0):
     return (torch.randn(n, generator=gen) * 3).requires_grad_(True), (torch.randn(n, generator=gen) * 3)
 
 
-@pytest.mark.parametrize('cfg, d_formula, g_formula', [
-    (rlo.LossConfig('ce'), lambda m: F.softplus(-m), lambda m: F.softplus(-m)),
-    (rlo.LossConfig('rlo', k=2), lambda m: 2 * (1 + torch.exp(-m)) ** 0.5, lambda m: 2 * (1 + torch.exp(-m)) ** 0.5),
-    (rlo.LossConfig('rlo', k=3, m=5), lambda m: 5 * (1 + torch.exp(-m)) ** (1 / 3),
-     lambda m: 5 * (1 + torch.exp(-m)) ** (1 / 3)),
-    (rlo.LossConfig('hinge'), lambda m: F.relu(1 - m), lambda m: -m),
-])
+@pytest.mark.parametrize(
+    "cfg, d_formula, g_formula",
+    [
+        (rlo.LossConfig("ce"), lambda m: F.softplus(-m), lambda m: F.softplus(-m)),
+        (
+            rlo.LossConfig("rlo", k=2),
+            lambda m: 2 * (1 + torch.exp(-m)) ** 0.5,
+            lambda m: 2 * (1 + torch.exp(-m)) ** 0.5,
+        ),
+        (
+            rlo.LossConfig("rlo", k=3, m=5),
+            lambda m: 5 * (1 + torch.exp(-m)) ** (1 / 3),
+            lambda m: 5 * (1 + torch.exp(-m)) ** (1 / 3),
+        ),
+        (rlo.LossConfig("hinge"), lambda m: F.relu(1 - m), lambda m: -m),
+    ],
+)
 def test_relativistic_terms_are_the_member_on_the_paired_margin(cfg, d_formula, g_formula):
     real, fake = logits()
-    objective = rlo.GanObjective(cfg, 'relativistic')
+    objective = rlo.GanObjective(cfg, "relativistic")
     got_d = objective.d_relativistic(real, fake)
     torch.testing.assert_close(got_d, d_formula(real - fake), rtol=1e-5, atol=1e-6)
     got_g = objective.g_relativistic(fake, real)
     torch.testing.assert_close(got_g, g_formula(fake - real), rtol=1e-5, atol=1e-6)
-    grad, = torch.autograd.grad(got_d.sum(), real)
-    want, = torch.autograd.grad(d_formula(real - fake).sum(), real)
+    (grad,) = torch.autograd.grad(got_d.sum(), real)
+    (want,) = torch.autograd.grad(d_formula(real - fake).sum(), real)
     torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6)
 
 
 def test_hinge_gan_terms_are_biggans():
     real, fake = logits()
-    objective = rlo.GanObjective(rlo.LossConfig('hinge'))
+    objective = rlo.GanObjective(rlo.LossConfig("hinge"))
     torch.testing.assert_close(objective.d_real(real), F.relu(1 - real))
     torch.testing.assert_close(objective.d_fake(fake), F.relu(1 + fake))
     torch.testing.assert_close(objective.g_fake(fake), -fake)
-    assert objective.describe() == 'hinge' and rlo.GanObjective(rlo.LossConfig('rlo', k=2), 'relativistic').describe() \
-        == 'rlo-k2-rel'
+    assert (
+        objective.describe() == "hinge"
+        and rlo.GanObjective(rlo.LossConfig("rlo", k=2), "relativistic").describe() == "rlo-k2-rel"
+    )
 
 
 def test_relativistic_pairing_needs_paired_batches_and_a_known_pairing():
-    objective = rlo.GanObjective(rlo.LossConfig('ce'), 'relativistic')
-    with pytest.raises(ValueError, match=r'one shape.*\(4,\).*\(3,\)'):
+    objective = rlo.GanObjective(rlo.LossConfig("ce"), "relativistic")
+    with pytest.raises(ValueError, match=r"one shape.*\(4,\).*\(3,\)"):
         objective.d_relativistic(torch.zeros(4), torch.zeros(3))
     with pytest.raises(ValueError, match="pairing must be one of"):
-        rlo.GanObjective(rlo.LossConfig('ce'), 'paired')
+        rlo.GanObjective(rlo.LossConfig("ce"), "paired")
 
 
 def crammer_singer(z, y):
     others = z.clone()
-    others[torch.arange(len(y)), y] = -float('inf')
+    others[torch.arange(len(y)), y] = -float("inf")
     return F.relu(1 + others.max(1).values - z[torch.arange(len(y)), y])
 
 
@@ -58,13 +71,13 @@ def test_multiclass_hinge_is_crammer_singer_and_reduces_to_the_binary_hinge():
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(9, 5, generator=gen) * 2
     y = torch.randint(5, (9,), generator=gen)
-    torch.testing.assert_close(rlo.hinge_loss(z, y, reduction='none'), crammer_singer(z, y))
+    torch.testing.assert_close(rlo.hinge_loss(z, y, reduction="none"), crammer_singer(z, y))
     two = torch.randn(9, 2, generator=gen)
     y2 = torch.randint(2, (9,), generator=gen)
     margin = two[:, 1] - two[:, 0]
-    torch.testing.assert_close(rlo.hinge_loss(two, y2, reduction='none'), rlo.binary_hinge_loss(margin, y2, 'none'))
+    torch.testing.assert_close(rlo.hinge_loss(two, y2, reduction="none"), rlo.binary_hinge_loss(margin, y2, "none"))
     tied = torch.tensor([[2.0, 2.0, 0.0]])
-    assert rlo.hinge_loss(tied, torch.tensor([0]), reduction='none').item() == pytest.approx(1.0)  # a tie is no margin
+    assert rlo.hinge_loss(tied, torch.tensor([0]), reduction="none").item() == pytest.approx(1.0)  # a tie is no margin
 
 
 def test_multiclass_hinge_with_probability_targets_is_the_expected_loss():
@@ -72,5 +85,5 @@ def test_multiclass_hinge_with_probability_targets_is_the_expected_loss():
     z = torch.randn(6, 4, generator=gen)
     q = torch.softmax(torch.randn(6, 4, generator=gen), 1)
     per_class = torch.stack([crammer_singer(z, torch.full((6,), j)) for j in range(4)], 1)
-    torch.testing.assert_close(rlo.hinge_loss(z, q, reduction='none'), (q * per_class).sum(1))
-    assert 'hinge' in rlo.LOSS_NAMES and rlo.LossConfig.parse('hinge').describe() == 'hinge'
+    torch.testing.assert_close(rlo.hinge_loss(z, q, reduction="none"), (q * per_class).sum(1))
+    assert "hinge" in rlo.LOSS_NAMES and rlo.LossConfig.parse("hinge").describe() == "hinge"

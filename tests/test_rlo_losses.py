@@ -1,4 +1,5 @@
 """The loss family against closed forms derived by hand (see rlo/functional.py and README's derivation)."""
+
 import math
 
 import pytest
@@ -16,6 +17,7 @@ def sigmoid(x):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Values.
+
 
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("m", [None, 1.0, 5.0])
@@ -38,8 +40,9 @@ def test_multiclass_values_equal_powers_of_true_class_probability(k):
     target = torch.randint(0, 7, (32,))
     p = torch.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
     torch.testing.assert_close(rlo.rooted_cross_entropy(logits, target, k, reduction="none"), k * p ** (-1 / k))
-    torch.testing.assert_close(rlo.rooted_cross_entropy(logits, target, k, m=2.0, form="eq9", reduction="none"),
-                               2.0 * (1 - p ** (1 / k)))
+    torch.testing.assert_close(
+        rlo.rooted_cross_entropy(logits, target, k, m=2.0, form="eq9", reduction="none"), 2.0 * (1 - p ** (1 / k))
+    )
 
 
 def test_signed_and_boolean_targets_agree_with_zero_one_targets():
@@ -74,8 +77,7 @@ def test_cross_entropy_member_equals_torch_cross_entropy():
 def test_focal_with_gamma_zero_is_cross_entropy_and_matches_its_formula():
     logits = torch.randn(16, 4, dtype=torch.float64)
     target = torch.randint(0, 4, (16,))
-    torch.testing.assert_close(rlo.focal_loss(logits, target, gamma=0.0, alpha=None),
-                               F.cross_entropy(logits, target))
+    torch.testing.assert_close(rlo.focal_loss(logits, target, gamma=0.0, alpha=None), F.cross_entropy(logits, target))
     p = torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
     expected = (0.25 * (1 - p) ** 3 * -torch.log(p)).mean()
     torch.testing.assert_close(rlo.focal_loss(logits, target), expected)
@@ -90,10 +92,12 @@ def test_unhinged_with_two_classes_is_the_binary_unhinged_loss_of_the_margin():
     logits = torch.randn(32, 2, dtype=torch.float64)
     target = torch.randint(0, 2, (32,))
     margin = logits[:, 1] - logits[:, 0]
-    torch.testing.assert_close(rlo.unhinged_loss(logits, target, reduction="none"),
-                               rlo.binary_unhinged_loss(margin, target, reduction="none"))
-    torch.testing.assert_close(rlo.binary_unhinged_loss(margin, target, reduction="none"),
-                               1 - (2 * target - 1) * margin)
+    torch.testing.assert_close(
+        rlo.unhinged_loss(logits, target, reduction="none"), rlo.binary_unhinged_loss(margin, target, reduction="none")
+    )
+    torch.testing.assert_close(
+        rlo.binary_unhinged_loss(margin, target, reduction="none"), 1 - (2 * target - 1) * margin
+    )
 
 
 def test_unhinged_gradient_is_constant_in_the_logits():
@@ -113,7 +117,9 @@ def test_unhinged_gradient_is_constant_in_the_logits():
 # Binary margin u = y z, nll(u) = softplus(-u), d nll/du = -sigmoid(-u), d2 nll/du2 = sigmoid(u) sigmoid(-u).
 # eq4 f(u) = m exp(nll/k):  f'  = -(m/k) (1+e^-u)^(1/k) sigmoid(-u)
 #                           f'' =  (m/k) (1+e^-u)^(1/k) sigmoid(-u) [sigmoid(u) + sigmoid(-u)/k]  > 0 for all k > 0
-# eq9 g(u) = m (1 - exp(-nll/k)):  g' = -(m/k) p^(1/k) sigmoid(-u),  g'' = (m/k) p^(1/k) sigmoid(-u) [sigmoid(u) - sigmoid(-u)/k]
+# eq9 g(u) = m (1 - exp(-nll/k)):  g' = -(m/k) p^(1/k) sigmoid(-u),
+#                                   g'' = (m/k) p^(1/k) sigmoid(-u) [sigmoid(u) - sigmoid(-u)/k]
+
 
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("m", [None, 4.0])
@@ -190,7 +196,7 @@ def test_large_k_recovers_cross_entropy_with_error_shrinking_like_one_over_k():
     for small, large in [(100.0, 1000.0), (1000.0, 10000.0)]:
         assert errors[small] / errors[large] == pytest.approx(10.0, rel=0.05)
     nll = F.cross_entropy(logits, target, reduction="none")
-    assert errors[1000.0] == pytest.approx((nll ** 2).mean().item() / (2 * 1000.0), rel=0.01)
+    assert errors[1000.0] == pytest.approx((nll**2).mean().item() / (2 * 1000.0), rel=0.01)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ def test_bad_inputs_are_named():
 # ---------------------------------------------------------------------------------------------------------------
 # Configuration and the GAN objectives.
 
+
 def test_loss_config_round_trips_through_json_and_names_itself():
     cfg = rlo.LossConfig(name="rlo-eq9", k=3.0, m=5.0)
     assert rlo.LossConfig.from_json(cfg.to_json()) == cfg
@@ -324,8 +331,13 @@ def test_a_tensor_of_k_values_evaluates_a_whole_k_grid_in_one_call():
 
 def test_gan_objective_gives_the_cross_entropy_nll_of_each_term_for_every_member():
     logits = torch.randn(8, 1, dtype=torch.float64) * 4
-    for cfg in [rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=2), rlo.LossConfig("rlo-eq9", k=3, m=5),
-                rlo.LossConfig("focal", gamma=2), rlo.LossConfig("unhinged")]:
+    for cfg in [
+        rlo.LossConfig("ce"),
+        rlo.LossConfig("rlo", k=2),
+        rlo.LossConfig("rlo-eq9", k=3, m=5),
+        rlo.LossConfig("focal", gamma=2),
+        rlo.LossConfig("unhinged"),
+    ]:
         obj = rlo.GanObjective(cfg)
         torch.testing.assert_close(obj.nll_d_real(logits), F.softplus(-logits))
         torch.testing.assert_close(obj.nll_d_fake(logits), F.softplus(logits))
@@ -379,8 +391,12 @@ def test_every_member_refuses_a_mismatched_binary_target_through_the_family(name
 def test_a_scalar_or_zero_dim_target_applies_to_every_logit(name):
     fn = BINARY_FUNCTIONS[name]
     z = torch.randn(3, 4)
-    for target, full in [(1, torch.ones(3, 4)), (0, torch.zeros(3, 4)), (torch.tensor(-1), -torch.ones(3, 4)),
-                         (True, torch.ones(3, 4, dtype=torch.bool))]:
+    for target, full in [
+        (1, torch.ones(3, 4)),
+        (0, torch.zeros(3, 4)),
+        (torch.tensor(-1), -torch.ones(3, 4)),
+        (True, torch.ones(3, 4, dtype=torch.bool)),
+    ]:
         torch.testing.assert_close(fn(z, target), fn(z, full))
     with pytest.raises(ValueError, match="binary target"):
         fn(z, "1")
@@ -395,10 +411,15 @@ NOT_NUMBERS = [True, False, "2", "three", [2.0], None]
 @pytest.mark.parametrize("bad", NOT_NUMBERS, ids=repr)
 def test_a_non_numeric_k_is_refused_at_construction_naming_k(bad):
     z, y = torch.randn(3), torch.ones(3)
-    for build in [lambda: rlo.LossConfig("rlo", k=bad), lambda: rlo.LossConfig("ce", k=bad),
-                  lambda: rlo.RootedLoss(k=bad), lambda: rlo.get_loss("rlo-eq9", k=bad),
-                  lambda: rlo.rooted_logistic(z, y, k=bad), lambda: rlo.rooted_from_nll(z.abs(), k=bad),
-                  lambda: rlo.rooted_cross_entropy(torch.randn(3, 2), torch.ones(3, dtype=torch.long), k=bad)]:
+    for build in [
+        lambda: rlo.LossConfig("rlo", k=bad),
+        lambda: rlo.LossConfig("ce", k=bad),
+        lambda: rlo.RootedLoss(k=bad),
+        lambda: rlo.get_loss("rlo-eq9", k=bad),
+        lambda: rlo.rooted_logistic(z, y, k=bad),
+        lambda: rlo.rooted_from_nll(z.abs(), k=bad),
+        lambda: rlo.rooted_cross_entropy(torch.randn(3, 2), torch.ones(3, dtype=torch.long), k=bad),
+    ]:
         with pytest.raises(TypeError, match=r"\bk must be a number"):
             build()
 
@@ -407,13 +428,22 @@ def test_a_non_numeric_k_is_refused_at_construction_naming_k(bad):
 def test_non_numeric_m_gamma_alpha_are_refused_naming_them(bad):
     logits, target = torch.randn(3, 2), torch.ones(3, dtype=torch.long)
     cases = {
-        "m": [lambda: rlo.LossConfig("rlo", k=2, m=bad), lambda: rlo.RootedLoss(k=2, m=bad),
-              lambda: rlo.rooted_logistic(logits[:, 0], target, k=2, m=bad)],
-        "gamma": [lambda: rlo.LossConfig("focal", gamma=bad), lambda: rlo.get_loss("focal", gamma=bad),
-                  lambda: rlo.focal_loss(logits, target, gamma=bad),
-                  lambda: rlo.binary_focal_loss(logits[:, 0], target, gamma=bad)],
-        "alpha": [lambda: rlo.LossConfig("focal", alpha=bad), lambda: rlo.focal_loss(logits, target, alpha=bad),
-                  lambda: rlo.binary_focal_loss(logits[:, 0], target, alpha=bad)],
+        "m": [
+            lambda: rlo.LossConfig("rlo", k=2, m=bad),
+            lambda: rlo.RootedLoss(k=2, m=bad),
+            lambda: rlo.rooted_logistic(logits[:, 0], target, k=2, m=bad),
+        ],
+        "gamma": [
+            lambda: rlo.LossConfig("focal", gamma=bad),
+            lambda: rlo.get_loss("focal", gamma=bad),
+            lambda: rlo.focal_loss(logits, target, gamma=bad),
+            lambda: rlo.binary_focal_loss(logits[:, 0], target, gamma=bad),
+        ],
+        "alpha": [
+            lambda: rlo.LossConfig("focal", alpha=bad),
+            lambda: rlo.focal_loss(logits, target, alpha=bad),
+            lambda: rlo.binary_focal_loss(logits[:, 0], target, alpha=bad),
+        ],
     }
     for name, builds in cases.items():
         for build in builds:

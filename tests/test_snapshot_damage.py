@@ -6,6 +6,7 @@ is loaded; the outcome must be a result equal to the undamaged one in every tens
 a one-line CheckpointError naming the file. The default run flips a sample of the header bytes (a few seconds);
 `pytest -m slow` flips every header byte with four masks, every data byte, and truncates at every length.
 """
+
 from __future__ import annotations
 
 import struct
@@ -13,13 +14,20 @@ import zipfile
 
 import pytest
 import torch
-
 from conftest import perturbed
+
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Generator
 
-TINY_G = dict(z_dim=4, c_dim=0, w_dim=4, img_resolution=4, img_channels=3, mapping_kwargs=dict(num_layers=1),
-              synthesis_kwargs=dict(channel_base=16, channel_max=4))
+TINY_G = dict(
+    z_dim=4,
+    c_dim=0,
+    w_dim=4,
+    img_resolution=4,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=1),
+    synthesis_kwargs=dict(channel_base=16, channel_max=4),
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +36,9 @@ def snapshot(tmp_path_factory):
     torch.manual_seed(0)
     G = perturbed(Generator(**TINY_G), 1)
     resume_state = dict(cur_nimg=64, moments=torch.arange(6.0), counts=torch.tensor([3, 4], dtype=torch.int64))
-    save_snapshot(path, dict(G=G), training_set_kwargs=dict(path="/data/x.zip", resolution=4),
-                  resume_state=resume_state)
+    save_snapshot(
+        path, dict(G=G), training_set_kwargs=dict(path="/data/x.zip", resolution=4), resume_state=resume_state
+    )
     return path
 
 
@@ -55,8 +64,13 @@ def same(a, b) -> bool:
     if isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module):
         return type(a) is type(b) and same(a.state_dict(), b.state_dict())
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.shape == b.shape and torch.equal(a, b))
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -92,30 +106,40 @@ def flips(offsets, masks=(0x01,)):
         def edit(data):
             data[offset] ^= mask
             return bytes(data)
+
         return f"byte {offset} ^ {mask:#04x}", edit
+
     return [flip(o, m) for o in offsets for m in masks]
 
 
 def test_snapshot_regions_are_what_the_tests_flip(snapshot):
     r = regions(snapshot)
     assert len(r["end"]) == 22 and r["central"] and r["data"]
-    assert len(set(r["local"]) | set(r["central"]) | set(r["end"]) | set(r["data"])) == \
-        len(r["local"]) + len(r["central"]) + len(r["end"]) + len(r["data"])
+    assert len(set(r["local"]) | set(r["central"]) | set(r["end"]) | set(r["data"])) == len(r["local"]) + len(
+        r["central"]
+    ) + len(r["end"]) + len(r["data"])
 
 
 def test_flipped_header_bytes_load_identical_or_refuse(snapshot, tmp_path):
     r = regions(snapshot)
     first = {"local": r["local"][:30], "central": r["central"][:46]}  # data.pkl's entries: the payload pickle
-    offsets = sorted(set(r["end"]) | set(first["local"]) | set(first["central"])
-                     | set(r["local"][::17]) | set(r["central"][::17]) | set(r["data"][::31]))
+    offsets = sorted(
+        set(r["end"])
+        | set(first["local"])
+        | set(first["central"])
+        | set(r["local"][::17])
+        | set(r["central"][::17])
+        | set(r["data"][::31])
+    )
     check_damaged_copies(snapshot, tmp_path, flips(offsets, masks=(0x01, 0x80)))
 
 
 @pytest.mark.slow
 def test_every_flipped_header_byte_loads_identical_or_refuses(snapshot, tmp_path):
     r = regions(snapshot)
-    check_damaged_copies(snapshot, tmp_path, flips(r["local"] + r["central"] + r["end"],
-                                                   masks=(0x01, 0x10, 0x80, 0xFF)))
+    check_damaged_copies(
+        snapshot, tmp_path, flips(r["local"] + r["central"] + r["end"], masks=(0x01, 0x10, 0x80, 0xFF))
+    )
 
 
 @pytest.mark.slow
@@ -123,4 +147,3 @@ def test_every_flipped_data_byte_and_every_truncation_loads_identical_or_refuses
     size = snapshot.stat().st_size
     truncations = [(f"first {n} bytes", lambda data, n=n: bytes(data[:n])) for n in range(0, size, 7)]
     check_damaged_copies(snapshot, tmp_path, flips(regions(snapshot)["data"]) + truncations)
-

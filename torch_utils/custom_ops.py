@@ -15,6 +15,7 @@ memory only, so a rebuilt plugin is checked again by the next process.
   ``reference``     never build or use a plugin (the pure-PyTorch path everywhere);
   ``strict``        a plugin that does not build or fails its self-check raises `PluginError` (CI on GPUs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,8 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -49,7 +50,7 @@ class PluginMismatch(AssertionError):
     """Raised by compare_with_reference: a plugin result is outside the tolerance of the reference."""
 
 
-_cache: dict[str, Optional[ModuleType]] = {}
+_cache: dict[str, ModuleType | None] = {}
 _lock = threading.Lock()
 
 
@@ -80,8 +81,9 @@ def _target_architectures() -> str:
     for one GPU is never reused on another; the self-check would catch it, at the price of the slow path)."""
     arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
     if not arch and torch.cuda.is_available():
-        arch = ";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i)
-                                for i in range(torch.cuda.device_count())}))
+        arch = ";".join(
+            sorted({"{}.{}".format(*torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())})
+        )
     return arch
 
 
@@ -90,6 +92,7 @@ def _cudart_ldflags(cuda_home: str) -> list[str]:
 
     Happens when nvcc sits in /usr/local/bin while the toolkit lives in /usr/local/cuda.
     """
+
     def has_cudart(folder: str) -> bool:
         return os.path.isfile(os.path.join(folder, "libcudart.so"))
 
@@ -104,8 +107,14 @@ def _cudart_ldflags(cuda_home: str) -> list[str]:
     return []
 
 
-def compile_plugin(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
-                   source_dir: Optional[str] = None, verbose: bool = False, **build_kwargs) -> ModuleType:
+def compile_plugin(
+    module_name: str,
+    sources: Sequence[str],
+    headers: Sequence[str] | None = None,
+    source_dir: str | None = None,
+    verbose: bool = False,
+    **build_kwargs,
+) -> ModuleType:
     """Compile (or reuse a cached build of) a torch C++/CUDA extension and import it. Raises on failure.
 
     sources/headers: file names, relative to source_dir when given. build_kwargs go to
@@ -141,12 +150,23 @@ def compile_plugin(module_name: str, sources: Sequence[str], headers: Optional[S
             os.replace(tmp, dst)
         if path in sources:
             local_sources.append(dst)
-    return cpp_extension.load(name=module_name, sources=local_sources, build_directory=build_dir,
-                              verbose=verbose, with_cuda=True, **build_kwargs)
+    return cpp_extension.load(
+        name=module_name,
+        sources=local_sources,
+        build_directory=build_dir,
+        verbose=verbose,
+        with_cuda=True,
+        **build_kwargs,
+    )
 
 
-def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
-               source_dir: Optional[str] = None, **build_kwargs) -> Optional[ModuleType]:
+def get_plugin(
+    module_name: str,
+    sources: Sequence[str],
+    headers: Sequence[str] | None = None,
+    source_dir: str | None = None,
+    **build_kwargs,
+) -> ModuleType | None:
     """The compiled plugin, or None (and ONE PluginFallbackWarning per module) when it cannot be used.
 
     Reasons for None: no CUDA device, no ninja, no nvcc, compile error. Results are cached per process.
@@ -154,7 +174,7 @@ def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Seque
     with _lock:
         if module_name in _cache:
             return _cache[module_name]
-        module: Optional[ModuleType] = None
+        module: ModuleType | None = None
         reason = None
         if not torch.cuda.is_available():
             reason = "no CUDA device is available"
@@ -164,9 +184,12 @@ def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Seque
             except Exception as err:  # Compile errors come in many types; all mean "use the reference".
                 reason = f"{type(err).__name__}: {str(err).strip()[-2000:]}"
         if module is None:
-            warnings.warn(f"CUDA plugin '{module_name}' unavailable ({reason}); "
-                          f"falling back to the slower PyTorch reference implementation.",
-                          PluginFallbackWarning, stacklevel=3)
+            warnings.warn(
+                f"CUDA plugin '{module_name}' unavailable ({reason}); "
+                f"falling back to the slower PyTorch reference implementation.",
+                PluginFallbackWarning,
+                stacklevel=3,
+            )
         _cache[module_name] = module
         return module
 
@@ -174,7 +197,6 @@ def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Seque
 def is_loaded(module_name: str) -> bool:
     """Whether get_plugin already returned a working module for this name."""
     return _cache.get(module_name) is not None
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -188,13 +210,17 @@ plugin_device_types: set[str] = {"cuda"}
 # (already rounded) inputs. float32 leaves ~100x headroom over --use_fast_math rounding; the half types allow
 # the ~10 roundings of a second-order gradient chain. A broken kernel is off by O(1).
 SELF_CHECK_TOLERANCE: dict[torch.dtype, float] = {
-    torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1,
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 2e-2,
+    torch.bfloat16: 1e-1,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class SelfCheckResult:
     """Outcome of one op's self-check on one (device, dtype): passed, or the error that made it fall back."""
+
     op: str
     device: str
     dtype: str
@@ -212,13 +238,16 @@ def ops_mode() -> str:
     """RLO_CUDA_OPS: 'auto' (default), 'reference' or 'strict'; anything else is an error."""
     mode = os.environ.get(OPS_ENV, "").strip().lower() or "auto"
     if mode not in OPS_MODES:
-        raise ValueError(f"{OPS_ENV}={os.environ.get(OPS_ENV)!r} is not one of {OPS_MODES} "
-                         f"(unset means 'auto')")
+        raise ValueError(f"{OPS_ENV}={os.environ.get(OPS_ENV)!r} is not one of {OPS_MODES} (unset means 'auto')")
     return mode
 
 
-def use_plugin(op: str, x: torch.Tensor, load: Callable[[], Optional[ModuleType]],
-               self_check: Callable[[torch.device, torch.dtype], None]) -> bool:
+def use_plugin(
+    op: str,
+    x: torch.Tensor,
+    load: Callable[[], ModuleType | None],
+    self_check: Callable[[torch.device, torch.dtype], None],
+) -> bool:
     """Whether `op` runs its plugin for tensors like x; the first call per (op, device, dtype) decides.
 
     load: returns the plugin module or None (after its own warning). self_check(device, dtype): runs plugin
@@ -240,15 +269,22 @@ def use_plugin(op: str, x: torch.Tensor, load: Callable[[], Optional[ModuleType]
     return verdict
 
 
-def _decide(op: str, device: torch.device, dtype: torch.dtype, load: Callable[[], Optional[ModuleType]],
-            self_check: Callable[[torch.device, torch.dtype], None]) -> bool:
+def _decide(
+    op: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    load: Callable[[], ModuleType | None],
+    self_check: Callable[[torch.device, torch.dtype], None],
+) -> bool:
     mode = ops_mode()
     if mode == "reference":
         return False
     if load() is None:
         if mode == "strict":
-            raise PluginError(f"{OPS_ENV}=strict: the CUDA plugin for '{op}' is unavailable (see the "
-                              f"PluginFallbackWarning above for why)")
+            raise PluginError(
+                f"{OPS_ENV}=strict: the CUDA plugin for '{op}' is unavailable (see the "
+                f"PluginFallbackWarning above for why)"
+            )
         return False
     start = time.perf_counter()
     try:
@@ -261,16 +297,22 @@ def _decide(op: str, device: torch.device, dtype: torch.dtype, load: Callable[[]
         error = f"{type(err).__name__}: {str(err).strip()[-1000:]}"
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    _results.append(SelfCheckResult(op, str(device), str(dtype).replace("torch.", ""), not error, error,
-                                    time.perf_counter() - start))
+    _results.append(
+        SelfCheckResult(
+            op, str(device), str(dtype).replace("torch.", ""), not error, error, time.perf_counter() - start
+        )
+    )
     if not error:
         return True
-    message = (f"CUDA plugin op '{op}' ({str(dtype).replace('torch.', '')} on {device}) failed its self-check "
-               f"against the PyTorch reference: {error}")
+    message = (
+        f"CUDA plugin op '{op}' ({str(dtype).replace('torch.', '')} on {device}) failed its self-check "
+        f"against the PyTorch reference: {error}"
+    )
     if mode == "strict":
         raise PluginError(f"{OPS_ENV}=strict: {message}")
-    warnings.warn(f"{message}; using the slower PyTorch reference for it from now on.",
-                  PluginSelfCheckWarning, stacklevel=4)
+    warnings.warn(
+        f"{message}; using the slower PyTorch reference for it from now on.", PluginSelfCheckWarning, stacklevel=4
+    )
     return False
 
 
@@ -286,8 +328,9 @@ def reset_self_checks() -> None:
         _results.clear()
 
 
-def compare_with_reference(pairs: Sequence[tuple[str, Optional[torch.Tensor], Optional[torch.Tensor]]],
-                           dtype: torch.dtype) -> None:
+def compare_with_reference(
+    pairs: Sequence[tuple[str, torch.Tensor | None, torch.Tensor | None]], dtype: torch.dtype
+) -> None:
     """Raise PluginMismatch naming the first failing entry unless every (label, plugin, reference) pair agrees.
 
     None counts as zeros (an unused gradient). Agreement: max|plugin - reference| <= tol * max(1, max|reference|)
@@ -316,5 +359,7 @@ def compare_with_reference(pairs: Sequence[tuple[str, Optional[torch.Tensor], Op
     bad = [(label, err, scale) for label, (err, scale) in zip(labels, values) if not err <= tol * scale]
     if bad:
         label, err, scale = bad[0]
-        raise PluginMismatch(f"{label}: max|plugin - reference| = {err:.3g} exceeds {tol:g} x {scale:.3g} "
-                             f"({len(bad)} of {len(labels)} tensors outside the tolerance)")
+        raise PluginMismatch(
+            f"{label}: max|plugin - reference| = {err:.3g} exceeds {tol:g} x {scale:.3g} "
+            f"({len(bad)} of {len(labels)} tensors outside the tolerance)"
+        )

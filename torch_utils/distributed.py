@@ -6,18 +6,20 @@ flat all-reduce per optimiser step (what DistributedDataParallel does, done by h
 path-length terms differentiate twice and G/D alternate between trainable and frozen, which DDP's bucketed
 reducer handles only with workarounds.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import os
 import socket
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,47 +35,61 @@ class DistContext:
         return self.rank == 0
 
 
-def torchrun_context() -> Optional[DistContext]:
+def torchrun_context() -> DistContext | None:
     """The context torchrun (or any env:// launcher) put in the environment, else None."""
     present = [name for name in TORCHRUN_VARS if name in os.environ]
     if not present:
         return None
     missing = [name for name in TORCHRUN_VARS if name not in os.environ]
     if missing:
-        raise RuntimeError(f'distributed launch: {", ".join(present)} set but {", ".join(missing)} missing; '
-                           'start with torchrun, which sets all of RANK, WORLD_SIZE, LOCAL_RANK')
+        raise RuntimeError(
+            f"distributed launch: {', '.join(present)} set but {', '.join(missing)} missing; "
+            "start with torchrun, which sets all of RANK, WORLD_SIZE, LOCAL_RANK"
+        )
     try:
-        ctx = DistContext(rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']),
-                          local_rank=int(os.environ['LOCAL_RANK']))
+        ctx = DistContext(
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ["LOCAL_RANK"]),
+        )
     except ValueError:
-        raise RuntimeError(f'distributed launch: RANK/WORLD_SIZE/LOCAL_RANK must be integers, got '
-                           f'{[os.environ[n] for n in TORCHRUN_VARS]}') from None
+        raise RuntimeError(
+            f"distributed launch: RANK/WORLD_SIZE/LOCAL_RANK must be integers, got "
+            f"{[os.environ[n] for n in TORCHRUN_VARS]}"
+        ) from None
     if not 0 <= ctx.rank < ctx.world_size:
-        raise RuntimeError(f'distributed launch: RANK={ctx.rank} is outside WORLD_SIZE={ctx.world_size}')
+        raise RuntimeError(f"distributed launch: RANK={ctx.rank} is outside WORLD_SIZE={ctx.world_size}")
     return ctx
 
 
 def free_port() -> int:
     """A TCP port that was free a moment ago (rendezvous for processes spawned on this node)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
+        sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def backend_for(device: torch.device) -> str:
-    return 'nccl' if device.type == 'cuda' else 'gloo'
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
-def init_process_group(ctx: DistContext, device: torch.device, init_method: str = 'env://',
-                       timeout_s: float = 1800) -> None:
+def init_process_group(
+    ctx: DistContext, device: torch.device, init_method: str = "env://", timeout_s: float = 1800
+) -> None:
     """Join the process group (no-op for one process). init_method 'env://' reads MASTER_ADDR/MASTER_PORT."""
     if ctx.world_size == 1:
         return
     kwargs: dict[str, Any] = {}
-    if device.type == 'cuda':
-        kwargs['device_id'] = device
-    dist.init_process_group(backend=backend_for(device), init_method=init_method, rank=ctx.rank,
-                            world_size=ctx.world_size, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    if device.type == "cuda":
+        kwargs["device_id"] = device
+    dist.init_process_group(
+        backend=backend_for(device),
+        init_method=init_method,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **kwargs,
+    )
 
 
 def is_distributed() -> bool:
@@ -120,7 +136,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def average_gradients(params: Iterable[torch.nn.Parameter], extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+def average_gradients(params: Iterable[torch.nn.Parameter], extra: torch.Tensor | None = None) -> torch.Tensor:
     """Average .grad over processes in one all-reduce; returns the flat averaged vector.
 
     `extra` (a scalar, e.g. a count of non-finite losses) rides along at the end of the vector, so its
@@ -136,14 +152,14 @@ def average_gradients(params: Iterable[torch.nn.Parameter], extra: Optional[torc
     if is_distributed():
         dist.all_reduce(flat)
         flat /= dist.get_world_size()
-        grads = flat[:sum(p.numel() for p in params)].split([p.numel() for p in params])
+        grads = flat[: sum(p.numel() for p in params)].split([p.numel() for p in params])
         for param, grad in zip(params, grads):
             param.grad.copy_(grad.reshape(param.shape))
     return flat
 
 
 @torch.no_grad()
-def average_buffers(module: torch.nn.Module, suffix: str = 'w_avg') -> None:
+def average_buffers(module: torch.nn.Module, suffix: str = "w_avg") -> None:
     """Average the buffers whose name ends with `suffix` over processes.
 
     Each process moves G.mapping.w_avg towards its own latents; the update is linear, so averaging at any time

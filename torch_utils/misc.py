@@ -1,10 +1,12 @@
 """Small torch helpers shared by the engine (official StyleGAN2-ADA names)."""
+
 from __future__ import annotations
 
 import contextlib
 import re
 import warnings
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +17,13 @@ import torch
 _constant_cache: dict[tuple, torch.Tensor] = {}
 
 
-def constant(value, shape: Optional[Sequence[int]] = None, dtype: Optional[torch.dtype] = None,
-             device: Optional[torch.device] = None,
-             memory_format: Optional[torch.memory_format] = None) -> torch.Tensor:
+def constant(
+    value,
+    shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    memory_format: torch.memory_format | None = None,
+) -> torch.Tensor:
     """A tensor holding `value` (broadcast to `shape`), created once per configuration and reused.
 
     Avoids re-uploading small constants (filters, masks) every step. Do not modify the result in place.
@@ -43,8 +49,14 @@ def constant(value, shape: Optional[Sequence[int]] = None, dtype: Optional[torch
     return tensor
 
 
-def nan_to_num(input: torch.Tensor, nan: float = 0.0, posinf: Optional[float] = None,
-               neginf: Optional[float] = None, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def nan_to_num(
+    input: torch.Tensor,
+    nan: float = 0.0,
+    posinf: float | None = None,
+    neginf: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """torch.nan_to_num (kept under the official name)."""
     return torch.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf, out=out)
 
@@ -61,14 +73,16 @@ def suppress_tracer_warnings() -> Iterator[None]:
         yield
 
 
-def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> None:
+def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[int | None]) -> None:
     """Raise AssertionError unless tensor.shape matches ref_shape; None entries match any size.
 
     Entries may be tensors (traced sizes); they are compared with torch.equal under the tracer.
     """
     if tensor.ndim != len(ref_shape):
-        raise AssertionError(f"Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)} "
-                             f"(shape {tuple(tensor.shape)} vs {list(ref_shape)})")
+        raise AssertionError(
+            f"Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)} "
+            f"(shape {tuple(tensor.shape)} vs {list(ref_shape)})"
+        )
     for idx, (size, ref_size) in enumerate(zip(tensor.shape, ref_shape)):
         if ref_size is None:
             continue
@@ -81,15 +95,19 @@ def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> No
                 if not torch.equal(size, torch.as_tensor(ref_size)):
                     raise AssertionError(f"Wrong size for dimension {idx}: expected {ref_size}")
         elif size != ref_size:
-            raise AssertionError(f"Wrong size for dimension {idx}: got {size}, expected {ref_size} "
-                                 f"(shape {tuple(tensor.shape)} vs {list(ref_shape)})")
+            raise AssertionError(
+                f"Wrong size for dimension {idx}: got {size}, expected {ref_size} "
+                f"(shape {tuple(tensor.shape)} vs {list(ref_shape)})"
+            )
 
 
 def profiled_function(fn):
     """Decorator that labels fn in torch.autograd.profiler traces."""
+
     def decorator(*args, **kwargs):
         with torch.autograd.profiler.record_function(fn.__name__):
             return fn(*args, **kwargs)
+
     decorator.__name__ = fn.__name__
     decorator.__doc__ = fn.__doc__
     return decorator
@@ -106,13 +124,21 @@ class InfiniteSampler(torch.utils.data.Sampler):
     dataset over which a swap partner is drawn (1 = full shuffle each pass).
     """
 
-    def __init__(self, dataset, rank: int = 0, num_replicas: int = 1, shuffle: bool = True, seed: int = 0,
-                 window_size: float = 0.5):
+    def __init__(
+        self,
+        dataset,
+        rank: int = 0,
+        num_replicas: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        window_size: float = 0.5,
+    ):
         if len(dataset) <= 0:
             raise ValueError("InfiniteSampler: dataset is empty")
         if num_replicas <= 0 or not 0 <= rank < num_replicas:
-            raise ValueError(f"InfiniteSampler: need 0 <= rank < num_replicas, got rank={rank}, "
-                             f"num_replicas={num_replicas}")
+            raise ValueError(
+                f"InfiniteSampler: need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}"
+            )
         if not 0 <= window_size <= 1:
             raise ValueError(f"InfiniteSampler: window_size must be in [0, 1], got {window_size}")
         super().__init__()
@@ -155,8 +181,9 @@ def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.T
 
 
 @torch.no_grad()
-def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Module,
-                            require_all: bool = False) -> None:
+def copy_params_and_buffers(
+    src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False
+) -> None:
     """Copy every same-named parameter/buffer from src into dst (in place, keeping dst's requires_grad).
 
     require_all=True raises KeyError naming the first dst tensor that src lacks.
@@ -166,8 +193,10 @@ def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Mo
         if name in src_tensors:
             src = src_tensors[name]
             if src.shape != tensor.shape:
-                raise ValueError(f"copy_params_and_buffers: shape mismatch for '{name}': "
-                                 f"source {tuple(src.shape)} vs destination {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"copy_params_and_buffers: shape mismatch for '{name}': "
+                    f"source {tuple(src.shape)} vs destination {tuple(tensor.shape)}"
+                )
             tensor.copy_(src.detach())
         elif require_all:
             raise KeyError(f"copy_params_and_buffers: source module has no parameter or buffer '{name}'")
@@ -185,7 +214,7 @@ def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
             yield
 
 
-def check_ddp_consistency(module: torch.nn.Module, ignore_regex: Optional[str] = None) -> None:
+def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = None) -> None:
     """Assert every parameter/buffer is identical on all ranks (no-op without torch.distributed)."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"check_ddp_consistency expects an nn.Module, got {type(module).__name__}")
@@ -209,8 +238,9 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: Optional[str] =
 # Summary table.
 
 
-def print_module_summary(module: torch.nn.Module, inputs: Sequence[Any], max_nesting: int = 3,
-                         skip_redundant: bool = True) -> Any:
+def print_module_summary(
+    module: torch.nn.Module, inputs: Sequence[Any], max_nesting: int = 3, skip_redundant: bool = True
+) -> Any:
     """Run module(*inputs) once and print a table of submodules: parameters, buffers, output shapes.
 
     Returns the module's outputs. Submodules without parameters, buffers or new outputs are hidden
@@ -263,8 +293,15 @@ def print_module_summary(module: torch.nn.Module, inputs: Sequence[Any], max_nes
         n_buffers = sum(t.numel() for t in e["buffers"])
         shapes = [str(list(t.shape)) for t in e["outputs"]] or ["-"]
         dtypes = [str(t.dtype).split(".")[-1] for t in e["outputs"]] or ["-"]
-        rows.append([name + (":0" if len(e["outputs"]) >= 2 else ""), str(n_params) if n_params else "-",
-                     str(n_buffers) if n_buffers else "-", shapes[0], dtypes[0]])
+        rows.append(
+            [
+                name + (":0" if len(e["outputs"]) >= 2 else ""),
+                str(n_params) if n_params else "-",
+                str(n_buffers) if n_buffers else "-",
+                shapes[0],
+                dtypes[0],
+            ]
+        )
         for idx in range(1, len(e["outputs"])):
             rows.append([name + f":{idx}", "-", "-", shapes[idx], dtypes[idx]])
         total_params += n_params

@@ -4,23 +4,24 @@
 device sync. A `Collector` turns everything reported since its previous `update()` into mean / std / count,
 summed over all processes (one all-reduce per update, so every process must call `update()` together).
 """
+
 from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
 _COUNTER_DTYPE = torch.float64
 _rank: int = 0
-_sync_device: Optional[torch.device] = None
-_moments: dict[str, dict[torch.device, torch.Tensor]] = {}   # name -> device -> [count, sum, sum of squares]
-_collectors: 'weakref.WeakSet[Collector]' = weakref.WeakSet()
+_sync_device: torch.device | None = None
+_moments: dict[str, dict[torch.device, torch.Tensor]] = {}  # name -> device -> [count, sum, sum of squares]
+_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
 
 
-def init_multiprocessing(rank: int, sync_device: Optional[torch.device]) -> None:
+def init_multiprocessing(rank: int, sync_device: torch.device | None) -> None:
     """Call once per process before any Collector.update() when torch.distributed is initialised.
 
     sync_device: where the all-reduce happens ('cuda' device for NCCL, None/CPU for gloo).
@@ -67,7 +68,7 @@ def _all_names() -> list[str]:
 def _sync() -> None:
     """Move every process's pending moments (summed over processes) into each live Collector's inbox."""
     names = _all_names()
-    device = _sync_device if _sync_device is not None else torch.device('cpu')
+    device = _sync_device if _sync_device is not None else torch.device("cpu")
     pending = torch.zeros([len(names), 3], dtype=_COUNTER_DTYPE, device=device)
     for row, name in enumerate(names):
         for moments in _moments.get(name, {}).values():
@@ -86,7 +87,7 @@ class Collector:
     keep_previous=True keeps the last values of a statistic that got no new reports since.
     """
 
-    def __init__(self, regex: str = '.*', keep_previous: bool = True):
+    def __init__(self, regex: str = ".*", keep_previous: bool = True):
         self._regex = re.compile(regex)
         self._keep_previous = keep_previous
         self._inbox: dict[str, torch.Tensor] = {}
@@ -109,21 +110,22 @@ class Collector:
             self._moments.clear()
         self._moments.update(self._inbox)
         self._inbox = {}
+
     def num(self, name: str) -> int:
         return int(self._moments[name][0]) if name in self._moments else 0
 
     def mean(self, name: str) -> float:
         if self.num(name) == 0:
-            return float('nan')
+            return float("nan")
         count, total, _ = self._moments[name].tolist()
         return total / count
 
     def std(self, name: str) -> float:
         if self.num(name) == 0:
-            return float('nan')
+            return float("nan")
         count, total, squares = self._moments[name].tolist()
         mean = total / count
-        return float(np.sqrt(max(squares / count - mean ** 2, 0.0)))
+        return float(np.sqrt(max(squares / count - mean**2, 0.0)))
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """{name: {'num', 'mean', 'std'}} for every statistic seen at the last update (stats.jsonl format)."""

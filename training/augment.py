@@ -14,6 +14,7 @@ through the resampler; (2) the resampler models the asymmetric sym6 filter's del
 (0.40 taps) rather than 0.5, which cuts the error of a half-turn of a smooth 32x32 image from 0.024 to
 0.004 (mean absolute, tests/test_augment.py checks < 0.01).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,10 +30,21 @@ from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix, upfirdn2d
 
 # Wavelet low-pass decomposition filters (published coefficients; sum sqrt(2), unit energy).
 WAVELETS = {
-    'sym2': [-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025],
-    'sym6': [0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
-             0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
-             -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148],
+    "sym2": [-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025],
+    "sym6": [
+        0.015404109327027373,
+        0.0034907120842174702,
+        -0.11799011114819057,
+        -0.048311742585633,
+        0.4910559419267466,
+        0.787641141030194,
+        0.3379294217276218,
+        -0.07263752278646252,
+        -0.021060292512300564,
+        0.04472490177066578,
+        0.0017677118642428036,
+        -0.007800708325034148,
+    ],
 }
 
 # Presets for train.py --augpipe (official names and contents).
@@ -40,17 +52,17 @@ _BLIT = dict(xflip=1, rotate90=1, xint=1)
 _GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
 _COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
 AUGPIPE_SPECS: dict[str, dict[str, float]] = {
-    'blit': dict(_BLIT),
-    'geom': dict(_GEOM),
-    'color': dict(_COLOR),
-    'filter': dict(imgfilter=1),
-    'noise': dict(noise=1),
-    'cutout': dict(cutout=1),
-    'bg': dict(_BLIT, **_GEOM),
-    'bgc': dict(_BLIT, **_GEOM, **_COLOR),
-    'bgcf': dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1),
-    'bgcfn': dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
-    'bgcfnc': dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
+    "blit": dict(_BLIT),
+    "geom": dict(_GEOM),
+    "color": dict(_COLOR),
+    "filter": dict(imgfilter=1),
+    "noise": dict(noise=1),
+    "cutout": dict(cutout=1),
+    "bg": dict(_BLIT, **_GEOM),
+    "bgc": dict(_BLIT, **_GEOM, **_COLOR),
+    "bgcf": dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1),
+    "bgcfn": dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
+    "bgcfnc": dict(_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
 }
 
 # Assumed share of image power in the four octave bands of the filter bank (lowest first), as in ADA.
@@ -75,7 +87,7 @@ def octave_filter_bank(lowpass: list[float], num_bands: int = 4) -> np.ndarray:
         stretched[:, ::2] = bank  # every existing band moves down an octave
         bank = np.stack([np.convolve(row, lo2) for row in stretched])
         start = (bank.shape[1] - hi2.size) // 2
-        bank[band, start:start + hi2.size] += hi2
+        bank[band, start : start + hi2.size] += hi2
     return bank
 
 
@@ -87,6 +99,7 @@ def filter_delay(f: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------ batched homogeneous matrices
+
 
 def _matrix(rows: list[list[Any]], ref: torch.Tensor) -> torch.Tensor:
     """[N, R, C] from rows of numbers and [N] tensors; `ref` [N] gives batch size, dtype and device."""
@@ -119,10 +132,15 @@ def rotate3d(axis: list[float], theta, ref):
     x, y, z = axis
     s, c = torch.sin(theta), torch.cos(theta)
     cc = 1 - c
-    return _matrix([[x * x * cc + c, x * y * cc - z * s, x * z * cc + y * s, 0],
-                    [y * x * cc + z * s, y * y * cc + c, y * z * cc - x * s, 0],
-                    [z * x * cc - y * s, z * y * cc + x * s, z * z * cc + c, 0],
-                    [0, 0, 0, 1]], ref)
+    return _matrix(
+        [
+            [x * x * cc + c, x * y * cc - z * s, x * z * cc + y * s, 0],
+            [y * x * cc + z * s, y * y * cc + c, y * z * cc - x * s, 0],
+            [z * x * cc - y * s, z * y * cc + x * s, z * z * cc + c, 0],
+            [0, 0, 0, 1],
+        ],
+        ref,
+    )
 
 
 def _reflect_pad(x: torch.Tensor, pad: list[int]) -> torch.Tensor:
@@ -131,7 +149,7 @@ def _reflect_pad(x: torch.Tensor, pad: list[int]) -> torch.Tensor:
     while left or right or top or bottom:
         w, h = x.shape[3] - 1, x.shape[2] - 1
         step = [min(left, w), min(right, w), min(top, h), min(bottom, h)]
-        x = F.pad(x, step, mode='reflect')
+        x = F.pad(x, step, mode="reflect")
         left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
     return x
 
@@ -181,36 +199,65 @@ class AugmentPipe(torch.nn.Module):
     multiples of pi for angles). forward(images [N, C, H, W] float) -> same shape.
     """
 
-    def __init__(self, xflip=0, rotate90=0, xint=0, xint_max=0.125, scale=0, rotate=0, aniso=0, xfrac=0,
-                 scale_std=0.2, rotate_max=1, aniso_std=0.2, xfrac_std=0.125, brightness=0, contrast=0, lumaflip=0,
-                 hue=0, saturation=0, brightness_std=0.2, contrast_std=0.5, hue_max=1, saturation_std=1,
-                 imgfilter=0, imgfilter_bands=[1, 1, 1, 1], imgfilter_std=1, noise=0, cutout=0, noise_std=0.1,
-                 cutout_size=0.5):
+    def __init__(
+        self,
+        xflip=0,
+        rotate90=0,
+        xint=0,
+        xint_max=0.125,
+        scale=0,
+        rotate=0,
+        aniso=0,
+        xfrac=0,
+        scale_std=0.2,
+        rotate_max=1,
+        aniso_std=0.2,
+        xfrac_std=0.125,
+        brightness=0,
+        contrast=0,
+        lumaflip=0,
+        hue=0,
+        saturation=0,
+        brightness_std=0.2,
+        contrast_std=0.5,
+        hue_max=1,
+        saturation_std=1,
+        imgfilter=0,
+        imgfilter_bands=None,
+        imgfilter_std=1,
+        noise=0,
+        cutout=0,
+        noise_std=0.1,
+        cutout_size=0.5,
+    ):
+        if imgfilter_bands is None:
+            imgfilter_bands = [1, 1, 1, 1]
         super().__init__()
-        kwargs = {k: v for k, v in locals().items() if k not in ('self', '__class__')}
+        kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.init_kwargs = json.loads(json.dumps(copy.deepcopy(kwargs)))
         if len(imgfilter_bands) != len(EXPECTED_BAND_POWER):
-            raise ValueError(f'AugmentPipe: imgfilter_bands needs {len(EXPECTED_BAND_POWER)} strengths (lowest octave '
-                             f'first), got {imgfilter_bands!r}')
+            raise ValueError(
+                f"AugmentPipe: imgfilter_bands needs {len(EXPECTED_BAND_POWER)} strengths (lowest octave "
+                f"first), got {imgfilter_bands!r}"
+            )
         for name, value in kwargs.items():
-            if name == 'imgfilter_bands':
+            if name == "imgfilter_bands":
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f'AugmentPipe: {name}={value!r}; expected a number >= 0')
+                raise ValueError(f"AugmentPipe: {name}={value!r}; expected a number >= 0")
             setattr(self, name, float(value))
         self.imgfilter_bands = [float(b) for b in imgfilter_bands]
-        self.register_buffer('p', torch.ones([]))  # overall multiplier, driven by ADA
-        self.register_buffer('Hz_geom', upfirdn2d.setup_filter(WAVELETS['sym6']))
-        self.register_buffer('Hz_fbank', torch.as_tensor(octave_filter_bank(WAVELETS['sym2']), dtype=torch.float32))
+        self.register_buffer("p", torch.ones([]))  # overall multiplier, driven by ADA
+        self.register_buffer("Hz_geom", upfirdn2d.setup_filter(WAVELETS["sym6"]))
+        self.register_buffer("Hz_fbank", torch.as_tensor(octave_filter_bank(WAVELETS["sym2"]), dtype=torch.float32))
 
     def extra_repr(self) -> str:
-        enabled = [f'{k}={v:g}' for k, v in self.init_kwargs.items()
-                   if k in AUGPIPE_SPECS['bgcfnc'] and v]
-        return ', '.join(enabled) or 'no augmentations'
+        enabled = [f"{k}={v:g}" for k, v in self.init_kwargs.items() if k in AUGPIPE_SPECS["bgcfnc"] and v]
+        return ", ".join(enabled) or "no augmentations"
 
     def forward(self, images: torch.Tensor, debug_percentile: float | None = None) -> torch.Tensor:
         if not (isinstance(images, torch.Tensor) and images.ndim == 4):
-            raise ValueError(f'AugmentPipe expects images [N, C, H, W], got {getattr(images, "shape", type(images))}')
+            raise ValueError(f"AugmentPipe expects images [N, C, H, W], got {getattr(images, 'shape', type(images))}")
         draws = _Draws(images.shape[0], images.device, debug_percentile)
         images = self._geometric(images, draws)
         images = self._color(images, draws)
@@ -268,10 +315,13 @@ class AugmentPipe(torch.nn.Module):
         """Integer flips, quarter turns and shifts move pixels exactly: gather, mirroring at the borders."""
         n, channels, height, width = images.shape
         if self.rotate90 > 0 and height != width:
-            raise ValueError(f'AugmentPipe: rotate90 needs square images, got {height}x{width}')
+            raise ValueError(f"AugmentPipe: rotate90 needs square images, got {height}x{width}")
         cx, cy = (width - 1) / 2, (height - 1) / 2
-        ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=G_inv.dtype) - cy,
-                                torch.arange(width, device=images.device, dtype=G_inv.dtype) - cx, indexing='ij')
+        ys, xs = torch.meshgrid(
+            torch.arange(height, device=images.device, dtype=G_inv.dtype) - cy,
+            torch.arange(width, device=images.device, dtype=G_inv.dtype) - cx,
+            indexing="ij",
+        )
         out = torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs.flatten())])  # [3, H * W]
         src = G_inv @ out  # integer transforms keep pixel centres on pixel centres
         src_x = _mirror_index(torch.round(src[:, 0] + cx).long(), width)
@@ -294,7 +344,7 @@ class AugmentPipe(torch.nn.Module):
         margin = margin.clamp(min=0)
         margin = torch.minimum(margin, torch.tensor([width - 1, height - 1] * 2, device=images.device))
         mx0, my0, mx1, my1 = [int(v) for v in margin.ceil().tolist()]
-        images = F.pad(images, [mx0, mx1, my0, my1], mode='reflect')
+        images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
         G_inv = translate2d(ref + (mx0 - mx1) / 2, ref + (my0 - my1) / 2, ref) @ G_inv
 
         # Work at twice the resolution. sym6 is not symmetric: its centre of mass sits `delay` taps early, so
@@ -354,7 +404,7 @@ class AugmentPipe(torch.nn.Module):
             C = C[:, :3, :].mean(dim=1, keepdim=True)
             flat = flat * C[:, :, :3].sum(dim=2, keepdim=True) + C[:, :, 3:]
         else:
-            raise ValueError(f'AugmentPipe colour transforms need 1 or 3 channels, got {channels}')
+            raise ValueError(f"AugmentPipe colour transforms need 1 or 3 channels, got {channels}")
         return flat.reshape(n, channels, height, width)
 
     # ---------------------------------------------------------------- image-space filtering
@@ -408,13 +458,21 @@ class AdaController:
     can sweep 0 -> 1 in `kimg` thousand real images, and is clamped at 0. `target=None` keeps p fixed.
     """
 
-    def __init__(self, augment_pipe: AugmentPipe, batch_size: int, target: float | None = 0.6, p: float = 0.0,
-                 interval: int = 4, kimg: float = 500):
+    def __init__(
+        self,
+        augment_pipe: AugmentPipe,
+        batch_size: int,
+        target: float | None = 0.6,
+        p: float = 0.0,
+        interval: int = 4,
+        kimg: float = 500,
+    ):
         if target is not None and not 0 <= target <= 1:
-            raise ValueError(f'ADA target must be in [0, 1] (r_t is a mean of signs), got {target}')
+            raise ValueError(f"ADA target must be in [0, 1] (r_t is a mean of signs), got {target}")
         if interval < 1 or kimg <= 0 or batch_size < 1:
-            raise ValueError(f'AdaController: need interval >= 1, kimg > 0, batch_size >= 1; '
-                             f'got {interval}, {kimg}, {batch_size}')
+            raise ValueError(
+                f"AdaController: need interval >= 1, kimg > 0, batch_size >= 1; got {interval}, {kimg}, {batch_size}"
+            )
         self.pipe, self.target, self.interval = augment_pipe, target, int(interval)
         self.adjust_step = batch_size * interval / (kimg * 1000)
         self.num_steps = 0
@@ -457,8 +515,8 @@ class AdaController:
         return dict(num_steps=self.num_steps, stats=self._stats.tolist(), last_rt=self.last_rt, p=self.p)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.num_steps = int(state['num_steps'])
-        self._stats = torch.tensor(state['stats'], dtype=torch.float64, device=self.pipe.p.device)
-        self.last_rt = state['last_rt']
+        self.num_steps = int(state["num_steps"])
+        self._stats = torch.tensor(state["stats"], dtype=torch.float64, device=self.pipe.p.device)
+        self.last_rt = state["last_rt"]
         with torch.no_grad():
-            self.pipe.p.fill_(float(state['p']))
+            self.pipe.p.fill_(float(state["p"]))

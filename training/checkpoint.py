@@ -23,6 +23,7 @@ verified, then renamed over the target (or, with overwrite=False, linked to it o
 mid-write leaves the previous snapshot intact. Official StyleGAN2-ADA pickles are read by
 training/official_pickle.py.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -34,8 +35,8 @@ import random
 import re
 import sys
 import zipfile
-from collections.abc import Mapping
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ MAX_PAYLOAD_DEPTH = 32  # containers inside containers in a snapshot payload (ou
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled torch.serialization.MAGIC_NUMBER
 _TENSOR_RECORD = re.compile(r"^[^/]+/data/\d+$")  # torch.save's zip member for one storage
-_EXPLAIN_BY_BUILDING = 2 ** 26  # elements: below this a state/kwargs mismatch is explained key by key
+_EXPLAIN_BY_BUILDING = 2**26  # elements: below this a state/kwargs mismatch is explained key by key
 
 
 class CheckpointError(ValueError):
@@ -96,8 +97,9 @@ def _class_name_of(module: torch.nn.Module, where: str) -> str:
     return name
 
 
-def describe_kwargs_mismatch(saved_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any],
-                             class_name: str | None = None) -> str:
+def describe_kwargs_mismatch(
+    saved_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any], class_name: str | None = None
+) -> str:
     """One line naming the fields in which a file's init kwargs and a run's differ ('' if none); see
     training.network_bounds.describe_kwargs_mismatch (class_name fills in the defaults of omitted kwargs)."""
     return network_bounds.describe_kwargs_mismatch(saved_kwargs, run_kwargs, class_name)
@@ -122,8 +124,11 @@ def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Te
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected and k not in non_persistent]
     targets = {**expected, **non_persistent}
-    shape_errors = [f"{k}: saved {list(v.shape)} vs model {list(targets[k].shape)}"
-                    for k, v in state_dict.items() if k in targets and tuple(v.shape) != tuple(targets[k].shape)]
+    shape_errors = [
+        f"{k}: saved {list(v.shape)} vs model {list(targets[k].shape)}"
+        for k, v in state_dict.items()
+        if k in targets and tuple(v.shape) != tuple(targets[k].shape)
+    ]
     if missing or unexpected or shape_errors:
         parts = []
         if missing:
@@ -140,8 +145,9 @@ def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Te
                 buf.copy_(state_dict[k])
 
 
-def _checked_kwargs(class_name: str, init_kwargs: Any, where: str,
-                    init_args: list | tuple = ()) -> tuple[dict[str, Any], int | None]:
+def _checked_kwargs(
+    class_name: str, init_kwargs: Any, where: str, init_args: list | tuple = ()
+) -> tuple[dict[str, Any], int | None]:
     """The kwargs to construct `class_name` with (positional init_args bound to their names) and the element count
     they build, checked against training/network_bounds.py: CheckpointError naming `where`, key and value."""
     try:
@@ -153,8 +159,10 @@ def _checked_kwargs(class_name: str, init_kwargs: Any, where: str,
     try:
         bound = inspect.signature(cls.__init__).bind(None, *init_args, **dict(init_kwargs)).arguments
     except TypeError as exc:
-        raise CheckpointError(f"{where}: cannot construct {class_name} from the saved arguments "
-                              f"{short_repr(list(init_args))} / {short_repr(dict(init_kwargs))}: {exc}") from None
+        raise CheckpointError(
+            f"{where}: cannot construct {class_name} from the saved arguments "
+            f"{short_repr(list(init_args))} / {short_repr(dict(init_kwargs))}: {exc}"
+        ) from None
     kwargs = {k: v for k, v in bound.items() if k != "self"}
     try:
         return kwargs, network_bounds.check_init_kwargs(class_name, kwargs, where)
@@ -162,8 +170,13 @@ def _checked_kwargs(class_name: str, init_kwargs: Any, where: str,
         raise CheckpointError(str(exc)) from None
 
 
-def build_network(class_name: str, init_kwargs: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
-                  where: str, init_args: list | tuple = ()) -> torch.nn.Module:
+def build_network(
+    class_name: str,
+    init_kwargs: Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    where: str,
+    init_args: list | tuple = (),
+) -> torch.nn.Module:
     """Construct an allowlisted class from bounded kwargs and load its state strictly; eval, no grads, on CPU.
 
     Nothing is allocated before the kwargs pass training/network_bounds.py; a network whose saved state holds a
@@ -174,18 +187,22 @@ def build_network(class_name: str, init_kwargs: Mapping[str, Any], state_dict: M
     return _build(class_name, kwargs, expected, state_dict, where)
 
 
-def _build(class_name: str, kwargs: dict[str, Any], expected: int | None, state_dict: Mapping[str, torch.Tensor],
-           where: str) -> torch.nn.Module:
+def _build(
+    class_name: str, kwargs: dict[str, Any], expected: int | None, state_dict: Mapping[str, torch.Tensor], where: str
+) -> torch.nn.Module:
     cls = network_class(class_name)
     saved = sum(t.numel() for t in state_dict.values())
     if expected is not None and saved != expected and expected > _EXPLAIN_BY_BUILDING:
-        raise CheckpointError(f"{where} ({class_name}): the saved state holds {saved:,} elements but its kwargs "
-                              f"describe a network of {expected:,}; refusing to build it")
+        raise CheckpointError(
+            f"{where} ({class_name}): the saved state holds {saved:,} elements but its kwargs "
+            f"describe a network of {expected:,}; refusing to build it"
+        )
     try:
         module = cls(**kwargs)
     except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:
-        raise CheckpointError(f"{where}: cannot construct {class_name} from saved kwargs {short_repr(kwargs)}: "
-                              f"{exc}") from None
+        raise CheckpointError(
+            f"{where}: cannot construct {class_name} from saved kwargs {short_repr(kwargs)}: {exc}"
+        ) from None
     load_state_strict(module, state_dict, where)
     return module.eval().requires_grad_(False)
 
@@ -194,9 +211,14 @@ def _build(class_name: str, kwargs: dict[str, Any], expected: int | None, state_
 # Atomic writes.
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None],
-                 verify: Callable[[str], None] | None = None, *, overwrite: bool = True,
-                 size_hint: int | None = None) -> None:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[BinaryIO], None],
+    verify: Callable[[str], None] | None = None,
+    *,
+    overwrite: bool = True,
+    size_hint: int | None = None,
+) -> None:
     """rlo.files.atomic_write (the repository's one durable writer), its errors as one-line CheckpointErrors."""
     try:
         files.atomic_write(path, write, verify, overwrite=overwrite, size_hint=size_hint)
@@ -214,10 +236,13 @@ def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "python": {"version": py_version, "words": torch.tensor(py_words, dtype=torch.int64), "gauss": py_gauss},
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -230,9 +255,14 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
     npy = state["numpy"]
-    np.random.set_state({"bit_generator": npy["bit_generator"],
-                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": int(npy["pos"])},
-                         "has_gauss": int(npy["has_gauss"]), "gauss": float(npy["gauss"])})
+    np.random.set_state(
+        {
+            "bit_generator": npy["bit_generator"],
+            "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": int(npy["pos"])},
+            "has_gauss": int(npy["has_gauss"]),
+            "gauss": float(npy["gauss"]),
+        }
+    )
     torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"][: torch.cuda.device_count()]
@@ -279,7 +309,7 @@ def _tensor_digest(tensor: torch.Tensor) -> str:
 def _digest_all(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     workers = min(8, os.cpu_count() or 1)
-    if total < 2 ** 24 or workers == 1:
+    if total < 2**24 or workers == 1:
         return {path: _tensor_digest(t) for path, t in tensors.items()}
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {path: pool.submit(_tensor_digest, t) for path, t in tensors.items()}
@@ -291,14 +321,21 @@ def tensor_digests(payload: Mapping[str, Any]) -> dict[str, Any]:
     tensors: dict[str, torch.Tensor] = {}
     parts: list[str] = []
     _walk({k: v for k, v in payload.items() if k != "digests"}, "", tensors, parts, 0)
-    return {"algorithm": DIGEST_ALGORITHM, "structure": hashlib.sha256("".join(parts).encode()).hexdigest(),
-            "tensors": _digest_all(tensors)}
+    return {
+        "algorithm": DIGEST_ALGORITHM,
+        "structure": hashlib.sha256("".join(parts).encode()).hexdigest(),
+        "tensors": _digest_all(tensors),
+    }
 
 
 def _verify_digests(payload: dict[str, Any], path: str) -> None:
     saved = payload.get("digests")
-    if not (isinstance(saved, dict) and saved.get("algorithm") == DIGEST_ALGORITHM
-            and isinstance(saved.get("structure"), str) and isinstance(saved.get("tensors"), dict)):
+    if not (
+        isinstance(saved, dict)
+        and saved.get("algorithm") == DIGEST_ALGORITHM
+        and isinstance(saved.get("structure"), str)
+        and isinstance(saved.get("tensors"), dict)
+    ):
         raise CheckpointError(f"{path} is corrupt: its digests are missing or malformed")
     actual = tensor_digests(payload)
     if actual["structure"] != saved["structure"]:
@@ -306,12 +343,16 @@ def _verify_digests(payload: dict[str, Any], path: str) -> None:
     missing = [p for p in saved["tensors"] if p not in actual["tensors"]]
     extra = [p for p in actual["tensors"] if p not in saved["tensors"]]
     if missing or extra:
-        raise CheckpointError(f"{path} is corrupt: tensors {_preview(missing or extra, 3)} "
-                              f"{'are missing' if missing else 'have no digest'}")
+        raise CheckpointError(
+            f"{path} is corrupt: tensors {_preview(missing or extra, 3)} "
+            f"{'are missing' if missing else 'have no digest'}"
+        )
     bad = [p for p, d in actual["tensors"].items() if d != saved["tensors"][p]]
     if bad:
-        raise CheckpointError(f"{path} is corrupt: tensor {one_line(bad[0], 200)} fails its {DIGEST_ALGORITHM} digest"
-                              + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        raise CheckpointError(
+            f"{path} is corrupt: tensor {one_line(bad[0], 200)} fails its {DIGEST_ALGORITHM} digest"
+            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -335,8 +376,10 @@ def _plain_tree(value: Any, where: str) -> Any:
         items = [_plain_tree(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if isinstance(value, tuple) else items
     hint = " (convert numpy arrays with torch.from_numpy)" if isinstance(value, (np.ndarray, np.generic)) else ""
-    raise CheckpointError(f"{where} is a {type(value).__module__}.{type(value).__name__}; a snapshot stores only "
-                          f"tensors, numbers, strings, None and dict/list/tuple of them{hint}")
+    raise CheckpointError(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}; a snapshot stores only "
+        f"tensors, numbers, strings, None and dict/list/tuple of them{hint}"
+    )
 
 
 def _json_text(value: Any, where: str) -> str:
@@ -353,8 +396,11 @@ def _network_entry(name: str, module: torch.nn.Module) -> dict[str, Any]:
     if not isinstance(init_kwargs, Mapping):
         raise CheckpointError(f"{where} ({class_name}) has no init_kwargs dict to rebuild it from")
     state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-    return {"class_name": class_name, "init_kwargs_json": _json_text(dict(init_kwargs), f"{where}.init_kwargs"),
-            "state_dict": state}
+    return {
+        "class_name": class_name,
+        "init_kwargs_json": _json_text(dict(init_kwargs), f"{where}.init_kwargs"),
+        "state_dict": state,
+    }
 
 
 def _payload_bytes(payload: Mapping[str, Any]) -> int:
@@ -365,13 +411,23 @@ def _payload_bytes(payload: Mapping[str, Any]) -> int:
 
 def _write_payload(path: str, payload: dict[str, Any], overwrite: bool) -> None:
     payload["digests"] = tensor_digests(payload)
-    atomic_write(path, lambda f: torch.save(payload, f), verify=_verify_snapshot_file, overwrite=overwrite,
-                 size_hint=_payload_bytes(payload) + 2 ** 20)
+    atomic_write(
+        path,
+        lambda f: torch.save(payload, f),
+        verify=_verify_snapshot_file,
+        overwrite=overwrite,
+        size_hint=_payload_bytes(payload) + 2**20,
+    )
 
 
-def save_snapshot(path: str | os.PathLike, networks: Mapping[str, torch.nn.Module | None],
-                  training_set_kwargs: Mapping[str, Any] | None = None,
-                  resume_state: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> None:
+def save_snapshot(
+    path: str | os.PathLike,
+    networks: Mapping[str, torch.nn.Module | None],
+    training_set_kwargs: Mapping[str, Any] | None = None,
+    resume_state: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> None:
     """Atomically write a snapshot of `networks` (e.g. {'G', 'D', 'G_ema', 'augment_pipe'}; None allowed).
 
     resume_state: optional training state (optimizer state_dicts, augment p, counters, capture_rng_state()) made
@@ -391,8 +447,9 @@ def save_snapshot(path: str | os.PathLike, networks: Mapping[str, torch.nn.Modul
         "version": SNAPSHOT_VERSION,
         "torch_version": str(torch.__version__),
         "networks": entries,
-        "training_set_kwargs_json": _json_text(None if training_set_kwargs is None else dict(training_set_kwargs),
-                                               "training_set_kwargs"),
+        "training_set_kwargs_json": _json_text(
+            None if training_set_kwargs is None else dict(training_set_kwargs), "training_set_kwargs"
+        ),
         "resume_state": None if resume_state is None else _plain_tree(dict(resume_state), "resume_state"),
     }
     path = os.fspath(path)
@@ -412,15 +469,16 @@ def _check_zip_members(path: str, tensors_too: bool) -> None:
             for info in archive.infolist():
                 if tensors_too or not _TENSOR_RECORD.match(info.filename):
                     with archive.open(info) as member:
-                        while member.read(2 ** 24):
+                        while member.read(2**24):
                             pass
     except zipfile.BadZipFile as exc:
         if "CRC" in str(exc):
             raise CheckpointError(f"{path} is corrupt: an archive member fails its CRC check ({exc})") from None
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read as a snapshot ({exc})") from None
     except Exception as exc:  # zipfile raises many types on damaged archives (Unicode, NotImplemented, ...)
-        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read as a snapshot "
-                              f"({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path} is truncated or corrupt and cannot be read as a snapshot ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _torch_load(path: str) -> Any:
@@ -431,9 +489,12 @@ def _torch_load(path: str) -> Any:
         if "Weights only load failed" in text or "Unsupported global" in text:
             raise CheckpointError(
                 f"{path} holds pickled Python objects beyond tensors and plain data, which are never executed "
-                f"here; it is not an rlo-stylegan2 snapshot ({text.splitlines()[0]})") from None
-        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read as a snapshot "
-                              f"({type(exc).__name__}: {text.splitlines()[0] if text else ''})") from None
+                f"here; it is not an rlo-stylegan2 snapshot ({text.splitlines()[0]})"
+            ) from None
+        raise CheckpointError(
+            f"{path} is truncated or corrupt and cannot be read as a snapshot "
+            f"({type(exc).__name__}: {text.splitlines()[0] if text else ''})"
+        ) from None
 
 
 def _read_snapshot_payload(path: str) -> dict[str, Any]:
@@ -445,8 +506,9 @@ def _read_snapshot_payload(path: str) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a torch.save file but not an rlo-stylegan2 snapshot (found {keys})")
     version = payload.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SNAPSHOT_VERSION:
-        raise CheckpointError(f"{path} has snapshot version {short_repr(version)}; this code reads 1 to "
-                              f"{SNAPSHOT_VERSION}")
+        raise CheckpointError(
+            f"{path} has snapshot version {short_repr(version)}; this code reads 1 to {SNAPSHOT_VERSION}"
+        )
     try:
         if version >= 2:
             _verify_digests(payload, path)
@@ -456,8 +518,11 @@ def _read_snapshot_payload(path: str) -> dict[str, Any]:
     except _TooDeep as exc:
         raise CheckpointError(f"{path} is malformed: {exc}") from None
     if version == 1:
-        print(f"Warning: {path} is a version-1 snapshot without digests (damage its zip CRCs miss goes undetected); "
-              f"save it again with save_snapshot to add them", file=sys.stderr)
+        print(
+            f"Warning: {path} is a version-1 snapshot without digests (damage its zip CRCs miss goes undetected); "
+            f"save it again with save_snapshot to add them",
+            file=sys.stderr,
+        )
     _check_schema(payload, path)
     return payload
 
@@ -473,11 +538,17 @@ def _check_schema(payload: dict[str, Any], path: str) -> None:
             raise CheckpointError(f"{where} is malformed: network names must be strings")
         if entry is None:
             continue
-        if not (isinstance(entry, dict) and isinstance(entry.get("class_name"), str)
-                and isinstance(entry.get("init_kwargs_json"), str) and isinstance(entry.get("state_dict"), dict)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("class_name"), str)
+            and isinstance(entry.get("init_kwargs_json"), str)
+            and isinstance(entry.get("state_dict"), dict)
+        ):
             raise CheckpointError(f"{where} is malformed: expected class_name, init_kwargs_json and state_dict")
-        bad = next((k for k, v in entry["state_dict"].items()
-                    if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+        bad = next(
+            (k for k, v in entry["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)),
+            None,
+        )
         if bad is not None:
             raise CheckpointError(f"{where} is malformed: state_dict entry {short_repr(bad, 60)} is not a named tensor")
     if not isinstance(payload.get("training_set_kwargs_json"), (str, type(None))):
@@ -548,8 +619,10 @@ def _load_official_pickle(path: str) -> dict[str, Any]:
             continue
         where = f"{path}[{name!r}]"
         if net.class_name not in ("Generator", "Discriminator", "AugmentPipe"):
-            raise CheckpointError(f"{where} is a persistent {short_repr(net.class_name)}; only Generator, "
-                                  f"Discriminator and AugmentPipe can be imported")
+            raise CheckpointError(
+                f"{where} is a persistent {short_repr(net.class_name)}; only Generator, "
+                f"Discriminator and AugmentPipe can be imported"
+            )
         kwargs, expected = _checked_kwargs(net.class_name, net.init_kwargs, where, init_args=net.init_args)
         out[name] = _build(net.class_name, kwargs, expected, net.state_dict, where)
         out["init_kwargs"][name] = kwargs
@@ -569,8 +642,9 @@ def snapshot_kind(path: str) -> str:
         raise CheckpointError(f"{path} is a legacy (pre-zip) torch.save file, not a snapshot or StyleGAN2-ADA pickle")
     if head[0] == 0x80:
         return "official"
-    raise CheckpointError(f"{path} is neither an rlo-stylegan2 snapshot (.pt zip) nor a StyleGAN2-ADA pickle "
-                          f"(starts with {head[:8]!r})")
+    raise CheckpointError(
+        f"{path} is neither an rlo-stylegan2 snapshot (.pt zip) nor a StyleGAN2-ADA pickle (starts with {head[:8]!r})"
+    )
 
 
 def load_network(path_or_url: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -592,8 +666,19 @@ def load_network(path_or_url: str | os.PathLike, device: str | torch.device = "c
         data = _load_our_snapshot(path) if snapshot_kind(path) == "snapshot" else _load_official_pickle(path)
     except (CheckpointError, FileNotFoundError):
         raise
-    except (OSError, RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
-            MemoryError, RecursionError, NotImplementedError) as exc:
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        NotImplementedError,
+    ) as exc:
         # Every known damage has its own message above; this keeps an unforeseen one to one line, too.
         raise CheckpointError(f"{path} cannot be loaded ({type(exc).__name__}: {exc})") from None
     for name in NETWORK_KEYS:

@@ -29,19 +29,21 @@ x), so seeding torch reproduces an augmentation and the training loop's RNG capt
 op is built from arithmetic, `gather`, `where` and masks, all with double-backward support, so R1's gradient of
 D(aug(x)) w.r.t. x can itself be backpropagated.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 TRANSLATION_RATIO = 1 / 8  # max shift, fraction of the image size (official `rand_translation`, ratio=0.125)
 CUTOUT_RATIO = 1 / 2  # side of the cut square, fraction of the image size (official `rand_cutout`, ratio=0.5)
-DEFAULT_POLICY = 'color,translation,cutout'
-_EMPTY_POLICIES = ('', 'none')
+DEFAULT_POLICY = "color,translation,cutout"
+_EMPTY_POLICIES = ("", "none")
 
 
 # ---------------------------------------------------------------- deterministic ops (explicit per-sample values)
+
 
 def _per_sample(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return values.to(images.dtype).reshape(-1, 1, 1, 1)
@@ -81,8 +83,15 @@ def translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor
     return torch.where(inside[:, None], out, torch.zeros([], dtype=out.dtype, device=out.device))
 
 
-def cutout_mask(shape: Sequence[int], top: torch.Tensor, left: torch.Tensor, size_y: int, size_x: int,
-                dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def cutout_mask(
+    shape: Sequence[int],
+    top: torch.Tensor,
+    left: torch.Tensor,
+    size_y: int,
+    size_x: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
     """[N, 1, H, W]: 0 on rows [top, top + size_y) x columns [left, left + size_x) of each sample (clipped to
     the image), 1 elsewhere. top, left: integer tensors [N], may be negative or run past the border."""
     n, _, h, w = shape
@@ -101,6 +110,7 @@ def cutout(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size_y: 
 
 
 # ---------------------------------------------------------------- the random ops DiffAugment composes
+
 
 def _uniform(images: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """[N] draws on U[low, high) from the images' device generator, in their dtype."""
@@ -148,9 +158,9 @@ def random_cutout(images: torch.Tensor) -> torch.Tensor:
 
 # The registry: policy name -> the random ops it applies, in order. Its keys are the valid names.
 DIFFAUG_POLICIES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
-    'color': (random_brightness, random_saturation, random_contrast),
-    'translation': (random_translation,),
-    'cutout': (random_cutout,),
+    "color": (random_brightness, random_saturation, random_contrast),
+    "translation": (random_translation,),
+    "cutout": (random_cutout,),
 }
 
 
@@ -162,20 +172,22 @@ def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
     """
     if policy is None:
         return ()
-    text = policy if isinstance(policy, str) else ','.join(policy)
+    text = policy if isinstance(policy, str) else ",".join(policy)
     if text.strip() in _EMPTY_POLICIES:
         return ()
-    valid = ', '.join(DIFFAUG_POLICIES)
-    names = tuple(name.strip() for name in text.split(','))
+    valid = ", ".join(DIFFAUG_POLICIES)
+    names = tuple(name.strip() for name in text.split(","))
     for name in names:
         if name not in DIFFAUG_POLICIES:
-            what = 'an empty name' if not name else f'unknown name {name!r}'
-            raise ValueError(f'DiffAugment policy {text!r} has {what}; valid names: {valid} '
-                             f"(comma-separated, or 'none')")
+            what = "an empty name" if not name else f"unknown name {name!r}"
+            raise ValueError(
+                f"DiffAugment policy {text!r} has {what}; valid names: {valid} (comma-separated, or 'none')"
+            )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f'DiffAugment policy {text!r} lists {", ".join(repeated)} more than once; '
-                         f'give each of {valid} at most once')
+        raise ValueError(
+            f"DiffAugment policy {text!r} lists {', '.join(repeated)} more than once; give each of {valid} at most once"
+        )
     return names
 
 
@@ -188,15 +200,17 @@ class DiffAugment(torch.nn.Module):
     def __init__(self, policy: str | Sequence[str] = DEFAULT_POLICY):
         super().__init__()
         self.policy = parse_policy(policy)
-        self.init_kwargs = {'policy': ','.join(self.policy) or 'none'}
+        self.init_kwargs = {"policy": ",".join(self.policy) or "none"}
 
     def extra_repr(self) -> str:
         return f"policy={self.init_kwargs['policy']!r}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point()):
-            raise ValueError(f'DiffAugment expects float images [N, C, H, W], got '
-                             f'{getattr(images, "dtype", type(images))} {tuple(getattr(images, "shape", ()))}')
+            raise ValueError(
+                f"DiffAugment expects float images [N, C, H, W], got "
+                f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}"
+            )
         for name in self.policy:
             for op in DIFFAUG_POLICIES[name]:
                 images = op(images)

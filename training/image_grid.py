@@ -2,11 +2,12 @@
 
 Writes are atomic (temp file + rename), so a killed run never leaves half a PNG.
 """
+
 from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import PIL.Image
@@ -23,8 +24,9 @@ def grid_shape(resolution: int) -> tuple[int, int]:
     return gw, gh
 
 
-def snapshot_grid_indices(labels: np.ndarray | None, num_images: int, grid_size: tuple[int, int],
-                          random_seed: int = 0) -> np.ndarray:
+def snapshot_grid_indices(
+    labels: np.ndarray | None, num_images: int, grid_size: tuple[int, int], random_seed: int = 0
+) -> np.ndarray:
     """Dataset indices [gw * gh] for the grid: a random subset, or with labels one class per row.
 
     labels: [N, label_dim] float (one-hot or vectors) or None.
@@ -55,10 +57,10 @@ def to_uint8(images: np.ndarray, drange: Sequence[float]) -> np.ndarray:
 def save_png(path: str, image: np.ndarray) -> None:
     """uint8 [H, W, C] (C = 1 or 3) -> PNG at `path`, atomically."""
     if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
-        raise ValueError(f'save_png({path}): expected uint8 [H, W, 1|3], got {image.dtype} {list(image.shape)}')
-    pil = PIL.Image.fromarray(image[:, :, 0], 'L') if image.shape[2] == 1 else PIL.Image.fromarray(image, 'RGB')
+        raise ValueError(f"save_png({path}): expected uint8 [H, W, 1|3], got {image.dtype} {list(image.shape)}")
+    pil = PIL.Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else PIL.Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
-    pil.save(buffer, format='PNG')
+    pil.save(buffer, format="PNG")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -67,7 +69,7 @@ def save_image_grid(images: np.ndarray, path: str, drange: Sequence[float], grid
     gw, gh = grid_size
     n, channels, height, width = images.shape
     if n != gw * gh:
-        raise ValueError(f'save_image_grid({path}): {n} images do not fill a {gw}x{gh} grid')
+        raise ValueError(f"save_image_grid({path}): {n} images do not fill a {gw}x{gh} grid")
     pixels = images if images.dtype == np.uint8 else to_uint8(images, drange)
     grid = pixels.reshape(gh, gw, channels, height, width).transpose(0, 3, 1, 4, 2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

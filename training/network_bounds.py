@@ -9,13 +9,14 @@ number of parameter and buffer elements the network will hold. Above MAX_NETWORK
 `effective_kwargs` fills in the signature defaults and `describe_kwargs_mismatch` names the fields in which two
 kwargs dicts differ, e.g. an official pickle's and a training run's.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch_utils.ops import bias_act
 from training import augment, networks
@@ -34,35 +35,74 @@ class KwargsError(ValueError):
 # they reach minus the arguments the forwarding class passes itself.
 
 _FORWARDED: dict[tuple[str, str], tuple[tuple[type, frozenset[str]], ...]] = {
-    ("Generator", "mapping_kwargs"): (
-        (networks.MappingNetwork, frozenset({"z_dim", "c_dim", "w_dim", "num_ws"})),),
+    ("Generator", "mapping_kwargs"): ((networks.MappingNetwork, frozenset({"z_dim", "c_dim", "w_dim", "num_ws"})),),
     ("Generator", "synthesis_kwargs"): (
         (networks.SynthesisNetwork, frozenset({"w_dim", "img_resolution", "img_channels"})),
-        (networks.SynthesisBlock, frozenset({"in_channels", "out_channels", "w_dim", "resolution", "img_channels",
-                                             "is_last", "use_fp16"})),
-        (networks.SynthesisLayer, frozenset({"in_channels", "out_channels", "w_dim", "resolution", "up",
-                                             "resample_filter", "conv_clamp", "channels_last"}))),
+        (
+            networks.SynthesisBlock,
+            frozenset({"in_channels", "out_channels", "w_dim", "resolution", "img_channels", "is_last", "use_fp16"}),
+        ),
+        (
+            networks.SynthesisLayer,
+            frozenset(
+                {
+                    "in_channels",
+                    "out_channels",
+                    "w_dim",
+                    "resolution",
+                    "up",
+                    "resample_filter",
+                    "conv_clamp",
+                    "channels_last",
+                }
+            ),
+        ),
+    ),
     ("Discriminator", "block_kwargs"): (
-        (networks.DiscriminatorBlock, frozenset({"in_channels", "tmp_channels", "out_channels", "resolution",
-                                                 "img_channels", "first_layer_idx", "architecture", "use_fp16",
-                                                 "conv_clamp"})),),
+        (
+            networks.DiscriminatorBlock,
+            frozenset(
+                {
+                    "in_channels",
+                    "tmp_channels",
+                    "out_channels",
+                    "resolution",
+                    "img_channels",
+                    "first_layer_idx",
+                    "architecture",
+                    "use_fp16",
+                    "conv_clamp",
+                }
+            ),
+        ),
+    ),
     ("Discriminator", "mapping_kwargs"): (
-        (networks.MappingNetwork, frozenset({"z_dim", "c_dim", "w_dim", "num_ws", "w_avg_beta"})),),
+        (networks.MappingNetwork, frozenset({"z_dim", "c_dim", "w_dim", "num_ws", "w_avg_beta"})),
+    ),
     ("Discriminator", "epilogue_kwargs"): (
-        (networks.DiscriminatorEpilogue, frozenset({"in_channels", "cmap_dim", "resolution", "img_channels",
-                                                    "architecture", "conv_clamp"})),),
+        (
+            networks.DiscriminatorEpilogue,
+            frozenset({"in_channels", "cmap_dim", "resolution", "img_channels", "architecture", "conv_clamp"}),
+        ),
+    ),
 }
-CLASSES: dict[str, type] = {"Generator": networks.Generator, "Discriminator": networks.Discriminator,
-                            "AugmentPipe": augment.AugmentPipe}
+CLASSES: dict[str, type] = {
+    "Generator": networks.Generator,
+    "Discriminator": networks.Discriminator,
+    "AugmentPipe": augment.AugmentPipe,
+}
 
 
 def _parameters(cls: type, exclude: frozenset[str] = frozenset()) -> dict[str, inspect.Parameter]:
     params = inspect.signature(cls.__init__).parameters
-    return {name: p for name, p in params.items()
-            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name not in exclude}
+    return {
+        name: p
+        for name, p in params.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name not in exclude
+    }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def accepted_kwargs(class_name: str, nested: str | None = None) -> dict[str, inspect.Parameter]:
     """The kwargs `class_name` takes (nested=None) or its dict kwarg `nested` takes, with their defaults
     (a shared dict: do not modify)."""
@@ -92,8 +132,8 @@ def _int(lo: int, hi: int, optional: bool = False, power_of_two: bool = False, o
     def check(v: Any) -> bool:
         if v is None:
             return optional
-        return (_is_int(v) and lo <= v <= hi and (not power_of_two or v & (v - 1) == 0)
-                and (not odd or v % 2 == 1))
+        return _is_int(v) and lo <= v <= hi and (not power_of_two or v & (v - 1) == 0) and (not odd or v % 2 == 1)
+
     kind = "an odd integer" if odd else "a power of two" if power_of_two else "an integer"
     return check, f"{kind} in [{lo}, {hi}]" + (" or None" if optional else "")
 
@@ -103,6 +143,7 @@ def _real(lo: float, hi: float, optional: bool = False, above_lo: bool = False) 
         if v is None:
             return optional
         return _is_real(v) and (lo < v if above_lo else lo <= v) and v <= hi
+
     return check, f"a number in {'(' if above_lo else '['}{lo:g}, {hi:g}]" + (" or None" if optional else "")
 
 
@@ -112,32 +153,50 @@ def _choice(*options: str) -> Bound:
 
 def _taps(max_taps: int) -> Bound:
     def check(v: Any) -> bool:
-        return (isinstance(v, (list, tuple)) and 1 <= len(v) <= max_taps and all(_is_real(t) for t in v)
-                and sum(v) != 0)
+        return isinstance(v, (list, tuple)) and 1 <= len(v) <= max_taps and all(_is_real(t) for t in v) and sum(v) != 0
+
     return check, f"a list of 1 to {max_taps} finite filter taps with a non-zero sum"
 
 
 def _reals(length: int, lo: float, hi: float) -> Bound:
     def check(v: Any) -> bool:
         return isinstance(v, (list, tuple)) and len(v) == length and all(_is_real(t) and lo <= t <= hi for t in v)
+
     return check, f"a list of {length} numbers in [{lo:g}, {hi:g}]"
 
 
 _BOOL: Bound = (lambda v: isinstance(v, bool)), "true or false"
-_DIM = 2 ** 14
+_DIM = 2**14
 
 BOUNDS: dict[str, Bound] = {
-    "z_dim": _int(0, _DIM), "c_dim": _int(0, 2 ** 16), "w_dim": _int(1, _DIM),
-    "img_resolution": _int(4, 2 ** 14, power_of_two=True), "img_channels": _int(1, 64),
-    "channel_base": _int(1, 2 ** 24), "channel_max": _int(1, _DIM), "num_fp16_res": _int(0, 16),
-    "conv_clamp": _real(0, 1e9, optional=True, above_lo=True), "cmap_dim": _int(1, _DIM, optional=True),
-    "architecture": _choice(*networks.ARCHITECTURES), "activation": _choice(*bias_act.activation_funcs),
-    "num_layers": _int(1, 64), "embed_features": _int(1, _DIM, optional=True),
-    "layer_features": _int(1, _DIM, optional=True), "lr_multiplier": _real(0, 1e3, above_lo=True),
-    "w_avg_beta": _real(0, 1, optional=True), "resample_filter": _taps(16), "fp16_channels_last": _BOOL,
-    "kernel_size": _int(1, 15, odd=True), "use_noise": _BOOL, "freeze_layers": _int(0, 1024),
-    "mbstd_group_size": _int(1, 2 ** 16, optional=True), "mbstd_num_channels": _int(0, 64),
-    "mapping_kwargs": None, "synthesis_kwargs": None, "block_kwargs": None, "epilogue_kwargs": None,  # dicts
+    "z_dim": _int(0, _DIM),
+    "c_dim": _int(0, 2**16),
+    "w_dim": _int(1, _DIM),
+    "img_resolution": _int(4, 2**14, power_of_two=True),
+    "img_channels": _int(1, 64),
+    "channel_base": _int(1, 2**24),
+    "channel_max": _int(1, _DIM),
+    "num_fp16_res": _int(0, 16),
+    "conv_clamp": _real(0, 1e9, optional=True, above_lo=True),
+    "cmap_dim": _int(1, _DIM, optional=True),
+    "architecture": _choice(*networks.ARCHITECTURES),
+    "activation": _choice(*bias_act.activation_funcs),
+    "num_layers": _int(1, 64),
+    "embed_features": _int(1, _DIM, optional=True),
+    "layer_features": _int(1, _DIM, optional=True),
+    "lr_multiplier": _real(0, 1e3, above_lo=True),
+    "w_avg_beta": _real(0, 1, optional=True),
+    "resample_filter": _taps(16),
+    "fp16_channels_last": _BOOL,
+    "kernel_size": _int(1, 15, odd=True),
+    "use_noise": _BOOL,
+    "freeze_layers": _int(0, 1024),
+    "mbstd_group_size": _int(1, 2**16, optional=True),
+    "mbstd_num_channels": _int(0, 64),
+    "mapping_kwargs": None,
+    "synthesis_kwargs": None,
+    "block_kwargs": None,
+    "epilogue_kwargs": None,  # dicts
 }
 # AugmentPipe: probabilities and magnitudes (every kwarg but one is a number >= 0), and the band strengths.
 _AUGMENT_NUMBER = _real(0, 1e6)
@@ -163,8 +222,10 @@ def _check_fields(class_name: str, kwargs: Any, nested: str | None, where: str) 
         name = f"{nested}.{key}" if nested else key
         if not isinstance(key, str) or key not in accepted:
             known = ", ".join(sorted(accepted))
-            raise KwargsError(f"{where}: cannot construct {class_name}: unknown kwarg {short_repr(name, 60)} "
-                              f"(= {short_repr(value, 60)}); {label} takes {known}")
+            raise KwargsError(
+                f"{where}: cannot construct {class_name}: unknown kwarg {short_repr(name, 60)} "
+                f"(= {short_repr(value, 60)}); {label} takes {known}"
+            )
         if nested is None and (class_name, key) in _FORWARDED:
             if value is not None:
                 _check_fields(class_name, value, key, where)
@@ -174,8 +235,9 @@ def _check_fields(class_name: str, kwargs: Any, nested: str | None, where: str) 
             raise KwargsError(f"{where}: {class_name} kwarg {name} has no bound in training/network_bounds.py")
         check, expected = bound
         if not check(value):
-            raise KwargsError(f"{where}: {class_name} kwarg {name}={short_repr(value, 60)} is out of bounds; "
-                              f"expected {expected}")
+            raise KwargsError(
+                f"{where}: {class_name} kwarg {name}={short_repr(value, 60)} is out of bounds; expected {expected}"
+            )
     if nested is None:
         missing = [k for k, p in accepted.items() if p.default is p.empty and k not in kwargs]
         if missing:
@@ -214,13 +276,17 @@ def check_init_kwargs(class_name: str, kwargs: Mapping[str, Any], where: str) ->
     k = effective_kwargs(class_name, kwargs)
     base, res = (k["synthesis_kwargs"] if class_name == "Generator" else k)["channel_base"], k["img_resolution"]
     if base // res < 1:
-        raise KwargsError(f"{where}: {class_name} channel_base={base} gives 0 channels at img_resolution={res}; "
-                          f"expected channel_base >= {res}")
+        raise KwargsError(
+            f"{where}: {class_name} channel_base={base} gives 0 channels at img_resolution={res}; "
+            f"expected channel_base >= {res}"
+        )
     count = count_elements(class_name, k)
     if count > MAX_NETWORK_ELEMENTS:
-        raise KwargsError(f"{where}: {class_name} kwargs describe {count:,} parameter and buffer elements, more than "
-                          f"the limit of {MAX_NETWORK_ELEMENTS:,} (MAX_NETWORK_ELEMENTS in "
-                          f"training/network_bounds.py); refusing to build it")
+        raise KwargsError(
+            f"{where}: {class_name} kwargs describe {count:,} parameter and buffer elements, more than "
+            f"the limit of {MAX_NETWORK_ELEMENTS:,} (MAX_NETWORK_ELEMENTS in "
+            f"training/network_bounds.py); refusing to build it"
+        )
     return count
 
 
@@ -270,7 +336,7 @@ def count_elements(class_name: str, kwargs: Mapping[str, Any]) -> int:
             return _filter(layer_taps) + _fc(w, n_in) + n_out * n_in * kernel * kernel + noise + n_out
 
         count = 0
-        for r in (2 ** i for i in range(2, log2 + 1)):
+        for r in (2**i for i in range(2, log2 + 1)):
             n_in, n_out = (ch(r // 2) if r > 4 else 0), ch(r)
             count += _filter(taps) + (n_out * r * r if n_in == 0 else layer(n_in, n_out, r, taps))
             count += layer(n_out, n_out, r, fir)
@@ -288,7 +354,7 @@ def count_elements(class_name: str, kwargs: Mapping[str, Any]) -> int:
         return min(kwargs["channel_base"] // r, kwargs["channel_max"])
 
     count = 0
-    for r in (2 ** i for i in range(log2, 2, -1)):
+    for r in (2**i for i in range(log2, 2, -1)):
         n_in, tmp, n_out = (ch(r) if r < res else 0), ch(r), ch(r // 2)
         count += _filter(taps)
         if n_in == 0 or arch == "skip":
@@ -319,8 +385,9 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
-def describe_kwargs_mismatch(saved_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any],
-                             class_name: str | None = None) -> str:
+def describe_kwargs_mismatch(
+    saved_kwargs: Mapping[str, Any], run_kwargs: Mapping[str, Any], class_name: str | None = None
+) -> str:
     """One line naming the fields in which two kwargs dicts differ ('' if none), resolution, channels and
     dimensions first, e.g. "img_resolution 256 (saved) vs 512 (run); synthesis_kwargs.channel_base 16384 vs
     32768". With class_name ('Generator', 'Discriminator', 'AugmentPipe'), omitted kwargs count as their
@@ -328,14 +395,18 @@ def describe_kwargs_mismatch(saved_kwargs: Mapping[str, Any], run_kwargs: Mappin
     if class_name is not None:
         saved_kwargs, run_kwargs = effective_kwargs(class_name, saved_kwargs), effective_kwargs(class_name, run_kwargs)
     saved, run = _flat(saved_kwargs), _flat(run_kwargs)
-    keys = sorted(set(saved) | set(run), key=lambda k: (PRIORITY_FIELDS.index(k) if k in PRIORITY_FIELDS
-                                                        else len(PRIORITY_FIELDS), k))
+    keys = sorted(
+        set(saved) | set(run),
+        key=lambda k: (PRIORITY_FIELDS.index(k) if k in PRIORITY_FIELDS else len(PRIORITY_FIELDS), k),
+    )
     absent = "<absent>"
     parts = []
     for key in keys:
         a, b = saved.get(key, absent), run.get(key, absent)
         if a != b or type(a) is not type(b) and not (_is_real(a) and _is_real(b)):
             suffix = (" (saved)", " (run)") if not parts else ("", "")
-            parts.append(f"{key} {short_repr(a, 40) if a is not absent else absent}{suffix[0]} vs "
-                         f"{short_repr(b, 40) if b is not absent else absent}{suffix[1]}")
+            parts.append(
+                f"{key} {short_repr(a, 40) if a is not absent else absent}{suffix[0]} vs "
+                f"{short_repr(b, 40) if b is not absent else absent}{suffix[1]}"
+            )
     return "; ".join(parts)

@@ -3,9 +3,10 @@
 Weights are stored unscaled (N(0, 1) at init) and multiplied by a constant gain at run time
 ("equalized learning rate"), exactly as the official code does, so official state_dicts load as-is.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ def compute_dtype(use_fp16: bool, force_fp32: bool, device: torch.device | str) 
     float16 only pays (and is only well supported) on CUDA; on CPU an fp16 block runs in float32
     instead of failing or crawling, so one set of kwargs serves both devices.
     """
-    if use_fp16 and not force_fp32 and torch.device(device).type == 'cuda':
+    if use_fp16 and not force_fp32 and torch.device(device).type == "cuda":
         return torch.float16
     return torch.float32
 
@@ -32,14 +33,15 @@ def compute_dtype(use_fp16: bool, force_fp32: bool, device: torch.device | str) 
 CPU_CHANNELS_LAST_MIN_PIXELS = 4096
 
 
-def compute_memory_format(channels_last: bool, dtype: torch.dtype, device: torch.device | str,
-                          num_pixels: int) -> torch.memory_format:
+def compute_memory_format(
+    channels_last: bool, dtype: torch.dtype, device: torch.device | str, num_pixels: int
+) -> torch.memory_format:
     """Activation layout of a block whose layers see `num_pixels` = batch * height * width.
 
     CUDA follows the official rule (channels_last only for fp16 blocks built with fp16_channels_last);
     CPU picks the faster layout by size, whatever the flag says (both layouts give the same values).
     """
-    if torch.device(device).type == 'cpu':
+    if torch.device(device).type == "cpu":
         return torch.channels_last if num_pixels >= CPU_CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
     if channels_last and dtype == torch.float16:
         return torch.channels_last
@@ -53,7 +55,7 @@ def default_fused_modconv(training: bool, dtype: torch.dtype, batch_size: int, d
     grouped convs with per-sample weights are ~3x slower there than one shared-weight conv with the
     activations scaled before and after (measured at batch 1 and 16, cifar config).
     """
-    if torch.device(device).type == 'cpu':
+    if torch.device(device).type == "cpu":
         return False
     return (not training) and (dtype == torch.float32 or batch_size == 1)
 
@@ -64,9 +66,9 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 def modulated_conv2d(
-    x: torch.Tensor,                # [N, I, H, W] input activations
-    weight: torch.Tensor,           # [O, I, kh, kw] shared (unscaled) weight
-    styles: torch.Tensor,           # [N, I] per-sample input-channel scales
+    x: torch.Tensor,  # [N, I, H, W] input activations
+    weight: torch.Tensor,  # [O, I, kh, kw] shared (unscaled) weight
+    styles: torch.Tensor,  # [N, I] per-sample input-channel scales
     noise: torch.Tensor | None = None,  # broadcastable to [N, O, H', W'], added after demodulation
     up: int = 1,
     down: int = 1,
@@ -91,9 +93,8 @@ def modulated_conv2d(
     # fp16 would overflow in the sums of squares: pre-normalise weight and styles (demodulation
     # removes the scale again).
     if x.dtype == torch.float16 and demodulate:
-        weight = weight * (1 / np.sqrt(in_channels * kh * kw)
-                           / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
     dcoefs = None
     if demodulate:
@@ -102,8 +103,9 @@ def modulated_conv2d(
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
-        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down,
-                                            padding=padding, flip_weight=flip_weight)
+        x = conv2d_resample.conv2d_resample(
+            x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
+        )
         if demodulate and noise is not None:
             x = fma.fma(x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1), noise.to(x.dtype))
         elif demodulate:
@@ -120,8 +122,16 @@ def modulated_conv2d(
         batch_size = int(batch_size)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
-    x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=resample_filter, up=up, down=down,
-                                        padding=padding, groups=batch_size, flip_weight=flip_weight)
+    x = conv2d_resample.conv2d_resample(
+        x=x,
+        w=w.to(x.dtype),
+        f=resample_filter,
+        up=up,
+        down=down,
+        padding=padding,
+        groups=batch_size,
+        flip_weight=flip_weight,
+    )
     x = x.reshape(batch_size, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
@@ -131,8 +141,15 @@ def modulated_conv2d(
 class FullyConnectedLayer(torch.nn.Module):
     """Dense layer with equalized learning rate; `lr_multiplier` slows it down (mapping network)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = 'linear',
-                 lr_multiplier: float = 1, bias_init: float = 0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1,
+        bias_init: float = 0,
+    ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -150,22 +167,32 @@ class FullyConnectedLayer(torch.nn.Module):
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
-        if self.activation == 'linear' and b is not None:
+        if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         x = x.matmul(w.t())
         return bias_act.bias_act(x, b, act=self.activation)
 
     def extra_repr(self) -> str:
-        return f'in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}'
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
 class Conv2dLayer(torch.nn.Module):
     """Conv with equalized learning rate, optional FIR up/down-sampling, bias, activation and clamp."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = 'linear', up: int = 1, down: int = 1,
-                 resample_filter: Sequence[int] = FIR_FILTER, conv_clamp: float | None = None,
-                 channels_last: bool = False, trainable: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        up: int = 1,
+        down: int = 1,
+        resample_filter: Sequence[int] = FIR_FILTER,
+        conv_clamp: float | None = None,
+        channels_last: bool = False,
+        trainable: bool = True,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -173,9 +200,9 @@ class Conv2dLayer(torch.nn.Module):
         self.up = up
         self.down = down
         self.conv_clamp = conv_clamp
-        self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
+        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
+        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size**2))
         self.act_gain = bias_act.activation_funcs[activation].def_gain
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -186,9 +213,9 @@ class Conv2dLayer(torch.nn.Module):
             self.bias = torch.nn.Parameter(bias_tensor) if bias_tensor is not None else None
         else:
             # Frozen layers (freeze_layers / freezeD) keep their values as buffers: same state_dict keys.
-            self.register_buffer('weight', weight)
+            self.register_buffer("weight", weight)
             if bias_tensor is not None:
-                self.register_buffer('bias', bias_tensor)
+                self.register_buffer("bias", bias_tensor)
             else:
                 self.bias = None
 
@@ -196,13 +223,22 @@ class Conv2dLayer(torch.nn.Module):
         """[N, in_channels, H, W] -> [N, out_channels, H * up / down, W * up / down]."""
         w = self.weight * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
-        flip_weight = (self.up == 1)  # either is correct; this choice is the faster one
-        x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=self.resample_filter, up=self.up,
-                                            down=self.down, padding=self.padding, flip_weight=flip_weight)
+        flip_weight = self.up == 1  # either is correct; this choice is the faster one
+        x = conv2d_resample.conv2d_resample(
+            x=x,
+            w=w.to(x.dtype),
+            f=self.resample_filter,
+            up=self.up,
+            down=self.down,
+            padding=self.padding,
+            flip_weight=flip_weight,
+        )
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
-        return (f'in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, '
-                f'up={self.up}, down={self.down}')
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, "
+            f"up={self.up}, down={self.down}"
+        )

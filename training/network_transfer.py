@@ -5,28 +5,30 @@ pickle builds the networks from the pickle's own kwargs (not from --cfg), where 
 resolution, channel count or label dimension follow the new dataset and copies the tensors whose names and shapes
 agree. Everything here works before the run directory exists, so a misfit is refused with one line.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 # Constructor kwargs that change precision, memory layout or trainability but no parameter shape.
-SHAPE_FREE_KEYS = frozenset({'num_fp16_res', 'conv_clamp', 'fp16_channels_last', 'freeze_layers', 'mbstd_group_size'})
+SHAPE_FREE_KEYS = frozenset({"num_fp16_res", "conv_clamp", "fp16_channels_last", "freeze_layers", "mbstd_group_size"})
 # The kwargs a dataset decides; a fine-tuned official network follows the dataset in these.
-DATASET_KEYS = ('img_resolution', 'img_channels', 'c_dim')
+DATASET_KEYS = ("img_resolution", "img_channels", "c_dim")
 
 
-def flatten_kwargs(kwargs: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+def flatten_kwargs(kwargs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'synthesis_kwargs': {'channel_base': 1024}} -> {'synthesis_kwargs.channel_base': 1024}."""
     flat: dict[str, Any] = {}
     for key, value in kwargs.items():
         if isinstance(value, Mapping):
-            flat.update(flatten_kwargs(value, f'{prefix}{key}.'))
+            flat.update(flatten_kwargs(value, f"{prefix}{key}."))
         else:
-            flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
 
 
@@ -35,7 +37,7 @@ def shape_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> di
     flat_saved, flat_wanted = flatten_kwargs(saved), flatten_kwargs(wanted)
     diffs = {}
     for key in sorted(set(flat_saved) | set(flat_wanted)):
-        if key.rsplit('.', 1)[-1] in SHAPE_FREE_KEYS:
+        if key.rsplit(".", 1)[-1] in SHAPE_FREE_KEYS:
             continue
         a, b = flat_saved.get(key), flat_wanted.get(key)
         if a != b:
@@ -45,7 +47,7 @@ def shape_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> di
 
 def describe_differences(diffs: Mapping[str, tuple[Any, Any]]) -> str:
     """'img_resolution 32 vs 64, synthesis_kwargs.channel_base 1024 vs 16384' (saved first)."""
-    return ', '.join(f'{key} {a} vs {b}' for key, (a, b) in diffs.items())
+    return ", ".join(f"{key} {a} vs {b}" for key, (a, b) in diffs.items())
 
 
 def with_shape_free_from(saved: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,9 +84,9 @@ class TransferPlan:
     """Which tensors of a destination network a source network fills (names as in named_parameters/buffers)."""
 
     copied: list[str]
-    fresh: list[str]          # only in the destination: left at their initialisation
-    unused: list[str]         # only in the source
-    mismatched: list[str]     # in both, shapes differ: 'name (source) vs (destination)'
+    fresh: list[str]  # only in the destination: left at their initialisation
+    unused: list[str]  # only in the source
+    mismatched: list[str]  # in both, shapes differ: 'name (source) vs (destination)'
 
     @property
     def complete(self) -> bool:
@@ -102,7 +104,7 @@ def transfer_plan(src: torch.nn.Module, dst: torch.nn.Module) -> TransferPlan:
         if name not in src_tensors:
             fresh.append(name)
         elif src_tensors[name].shape != tensor.shape:
-            mismatched.append(f'{name} {tuple(src_tensors[name].shape)} vs {tuple(tensor.shape)}')
+            mismatched.append(f"{name} {tuple(src_tensors[name].shape)} vs {tuple(tensor.shape)}")
         else:
             copied.append(name)
     unused = [name for name in src_tensors if name not in dst_tensors]
@@ -110,5 +112,5 @@ def transfer_plan(src: torch.nn.Module, dst: torch.nn.Module) -> TransferPlan:
 
 
 def preview(names: list[str], limit: int = 6) -> str:
-    shown = ', '.join(names[:limit])
-    return shown + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

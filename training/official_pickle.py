@@ -19,6 +19,7 @@ can share records exponentially), declare more bytes than the file holds, use co
 members (hashing them is unbounded work), or set state on anything but the few objects official pickles set it on.
 Error messages show the file's values through `short_repr` and are one line.
 """
+
 from __future__ import annotations
 
 import collections
@@ -65,8 +66,10 @@ def _short(obj: Any, depth: int, limit: int) -> str:
         if depth >= 2:
             return f"{brackets[0]}...{brackets[1]}"
         items = list(obj.items())[:4] if isinstance(obj, Mapping) else [(None, v) for v in list(obj)[:4]]
-        parts = [(f"{_short(k, depth + 1, 40)}: " if isinstance(obj, Mapping) else "") + _short(v, depth + 1, 40)
-                 for k, v in items]
+        parts = [
+            (f"{_short(k, depth + 1, 40)}: " if isinstance(obj, Mapping) else "") + _short(v, depth + 1, 40)
+            for k, v in items
+        ]
         return brackets[0] + ", ".join(parts + (["..."] if len(obj) > 4 else [])) + brackets[1]
     return f"<{type(obj).__name__}>"
 
@@ -144,8 +147,9 @@ def _check_atomic(keys: Any, what: str) -> None:
     """Dict keys and set members must be plain values: hashing a nested tuple can take unbounded time."""
     for key in keys:
         if not isinstance(key, _ATOMIC_TYPES):
-            raise OfficialPickleError(f"{what} {short_repr(key)} is a {type(key).__name__}; only strings and numbers "
-                                      f"are allowed")
+            raise OfficialPickleError(
+                f"{what} {short_repr(key)} is a {type(key).__name__}; only strings and numbers are allowed"
+            )
 
 
 def _ordered_dict(items: Any = ()) -> collections.OrderedDict:
@@ -171,7 +175,9 @@ class _EasyDictRecord(dict):
 
     def __init__(self, *args: Any, **kwargs: Any):
         if args or kwargs:
-            raise OfficialPickleError("EasyDict record is constructed with arguments; official pickles fill it by items")
+            raise OfficialPickleError(
+                "EasyDict record is constructed with arguments; official pickles fill it by items"
+            )
         super().__init__()
 
     def __setstate__(self, state: Any) -> None:
@@ -195,7 +201,8 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -
         if last >= numel:
             # Tensor.set_ would silently grow the storage; a valid pickle never points past its end.
             raise OfficialPickleError(
-                f"tensor record of size {size} at offset {storage_offset} overruns its storage of {numel} elements")
+                f"tensor record of size {size} at offset {storage_offset} overruns its storage of {numel} elements"
+            )
     return torch.empty((0,), dtype=storage.dtype, device=untyped.device).set_(untyped, storage_offset, size, stride)
 
 
@@ -284,8 +291,9 @@ def _make_record(meta: Any) -> PersistentRecord:
     if missing:
         raise OfficialPickleError(f"persistent object record lacks {missing}")
     if meta["type"] != "class":
-        raise OfficialPickleError(f"persistent object record of type {short_repr(meta['type'])}; only 'class' is "
-                                  f"supported")
+        raise OfficialPickleError(
+            f"persistent object record of type {short_repr(meta['type'])}; only 'class' is supported"
+        )
     class_name, state = meta["class_name"], meta["state"]
     if not isinstance(class_name, str) or not class_name.isidentifier() or len(class_name) > 100:
         raise OfficialPickleError(f"persistent object record has class_name {short_repr(class_name)}")
@@ -298,14 +306,36 @@ def _make_record(meta: Any) -> PersistentRecord:
         raise OfficialPickleError(f"persistent {class_name} record has malformed _init_args/_init_kwargs")
     src = meta.get("module_src")
     return PersistentRecord(
-        class_name=class_name, version=meta["version"], state=dict(state),
+        class_name=class_name,
+        version=meta["version"],
+        state=dict(state),
         module_src_chars=len(src) if isinstance(src, str) else 0,
-        init_args=tuple(init_args), init_kwargs=dict(init_kwargs))
+        init_args=tuple(init_args),
+        init_kwargs=dict(init_kwargs),
+    )
 
 
 def _torch_dtypes() -> dict[tuple[str, str], Any]:
-    names = ["float16", "float32", "float64", "bfloat16", "uint8", "int8", "int16", "int32", "int64", "bool",
-             "complex64", "complex128", "half", "float", "double", "long", "int", "short"]
+    names = [
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "uint8",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "bool",
+        "complex64",
+        "complex128",
+        "half",
+        "float",
+        "double",
+        "long",
+        "int",
+        "short",
+    ]
     return {("torch", n): getattr(torch, n) for n in names}
 
 
@@ -344,7 +374,8 @@ def _forbidden_global(module: str, name: str) -> ForbiddenGlobalError:
         hint = " (a plain Python/torch object that is not a persistent network class)"
     return ForbiddenGlobalError(
         f"refusing to load global {one_line(module, 100)}.{one_line(name, 100)}: only tensors, plain containers "
-        f"and StyleGAN2-ADA persistent network records are allowed; nothing from the file was executed.{hint}")
+        f"and StyleGAN2-ADA persistent network records are allowed; nothing from the file was executed.{hint}"
+    )
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -358,8 +389,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise _forbidden_global(module, name) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise ForbiddenGlobalError(f"refusing persistent id {short_repr(pid)}: not part of a StyleGAN2-ADA network "
-                                   f"pickle")
+        raise ForbiddenGlobalError(
+            f"refusing persistent id {short_repr(pid)}: not part of a StyleGAN2-ADA network pickle"
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -418,8 +450,14 @@ class _BoundedReader:
 
 _OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 # Length-prefixed byte strings, (length width, signed): the scan skips their bytes (the tensor storages).
-_SKIPPED_ARGS = {"bytes1": (1, False), "string1": (1, False), "bytes4": (4, False), "string4": (4, True),
-                 "bytes8": (8, False), "bytearray8": (8, False)}
+_SKIPPED_ARGS = {
+    "bytes1": (1, False),
+    "string1": (1, False),
+    "bytes4": (4, False),
+    "string4": (4, True),
+    "bytes8": (8, False),
+    "bytearray8": (8, False),
+}
 
 
 def _opcodes(file: BinaryIO, end: int):
@@ -476,8 +514,8 @@ def check_pickle_structure(file: BinaryIO) -> None:
         fence = marks[-1] if marks else 0
         if len(stack) - count < fence:
             raise _structure_error("is corrupt (its stack underflows)")
-        items = stack[len(stack) - count:]
-        del stack[len(stack) - count:]
+        items = stack[len(stack) - count :]
+        del stack[len(stack) - count :]
         return items
 
     def pop_to_mark() -> list[Any]:
@@ -548,8 +586,10 @@ def check_pickle_structure(file: BinaryIO) -> None:
                 obj = target()
                 if name == "BUILD" and not (isinstance(obj.creator, _Global) and obj.creator.name in _BUILDABLE):
                     creator = obj.creator.name if isinstance(obj.creator, _Global) else None
-                    raise _structure_error(f"sets state on a {'.'.join(creator) if creator else 'value'} "
-                                           f"(official pickles set it only on EasyDicts and numpy dtypes)")
+                    raise _structure_error(
+                        f"sets state on a {'.'.join(creator) if creator else 'value'} "
+                        f"(official pickles set it only on EasyDicts and numpy dtypes)"
+                    )
                 obj.children.extend(items)
             elif name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"):  # calls: the callable comes first
                 items = pop(2) if name in ("REDUCE", "NEWOBJ") else pop(3) if name == "NEWOBJ_EX" else pop_to_mark()
@@ -594,8 +634,7 @@ def _check_expanded_size(root: Any) -> None:
             size[key] = min(1 + len(node.children) - len(kids) + sum(size[id(c)] for c in kids), MAX_PICKLE_ITEMS + 1)
             depth[key] = 1 + max((depth[id(c)] for c in kids), default=0)
             if size[key] > MAX_PICKLE_ITEMS:
-                raise _structure_error(f"holds more than {MAX_PICKLE_ITEMS:,} objects once shared records are "
-                                       f"expanded")
+                raise _structure_error(f"holds more than {MAX_PICKLE_ITEMS:,} objects once shared records are expanded")
             if depth[key] > MAX_PICKLE_DEPTH:
                 raise _structure_error(f"nests containers more than {MAX_PICKLE_DEPTH} deep")
             continue
@@ -621,8 +660,20 @@ def read_official_pickle(file: BinaryIO) -> Any:
         return RestrictedUnpickler(file).load()
     except OfficialPickleError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            RuntimeError, MemoryError, OverflowError, UnicodeDecodeError, RecursionError) as exc:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        RuntimeError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise OfficialPickleError(f"the pickle is truncated or corrupt ({type(exc).__name__}: {exc})") from None
 
 
@@ -673,15 +724,18 @@ def record_state_dict(record: PersistentRecord, where: str) -> dict[str, torch.T
                 if tensor is None or (kind == "buffer" and name in non_persistent):
                     continue
                 if not isinstance(tensor, torch.Tensor):
-                    raise OfficialPickleError(f"{where}: {kind} {one_line(prefix + name, 200)} is a "
-                                              f"{type(tensor).__name__}")
+                    raise OfficialPickleError(
+                        f"{where}: {kind} {one_line(prefix + name, 200)} is a {type(tensor).__name__}"
+                    )
                 out[prefix + name] = tensor.detach().requires_grad_(False)
         for name, child in modules.items():
             if child is None:
                 continue
             if not isinstance(child, PersistentRecord):
-                raise OfficialPickleError(f"{where}: submodule {one_line(prefix + name, 200)} is a "
-                                          f"{type(child).__name__}, not a persistent network record")
+                raise OfficialPickleError(
+                    f"{where}: submodule {one_line(prefix + name, 200)} is a "
+                    f"{type(child).__name__}, not a persistent network record"
+                )
             visit(child, f"{prefix}{name}.")
 
     visit(record, "")
@@ -696,7 +750,8 @@ def imported_network(record: Any, where: str) -> ImportedNetwork:
         class_name=record.class_name,
         init_args=_plain(list(record.init_args), f"{where} init_args"),
         init_kwargs=_plain(record.init_kwargs, f"{where} init_kwargs"),
-        state_dict=record_state_dict(record, where))
+        state_dict=record_state_dict(record, where),
+    )
 
 
 def parse_official_snapshot(file: BinaryIO, source: str) -> dict[str, Any]:
@@ -705,7 +760,8 @@ def parse_official_snapshot(file: BinaryIO, source: str) -> dict[str, Any]:
     if not isinstance(data, Mapping) or not any(k in data for k in OFFICIAL_NETWORK_KEYS):
         raise OfficialPickleError(
             f"{source} is a pickle but not a StyleGAN2-ADA network snapshot (expected a dict with "
-            f"{', '.join(OFFICIAL_NETWORK_KEYS)}; got {type(data).__name__})")
+            f"{', '.join(OFFICIAL_NETWORK_KEYS)}; got {type(data).__name__})"
+        )
     out: dict[str, Any] = {}
     for key in OFFICIAL_NETWORK_KEYS:
         value = data.get(key)
@@ -713,4 +769,3 @@ def parse_official_snapshot(file: BinaryIO, source: str) -> dict[str, Any]:
     tsk = data.get("training_set_kwargs")
     out["training_set_kwargs"] = None if tsk is None else _plain(tsk, f"{source}['training_set_kwargs']")
     return out
-

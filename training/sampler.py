@@ -5,9 +5,10 @@ Global position i (counting every real image any process has consumed) maps to d
 [t*B, (t+1)*B); process r of W reads the contiguous slice [t*B + r*B/W, t*B + (r+1)*B/W). Resuming at
 `cur_nimg` images is therefore exact for any world size, and W processes see the same images per step as one.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -16,16 +17,24 @@ import torch
 class StreamSampler(torch.utils.data.Sampler):
     """Endless dataset indices for one process; `start` = global images consumed so far (a multiple of batch_size)."""
 
-    def __init__(self, dataset_size: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 start: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start: int = 0,
+        shuffle: bool = True,
+    ):
         if dataset_size <= 0:
-            raise ValueError('StreamSampler: the dataset is empty')
+            raise ValueError("StreamSampler: the dataset is empty")
         if batch_size % world_size != 0:
-            raise ValueError(f'StreamSampler: batch_size={batch_size} is not divisible by world_size={world_size}')
+            raise ValueError(f"StreamSampler: batch_size={batch_size} is not divisible by world_size={world_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f'StreamSampler: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}')
+            raise ValueError(f"StreamSampler: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if start % batch_size != 0:
-            raise ValueError(f'StreamSampler: start={start} is not a multiple of batch_size={batch_size}')
+            raise ValueError(f"StreamSampler: start={start} is not a multiple of batch_size={batch_size}")
         super().__init__()
         self.dataset_size = dataset_size
         self.batch_size = batch_size
@@ -48,7 +57,7 @@ class StreamSampler(torch.utils.data.Sampler):
         while done < count:
             epoch, offset = divmod(position + done, self.dataset_size)
             take = min(count - done, self.dataset_size - offset)
-            out[done:done + take] = self.permutation(epoch)[offset:offset + take]
+            out[done : done + take] = self.permutation(epoch)[offset : offset + take]
             done += take
         return out
 

@@ -17,6 +17,7 @@ Variant grammar (one --variant each): `[name=LABEL] [LOSS] [--switch=VALUE | --s
 the label defaults to the loss followed by the switches (`rlo-k2`). The switches the study sets for every run
 (STUDY_FLAGS) are refused in a variant.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,25 +25,34 @@ import json
 import os
 import re
 import shlex
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from rlo.files import atomic_write
 from training import checkpoint
 
-MANIFEST_NAME = 'study.json'
-MANIFEST_FORMAT = 'rlo-stylegan2-study'
+MANIFEST_NAME = "study.json"
+MANIFEST_FORMAT = "rlo-stylegan2-study"
 MANIFEST_VERSION = 1
-RUNS_DIR, LOGS_DIR, REPORT_DIR = 'runs', 'logs', 'report'
+RUNS_DIR, LOGS_DIR, REPORT_DIR = "runs", "logs", "report"
 
 # train.py switches that the study sets for every run (compare.py has its own option for each, or owns them).
-STUDY_FLAGS = {'outdir': 'the study folder (compare.py --outdir)', 'resume': 'compare.py (it resumes killed runs)',
-               'seed': 'compare.py --seeds', 'kimg': 'compare.py --kimg', 'tick': 'compare.py --tick',
-               'snap': 'compare.py --snap', 'metrics': 'compare.py --metric', 'data': 'compare.py --data',
-               'subset': 'compare.py --subset', 'detector_dir': 'compare.py --detector-dir',
-               'dry_run': 'compare.py (it asks train.py to check every run before any starts)'}
-LABEL_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+=-]*$')
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d{6,})(?:-(\d{3}))?\.pt$')
-RUN_DIR_RE = re.compile(r'^(\d+)-')
+STUDY_FLAGS = {
+    "outdir": "the study folder (compare.py --outdir)",
+    "resume": "compare.py (it resumes killed runs)",
+    "seed": "compare.py --seeds",
+    "kimg": "compare.py --kimg",
+    "tick": "compare.py --tick",
+    "snap": "compare.py --snap",
+    "metrics": "compare.py --metric",
+    "data": "compare.py --data",
+    "subset": "compare.py --subset",
+    "detector_dir": "compare.py --detector-dir",
+    "dry_run": "compare.py (it asks train.py to check every run before any starts)",
+}
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})(?:-(\d{3}))?\.pt$")
+RUN_DIR_RE = re.compile(r"^(\d+)-")
 
 
 class StudyError(ValueError):
@@ -64,7 +74,7 @@ class Variant:
 
 def flag_key(arg: str) -> str:
     """'--detector-dir=x' -> 'detector_dir' (train.py's parameter name)."""
-    return arg[2:].split('=', 1)[0].replace('-', '_')
+    return arg[2:].split("=", 1)[0].replace("-", "_")
 
 
 def split_switches(tokens: Iterable[str], where: str) -> list[str]:
@@ -73,12 +83,12 @@ def split_switches(tokens: Iterable[str], where: str) -> list[str]:
     out, i = [], 0
     while i < len(tokens):
         token = tokens[i]
-        if not token.startswith('--') or token == '--':
-            raise StudyError(f'{where}: {token!r} is not a train.py switch (--name=value)')
-        if '=' not in token:
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith('--'):
-                raise StudyError(f'{where}: {token} needs a value ({token}=VALUE)')
-            token, i = f'{token}={tokens[i + 1]}', i + 1
+        if not token.startswith("--") or token == "--":
+            raise StudyError(f"{where}: {token!r} is not a train.py switch (--name=value)")
+        if "=" not in token:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise StudyError(f"{where}: {token} needs a value ({token}=VALUE)")
+            token, i = f"{token}={tokens[i + 1]}", i + 1
         out.append(token)
         i += 1
     return out
@@ -88,62 +98,69 @@ def refuse_study_flags(args: Iterable[str], where: str) -> None:
     for arg in args:
         key = flag_key(arg)
         if key in STUDY_FLAGS:
-            raise StudyError(f'{where}: --{key.replace("_", "-")} is set for every run of the study by '
-                             f'{STUDY_FLAGS[key]}; leave it out of the variant')
+            raise StudyError(
+                f"{where}: --{key.replace('_', '-')} is set for every run of the study by "
+                f"{STUDY_FLAGS[key]}; leave it out of the variant"
+            )
 
 
 def _label_part(arg: str) -> str:
-    key, _, value = arg[2:].partition('=')
-    value = re.sub(r'[^A-Za-z0-9.+-]+', '_', value)
-    return f'{key}_{value}' if key[-1:].isdigit() else f'{key}{value}'
+    key, _, value = arg[2:].partition("=")
+    value = re.sub(r"[^A-Za-z0-9.+-]+", "_", value)
+    return f"{key}_{value}" if key[-1:].isdigit() else f"{key}{value}"
 
 
 def parse_variant(spec: str) -> Variant:
     """`[name=LABEL] [LOSS] [--switch=VALUE | --switch VALUE]...` -> Variant; StudyError naming the spec."""
-    where = f'--variant {spec!r}'
+    where = f"--variant {spec!r}"
     try:
         tokens = shlex.split(spec)
     except ValueError as err:
-        raise StudyError(f'{where}: {err}') from None
+        raise StudyError(f"{where}: {err}") from None
     if not tokens:
         raise StudyError(f'{where}: empty; give a loss and/or train.py switches, e.g. "rlo --k=2"')
     label = None
-    if tokens[0].startswith('name='):
-        label = tokens.pop(0)[len('name='):]
+    if tokens[0].startswith("name="):
+        label = tokens.pop(0)[len("name=") :]
         if not LABEL_RE.match(label):
-            raise StudyError(f'{where}: the label {label!r} must be a folder name: letters, digits and ._+=- '
-                             '(not starting with a dot or dash)')
+            raise StudyError(
+                f"{where}: the label {label!r} must be a folder name: letters, digits and ._+=- "
+                "(not starting with a dot or dash)"
+            )
     loss = None
-    if tokens and not tokens[0].startswith('-'):
+    if tokens and not tokens[0].startswith("-"):
         loss = tokens.pop(0)
-        if '=' in loss:
-            raise StudyError(f'{where}: {loss!r}: name=LABEL comes first; then the loss, then --switches')
+        if "=" in loss:
+            raise StudyError(f"{where}: {loss!r}: name=LABEL comes first; then the loss, then --switches")
     args = split_switches(tokens, where)
     refuse_study_flags(args, where)
     if loss is not None:
-        if any(flag_key(a) == 'loss' for a in args):
-            raise StudyError(f'{where}: the loss is given twice ({loss!r} and --loss)')
-        args.insert(0, f'--loss={loss}')
+        if any(flag_key(a) == "loss" for a in args):
+            raise StudyError(f"{where}: the loss is given twice ({loss!r} and --loss)")
+        args.insert(0, f"--loss={loss}")
     keys = [flag_key(a) for a in args]
     for key in keys:
         if keys.count(key) > 1:
-            raise StudyError(f'{where}: --{key.replace("_", "-")} is given twice')
+            raise StudyError(f"{where}: --{key.replace('_', '-')} is given twice")
     if label is None:
-        loss_value = next((a.split('=', 1)[1] for a in args if flag_key(a) == 'loss'), 'ce')
-        label = '-'.join([re.sub(r'[^A-Za-z0-9.+-]+', '_', loss_value)]
-                         + [_label_part(a) for a in args if flag_key(a) != 'loss'])
+        loss_value = next((a.split("=", 1)[1] for a in args if flag_key(a) == "loss"), "ce")
+        label = "-".join(
+            [re.sub(r"[^A-Za-z0-9.+-]+", "_", loss_value)] + [_label_part(a) for a in args if flag_key(a) != "loss"]
+        )
     return Variant(label=label, spec=spec, args=tuple(args))
 
 
 def parse_variants(specs: Iterable[str]) -> list[Variant]:
     variants = [parse_variant(spec) for spec in specs]
     if not variants:
-        raise StudyError('no --variant given')
+        raise StudyError("no --variant given")
     seen: dict[str, str] = {}
     for variant in variants:
         if variant.label in seen:
-            raise StudyError(f'--variant {variant.spec!r} and --variant {seen[variant.label]!r} both have the label '
-                             f'{variant.label!r}; name one with name=LABEL')
+            raise StudyError(
+                f"--variant {variant.spec!r} and --variant {seen[variant.label]!r} both have the label "
+                f"{variant.label!r}; name one with name=LABEL"
+            )
         seen[variant.label] = variant.spec
     return variants
 
@@ -167,10 +184,10 @@ class PlannedRun:
     variant: str
     seed: int
     outdir: str
-    args: tuple[str, ...]       # train.py switches, without --outdir and --resume
-    total_kimg: float           # as train.py resolved them (the study's --kimg, or the config's default)
+    args: tuple[str, ...]  # train.py switches, without --outdir and --resume
+    total_kimg: float  # as train.py resolved them (the study's --kimg, or the config's default)
     kimg_per_tick: float
-    desc: str                   # train.py's run description (data, cfg, loss, augmentation)
+    desc: str  # train.py's run description (data, cfg, loss, augmentation)
 
     @property
     def target_nimg(self) -> int:
@@ -178,81 +195,113 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return f'{self.variant} seed {self.seed}'
+        return f"{self.variant} seed {self.seed}"
 
     def log_path(self, study_dir: str) -> str:
-        return os.path.join(study_dir, LOGS_DIR, f'{self.variant}-seed{self.seed}.txt')
+        return os.path.join(study_dir, LOGS_DIR, f"{self.variant}-seed{self.seed}.txt")
 
 
 def run_outdir(variant: str, seed: int) -> str:
-    return f'{RUNS_DIR}/{variant}/seed{seed}'
+    return f"{RUNS_DIR}/{variant}/seed{seed}"
 
 
-def manifest_dict(study: dict[str, Any], variants: list[Variant], runs: list[PlannedRun], command: str,
-                  detector_dir: Optional[str] = None) -> dict[str, Any]:
+def manifest_dict(
+    study: dict[str, Any],
+    variants: list[Variant],
+    runs: list[PlannedRun],
+    command: str,
+    detector_dir: str | None = None,
+) -> dict[str, Any]:
     """The JSON manifest. `study` holds the study-wide options; `runs` every train.py command (without
     --detector-dir, a property of the machine, recorded beside them: a rerun may give another one)."""
-    return dict(format=MANIFEST_FORMAT, version=MANIFEST_VERSION, command=command, detector_dir=detector_dir,
-                study=dict(study),
-                variants=[dict(label=v.label, spec=v.spec, args=list(v.args)) for v in variants],
-                runs=[dict(variant=r.variant, seed=r.seed, outdir=r.outdir, args=list(r.args), total_kimg=r.total_kimg,
-                           kimg_per_tick=r.kimg_per_tick, desc=r.desc) for r in runs])
+    return dict(
+        format=MANIFEST_FORMAT,
+        version=MANIFEST_VERSION,
+        command=command,
+        detector_dir=detector_dir,
+        study=dict(study),
+        variants=[dict(label=v.label, spec=v.spec, args=list(v.args)) for v in variants],
+        runs=[
+            dict(
+                variant=r.variant,
+                seed=r.seed,
+                outdir=r.outdir,
+                args=list(r.args),
+                total_kimg=r.total_kimg,
+                kimg_per_tick=r.kimg_per_tick,
+                desc=r.desc,
+            )
+            for r in runs
+        ],
+    )
 
 
 def runs_of_manifest(manifest: dict[str, Any]) -> list[PlannedRun]:
     try:
-        return [PlannedRun(index=i, variant=r['variant'], seed=int(r['seed']), outdir=r['outdir'],
-                           args=tuple(r['args']), total_kimg=float(r['total_kimg']),
-                           kimg_per_tick=float(r['kimg_per_tick']), desc=r['desc'])
-                for i, r in enumerate(manifest['runs'])]
+        return [
+            PlannedRun(
+                index=i,
+                variant=r["variant"],
+                seed=int(r["seed"]),
+                outdir=r["outdir"],
+                args=tuple(r["args"]),
+                total_kimg=float(r["total_kimg"]),
+                kimg_per_tick=float(r["kimg_per_tick"]),
+                desc=r["desc"],
+            )
+            for i, r in enumerate(manifest["runs"])
+        ]
     except (KeyError, TypeError, ValueError) as err:
-        raise StudyError(f'{MANIFEST_NAME}: a run entry is malformed ({type(err).__name__}: {err})') from None
+        raise StudyError(f"{MANIFEST_NAME}: a run entry is malformed ({type(err).__name__}: {err})") from None
 
 
-def read_manifest(study_dir: str) -> Optional[dict[str, Any]]:
+def read_manifest(study_dir: str) -> dict[str, Any] | None:
     """The manifest of a study folder, None when there is none; StudyError when it does not read."""
     path = os.path.join(study_dir, MANIFEST_NAME)
     if not os.path.isfile(path):
         return None
     try:
-        with open(path, encoding='utf-8') as file:
+        with open(path, encoding="utf-8") as file:
             manifest = json.load(file)
     except (OSError, json.JSONDecodeError) as err:
-        raise StudyError(f'{path} does not read as JSON ({err})') from None
-    if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
+        raise StudyError(f"{path} does not read as JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise StudyError(f'{path} is not a study manifest (no "format": "{MANIFEST_FORMAT}")')
-    if not isinstance(manifest.get('version'), int) or manifest['version'] > MANIFEST_VERSION:
-        raise StudyError(f'{path} has manifest version {manifest.get("version")!r}; this code reads up to '
-                         f'{MANIFEST_VERSION}')
+    if not isinstance(manifest.get("version"), int) or manifest["version"] > MANIFEST_VERSION:
+        raise StudyError(
+            f"{path} has manifest version {manifest.get('version')!r}; this code reads up to {MANIFEST_VERSION}"
+        )
     return manifest
 
 
 def write_manifest(study_dir: str, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2) + '\n'
+    text = json.dumps(manifest, indent=2) + "\n"
     atomic_write(os.path.join(study_dir, MANIFEST_NAME), lambda f: f.write(text.encode()))
 
 
 def manifest_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What makes `new` another study than `stored`: one phrase per difference (empty: the same study)."""
     diffs = []
-    for key in sorted(set(stored.get('study', {})) | set(new['study'])):
-        before, after = stored.get('study', {}).get(key), new['study'].get(key)
+    for key in sorted(set(stored.get("study", {})) | set(new["study"])):
+        before, after = stored.get("study", {}).get(key), new["study"].get(key)
         if before != after:
-            diffs.append(f'{key} {json.dumps(before)} there, {json.dumps(after)} now')
-    old_variants = [(v.get('label'), v.get('args')) for v in stored.get('variants', [])]
-    new_variants = [(v['label'], v['args']) for v in new['variants']]
+            diffs.append(f"{key} {json.dumps(before)} there, {json.dumps(after)} now")
+    old_variants = [(v.get("label"), v.get("args")) for v in stored.get("variants", [])]
+    new_variants = [(v["label"], v["args"]) for v in new["variants"]]
     if old_variants != new_variants:
-        show = lambda vs: '; '.join(f'{label}: {" ".join(args)}' for label, args in vs)  # noqa: E731
-        diffs.append(f'variants [{show(old_variants)}] there, [{show(new_variants)}] now')
+        show = lambda vs: "; ".join(f"{label}: {' '.join(args)}" for label, args in vs)  # noqa: E731
+        diffs.append(f"variants [{show(old_variants)}] there, [{show(new_variants)}] now")
     if not diffs:
-        old_runs = {(r.get('variant'), r.get('seed')): r for r in stored.get('runs', [])}
-        for run in new['runs']:
-            old = old_runs.get((run['variant'], run['seed']))
-            for key in ('args', 'total_kimg', 'kimg_per_tick', 'desc'):
+        old_runs = {(r.get("variant"), r.get("seed")): r for r in stored.get("runs", [])}
+        for run in new["runs"]:
+            old = old_runs.get((run["variant"], run["seed"]))
+            for key in ("args", "total_kimg", "kimg_per_tick", "desc"):
                 if old is None or old.get(key) != run[key]:
-                    diffs.append(f'{run["variant"]} seed {run["seed"]}: train.py resolves {key} to '
-                                 f'{json.dumps(run[key])} now, {json.dumps(None if old is None else old.get(key))} '
-                                 'there (another machine or code version?)')
+                    diffs.append(
+                        f"{run['variant']} seed {run['seed']}: train.py resolves {key} to "
+                        f"{json.dumps(run[key])} now, {json.dumps(None if old is None else old.get(key))} "
+                        "there (another machine or code version?)"
+                    )
                     break
     return diffs
 
@@ -265,8 +314,8 @@ def manifest_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[st
 class Snapshot:
     run_dir: str
     name: str
-    kimg: int           # the kimg in the file name (cur_nimg // 1000)
-    img: Optional[int]  # the images past it, in names of runs with ticks shorter than 1 kimg
+    kimg: int  # the kimg in the file name (cur_nimg // 1000)
+    img: int | None  # the images past it, in names of runs with ticks shorter than 1 kimg
 
     @property
     def path(self) -> str:
@@ -274,7 +323,7 @@ class Snapshot:
 
     @property
     def stem(self) -> str:
-        return self.name[len('network-snapshot-'):-len('.pt')]
+        return self.name[len("network-snapshot-") : -len(".pt")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +332,8 @@ class Tick:
 
     nimg: int
     total_sec: float
-    sec_per_tick: Optional[float]
-    tick: Optional[int]
+    sec_per_tick: float | None
+    tick: int | None
 
 
 @dataclasses.dataclass
@@ -295,7 +344,7 @@ class Segment:
     run_dir: str
     snapshots: list[Snapshot]
     ticks: list[Tick]
-    until: Optional[str] = None   # snapshot name the next segment resumed from
+    until: str | None = None  # snapshot name the next segment resumed from
 
 
 def list_snapshots(run_dir: str) -> list[Snapshot]:
@@ -311,22 +360,28 @@ def list_snapshots(run_dir: str) -> list[Snapshot]:
 
 def read_ticks(run_dir: str) -> list[Tick]:
     """stats.jsonl lines (a line cut short by a kill is skipped)."""
-    path = os.path.join(run_dir, 'stats.jsonl')
+    path = os.path.join(run_dir, "stats.jsonl")
     ticks = []
     if not os.path.isfile(path):
         return ticks
-    with open(path, encoding='utf-8', errors='replace') as file:
+    with open(path, encoding="utf-8", errors="replace") as file:
         for line in file:
             try:
                 entry = json.loads(line)
-                nimg = round(float(entry['Progress/kimg']['mean']) * 1000)
-                total = float(entry['Timing/total_sec']['mean'])
+                nimg = round(float(entry["Progress/kimg"]["mean"]) * 1000)
+                total = float(entry["Timing/total_sec"]["mean"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
-            per_tick = entry.get('Timing/sec_per_tick', {}).get('mean')
-            tick = entry.get('Progress/tick', {}).get('mean')
-            ticks.append(Tick(nimg, total, None if per_tick is None else float(per_tick),
-                              None if tick is None else int(round(tick))))
+            per_tick = entry.get("Timing/sec_per_tick", {}).get("mean")
+            tick = entry.get("Progress/tick", {}).get("mean")
+            ticks.append(
+                Tick(
+                    nimg,
+                    total,
+                    None if per_tick is None else float(per_tick),
+                    None if tick is None else int(round(tick)),
+                )
+            )
     return ticks
 
 
@@ -334,15 +389,18 @@ def _run_dirs(outdir: str) -> dict[str, str]:
     """{name: path} of the train.py run directories in `outdir` that got as far as their training_options.json."""
     if not os.path.isdir(outdir):
         return {}
-    return {name: os.path.join(outdir, name) for name in os.listdir(outdir)
-            if RUN_DIR_RE.match(name) and os.path.isfile(os.path.join(outdir, name, 'training_options.json'))}
+    return {
+        name: os.path.join(outdir, name)
+        for name in os.listdir(outdir)
+        if RUN_DIR_RE.match(name) and os.path.isfile(os.path.join(outdir, name, "training_options.json"))
+    }
 
 
-def _resumed_from(run_dir: str) -> Optional[tuple[str, str]]:
+def _resumed_from(run_dir: str) -> tuple[str, str] | None:
     """(run directory name, snapshot name) that this run directory resumed from, or None for a fresh start."""
     try:
-        with open(os.path.join(run_dir, 'training_options.json'), encoding='utf-8') as file:
-            resume = json.load(file).get('resume')
+        with open(os.path.join(run_dir, "training_options.json"), encoding="utf-8") as file:
+            resume = json.load(file).get("resume")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
     if not resume:
@@ -370,23 +428,23 @@ def run_chain(outdir: str) -> list[Segment]:
             if until not in names:
                 break  # the next segment resumed from a file that is gone: the chain starts there
             cut = snapshots[names.index(until)]
-            snapshots = snapshots[:names.index(until) + 1]
+            snapshots = snapshots[: names.index(until) + 1]
             limit = snapshot_nimg(cut, ticks)
             ticks = [t for t in ticks if t.nimg <= limit]
         chain.append(Segment(path, snapshots, ticks, until))
         link = _resumed_from(path)
-        current, until = (link if link is not None else (None, None))
+        current, until = link if link is not None else (None, None)
     return chain[::-1]
 
 
-def snapshot_nimg(snapshot: Snapshot, ticks: Optional[list[Tick]] = None) -> int:
+def snapshot_nimg(snapshot: Snapshot, ticks: list[Tick] | None = None) -> int:
     """Images seen when the snapshot was taken: from its name, the tick it was taken at, or the file itself."""
     if snapshot.img is not None:
         return snapshot.kimg * 1000 + snapshot.img
     matches = [t.nimg for t in ticks or [] if t.nimg // 1000 == snapshot.kimg]
     if len(set(matches)) == 1:
         return matches[0]
-    return int(_resume_state(snapshot)['cur_nimg'])
+    return int(_resume_state(snapshot)["cur_nimg"])
 
 
 def snapshot_total_sec(snapshot: Snapshot, ticks: list[Tick]) -> float:
@@ -396,25 +454,25 @@ def snapshot_total_sec(snapshot: Snapshot, ticks: list[Tick]) -> float:
     for tick in ticks:
         if tick.nimg == nimg:
             return tick.total_sec
-    return float(_resume_state(snapshot).get('total_sec', float('nan')))
+    return float(_resume_state(snapshot).get("total_sec", float("nan")))
 
 
 def _resume_state(snapshot: Snapshot) -> dict[str, Any]:
-    state = checkpoint.load_network(snapshot.path).get('resume_state')
+    state = checkpoint.load_network(snapshot.path).get("resume_state")
     if not state:
-        raise StudyError(f'{snapshot.path} holds no training state (counters); it is not a snapshot of a train.py run')
+        raise StudyError(f"{snapshot.path} holds no training state (counters); it is not a snapshot of a train.py run")
     return state
 
 
 def scored_snapshots(run_dir: str, metric: str) -> set[str]:
     """File names of the snapshots that metric-<metric>.jsonl of the run directory has a line for."""
-    path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+    path = os.path.join(run_dir, f"metric-{metric}.jsonl")
     names = set()
     if os.path.isfile(path):
-        with open(path, encoding='utf-8', errors='replace') as file:
+        with open(path, encoding="utf-8", errors="replace") as file:
             for line in file:
                 try:
-                    snapshot = json.loads(line).get('snapshot_pkl')
+                    snapshot = json.loads(line).get("snapshot_pkl")
                 except (json.JSONDecodeError, AttributeError):
                     continue
                 if snapshot:
@@ -427,23 +485,23 @@ class RunState:
     """Where a planned run stands. status: 'new' (nothing to resume), 'partial' (resume from `latest`) or 'done'."""
 
     status: str
-    latest: Optional[Snapshot]
-    nimg: int               # images trained so far (at `latest`)
-    unscored: bool          # `latest` has no metric line yet (killed while scoring it)
+    latest: Snapshot | None
+    nimg: int  # images trained so far (at `latest`)
+    unscored: bool  # `latest` has no metric line yet (killed while scoring it)
     chain: list[Segment]
 
 
-def run_state(study_dir: str, run: PlannedRun, metric: Optional[str]) -> RunState:
+def run_state(study_dir: str, run: PlannedRun, metric: str | None) -> RunState:
     chain = run_chain(os.path.join(study_dir, run.outdir))
     latest, ticks = None, []
     for segment in chain:
         if segment.snapshots:
             latest, ticks = segment.snapshots[-1], segment.ticks
     if latest is None:
-        return RunState('new', None, 0, False, chain)
+        return RunState("new", None, 0, False, chain)
     nimg = snapshot_nimg(latest, ticks)
     unscored = metric is not None and latest.name not in scored_snapshots(latest.run_dir, metric)
-    return RunState('done' if nimg >= run.target_nimg else 'partial', latest, nimg, unscored, chain)
+    return RunState("done" if nimg >= run.target_nimg else "partial", latest, nimg, unscored, chain)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -454,7 +512,7 @@ def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f'{hours}h {minutes:02d}m' if hours else (f'{minutes}m {secs:02d}s' if minutes else f'{secs}s')
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
 
 
 def relpath_within(path: str, root: str) -> str:
@@ -466,4 +524,3 @@ def default_snap(total_kimg: float, kimg_per_tick: float, evaluations: int = 6) 
     """Snapshot interval in ticks giving about `evaluations` evaluations after the one at the start."""
     ticks = max(1, -(-round(total_kimg * 1000) // max(1, round(kimg_per_tick * 1000))))
     return max(1, -(-ticks // evaluations))
-

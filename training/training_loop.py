@@ -5,6 +5,7 @@ Determinism and resume: every process draws latents and conditioning labels from
 for noise, style mixing and augmentation. A snapshot holds all of that state, so a resumed run continues exactly
 where the snapshot was taken (bit for bit on CPU). Everything done at a tick's end leaves the RNGs untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,8 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +26,8 @@ from torch_utils.distributed import DistContext
 from torch_utils.ops import conv2d_gradfix
 from training import checkpoint, image_grid
 from training.augment import AUGPIPE_SPECS, AdaController, AugmentPipe
-from training.diffaugment import DiffAugment
 from training.dataset import open_dataset
+from training.diffaugment import DiffAugment
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
 from training.options import TrainingOptions
@@ -41,36 +43,42 @@ class NonFiniteError(RuntimeError):
 
 @dataclasses.dataclass
 class Phase:
-    name: str                       # 'Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg' or 'Dboth'
+    name: str  # 'Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg' or 'Dboth'
     module: torch.nn.Module
     opt: torch.optim.Optimizer
-    interval: int                   # run every `interval` minibatches
+    interval: int  # run every `interval` minibatches
 
 
 def snapshot_stem(cur_nimg: int, kimg_per_tick: float, total_kimg: float = 1) -> str:
     """'000012' (kimg), or '000012-512' (kimg-images) when kimg alone could repeat: ticks shorter than 1 kimg, or a
     run ending at a fraction of a kimg (12.5 kimg: the last tick and the end both fall in kimg 12)."""
-    stem = f'{cur_nimg // 1000:06d}'
+    stem = f"{cur_nimg // 1000:06d}"
     fine = kimg_per_tick < 1 or round(total_kimg * 1000) % 1000 != 0
-    return f'{stem}-{cur_nimg % 1000:03d}' if fine else stem
+    return f"{stem}-{cur_nimg % 1000:03d}" if fine else stem
 
 
 def snapshot_name(cur_nimg: int, kimg_per_tick: float = 1, total_kimg: float = 1) -> str:
-    return f'network-snapshot-{snapshot_stem(cur_nimg, kimg_per_tick, total_kimg)}.pt'
+    return f"network-snapshot-{snapshot_stem(cur_nimg, kimg_per_tick, total_kimg)}.pt"
 
 
 def build_phases(G: torch.nn.Module, D: torch.nn.Module, opts: TrainingOptions) -> list[Phase]:
     """Adam per network; with lazy regularisation, lr and betas are rescaled by interval / (interval + 1)."""
     phases = []
-    for prefix, module, opt_opts, reg_interval in [('G', G, opts.G_opt, opts.G_reg_interval),
-                                                   ('D', D, opts.D_opt, opts.D_reg_interval)]:
+    for prefix, module, opt_opts, reg_interval in [
+        ("G", G, opts.G_opt, opts.G_reg_interval),
+        ("D", D, opts.D_opt, opts.D_reg_interval),
+    ]:
         ratio = 1.0 if reg_interval is None else reg_interval / (reg_interval + 1)
-        opt = torch.optim.Adam(module.parameters(), lr=opt_opts.lr * ratio,
-                               betas=tuple(beta ** ratio for beta in opt_opts.betas), eps=opt_opts.eps)
+        opt = torch.optim.Adam(
+            module.parameters(),
+            lr=opt_opts.lr * ratio,
+            betas=tuple(beta**ratio for beta in opt_opts.betas),
+            eps=opt_opts.eps,
+        )
         if reg_interval is None:
-            phases.append(Phase(prefix + 'both', module, opt, 1))
+            phases.append(Phase(prefix + "both", module, opt, 1))
         else:
-            phases += [Phase(prefix + 'main', module, opt, 1), Phase(prefix + 'reg', module, opt, reg_interval)]
+            phases += [Phase(prefix + "main", module, opt, 1), Phase(prefix + "reg", module, opt, reg_interval)]
     return phases
 
 
@@ -86,6 +94,7 @@ def rng_unchanged() -> Iterator[None]:
 
 def seed_process_rngs(seed: int) -> None:
     import random
+
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
@@ -104,54 +113,84 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, opts: TrainingOptions
             b_ema.copy_(b)
 
 
-def gather_resume_state(opts: TrainingOptions, phases: list[Phase], loss: StyleGAN2Loss, ada: Optional[AdaController],
-                        latent_gen: torch.Generator, cur_nimg: int, next_tick: int, batch_idx: int,
-                        total_sec: float) -> dict[str, Any]:
+def gather_resume_state(
+    opts: TrainingOptions,
+    phases: list[Phase],
+    loss: StyleGAN2Loss,
+    ada: AdaController | None,
+    latent_gen: torch.Generator,
+    cur_nimg: int,
+    next_tick: int,
+    batch_idx: int,
+    total_sec: float,
+) -> dict[str, Any]:
     """Everything beyond the weights that the next step depends on (collective: every process calls it)."""
-    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
+    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(("main", "both"))]
     ada_state = None
     if ada is not None:
         ada_state = ada.state_dict()
-        pending = torch.tensor(ada_state['stats'], dtype=torch.float64, device=loss.device)
-        ada_state['stats'] = distributed.all_reduce_sum(pending).tolist()  # restored on rank 0 only
-    return dict(version=RESUME_STATE_VERSION, cur_nimg=cur_nimg, cur_tick=next_tick, batch_idx=batch_idx,
-                G_opt=G_opt.state_dict(), D_opt=D_opt.state_dict(),
-                loss_state=distributed.all_gather_object(loss.state_dict()),  # per process, like the RNGs
-                ada=ada_state, latent_gen=latent_gen.get_state(),
-                rng=distributed.all_gather_object(checkpoint.capture_rng_state()),
-                num_gpus=opts.num_gpus, batch_size=opts.batch_size, random_seed=opts.random_seed,
-                total_sec=float(total_sec), training_options_json=opts.to_json())
+        pending = torch.tensor(ada_state["stats"], dtype=torch.float64, device=loss.device)
+        ada_state["stats"] = distributed.all_reduce_sum(pending).tolist()  # restored on rank 0 only
+    return dict(
+        version=RESUME_STATE_VERSION,
+        cur_nimg=cur_nimg,
+        cur_tick=next_tick,
+        batch_idx=batch_idx,
+        G_opt=G_opt.state_dict(),
+        D_opt=D_opt.state_dict(),
+        loss_state=distributed.all_gather_object(loss.state_dict()),  # per process, like the RNGs
+        ada=ada_state,
+        latent_gen=latent_gen.get_state(),
+        rng=distributed.all_gather_object(checkpoint.capture_rng_state()),
+        num_gpus=opts.num_gpus,
+        batch_size=opts.batch_size,
+        random_seed=opts.random_seed,
+        total_sec=float(total_sec),
+        training_options_json=opts.to_json(),
+    )
 
 
-def apply_resume_state(state: dict[str, Any], opts: TrainingOptions, ctx: DistContext, phases: list[Phase],
-                       loss: StyleGAN2Loss, ada: Optional[AdaController], latent_gen: torch.Generator) -> list[str]:
+def apply_resume_state(
+    state: dict[str, Any],
+    opts: TrainingOptions,
+    ctx: DistContext,
+    phases: list[Phase],
+    loss: StyleGAN2Loss,
+    ada: AdaController | None,
+    latent_gen: torch.Generator,
+) -> list[str]:
     """Restore gather_resume_state()'s output (RNGs excepted: see training_loop); returns warnings to print."""
     warnings = []
-    if state.get('version') != RESUME_STATE_VERSION:
-        raise ValueError(f'--resume: resume_state version {state.get("version")!r}; this code reads '
-                         f'{RESUME_STATE_VERSION}')
-    for key, ours in [('num_gpus', opts.num_gpus), ('batch_size', opts.batch_size), ('random_seed', opts.random_seed)]:
+    if state.get("version") != RESUME_STATE_VERSION:
+        raise ValueError(
+            f"--resume: resume_state version {state.get('version')!r}; this code reads {RESUME_STATE_VERSION}"
+        )
+    for key, ours in [("num_gpus", opts.num_gpus), ("batch_size", opts.batch_size), ("random_seed", opts.random_seed)]:
         if state[key] != ours:
-            warnings.append(f'the snapshot was trained with {key}={state[key]}, this run uses {ours}: it continues '
-                            'from the snapshot but will not replicate an uninterrupted run')
-    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(('main', 'both'))]
-    if state.get('G_opt') is not None and state.get('D_opt') is not None:
-        G_opt.load_state_dict(state['G_opt'])
-        D_opt.load_state_dict(state['D_opt'])
+            warnings.append(
+                f"the snapshot was trained with {key}={state[key]}, this run uses {ours}: it continues "
+                "from the snapshot but will not replicate an uninterrupted run"
+            )
+    G_opt, D_opt = [p.opt for p in phases if p.name.endswith(("main", "both"))]
+    if state.get("G_opt") is not None and state.get("D_opt") is not None:
+        G_opt.load_state_dict(state["G_opt"])
+        D_opt.load_state_dict(state["D_opt"])
     else:
-        warnings.append('the snapshot holds no optimizer state (only the latest snapshot of a run keeps it; see '
-                        '--optim-state): Adam restarts from zero moments, so the run continues but not bit-exactly')
-    if 'loss_state' in state:  # per process; a run on another process count takes rank 0's
-        per_rank = state['loss_state']
+        warnings.append(
+            "the snapshot holds no optimizer state (only the latest snapshot of a run keeps it; see "
+            "--optim-state): Adam restarts from zero moments, so the run continues but not bit-exactly"
+        )
+    if "loss_state" in state:  # per process; a run on another process count takes rank 0's
+        per_rank = state["loss_state"]
         loss.load_state_dict(per_rank[ctx.rank] if len(per_rank) == ctx.world_size else per_rank[0])
     else:  # snapshots written before the loss had more state than the path-length mean
-        loss.pl_mean.copy_(state['pl_mean'])
-    if ada is not None and state['ada'] is not None:
-        ada_state = dict(state['ada'])
+        loss.pl_mean.copy_(state["pl_mean"])
+    if ada is not None and state["ada"] is not None:
+        ada_state = dict(state["ada"])
         if not ctx.is_main:
-            ada_state['stats'] = [0.0, 0.0]
+            ada_state["stats"] = [0.0, 0.0]
         ada.load_state_dict(ada_state)
-    latent_gen.set_state(state['latent_gen'])
+    latent_gen.set_state(state["latent_gen"])
     return warnings
 
 
@@ -160,60 +199,86 @@ def current_memory_gb(device: torch.device) -> tuple[float, float]:
     cpu = 0.0
     try:
         import resource
-        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KB on Linux
+
+        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB on Linux
     except (ImportError, AttributeError):
         pass
-    gpu = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda' else 0.0
+    gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return cpu, gpu
 
 
-def report_tick(cur_tick: int, cur_nimg: int, tick_nimg: int, total_sec: float, tick_sec: float,
-                maintenance_sec: float, ada: Optional[AdaController], device: torch.device, is_main: bool) -> None:
+def report_tick(
+    cur_tick: int,
+    cur_nimg: int,
+    tick_nimg: int,
+    total_sec: float,
+    tick_sec: float,
+    maintenance_sec: float,
+    ada: AdaController | None,
+    device: torch.device,
+    is_main: bool,
+) -> None:
     """The tick line (rank 0) and the Progress/Timing/Resources statistics of stats.jsonl."""
     cpu_mem, gpu_mem = current_memory_gb(device)
     augment_p = ada.p if ada is not None else 0.0
     sec_per_kimg = tick_sec / tick_nimg * 1000
-    for name, value in [('Progress/tick', cur_tick), ('Progress/kimg', cur_nimg / 1000), ('Progress/augment', augment_p),
-                        ('Timing/total_sec', total_sec), ('Timing/sec_per_tick', tick_sec),
-                        ('Timing/sec_per_kimg', sec_per_kimg), ('Timing/maintenance_sec', maintenance_sec),
-                        ('Resources/peak_cpu_mem_gb', cpu_mem), ('Resources/peak_gpu_mem_gb', gpu_mem)]:
+    for name, value in [
+        ("Progress/tick", cur_tick),
+        ("Progress/kimg", cur_nimg / 1000),
+        ("Progress/augment", augment_p),
+        ("Timing/total_sec", total_sec),
+        ("Timing/sec_per_tick", tick_sec),
+        ("Timing/sec_per_kimg", sec_per_kimg),
+        ("Timing/maintenance_sec", maintenance_sec),
+        ("Resources/peak_cpu_mem_gb", cpu_mem),
+        ("Resources/peak_gpu_mem_gb", gpu_mem),
+    ]:
         training_stats.report0(name, value)
     if is_main:
-        print(f'tick {cur_tick:<5d} kimg {cur_nimg / 1000:<8.3f} time {dnnlib_util.format_time(total_sec):<12s} '
-              f'sec/tick {tick_sec:<7.1f} sec/kimg {sec_per_kimg:<7.2f} maintenance {maintenance_sec:<6.1f} '
-              f'cpumem {cpu_mem:<6.2f} gpumem {gpu_mem:<6.2f} augment {augment_p:.3f}', flush=True)
+        print(
+            f"tick {cur_tick:<5d} kimg {cur_nimg / 1000:<8.3f} time {dnnlib_util.format_time(total_sec):<12s} "
+            f"sec/tick {tick_sec:<7.1f} sec/kimg {sec_per_kimg:<7.2f} maintenance {maintenance_sec:<6.1f} "
+            f"cpumem {cpu_mem:<6.2f} gpumem {gpu_mem:<6.2f} augment {augment_p:.3f}",
+            flush=True,
+        )
 
 
 def open_tensorboard(run_dir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        print(f'Skipping TensorBoard export: {err}')
+        print(f"Skipping TensorBoard export: {err}")
         return None
     return SummaryWriter(run_dir)
 
 
-def build_networks(opts: TrainingOptions, device: torch.device, resume_data: Optional[dict[str, Any]],
-                   verbose: bool) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module,
-                                           Optional[AugmentPipe], Optional[AdaController]]:
+def build_networks(
+    opts: TrainingOptions, device: torch.device, resume_data: dict[str, Any] | None, verbose: bool
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, AugmentPipe | None, AdaController | None]:
     """G, D, G_ema, augment pipe and its ADA controller: identical on every process, resumed weights if given."""
     seed_process_rngs(opts.random_seed)
     G = Generator(**opts.G_kwargs).train().requires_grad_(False).to(device)
     D = Discriminator(**opts.D_kwargs).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
     augment_pipe, ada = None, None
-    if opts.augment.mode == 'diffaug':  # stateless: rebuilt from the options, not stored in snapshots
+    if opts.augment.mode == "diffaug":  # stateless: rebuilt from the options, not stored in snapshots
         augment_pipe = DiffAugment(opts.augment.diffaug_policy)
-    elif opts.augment.mode != 'noaug':
+    elif opts.augment.mode != "noaug":
         augment_pipe = AugmentPipe(**AUGPIPE_SPECS[opts.augment.pipe]).train().requires_grad_(False).to(device)
-        target = opts.augment.target if opts.augment.mode == 'ada' else None
-        ada = AdaController(augment_pipe, batch_size=opts.batch_size, target=target, p=opts.augment.p,
-                            interval=opts.augment.interval, kimg=opts.augment.kimg)
+        target = opts.augment.target if opts.augment.mode == "ada" else None
+        ada = AdaController(
+            augment_pipe,
+            batch_size=opts.batch_size,
+            target=target,
+            p=opts.augment.p,
+            interval=opts.augment.interval,
+            kimg=opts.augment.kimg,
+        )
     if resume_data is not None:
-        full = resume_data.get('resume_state') is not None
+        full = resume_data.get("resume_state") is not None
         if verbose:
-            print(f'Resuming from "{opts.resume}"' + (' (full training state)' if full else ' (weights only)'))
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
+            print(f'Resuming from "{opts.resume}"' + (" (full training state)" if full else " (weights only)"))
+        for name, module in [("G", G), ("D", D), ("G_ema", G_ema), ("augment_pipe", augment_pipe)]:
             if module is not None and resume_data.get(name) is not None:
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=full)
     for module in [G, D, G_ema, augment_pipe]:
@@ -230,52 +295,60 @@ def build_networks(opts: TrainingOptions, device: torch.device, resume_data: Opt
 class SnapshotGrid:
     """Fixed reals and latents for the image grids (rank 0): reals.png now, fakes*.png on demand."""
 
-    def __init__(self, training_set: torch.utils.data.Dataset, z_dim: int, opts: TrainingOptions,
-                 device: torch.device):
+    def __init__(self, training_set: torch.utils.data.Dataset, z_dim: int, opts: TrainingOptions, device: torch.device):
         self.run_dir = opts.run_dir
         self.size = image_grid.grid_shape(training_set.resolution)
         labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
         indices = image_grid.snapshot_grid_indices(labels, len(training_set), self.size, opts.random_seed)
         reals = np.stack([training_set[int(i)][0] for i in indices])
-        image_grid.save_image_grid(reals, os.path.join(self.run_dir, 'reals.png'), (0, 255), self.size)
+        image_grid.save_image_grid(reals, os.path.join(self.run_dir, "reals.png"), (0, 255), self.size)
         gen = torch.Generator().manual_seed(opts.random_seed)
         self.z = torch.randn([len(indices), z_dim], generator=gen).to(device).split(opts.batch_gpu)
         self.c = torch.from_numpy(labels[indices]).to(device).split(opts.batch_gpu)
 
     @torch.no_grad()
     def save_fakes(self, G_ema: torch.nn.Module, name: str) -> None:
-        images = torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(self.z, self.c)]).numpy()
+        images = torch.cat([G_ema(z, c, noise_mode="const").cpu() for z, c in zip(self.z, self.c)]).numpy()
         image_grid.save_image_grid(images, os.path.join(self.run_dir, name), drange=(-1, 1), grid_size=self.size)
 
 
-def write_stats(stats: dict[str, dict[str, float]], stats_jsonl, stats_tfevents, cur_nimg: int,
-                start_time: float) -> None:
+def write_stats(
+    stats: dict[str, dict[str, float]], stats_jsonl, stats_tfevents, cur_nimg: int, start_time: float
+) -> None:
     """One stats.jsonl line per tick; TensorBoard scalars at step = kimg."""
     timestamp = time.time()
-    stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
+    stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + "\n")
     stats_jsonl.flush()
     if stats_tfevents is not None:
         for name, value in stats.items():
-            stats_tfevents.add_scalar(name, value['mean'], global_step=int(cur_nimg / 1e3),
-                                      walltime=timestamp - start_time)
+            stats_tfevents.add_scalar(
+                name, value["mean"], global_step=int(cur_nimg / 1e3), walltime=timestamp - start_time
+            )
         stats_tfevents.flush()
 
 
-def start_loop_rngs(resume_state: Optional[dict[str, Any]], opts: TrainingOptions, ctx: DistContext,
-                    cur_nimg: int) -> None:
+def start_loop_rngs(
+    resume_state: dict[str, Any] | None, opts: TrainingOptions, ctx: DistContext, cur_nimg: int
+) -> None:
     """Per-process RNGs of the loop (noise, style mixing, augmentation, path-length noise): restored or seeded."""
-    if resume_state and len(resume_state['rng']) == ctx.world_size:
-        checkpoint.restore_rng_state(resume_state['rng'][ctx.rank])
+    if resume_state and len(resume_state["rng"]) == ctx.world_size:
+        checkpoint.restore_rng_state(resume_state["rng"][ctx.rank])
         return
     if resume_state and ctx.is_main:
-        print(f'Warning: the snapshot holds RNG states of {len(resume_state["rng"])} processes, this run has '
-              f'{ctx.world_size}; reseeding')
+        print(
+            f"Warning: the snapshot holds RNG states of {len(resume_state['rng'])} processes, this run has "
+            f"{ctx.world_size}; reseeding"
+        )
     seed_process_rngs((opts.random_seed * ctx.world_size + ctx.rank) * 1000003 + cur_nimg // opts.batch_size)
 
 
-def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), device: torch.device = torch.device('cpu'),
-                  resume_data: Optional[dict[str, Any]] = None,
-                  evaluate: Optional[Evaluator] = None) -> dict[str, Any]:
+def training_loop(
+    opts: TrainingOptions,
+    ctx: DistContext = DistContext(),
+    device: torch.device = torch.device("cpu"),
+    resume_data: dict[str, Any] | None = None,
+    evaluate: Evaluator | None = None,
+) -> dict[str, Any]:
     """Train as `opts` says, writing to opts.run_dir (rank 0). Returns {'cur_nimg', 'last_snapshot'}.
 
     resume_data: checkpoint.load_network(opts.resume) when the caller has loaded it already (else loaded here).
@@ -290,56 +363,64 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
     torch.backends.cudnn.allow_tf32 = opts.allow_tf32
     conv2d_gradfix.enabled = True
     training_stats.reset()
-    training_stats.init_multiprocessing(rank=ctx.rank, sync_device=device if device.type == 'cuda' else None)
+    training_stats.init_multiprocessing(rank=ctx.rank, sync_device=device if device.type == "cuda" else None)
 
     # ------------------------------------------------------------------ Setup: data, networks, loss, state.
     training_set = open_dataset(**opts.data.dataset_kwargs())
     if opts.resume and resume_data is None:
         resume_data = checkpoint.load_network(opts.resume)
-    resume_state = resume_data.get('resume_state') if resume_data else None
-    cur_nimg = int(resume_state['cur_nimg']) if resume_state else 0
-    start_time -= float(resume_state.get('total_sec', 0.0)) if resume_state else 0.0  # elapsed time carries over
+    resume_state = resume_data.get("resume_state") if resume_data else None
+    cur_nimg = int(resume_state["cur_nimg"]) if resume_state else 0
+    start_time -= float(resume_state.get("total_sec", 0.0)) if resume_state else 0.0  # elapsed time carries over
     if is_main:
-        print(f'Dataset: {training_set.name}, {len(training_set)} images, shape {training_set.image_shape}, '
-              f'label dim {training_set.label_dim}')
+        print(
+            f"Dataset: {training_set.name}, {len(training_set)} images, shape {training_set.image_shape}, "
+            f"label dim {training_set.label_dim}"
+        )
 
     G, D, G_ema, augment_pipe, ada = build_networks(opts, device, resume_data, verbose=is_main)
     ada_pipe = augment_pipe if isinstance(augment_pipe, AugmentPipe) else None  # the pipe with state to save
-    loss = StyleGAN2Loss(device, G, D, opts.loss, augment_pipe=augment_pipe,
-                         observe_real_logits=ada.observe if ada is not None else None)
+    loss = StyleGAN2Loss(
+        device, G, D, opts.loss, augment_pipe=augment_pipe, observe_real_logits=ada.observe if ada is not None else None
+    )
     phases = build_phases(G, D, opts)
     latent_gen = torch.Generator().manual_seed(opts.random_seed)  # shared by all processes: z and c of every step
     cur_tick, batch_idx = 0, 0
     if resume_state:
         for warning in apply_resume_state(resume_state, opts, ctx, phases, loss, ada, latent_gen):
             if is_main:
-                print(f'Warning: {warning}')
-        cur_tick, batch_idx = int(resume_state['cur_tick']), int(resume_state['batch_idx'])
+                print(f"Warning: {warning}")
+        cur_tick, batch_idx = int(resume_state["cur_tick"]), int(resume_state["batch_idx"])
 
     sampler = StreamSampler(len(training_set), B, rank=ctx.rank, world_size=W, seed=opts.random_seed, start=cur_nimg)
-    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=B // W,
-                                         num_workers=opts.data.workers, pin_memory=device.type == 'cuda',
-                                         prefetch_factor=2 if opts.data.workers > 0 else None,
-                                         generator=torch.Generator().manual_seed(opts.random_seed))
+    loader = torch.utils.data.DataLoader(
+        training_set,
+        sampler=sampler,
+        batch_size=B // W,
+        num_workers=opts.data.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if opts.data.workers > 0 else None,
+        generator=torch.Generator().manual_seed(opts.random_seed),
+    )
 
     # ------------------------------------------------------------------ Logs: grids, stats, TensorBoard.
     grid = stats_jsonl = stats_tfevents = None
     if is_main:
         grid = SnapshotGrid(training_set, G.z_dim, opts, device)
         if not resume_state:
-            grid.save_fakes(G_ema, 'fakes_init.png')
-        stats_jsonl = open(os.path.join(opts.run_dir, 'stats.jsonl'), 'at')
+            grid.save_fakes(G_ema, "fakes_init.png")
+        stats_jsonl = open(os.path.join(opts.run_dir, "stats.jsonl"), "a")
         stats_tfevents = open_tensorboard(opts.run_dir)
-    stats_collector = training_stats.Collector(regex='.*', keep_previous=False)
+    stats_collector = training_stats.Collector(regex=".*", keep_previous=False)
 
     start_loop_rngs(resume_state, opts, ctx, cur_nimg)
 
     # ------------------------------------------------------------------ Train.
     if is_main:
-        print(f'Training for {opts.total_kimg:g} kimg from {cur_nimg / 1000:g} kimg...\n')
+        print(f"Training for {opts.total_kimg:g} kimg from {cur_nimg / 1000:g} kimg...\n")
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
     maintenance_time = tick_start_time - start_time
-    last_snapshot: Optional[str] = None
+    last_snapshot: str | None = None
     data_iter = iter(loader)
     while True:
         # Fetch this process's reals and the step's shared latents; split into accumulation rounds.
@@ -358,25 +439,38 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
-            rounds = zip(real_img, real_c, phase_z[mine].to(device).split(opts.batch_gpu),
-                         phase_c[mine].to(device).split(opts.batch_gpu))
+            rounds = zip(
+                real_img,
+                real_c,
+                phase_z[mine].to(device).split(opts.batch_gpu),
+                phase_c[mine].to(device).split(opts.batch_gpu),
+            )
             for round_img, round_c, gen_z, gen_c in rounds:
-                loss.accumulate_gradients(phase.name, round_img, round_c, gen_z, gen_c,
-                                          gain=phase.interval / opts.num_rounds, cur_nimg=cur_nimg)
+                loss.accumulate_gradients(
+                    phase.name,
+                    round_img,
+                    round_c,
+                    gen_z,
+                    gen_c,
+                    gain=phase.interval / opts.num_rounds,
+                    cur_nimg=cur_nimg,
+                )
             phase.module.requires_grad_(False)
             flat = distributed.average_gradients(phase.module.parameters(), extra=loss.nonfinite)
             loss_finite, grads_finite = float(flat[-1]) == 0, bool(torch.isfinite(flat[:-1]).all())
             if not loss_finite or not (grads_finite or opts.repair_nonfinite_grads):
-                what = 'gradients' if loss_finite else 'loss'
-                where = f'the last good snapshot is {last_snapshot}' if last_snapshot else 'no snapshot was saved yet'
-                raise NonFiniteError(f'non-finite {what} in phase {phase.name} at kimg {cur_nimg / 1000:.3f} '
-                                     f'(tick {cur_tick}); {where}. Resume from it with --resume, e.g. with a '
-                                     f'lower --glr/--dlr or a different --gamma.')
+                what = "gradients" if loss_finite else "loss"
+                where = f"the last good snapshot is {last_snapshot}" if last_snapshot else "no snapshot was saved yet"
+                raise NonFiniteError(
+                    f"non-finite {what} in phase {phase.name} at kimg {cur_nimg / 1000:.3f} "
+                    f"(tick {cur_tick}); {where}. Resume from it with --resume, e.g. with a "
+                    f"lower --glr/--dlr or a different --gamma."
+                )
             if not grads_finite:  # float16 overflow in a few entries (opts.repair_nonfinite_grads)
                 for param in phase.module.parameters():
                     if param.grad is not None:
                         torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
-            training_stats.report('Progress/nonfinite_grad_steps', float(not grads_finite))
+            training_stats.report("Progress/nonfinite_grad_steps", float(not grads_finite))
             phase.opt.step()
 
         # G_ema, counters, ADA.
@@ -392,29 +486,43 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
             continue
         tick_end_time = time.time()
         with rng_unchanged():
-            report_tick(cur_tick, cur_nimg, cur_nimg - tick_start_nimg, tick_end_time - start_time,
-                        tick_end_time - tick_start_time, maintenance_time, ada, device, is_main)
+            report_tick(
+                cur_tick,
+                cur_nimg,
+                cur_nimg - tick_start_nimg,
+                tick_end_time - start_time,
+                tick_end_time - tick_start_time,
+                maintenance_time,
+                ada,
+                device,
+                is_main,
+            )
             if is_main and opts.image_snapshot_ticks and (done or cur_tick % opts.image_snapshot_ticks == 0):
-                grid.save_fakes(G_ema, f'fakes{snapshot_stem(cur_nimg, opts.kimg_per_tick, opts.total_kimg)}.png')
+                grid.save_fakes(G_ema, f"fakes{snapshot_stem(cur_nimg, opts.kimg_per_tick, opts.total_kimg)}.png")
 
             distributed.average_buffers(G)  # w_avg: each process tracked its own latents
             distributed.average_buffers(G_ema)
             snapshot_path = None
             if opts.network_snapshot_ticks and (done or cur_tick % opts.network_snapshot_ticks == 0):
-                state = gather_resume_state(opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx,
-                                            tick_end_time - start_time)
+                state = gather_resume_state(
+                    opts, phases, loss, ada, latent_gen, cur_nimg, cur_tick + 1, batch_idx, tick_end_time - start_time
+                )
                 snapshot_path = os.path.join(opts.run_dir, snapshot_name(cur_nimg, opts.kimg_per_tick, opts.total_kimg))
                 if is_main:
-                    checkpoint.save_snapshot(snapshot_path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=ada_pipe),
-                                             training_set_kwargs=opts.data.dataset_kwargs(), resume_state=state,
-                                             overwrite=False)
-                    if last_snapshot is not None and opts.optimizer_snapshots == 'latest':
+                    checkpoint.save_snapshot(
+                        snapshot_path,
+                        dict(G=G, D=D, G_ema=G_ema, augment_pipe=ada_pipe),
+                        training_set_kwargs=opts.data.dataset_kwargs(),
+                        resume_state=state,
+                        overwrite=False,
+                    )
+                    if last_snapshot is not None and opts.optimizer_snapshots == "latest":
                         checkpoint.strip_optimizer_state(last_snapshot)  # only the latest needs the Adam moments
                 last_snapshot = snapshot_path
 
             if snapshot_path is not None and evaluate is not None:
                 for name, value in evaluate(G_ema, snapshot_path, ctx, device).items():
-                    training_stats.report0(f'Metrics/{name}', value)
+                    training_stats.report0(f"Metrics/{name}", value)
 
             stats_collector.update()
             if is_main:
@@ -430,5 +538,5 @@ def training_loop(opts: TrainingOptions, ctx: DistContext = DistContext(), devic
         stats_jsonl.close()
         if stats_tfevents is not None:
             stats_tfevents.close()
-        print('\nExiting...')
+        print("\nExiting...")
     return dict(cur_nimg=cur_nimg, last_snapshot=last_snapshot)

@@ -10,10 +10,11 @@ Different k in one call: the rooted members' functions take a tensor of k values
 the samples), so models that differ only in k share one call; :class:`BatchedFamilyLoss` is checked against
 ``rlo.binary_loss`` for each k in the tests.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,10 +25,10 @@ import rlo
 class GDHistory:
     """Result of :func:`batched_gd`. T = steps; entry t is the iterate after t updates (t = 0: initial)."""
 
-    weights: torch.Tensor    # [M, F, D] final weights
+    weights: torch.Tensor  # [M, F, D] final weights
     objective: torch.Tensor  # [T+1, M, F] each model's own training objective (loss + L2 term)
-    train_ce: torch.Tensor   # [T+1, M, F] training logistic loss (cross-entropy) of the iterates
-    test_acc: torch.Tensor   # [T+1, M, F] accuracy on the fold's held-out part, in [0, 1]
+    train_ce: torch.Tensor  # [T+1, M, F] training logistic loss (cross-entropy) of the iterates
+    test_acc: torch.Tensor  # [T+1, M, F] accuracy on the fold's held-out part, in [0, 1]
     train_acc: torch.Tensor  # [T+1, M, F] accuracy on the fold's training part, in [0, 1]
 
 
@@ -39,18 +40,20 @@ class BatchedFamilyLoss:
     """
 
     def __init__(self, losses: Sequence[rlo.LossConfig]):
-        groups: Dict[rlo.LossConfig, List[int]] = {}
+        groups: dict[rlo.LossConfig, list[int]] = {}
         for index, cfg in enumerate(losses):
             key = dataclasses.replace(cfg, k=1.0) if cfg.is_rooted and cfg.m is None else cfg
             groups.setdefault(key, []).append(index)
         self.num_models = len(losses)
-        self.groups = [(key, torch.tensor(indices), torch.tensor([float(losses[i].k) for i in indices]))
-                       for key, indices in groups.items()]
+        self.groups = [
+            (key, torch.tensor(indices), torch.tensor([float(losses[i].k) for i in indices]))
+            for key, indices in groups.items()
+        ]
         order = torch.cat([indices for _, indices, _ in self.groups])
         self.inverse = torch.empty_like(order)
         self.inverse[order] = torch.arange(order.numel())
 
-    def __call__(self, z: torch.Tensor, y: torch.Tensor, nll: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(self, z: torch.Tensor, y: torch.Tensor, nll: torch.Tensor | None = None) -> torch.Tensor:
         """z [M, ...] logits, y [...] in {-1, +1} or bool (broadcast over models) -> [M, ...] per-sample losses.
 
         ``nll``: ``rlo.logistic(z, y.expand_as(z), reduction='none')`` if the caller has it already; members with
@@ -70,8 +73,9 @@ class BatchedFamilyLoss:
             if key.member.from_nll is not None:
                 part = key.member.from_nll(nll.index_select(0, indices), input_dtype=z.dtype, **params)
             else:
-                part = key.member.binary(z.index_select(0, indices), positive.index_select(0, indices),
-                                         reduction="none", **params)
+                part = key.member.binary(
+                    z.index_select(0, indices), positive.index_select(0, indices), reduction="none", **params
+                )
             parts.append(part)
         merged = parts[0] if len(parts) == 1 else torch.cat(parts)
         return merged.index_select(0, self.inverse.to(z.device))
@@ -87,8 +91,15 @@ def family_binary_loss(losses: Sequence[rlo.LossConfig], z: torch.Tensor, y: tor
     return BatchedFamilyLoss(losses)(z, y)
 
 
-def batched_gd(features: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
-               losses: Sequence[rlo.LossConfig], l2: Sequence[float], steps: int, lr: float) -> GDHistory:
+def batched_gd(
+    features: torch.Tensor,
+    y: torch.Tensor,
+    train_mask: torch.Tensor,
+    losses: Sequence[rlo.LossConfig],
+    l2: Sequence[float],
+    steps: int,
+    lr: float,
+) -> GDHistory:
     """Train M = len(losses) linear models on F folds with full-batch GD from zero weights.
 
     features [F, N, D]: fold f's (standardised) copy of all N samples; the last column is the bias, which is not
@@ -97,8 +108,10 @@ def batched_gd(features: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor
     """
     num_folds, num_samples, dim = features.shape
     if y.shape != (num_samples,) or train_mask.shape != (num_folds, num_samples):
-        raise ValueError(f"shape mismatch: features {tuple(features.shape)}, y {tuple(y.shape)}, "
-                         f"train_mask {tuple(train_mask.shape)}")
+        raise ValueError(
+            f"shape mismatch: features {tuple(features.shape)}, y {tuple(y.shape)}, "
+            f"train_mask {tuple(train_mask.shape)}"
+        )
     if len(l2) != len(losses):
         raise ValueError(f"got {len(l2)} L2 strengths for {len(losses)} models")
     if steps < 0 or not lr > 0:

@@ -7,9 +7,9 @@ fixes the initial weights; the experiment relies on that to start every loss fro
 Input sizes. timm's ResNet/ViT/Swin are ImageNet designs (224 px); at small inputs (``image_size < 128``: CIFAR's and
 the digits' 32 px, Tiny-ImageNet's native 64 px) they are adapted the usual way for CIFAR:
 
-- ResNet: a 3x3 stride-1 stem convolution (stride 2 for the CPU-sized resnet-tiny) and no max-pool, so a 32x32 input reaches the first block at 32x32 (the
-  ImageNet stem would shrink it to 8x8), as the CIFAR ResNet of the paper's code: at 10 classes ResNet-34, -50, -101
-  have 21.3M, 23.5M, 42.5M parameters (Table 3: 21.3M, 23.7M, 42.7M).
+- ResNet: a 3x3 stride-1 stem convolution (stride 2 for the CPU-sized resnet-tiny) and no max-pool, so a 32x32
+  input reaches the first block at 32x32 (the ImageNet stem would shrink it to 8x8), as the CIFAR ResNet of the
+  paper's code: at 10 classes ResNet-34, -50, -101 have 21.3M, 23.5M, 42.5M parameters (Table 3: 21.3M, 23.7M, 42.7M).
 - ViT: patch ``image_size // 8`` (4 at 32 px, as the paper's code), so 8x8 = 64 tokens; ViT-B at patch 4 has the
   85.1M parameters of Table 3.
 - Swin: patch ``image_size // 16`` (2 at 32 px) and window 4, so the four stages see 16, 8, 4 and 2 tokens a side
@@ -19,17 +19,18 @@ At ``image_size >= 128`` the timm models are used as designed (ResNet's 7x7 stri
 patch 4 window 7), which is what ImageNet-pretrained files fit: fine-tuning runs resize Tiny-ImageNet and Food-101
 to 224.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
 
-SMALL_INPUT_BELOW = 128   # image sizes under this get the CIFAR adaptations above
-TIMM_EXTRA = "classify"   # pip install 'rlo-stylegan2[classify]'
+SMALL_INPUT_BELOW = 128  # image sizes under this get the CIFAR adaptations above
+TIMM_EXTRA = "classify"  # pip install 'rlo-stylegan2[classify]'
 
 
 class SmallCNN(nn.Module):
@@ -43,7 +44,7 @@ class SmallCNN(nn.Module):
         layers = []
         channels = in_channels
         for stage in range(3):
-            out = width * 2 ** stage
+            out = width * 2**stage
             layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             channels = out
         self.features = nn.Sequential(*layers)
@@ -59,11 +60,11 @@ class ModelSpec:
     """One ``--model`` choice: the timm architecture it builds (None: ours) and the timm kwargs it fixes."""
 
     name: str
-    timm_name: Optional[str]
-    family: str                       # 'cnn', 'resnet', 'vit' or 'swin': which input-size adaptation applies
-    kwargs: Tuple[Tuple[str, Any], ...] = ()
+    timm_name: str | None
+    family: str  # 'cnn', 'resnet', 'vit' or 'swin': which input-size adaptation applies
+    kwargs: tuple[tuple[str, Any], ...] = ()
     doc: str = ""
-    stem_stride: int = 1              # ResNet at small inputs: the 3x3 stem's stride
+    stem_stride: int = 1  # ResNet at small inputs: the 3x3 stem's stride
 
 
 def _spec(name, timm_name, family, doc, stem_stride=1, **kwargs) -> ModelSpec:
@@ -71,24 +72,43 @@ def _spec(name, timm_name, family, doc, stem_stride=1, **kwargs) -> ModelSpec:
 
 
 # The one list of models; CLI choices, presets and tests derive from it.
-MODELS: Dict[str, ModelSpec] = {spec.name: spec for spec in [
-    _spec("small-cnn", None, "cnn", "3 conv stages 16/32/64, ~24k parameters (the CPU default)"),
-    _spec("resnet18", "resnet18", "resnet", "ResNet-18"),
-    _spec("resnet34", "resnet34", "resnet", "ResNet-34 (Table 3)"),
-    _spec("resnet50", "resnet50", "resnet", "ResNet-50 (Table 2, 3)"),
-    _spec("resnet101", "resnet101", "resnet", "ResNet-101 (Table 3)"),
-    _spec("vit-s", "vit_small_patch16_224", "vit", "ViT-S: width 384, depth 12, 6 heads (Table 3)"),
-    _spec("vit-b", "vit_base_patch16_224", "vit", "ViT-B: width 768, depth 12, 12 heads (Table 2, 3)"),
-    _spec("vit-l", "vit_large_patch16_224", "vit", "ViT-L: width 1024, depth 24, 16 heads (Table 3)"),
-    _spec("swin-t", "swin_tiny_patch4_window7_224", "swin", "Swin-T: width 96, depths 2-2-6-2"),
-    _spec("swin-b", "swin_base_patch4_window7_224", "swin", "Swin-B: width 128, depths 2-2-18-2 (Table 2)"),
-    # CPU-sized members of the same timm families, for the measured digits runs
-    _spec("resnet-tiny", "resnet18", "resnet", "timm ResNet-18 blocks, 1 per stage, widths 8-16-32-64, stride-2 "
-          "3x3 stem (~0.08M)", stem_stride=2, layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8),
-    _spec("vit-tiny", "vit_small_patch16_224", "vit", "timm ViT, width 32, depth 2, 2 heads, MLP x2 (~0.03M)",
-          embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-]}
-MODEL_NAMES: Tuple[str, ...] = tuple(MODELS)
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        _spec("small-cnn", None, "cnn", "3 conv stages 16/32/64, ~24k parameters (the CPU default)"),
+        _spec("resnet18", "resnet18", "resnet", "ResNet-18"),
+        _spec("resnet34", "resnet34", "resnet", "ResNet-34 (Table 3)"),
+        _spec("resnet50", "resnet50", "resnet", "ResNet-50 (Table 2, 3)"),
+        _spec("resnet101", "resnet101", "resnet", "ResNet-101 (Table 3)"),
+        _spec("vit-s", "vit_small_patch16_224", "vit", "ViT-S: width 384, depth 12, 6 heads (Table 3)"),
+        _spec("vit-b", "vit_base_patch16_224", "vit", "ViT-B: width 768, depth 12, 12 heads (Table 2, 3)"),
+        _spec("vit-l", "vit_large_patch16_224", "vit", "ViT-L: width 1024, depth 24, 16 heads (Table 3)"),
+        _spec("swin-t", "swin_tiny_patch4_window7_224", "swin", "Swin-T: width 96, depths 2-2-6-2"),
+        _spec("swin-b", "swin_base_patch4_window7_224", "swin", "Swin-B: width 128, depths 2-2-18-2 (Table 2)"),
+        # CPU-sized members of the same timm families, for the measured digits runs
+        _spec(
+            "resnet-tiny",
+            "resnet18",
+            "resnet",
+            "timm ResNet-18 blocks, 1 per stage, widths 8-16-32-64, stride-2 3x3 stem (~0.08M)",
+            stem_stride=2,
+            layers=(1, 1, 1, 1),
+            channels=(8, 16, 32, 64),
+            stem_width=8,
+        ),
+        _spec(
+            "vit-tiny",
+            "vit_small_patch16_224",
+            "vit",
+            "timm ViT, width 32, depth 2, 2 heads, MLP x2 (~0.03M)",
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2.0,
+        ),
+    ]
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
 class MissingExtraError(ImportError):
@@ -109,9 +129,9 @@ def _timm():
     return timm
 
 
-def timm_kwargs(spec: ModelSpec, in_channels: int, num_classes: int, image_size: int) -> Dict[str, Any]:
+def timm_kwargs(spec: ModelSpec, in_channels: int, num_classes: int, image_size: int) -> dict[str, Any]:
     """The keyword arguments ``timm.create_model`` gets for this model at this input size (see the module doc)."""
-    kwargs: Dict[str, Any] = dict(spec.kwargs, in_chans=in_channels, num_classes=num_classes)
+    kwargs: dict[str, Any] = dict(spec.kwargs, in_chans=in_channels, num_classes=num_classes)
     small = image_size < SMALL_INPUT_BELOW
     if spec.family == "vit":
         kwargs.update(img_size=image_size, patch_size=image_size // 8 if small else 16)
@@ -122,8 +142,7 @@ def timm_kwargs(spec: ModelSpec, in_channels: int, num_classes: int, image_size:
     return kwargs
 
 
-def make_classifier(name: str, in_channels: int, num_classes: int, image_size: int = 32,
-                    **overrides: Any) -> nn.Module:
+def make_classifier(name: str, in_channels: int, num_classes: int, image_size: int = 32, **overrides: Any) -> nn.Module:
     """The network for ``--model``, mapping [N, in_channels, image_size, image_size] to logits [N, num_classes].
 
     Its initial weights depend only on torch's RNG state at the call. ``overrides`` are extra timm kwargs (tests use
@@ -135,11 +154,13 @@ def make_classifier(name: str, in_channels: int, num_classes: int, image_size: i
     if spec.timm_name is None:
         return SmallCNN(in_channels, num_classes)
     timm = _timm()
-    net = timm.create_model(spec.timm_name, pretrained=False,
-                            **dict(timm_kwargs(spec, in_channels, num_classes, image_size), **overrides))
+    net = timm.create_model(
+        spec.timm_name, pretrained=False, **dict(timm_kwargs(spec, in_channels, num_classes, image_size), **overrides)
+    )
     if spec.family == "resnet" and image_size < SMALL_INPUT_BELOW:
-        net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, kernel_size=3, stride=spec.stem_stride, padding=1,
-                              bias=False)
+        net.conv1 = nn.Conv2d(
+            in_channels, net.conv1.out_channels, kernel_size=3, stride=spec.stem_stride, padding=1, bias=False
+        )
         net.maxpool = nn.Identity()
     return net
 
@@ -150,7 +171,8 @@ def parameter_count(net: nn.Module) -> int:
 
 # ---------------------------------------------------------------------------------------------------- pretrained
 
-def classifier_keys(net: nn.Module) -> Tuple[str, ...]:
+
+def classifier_keys(net: nn.Module) -> tuple[str, ...]:
     """State-dict keys of the classification head (re-initialised when fine-tuning for other classes)."""
     if isinstance(net, SmallCNN):
         return ("head.weight", "head.bias")
@@ -158,30 +180,34 @@ def classifier_keys(net: nn.Module) -> Tuple[str, ...]:
     return tuple(key for key in net.state_dict() if key.startswith(head + "."))
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a timm/torchvision checkpoint: ``.safetensors`` via safetensors, else ``torch.load`` with
     ``weights_only=True`` (no code runs). Unwraps ``{'state_dict'|'model'|'model_state': ...}`` and the ``module.``
     prefix of DataParallel/DDP saves."""
     if not os.path.isfile(path):
-        raise PretrainedError(f"--pretrained: no such file {path!r} (a timm or torchvision checkpoint: .pth, .bin "
-                              f"or .safetensors; nothing is downloaded)")
+        raise PretrainedError(
+            f"--pretrained: no such file {path!r} (a timm or torchvision checkpoint: .pth, .bin "
+            f"or .safetensors; nothing is downloaded)"
+        )
     try:
         if path.endswith(".safetensors"):
             # Deferred: a timm dependency, so absent without the [classify] extra; only .safetensors files need it.
             from safetensors.torch import load_file
+
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- any reader failure is one message naming the file
-        raise PretrainedError(f"--pretrained {path}: cannot read it as a checkpoint ({type(err).__name__}: {err})") \
-            from None
+        raise PretrainedError(
+            f"--pretrained {path}: cannot read it as a checkpoint ({type(err).__name__}: {err})"
+        ) from None
     for key in ("state_dict", "model", "model_state", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedError(f"--pretrained {path}: expected a dict of tensors (a state_dict)")
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -195,19 +221,30 @@ def load_pretrained(net: nn.Module, path: str, model_name: str) -> str:
     given = {k: v for k, v in state.items() if k not in head}
     missing = sorted(set(own) - set(given))
     unexpected = sorted(set(given) - set(own))
-    shapes = sorted(f"{k}: file {list(given[k].shape)} vs model {list(own[k].shape)}"
-                    for k in set(own) & set(given) if given[k].shape != own[k].shape)
+    shapes = sorted(
+        f"{k}: file {list(given[k].shape)} vs model {list(own[k].shape)}"
+        for k in set(own) & set(given)
+        if given[k].shape != own[k].shape
+    )
     if missing or unexpected or shapes:
+
         def first(items):
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-        problems = [f"{len(missing)} missing keys: {first(missing)}" if missing else "",
-                    f"{len(unexpected)} unexpected keys: {first(unexpected)}" if unexpected else "",
-                    f"{len(shapes)} shape mismatches: {first(shapes)}" if shapes else ""]
+
+        problems = [
+            f"{len(missing)} missing keys: {first(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected keys: {first(unexpected)}" if unexpected else "",
+            f"{len(shapes)} shape mismatches: {first(shapes)}" if shapes else "",
+        ]
         spec = MODELS[model_name]
-        raise PretrainedError(f"--pretrained {path} does not fit --model {model_name} (timm {spec.timm_name}, "
-                              f"{type(net).__name__}): {'; '.join(p for p in problems if p)}. Pass a checkpoint of "
-                              f"{spec.timm_name} (a 224 px ImageNet file needs --image-size 224)")
+        raise PretrainedError(
+            f"--pretrained {path} does not fit --model {model_name} (timm {spec.timm_name}, "
+            f"{type(net).__name__}): {'; '.join(p for p in problems if p)}. Pass a checkpoint of "
+            f"{spec.timm_name} (a 224 px ImageNet file needs --image-size 224)"
+        )
     net.load_state_dict(dict(given, **{k: v for k, v in net.state_dict().items() if k in head}))
     out_features = getattr(net.get_classifier(), "out_features", "?") if hasattr(net, "get_classifier") else "?"
-    return (f"loaded {len(given)} tensors from {path} into {model_name}; classifier head "
-            f"({', '.join(sorted(head))}) re-initialised for {out_features} classes")
+    return (
+        f"loaded {len(given)} tensors from {path} into {model_name}; classifier head "
+        f"({', '.join(sorted(head))}) re-initialised for {out_features} classes"
+    )

@@ -20,12 +20,13 @@ Every random choice of an epoch (the batch order and each sample's augmentation)
 (seed, epoch) alone and is drawn for the whole global batch; each process then takes its rows ``rank::world``. So
 the batches do not depend on the loss, on the number of processes or workers, or on where a run was resumed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from rlo.experiments import image_data
 
 DIGITS_TRAIN_FRACTION = 0.8
-CROP_PADDING = 4          # at 32 px; image folders pad by size // 8
+CROP_PADDING = 4  # at 32 px; image folders pad by size // 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,35 +45,70 @@ class DatasetSpec:
     """One ``--data`` choice: what file or folder it reads, the flag and variable that say where, how many classes."""
 
     name: str
-    expected: str                     # the archive or folder name as distributed
-    flag: Optional[str]               # CLI flag that gives the path (None: embedded)
-    env: Optional[str]
+    expected: str  # the archive or folder name as distributed
+    flag: str | None  # CLI flag that gives the path (None: embedded)
+    env: str | None
     url: str
     num_classes: int
-    native_size: int                  # the images' side as stored (folders are resized to --image-size)
+    native_size: int  # the images' side as stored (folders are resized to --image-size)
 
 
-DATASETS = {spec.name: spec for spec in [
-    DatasetSpec("digits", "", None, None, "", 10, 32),
-    DatasetSpec("cifar10", "cifar-10-python.tar.gz", "--cifar-path", "RLO_CIFAR10",
-                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 10, 32),
-    DatasetSpec("cifar100", "cifar-100-python.tar.gz", "--cifar100-path", "RLO_CIFAR100",
-                "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", 100, 32),
-    DatasetSpec("tinyimagenet", "tiny-imagenet-200", "--tinyimagenet-path", "RLO_TINYIMAGENET",
-                "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzipped)", 200, 64),
-    DatasetSpec("food101", "food-101", "--food101-path", "RLO_FOOD101",
-                "https://data.vision.ee.ethz.ch/cvl/food-101.tar.gz (extracted)", 101, 512),
-]}
+DATASETS = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("digits", "", None, None, "", 10, 32),
+        DatasetSpec(
+            "cifar10",
+            "cifar-10-python.tar.gz",
+            "--cifar-path",
+            "RLO_CIFAR10",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            10,
+            32,
+        ),
+        DatasetSpec(
+            "cifar100",
+            "cifar-100-python.tar.gz",
+            "--cifar100-path",
+            "RLO_CIFAR100",
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            100,
+            32,
+        ),
+        DatasetSpec(
+            "tinyimagenet",
+            "tiny-imagenet-200",
+            "--tinyimagenet-path",
+            "RLO_TINYIMAGENET",
+            "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzipped)",
+            200,
+            64,
+        ),
+        DatasetSpec(
+            "food101",
+            "food-101",
+            "--food101-path",
+            "RLO_FOOD101",
+            "https://data.vision.ee.ethz.ch/cvl/food-101.tar.gz (extracted)",
+            101,
+            512,
+        ),
+    ]
+}
 DATA_NAMES = tuple(DATASETS)
 
 
-def resolve_data_path(name: str, cli_path: Optional[str]) -> pathlib.Path:
+def resolve_data_path(name: str, cli_path: str | None) -> pathlib.Path:
     """The dataset's path from its flag, else its variable; FileNotFoundError naming what to put where."""
     spec = DATASETS[name]
-    where = (f"Download {spec.url} yourself (this tool downloads nothing) and pass {spec.flag}=PATH or set "
-             f"{spec.env}=PATH")
-    where += (" (the .tar.gz as downloaded, or the folder it extracts to)." if spec.expected.endswith(".tar.gz")
-              else f" (the {spec.expected}/ folder itself).")
+    where = (
+        f"Download {spec.url} yourself (this tool downloads nothing) and pass {spec.flag}=PATH or set {spec.env}=PATH"
+    )
+    where += (
+        " (the .tar.gz as downloaded, or the folder it extracts to)."
+        if spec.expected.endswith(".tar.gz")
+        else f" (the {spec.expected}/ folder itself)."
+    )
     raw = cli_path or os.environ.get(spec.env)
     if not raw:
         raise FileNotFoundError(f"--data={name} needs {spec.expected}. {where}")
@@ -85,6 +121,7 @@ def resolve_data_path(name: str, cli_path: Optional[str]) -> pathlib.Path:
 
 
 # ---------------------------------------------------------------------------------------------------- splits
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageData:
@@ -117,7 +154,7 @@ class FolderData:
     in_channels = 3
 
 
-def load_digits_split(max_images: Optional[int] = None, seed: int = 0) -> ImageData:
+def load_digits_split(max_images: int | None = None, seed: int = 0) -> ImageData:
     """The embedded digits at 32x32, one grey channel; a seeded permutation, the first 80 % train.
 
     ``max_images`` keeps the first that many of the permutation (for quick runs), split 80/20 the same way.
@@ -130,8 +167,13 @@ def load_digits_split(max_images: Optional[int] = None, seed: int = 0) -> ImageD
         order = order[:max_images]
     cut = int(round(DIGITS_TRAIN_FRACTION * len(order)))
     train, test = order[:cut], order[cut:]
-    return ImageData("digits", torch.from_numpy(images[train]), torch.from_numpy(labels[train]),
-                     torch.from_numpy(images[test]), torch.from_numpy(labels[test]))
+    return ImageData(
+        "digits",
+        torch.from_numpy(images[train]),
+        torch.from_numpy(labels[train]),
+        torch.from_numpy(images[test]),
+        torch.from_numpy(labels[test]),
+    )
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
@@ -142,26 +184,38 @@ def load_cifar10_split(path: pathlib.Path) -> ImageData:
     """CIFAR-10's official split: data_batch_1..5 train, test_batch test (uint8 NCHW, labels 0..9)."""
     train_images, train_labels = image_data.read_cifar10(str(path))
     test_images, test_labels = image_data.read_cifar10(str(path), batches=(image_data.CIFAR10_TEST_BATCH,))
-    return ImageData("cifar10", _nchw(train_images), torch.from_numpy(train_labels), _nchw(test_images),
-                     torch.from_numpy(test_labels))
+    return ImageData(
+        "cifar10",
+        _nchw(train_images),
+        torch.from_numpy(train_labels),
+        _nchw(test_images),
+        torch.from_numpy(test_labels),
+    )
 
 
 def load_cifar100_split(path: pathlib.Path) -> ImageData:
     """CIFAR-100's official split with the 100 fine labels."""
     train_images, train_labels = image_data.read_cifar100(str(path), "train")
     test_images, test_labels = image_data.read_cifar100(str(path), "test")
-    return ImageData("cifar100", _nchw(train_images), torch.from_numpy(train_labels), _nchw(test_images),
-                     torch.from_numpy(test_labels), num_classes=image_data.CIFAR100_CLASSES)
+    return ImageData(
+        "cifar100",
+        _nchw(train_images),
+        torch.from_numpy(train_labels),
+        _nchw(test_images),
+        torch.from_numpy(test_labels),
+        num_classes=image_data.CIFAR100_CLASSES,
+    )
 
 
 def load_folder_split(name: str, path: pathlib.Path) -> FolderData:
     if name == "tinyimagenet":
-        return FolderData(name, image_data.list_tiny_imagenet(str(path), "train"),
-                          image_data.list_tiny_imagenet(str(path), "val"))
+        return FolderData(
+            name, image_data.list_tiny_imagenet(str(path), "train"), image_data.list_tiny_imagenet(str(path), "val")
+        )
     return FolderData(name, image_data.list_food101(str(path), "train"), image_data.list_food101(str(path), "test"))
 
 
-def load_data(name: str, path: Optional[str] = None, max_images: Optional[int] = None):
+def load_data(name: str, path: str | None = None, max_images: int | None = None):
     """The dataset ``--data`` names: ImageData (in memory) or FolderData; errors name the file and the flag."""
     if name == "digits":
         return load_digits_split(max_images)
@@ -175,13 +229,14 @@ def load_data(name: str, path: Optional[str] = None, max_images: Optional[int] =
 
 # ---------------------------------------------------------------------------------------------------- augmentation
 
+
 @dataclasses.dataclass(frozen=True)
 class AugmentSettings:
     """Training-time augmentation: random crop (zero padding of size/8, 4 px at 32) + horizontal flip, and optional
     RandAugment(num_ops, magnitude) before it (torchvision.transforms.v2, per sample, on uint8 images)."""
 
     crop_flip: bool = False
-    randaugment: Optional[Tuple[int, int]] = None
+    randaugment: tuple[int, int] | None = None
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -197,14 +252,15 @@ def crop_flip_params(n: int, generator: torch.Generator, padding: int = CROP_PAD
     return dy, dx, flip
 
 
-def apply_crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
-                    padding: int = CROP_PADDING) -> torch.Tensor:
+def apply_crop_flip(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int = CROP_PADDING
+) -> torch.Tensor:
     """x [N, C, H, W] -> the same shape: zero-pad, take the HxW window at (dy, dx), mirror where flip."""
     n, _, h, w = x.shape
     dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
     padded = F.pad(x, [padding] * 4)
-    rows = dy[:, None] + torch.arange(h, device=x.device)                              # [N, H]
-    cols = dx[:, None] + torch.arange(w, device=x.device)                              # [N, W]
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # [N, H]
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # [N, W]
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
@@ -220,6 +276,7 @@ def _v2():
     # Deferred: importing torchvision.transforms.v2 takes 2.8-3.5 s after torch (measured, 3 runs); only
     # RandAugment and the image folders need it.
     import torchvision.transforms.v2 as v2
+
     return v2
 
 
@@ -241,6 +298,7 @@ def _shard(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------- batches
 
+
 class TensorSource:
     """Batches of in-memory data on the device: ``train_batches`` yields (normalised float x [n, C, S, S], labels
     [n], global batch size) for this process's rows of each global batch."""
@@ -261,20 +319,22 @@ class TensorSource:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         return x
 
-    def train_batches(self, epoch: int, seed: int, batch: int, rank: int = 0, world: int = 1,
-                      workers: int = 0) -> Iterator[tuple]:
+    def train_batches(
+        self, epoch: int, seed: int, batch: int, rank: int = 0, world: int = 1, workers: int = 0
+    ) -> Iterator[tuple]:
         generator = epoch_generator(seed, epoch)
         order = torch.randperm(self.n_train, generator=generator)
         for first in range(0, self.n_train, batch):
-            index = order[first:first + batch]
+            index = order[first : first + batch]
             n = index.numel()
             crops = crop_flip_params(n, generator) if self.augment.crop_flip else None
-            seeds = torch.randint(0, 2 ** 62, (n,), generator=generator) if self.augment.randaugment else None
+            seeds = torch.randint(0, 2**62, (n,), generator=generator) if self.augment.randaugment else None
             mine = _shard(index, rank, world).to(self.device)
             images = self.train_images[mine]
             if seeds is not None:
-                images = randaugment(images.cpu(), _shard(seeds, rank, world).tolist(),
-                                     *self.augment.randaugment).to(self.device)
+                images = randaugment(images.cpu(), _shard(seeds, rank, world).tolist(), *self.augment.randaugment).to(
+                    self.device
+                )
             x = (images.float() / 255 - self.mean) / self.std
             if crops is not None:  # after normalising, so the zero padding is the mean colour
                 x = apply_crop_flip(x, *(_shard(c, rank, world) for c in crops))
@@ -292,7 +352,7 @@ class _FolderDataset(torch.utils.data.Dataset):
     """Items are (index, sample seed) pairs; returns (uint8 [3, S, S], label). Train: resize to S x S, then
     RandAugment (optional), random crop (padding S/8) and flip, all seeded by the sample seed. Test: resize only."""
 
-    def __init__(self, images: image_data.ImageList, size: int, augment: Optional[AugmentSettings]):
+    def __init__(self, images: image_data.ImageList, size: int, augment: AugmentSettings | None):
         self.images, self.size, self.augment = images, size, augment
 
     def __len__(self) -> int:
@@ -327,20 +387,22 @@ class FolderSource:
         self.n_train, self.n_test = len(data.train.files), len(data.test.files)
 
     def _loader(self, dataset, batches: list, workers: int) -> Iterator[tuple]:
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                             pin_memory=self.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=batches, num_workers=workers, pin_memory=self.device.type == "cuda"
+        )
         for images, labels in loader:
             x = images.to(self.device, non_blocking=True).float() / 255
             yield (x - self.mean) / self.std, labels.to(self.device, non_blocking=True)
 
-    def train_batches(self, epoch: int, seed: int, batch: int, rank: int = 0, world: int = 1,
-                      workers: int = 0) -> Iterator[tuple]:
+    def train_batches(
+        self, epoch: int, seed: int, batch: int, rank: int = 0, world: int = 1, workers: int = 0
+    ) -> Iterator[tuple]:
         generator = epoch_generator(seed, epoch)
         order = torch.randperm(self.n_train, generator=generator)
-        seeds = torch.randint(0, 2 ** 62, (self.n_train,), generator=generator)
+        seeds = torch.randint(0, 2**62, (self.n_train,), generator=generator)
         batches, sizes = [], []
         for first in range(0, self.n_train, batch):
-            index, chosen = order[first:first + batch], seeds[first:first + batch]
+            index, chosen = order[first : first + batch], seeds[first : first + batch]
             batches.append(list(zip(_shard(index, rank, world).tolist(), _shard(chosen, rank, world).tolist())))
             sizes.append(index.numel())
         dataset = _FolderDataset(self.data.train, self.image_size, self.augment)
@@ -348,8 +410,10 @@ class FolderSource:
             yield x, y, n
 
     def test_batches(self, batch: int, rank: int = 0, world: int = 1, workers: int = 0) -> Iterator[tuple]:
-        batches = [[(i, 0) for i in range(first, min(first + batch, self.n_test))[rank::world]]
-                   for first in range(0, self.n_test, batch)]
+        batches = [
+            [(i, 0) for i in range(first, min(first + batch, self.n_test))[rank::world]]
+            for first in range(0, self.n_test, batch)
+        ]
         yield from self._loader(_FolderDataset(self.data.test, self.image_size, None), batches, workers)
 
 

@@ -6,12 +6,13 @@ batch (:mod:`rlo.experiments.classify_data`), and the gradients of the per-proce
 step exactly as one process with the whole batch would (up to float summation order). BatchNorm statistics stay
 per process, as in DDP without SyncBatchNorm.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import socket
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist

@@ -18,56 +18,109 @@ Where each value comes from:
 
 Fine-tuning presets need ``--pretrained PATH``: a local timm/torchvision checkpoint of the preset's model.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
 
-TABLE2_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"     # [P] Table 2's columns; focal's label defaults gamma 3 alpha 0.25
-TABLE3_LOSSES = "ce,focal,rlo-k10"                   # [P] Table 3's columns
+TABLE2_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"  # [P] Table 2's columns; focal's label defaults gamma 3 alpha 0.25
+TABLE3_LOSSES = "ce,focal,rlo-k10"  # [P] Table 3's columns
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
-    values: Tuple[Tuple[str, str], ...]   # (CLI parameter name, value as typed on the command line)
+    values: tuple[tuple[str, str], ...]  # (CLI parameter name, value as typed on the command line)
     doc: str
     needs_pretrained: bool = False
 
-    def as_dict(self) -> Dict[str, str]:
+    def as_dict(self) -> dict[str, str]:
         return dict(self.values)
 
 
-_COMMON = dict(optimizer="adam", weight_decay="0", schedule="cosine", warmup_epochs="0", batch="512",
-               augment="crop-flip", precision="bf16", seeds="3", workers="8")
+_COMMON = dict(
+    optimizer="adam",
+    weight_decay="0",
+    schedule="cosine",
+    warmup_epochs="0",
+    batch="512",
+    augment="crop-flip",
+    precision="bf16",
+    seeds="3",
+    workers="8",
+)
 _SCRATCH = {  # Table 2 model -> (our model, epochs [P], lr [C])
-    "vit": ("vit-b", "200", "1e-4"), "resnet": ("resnet50", "100", "1e-3"), "swin": ("swin-b", "100", "1e-4")}
+    "vit": ("vit-b", "200", "1e-4"),
+    "resnet": ("resnet50", "100", "1e-3"),
+    "swin": ("swin-b", "100", "1e-4"),
+}
 
 
 def _preset(name, doc, needs_pretrained=False, **values) -> Preset:
     return Preset(name, tuple(dict(_COMMON, **values).items()), doc, needs_pretrained)
 
 
-def _all() -> Dict[str, Preset]:
+def _all() -> dict[str, Preset]:
     presets = []
     for data, label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")):
         for key, (model, epochs, lr) in _SCRATCH.items():
-            presets.append(_preset(f"table2-{data}-{key}", f"Table 2, {label} {model} from scratch, {epochs} epochs",
-                                   data=data, model=model, epochs=epochs, lr=lr, losses=TABLE2_LOSSES,
-                                   image_size="32", channels_last=str(key == "resnet")))
+            presets.append(
+                _preset(
+                    f"table2-{data}-{key}",
+                    f"Table 2, {label} {model} from scratch, {epochs} epochs",
+                    data=data,
+                    model=model,
+                    epochs=epochs,
+                    lr=lr,
+                    losses=TABLE2_LOSSES,
+                    image_size="32",
+                    channels_last=str(key == "resnet"),
+                )
+            )
     for data, label in (("tinyimagenet", "Tiny-ImageNet"), ("food101", "Food-101")):
         for key, (model, _, _) in _SCRATCH.items():
-            presets.append(_preset(f"table2-{data}-{key}", f"Table 2, {label} {model} fine-tuned at 224 px, 10 epochs",
-                                   needs_pretrained=True, data=data, model=model, epochs="10", lr="1e-4",
-                                   losses=TABLE2_LOSSES, image_size="224", channels_last=str(key == "resnet")))
-    presets.append(_preset("table3-resnet", "Table 3, CIFAR-10 ResNet-34/50/101 from scratch, 100 epochs",
-                           data="cifar10", model="resnet34,resnet50,resnet101", epochs="100", lr="1e-3",
-                           losses=TABLE3_LOSSES, image_size="32", channels_last="True"))
-    presets.append(_preset("table3-vit", "Table 3, CIFAR-10 ViT-S/B/L from scratch, 200 epochs",
-                           data="cifar10", model="vit-s,vit-b,vit-l", epochs="200", lr="1e-4",
-                           losses=TABLE3_LOSSES, image_size="32", channels_last="False"))
+            presets.append(
+                _preset(
+                    f"table2-{data}-{key}",
+                    f"Table 2, {label} {model} fine-tuned at 224 px, 10 epochs",
+                    needs_pretrained=True,
+                    data=data,
+                    model=model,
+                    epochs="10",
+                    lr="1e-4",
+                    losses=TABLE2_LOSSES,
+                    image_size="224",
+                    channels_last=str(key == "resnet"),
+                )
+            )
+    presets.append(
+        _preset(
+            "table3-resnet",
+            "Table 3, CIFAR-10 ResNet-34/50/101 from scratch, 100 epochs",
+            data="cifar10",
+            model="resnet34,resnet50,resnet101",
+            epochs="100",
+            lr="1e-3",
+            losses=TABLE3_LOSSES,
+            image_size="32",
+            channels_last="True",
+        )
+    )
+    presets.append(
+        _preset(
+            "table3-vit",
+            "Table 3, CIFAR-10 ViT-S/B/L from scratch, 200 epochs",
+            data="cifar10",
+            model="vit-s,vit-b,vit-l",
+            epochs="200",
+            lr="1e-4",
+            losses=TABLE3_LOSSES,
+            image_size="32",
+            channels_last="False",
+        )
+    )
     return {preset.name: preset for preset in presets}
 
 
-PRESETS: Dict[str, Preset] = _all()
+PRESETS: dict[str, Preset] = _all()
 PRESET_NAMES = tuple(PRESETS)

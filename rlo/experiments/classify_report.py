@@ -6,13 +6,14 @@ Spread: mean ± the half-width of the 95 % Student-t confidence interval over se
 the sample standard deviation s (blank for one seed). "− CE, same seed" is the mean and CI of the per-seed
 differences to CE's run of that seed (same initial weights and batches), in percentage points.
 """
+
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
 import math
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.special
@@ -35,7 +36,7 @@ def loss_label(cfg: rlo.LossConfig) -> str:
     return cfg.name
 
 
-def mean_ci95(values: Sequence[float]) -> Tuple[float, float]:
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     """(mean, half-width of the two-sided 95 % Student-t interval); the half-width is nan for fewer than 2 values."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -50,22 +51,22 @@ def _pm(mean: float, half: float, digits: int = 2, sign: bool = False) -> str:
     return text if math.isnan(half) else f"{text} ± {half:.{digits}f}"
 
 
-def _groups(runs: Sequence[RunHistory]) -> Dict[Tuple[str, rlo.LossConfig], List[RunHistory]]:
-    grouped: Dict[Tuple[str, rlo.LossConfig], List[RunHistory]] = {}
+def _groups(runs: Sequence[RunHistory]) -> dict[tuple[str, rlo.LossConfig], list[RunHistory]]:
+    grouped: dict[tuple[str, rlo.LossConfig], list[RunHistory]] = {}
     for run in runs:
         grouped.setdefault((run.model, run.loss), []).append(run)
     return grouped
 
 
-def _models(runs: Sequence[RunHistory]) -> List[str]:
+def _models(runs: Sequence[RunHistory]) -> list[str]:
     return list(dict.fromkeys(run.model for run in runs))
 
 
-def _losses(runs: Sequence[RunHistory]) -> List[rlo.LossConfig]:
+def _losses(runs: Sequence[RunHistory]) -> list[rlo.LossConfig]:
     return list(dict.fromkeys(run.loss for run in runs))
 
 
-def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
+def summary_rows(runs: Sequence[RunHistory]) -> list[dict]:
     """One dict per (model, loss): accuracies in %, times in seconds, mean and 95 % CI half-width over seeds.
 
     ``diff_vs_ce_*``: last-epoch test accuracy minus CE's on the same seed and model, in percentage points; nan
@@ -75,18 +76,34 @@ def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
     ce_final = {(run.model, run.seed): run.epochs[-1].test_acc for run in runs if run.loss == CE}
     for (model, cfg), group in _groups(runs).items():
         final = [100 * run.epochs[-1].test_acc for run in group]
-        paired = [100 * (run.epochs[-1].test_acc - ce_final[model, run.seed]) for run in group
-                  if (model, run.seed) in ce_final]
-        best = [100 * max(r.test_acc for r in run.epochs[1:]) if len(run.epochs) > 1 else 100 * run.epochs[0].test_acc
-                for run in group]
+        paired = [
+            100 * (run.epochs[-1].test_acc - ce_final[model, run.seed])
+            for run in group
+            if (model, run.seed) in ce_final
+        ]
+        best = [
+            100 * max(r.test_acc for r in run.epochs[1:]) if len(run.epochs) > 1 else 100 * run.epochs[0].test_acc
+            for run in group
+        ]
         # time per epoch: each seed's mean over its epochs, then mean and CI over seeds
-        times = [float(np.mean([r.epoch_time_s for r in run.epochs[1:]])) if len(run.epochs) > 1 else 0.0
-                 for run in group]
-        row = dict(model=model, parameters=group[0].parameters, loss=cfg.describe(), label=loss_label(cfg),
-                   k=f"{cfg.k:g}" if cfg.is_rooted else "", seeds=len(group))
-        for key, values in (("test_acc", final), ("diff_vs_ce", paired), ("best_epoch_acc", best),
-                            ("train_acc", [100 * run.epochs[-1].train_acc for run in group]),
-                            ("epoch_time_s", times)):
+        times = [
+            float(np.mean([r.epoch_time_s for r in run.epochs[1:]])) if len(run.epochs) > 1 else 0.0 for run in group
+        ]
+        row = dict(
+            model=model,
+            parameters=group[0].parameters,
+            loss=cfg.describe(),
+            label=loss_label(cfg),
+            k=f"{cfg.k:g}" if cfg.is_rooted else "",
+            seeds=len(group),
+        )
+        for key, values in (
+            ("test_acc", final),
+            ("diff_vs_ce", paired),
+            ("best_epoch_acc", best),
+            ("train_acc", [100 * run.epochs[-1].train_acc for run in group]),
+            ("epoch_time_s", times),
+        ):
             row[f"{key}_mean"], row[f"{key}_ci95"] = mean_ci95(values)
         row["total_train_time_mean_s"] = float(np.mean([run.epochs[-1].wall_s for run in group]))
         row["final_train_ce_mean"] = float(np.mean([run.epochs[-1].train_ce for run in group]))
@@ -97,17 +114,22 @@ def summary_rows(runs: Sequence[RunHistory]) -> List[dict]:
 
 def results_table(runs: Sequence[RunHistory]) -> str:
     """The long table: one line per (model, loss)."""
-    lines = ["| Model | Loss | test acc. (%), last epoch | − CE, same seed (pp) | best-epoch test acc. (%) | "
-             "train time / epoch (s) | train time, total (s) | train CE, last epoch | test CE, last epoch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Model | Loss | test acc. (%), last epoch | − CE, same seed (pp) | best-epoch test acc. (%) | "
+        "train time / epoch (s) | train time, total (s) | train CE, last epoch | test CE, last epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in summary_rows(runs):
-        paired = "" if math.isnan(row["diff_vs_ce_mean"]) else _pm(row["diff_vs_ce_mean"], row["diff_vs_ce_ci95"],
-                                                                    sign=True)
-        lines.append(f"| {row['model']} | {row['label']} | {_pm(row['test_acc_mean'], row['test_acc_ci95'])} "
-                     f"(n={row['seeds']}) | {paired} | {_pm(row['best_epoch_acc_mean'], row['best_epoch_acc_ci95'])} "
-                     f"| {_pm(row['epoch_time_s_mean'], row['epoch_time_s_ci95'], 3)} | "
-                     f"{row['total_train_time_mean_s']:.1f} | {row['final_train_ce_mean']:.4f} | "
-                     f"{row['final_test_ce_mean']:.4f} |")
+        paired = (
+            "" if math.isnan(row["diff_vs_ce_mean"]) else _pm(row["diff_vs_ce_mean"], row["diff_vs_ce_ci95"], sign=True)
+        )
+        lines.append(
+            f"| {row['model']} | {row['label']} | {_pm(row['test_acc_mean'], row['test_acc_ci95'])} "
+            f"(n={row['seeds']}) | {paired} | {_pm(row['best_epoch_acc_mean'], row['best_epoch_acc_ci95'])} "
+            f"| {_pm(row['epoch_time_s_mean'], row['epoch_time_s_ci95'], 3)} | "
+            f"{row['total_train_time_mean_s']:.1f} | {row['final_train_ce_mean']:.4f} | "
+            f"{row['final_test_ce_mean']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -122,8 +144,14 @@ def table2(runs: Sequence[RunHistory], dataset: str) -> str:
         cells = []
         for cfg in losses:
             row = rows.get((model, cfg.describe()))
-            cells += ["", ""] if row is None else [_pm(row["epoch_time_s_mean"], row["epoch_time_s_ci95"], 3),
-                                                   _pm(row["test_acc_mean"], row["test_acc_ci95"])]
+            cells += (
+                ["", ""]
+                if row is None
+                else [
+                    _pm(row["epoch_time_s_mean"], row["epoch_time_s_ci95"], 3),
+                    _pm(row["test_acc_mean"], row["test_acc_ci95"]),
+                ]
+            )
         lines.append(f"| {dataset} | {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -143,7 +171,10 @@ def table3(runs: Sequence[RunHistory]) -> str:
                 cells += ["", ""]
                 continue
             params = f"{row['parameters'] / 1e6:.2f}M"
-            cells += [_pm(row["train_acc_mean"], row["train_acc_ci95"]), _pm(row["test_acc_mean"], row["test_acc_ci95"])]
+            cells += [
+                _pm(row["train_acc_mean"], row["train_acc_ci95"]),
+                _pm(row["test_acc_mean"], row["test_acc_ci95"]),
+            ]
         lines.append(f"| {model} | {params} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -154,8 +185,12 @@ def results_csv(runs: Sequence[RunHistory]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: ("" if math.isnan(value) else f"{value:.6f}") if isinstance(value, float) else value
-                         for key, value in row.items()})
+        writer.writerow(
+            {
+                key: ("" if math.isnan(value) else f"{value:.6f}") if isinstance(value, float) else value
+                for key, value in row.items()
+            }
+        )
     return buffer.getvalue()
 
 
@@ -166,9 +201,13 @@ def epochs_csv(runs: Sequence[RunHistory]) -> str:
     writer.writerow(["model", "loss", "seed"] + fields)
     for run in runs:
         for record in run.epochs:
-            writer.writerow([run.model, run.loss.describe(), run.seed] + [
-                f"{getattr(record, f):.6f}" if isinstance(getattr(record, f), float) else getattr(record, f)
-                for f in fields])
+            writer.writerow(
+                [run.model, run.loss.describe(), run.seed]
+                + [
+                    f"{getattr(record, f):.6f}" if isinstance(getattr(record, f), float) else getattr(record, f)
+                    for f in fields
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -191,16 +230,26 @@ def figure3(runs: Sequence[RunHistory], title: str) -> Figure:
             acc = 100 * np.array([[r.test_acc for r in run.epochs] for run in group])
             ce = np.array([[r.test_ce for r in run.epochs] for run in group]).mean(axis=0)
             own = np.array([[r.test_loss for r in run.epochs] for run in group]).mean(axis=0)
-            line, = row[0].plot(wall, acc.mean(axis=0), marker=".", label=loss_label(cfg))
+            (line,) = row[0].plot(wall, acc.mean(axis=0), marker=".", label=loss_label(cfg))
             row[0].fill_between(wall, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
             row[1].plot(wall, ce, marker=".", color=line.get_color(), label=loss_label(cfg))
             row[2].plot(wall, own, marker=".", color=line.get_color(), label=loss_label(cfg))
-        row[0].set(xlabel=f"training wall time ({unit})", ylabel="validation accuracy (%)",
-                   title=f"{model}: validation accuracy")
-        row[1].set(xlabel=f"training wall time ({unit})", ylabel="validation CE", yscale="log",
-                   title=f"{model}: validation cross-entropy")
-        row[2].set(xlabel=f"training wall time ({unit})", ylabel="validation loss (own objective)",
-                   title=f"{model}: validation loss, each run's objective")
+        row[0].set(
+            xlabel=f"training wall time ({unit})",
+            ylabel="validation accuracy (%)",
+            title=f"{model}: validation accuracy",
+        )
+        row[1].set(
+            xlabel=f"training wall time ({unit})",
+            ylabel="validation CE",
+            yscale="log",
+            title=f"{model}: validation cross-entropy",
+        )
+        row[2].set(
+            xlabel=f"training wall time ({unit})",
+            ylabel="validation loss (own objective)",
+            title=f"{model}: validation loss, each run's objective",
+        )
         for ax in row:
             ax.grid(alpha=0.3)
             if ax.lines:

@@ -6,6 +6,7 @@ The paired-seed protocol: the initial network is a function of (seed, model, dat
 an epoch of (seed, epoch) only (:mod:`rlo.experiments.classify_data`), so for a seed every loss starts from the same
 weights and sees the same batches and augmentations; the losses differ in nothing but the objective.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ import math
 import pathlib
 import sys
 import time
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Callable
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -44,21 +45,21 @@ class TrainSettings:
 
     model: str = "small-cnn"
     epochs: int = 30
-    batch: int = 64                   # global: split over the processes of a multi-process run
+    batch: int = 64  # global: split over the processes of a multi-process run
     optimizer: str = "adamw"
-    lr: float = 1e-3                  # peak, after warm-up
-    weight_decay: float = 0.01        # decoupled for AdamW, L2 for Adam/SGD; on every parameter
-    momentum: float = 0.9             # SGD only (Nesterov off)
-    schedule: str = "cosine"          # per step, from lr down to 0 at the last step
-    warmup_epochs: float = 0.0        # linear warm-up from lr/steps to lr
-    clip_grad: Optional[float] = None  # max global L2 norm of the gradient
+    lr: float = 1e-3  # peak, after warm-up
+    weight_decay: float = 0.01  # decoupled for AdamW, L2 for Adam/SGD; on every parameter
+    momentum: float = 0.9  # SGD only (Nesterov off)
+    schedule: str = "cosine"  # per step, from lr down to 0 at the last step
+    warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr
+    clip_grad: float | None = None  # max global L2 norm of the gradient
     augment: AugmentSettings = AugmentSettings()
-    precision: str = "fp32"           # autocast dtype on the device; fp16 adds a GradScaler
+    precision: str = "fp32"  # autocast dtype on the device; fp16 adds a GradScaler
     channels_last: bool = False
     image_size: int = 32
-    pretrained: Optional[str] = None  # a local checkpoint to fine-tune from (all but the head)
-    workers: int = 0                  # DataLoader processes for image folders
-    model_kwargs: Tuple[Tuple[str, object], ...] = ()  # extra timm kwargs (tests shrink models with them)
+    pretrained: str | None = None  # a local checkpoint to fine-tune from (all but the head)
+    workers: int = 0  # DataLoader processes for image folders
+    model_kwargs: tuple[tuple[str, object], ...] = ()  # extra timm kwargs (tests shrink models with them)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
@@ -66,23 +67,23 @@ class TrainSettings:
 
 @dataclasses.dataclass
 class EpochRecord:
-    epoch: int                 # 0 = the initial network, before any step
-    train_loss: float          # mean of the run's own objective over the epoch's batches (nan at epoch 0)
-    train_ce: float            # mean CE on the same batches, same forward pass (nan at epoch 0)
-    train_acc: float           # running accuracy on the epoch's (augmented) batches, as the paper's code reports
-    test_acc: float            # fraction in [0, 1] after the epoch
+    epoch: int  # 0 = the initial network, before any step
+    train_loss: float  # mean of the run's own objective over the epoch's batches (nan at epoch 0)
+    train_ce: float  # mean CE on the same batches, same forward pass (nan at epoch 0)
+    train_acc: float  # running accuracy on the epoch's (augmented) batches, as the paper's code reports
+    test_acc: float  # fraction in [0, 1] after the epoch
     test_ce: float
-    test_loss: float           # the run's own objective on the test split
-    lr: float                  # learning rate at the epoch's last step
-    epoch_time_s: float        # training wall time of this epoch, evaluation excluded
-    wall_s: float              # cumulative training wall time
+    test_loss: float  # the run's own objective on the test split
+    lr: float  # learning rate at the epoch's last step
+    epoch_time_s: float  # training wall time of this epoch, evaluation excluded
+    wall_s: float  # cumulative training wall time
 
 
 @dataclasses.dataclass
 class RunHistory:
     loss: rlo.LossConfig
     seed: int
-    epochs: List[EpochRecord]
+    epochs: list[EpochRecord]
     model: str = "small-cnn"
     parameters: int = 0
 
@@ -115,12 +116,14 @@ def make_optimizer(settings: TrainSettings, net: torch.nn.Module) -> torch.optim
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def initial_network(settings: TrainSettings, source, seed: int, announce: Callable[[str], None] = print
-                    ) -> torch.nn.Module:
+def initial_network(
+    settings: TrainSettings, source, seed: int, announce: Callable[[str], None] = print
+) -> torch.nn.Module:
     """The seed's initial network: a function of (seed, model, shape, pretrained file) only, never of the loss."""
     torch.manual_seed(seed)
-    net = make_classifier(settings.model, source.in_channels, source.num_classes, settings.image_size,
-                          **dict(settings.model_kwargs))
+    net = make_classifier(
+        settings.model, source.in_channels, source.num_classes, settings.image_size, **dict(settings.model_kwargs)
+    )
     if settings.pretrained:
         announce(load_pretrained(net, settings.pretrained, settings.model))
     return net
@@ -138,8 +141,14 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, source, loss_cfg: rlo.LossConfig, settings: TrainSettings,
-             device: torch.device, dist: Dist = Dist()) -> Tuple[float, float, float]:
+def evaluate(
+    net: torch.nn.Module,
+    source,
+    loss_cfg: rlo.LossConfig,
+    settings: TrainSettings,
+    device: torch.device,
+    dist: Dist = Dist(),
+) -> tuple[float, float, float]:
     """(accuracy in [0, 1], mean CE, mean own loss) on the test split, in eval mode, summed over the processes."""
     was_training = net.training
     net.eval()
@@ -152,10 +161,14 @@ def evaluate(net: torch.nn.Module, source, loss_cfg: rlo.LossConfig, settings: T
         with _autocast(device, settings.precision):
             logits = net(x)
         logits = logits.float()
-        totals += torch.stack([(logits.argmax(dim=1) == y).sum().double(),
-                               rlo.classification_loss(rlo.LossConfig("ce"), logits, y, reduction="sum").double(),
-                               rlo.classification_loss(loss_cfg, logits, y, reduction="sum").double(),
-                               torch.tensor(float(y.numel()), dtype=torch.float64, device=device)])
+        totals += torch.stack(
+            [
+                (logits.argmax(dim=1) == y).sum().double(),
+                rlo.classification_loss(rlo.LossConfig("ce"), logits, y, reduction="sum").double(),
+                rlo.classification_loss(loss_cfg, logits, y, reduction="sum").double(),
+                torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
+            ]
+        )
     dist.sum_(totals)
     net.train(was_training)
     correct, ce, own, count = totals.tolist()
@@ -163,6 +176,7 @@ def evaluate(net: torch.nn.Module, source, loss_cfg: rlo.LossConfig, settings: T
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+
 
 def save_atomic(state: dict, path: pathlib.Path) -> None:
     """torch.save through :func:`rlo.files.atomic_write` (temporary file beside it, fsync, rename): a reader, or a
@@ -188,7 +202,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _epochs_csv(records: List[EpochRecord]) -> str:
+def _epochs_csv(records: list[EpochRecord]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     fields = [f.name for f in dataclasses.fields(EpochRecord)]
@@ -210,19 +224,34 @@ def _load_checkpoint(path: pathlib.Path, settings: TrainSettings, loss_cfg: rlo.
     now = json.loads(settings.to_json())
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ or state["loss"] != loss_cfg.describe() or state["seed"] != seed:
-        what = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ) or \
-            f"loss {state['loss']} seed {state['seed']}"
-        raise RunDirError(f"--resume: {path} was made with other settings ({what}); resume with the same flags or "
-                          f"choose another --run-dir")
+        what = (
+            ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+            or f"loss {state['loss']} seed {state['seed']}"
+        )
+        raise RunDirError(
+            f"--resume: {path} was made with other settings ({what}); resume with the same flags or "
+            f"choose another --run-dir"
+        )
     return state
 
 
 # ---------------------------------------------------------------------------------------------------- one run
 
-def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: int, *, device: str = "cpu",
-              dist: Dist = Dist(), run_dir: Optional[pathlib.Path] = None, resume: bool = False,
-              progress: bool = True, on_epoch_end: Optional[Callable[[int], None]] = None,
-              announce: Callable[[str], None] = print) -> Tuple[RunHistory, torch.nn.Module]:
+
+def train_run(
+    source,
+    loss_cfg: rlo.LossConfig,
+    settings: TrainSettings,
+    seed: int,
+    *,
+    device: str = "cpu",
+    dist: Dist = Dist(),
+    run_dir: pathlib.Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int], None] | None = None,
+    announce: Callable[[str], None] = print,
+) -> tuple[RunHistory, torch.nn.Module]:
     """Train one (model, loss, seed) run -> (RunHistory, trained net on the CPU).
 
     ``run_dir``: the run's folder for checkpoint.pt (written atomically after every epoch), log.csv and TensorBoard
@@ -239,8 +268,12 @@ def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: i
     net = net.to(dev, memory_format=memory_format)
     optimizer = make_optimizer(settings, net)
     steps_per_epoch = math.ceil(source.n_train / settings.batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(
-        settings.epochs * steps_per_epoch, round(settings.warmup_epochs * steps_per_epoch), settings.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        WarmupCosine(
+            settings.epochs * steps_per_epoch, round(settings.warmup_epochs * steps_per_epoch), settings.schedule
+        ),
+    )
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.precision == "fp16")
     history = RunHistory(loss_cfg, seed, [], settings.model, parameter_count(net))
 
@@ -254,22 +287,33 @@ def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: i
         history.epochs = [EpochRecord(**record) for record in state["history"]]
     else:
         acc, test_ce, test_loss = evaluate(net, source, loss_cfg, settings, dev, dist)
-        history.epochs = [EpochRecord(0, math.nan, math.nan, math.nan, acc, test_ce, test_loss,
-                                      optimizer.param_groups[0]["lr"], 0.0, 0.0)]
+        history.epochs = [
+            EpochRecord(
+                0, math.nan, math.nan, math.nan, acc, test_ce, test_loss, optimizer.param_groups[0]["lr"], 0.0, 0.0
+            )
+        ]
     start_epoch = history.epochs[-1].epoch + 1
     main = dist.is_main and run_dir is not None
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch) if main and start_epoch <= settings.epochs \
-        else None
+    writer = (
+        SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch) if main and start_epoch <= settings.epochs else None
+    )
     ce_cfg = rlo.LossConfig("ce")
-    bar = tqdm(range(start_epoch, settings.epochs + 1), desc=f"{settings.model} {loss_cfg.describe()} seed {seed}",
-               unit="epoch", disable=None if progress and dist.is_main else True, leave=False, file=sys.stderr)
+    bar = tqdm(
+        range(start_epoch, settings.epochs + 1),
+        desc=f"{settings.model} {loss_cfg.describe()} seed {seed}",
+        unit="epoch",
+        disable=None if progress and dist.is_main else True,
+        leave=False,
+        file=sys.stderr,
+    )
     net.train()
     for epoch in bar:
         sums = torch.zeros(4, dtype=torch.float64, device=dev)  # own loss, CE, correct, count
         _synchronize(dev)
         start = time.perf_counter()
-        for x, y, n_global in source.train_batches(epoch, seed, settings.batch, dist.rank, dist.world,
-                                                   settings.workers):
+        for x, y, n_global in source.train_batches(
+            epoch, seed, settings.batch, dist.rank, dist.world, settings.workers
+        ):
             optimizer.zero_grad(set_to_none=True)
             if x.shape[0] == 0:  # this process's share of a short last batch is empty: add zero gradients
                 for p in net.parameters():
@@ -295,26 +339,62 @@ def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: i
             scaler.update()
             scheduler.step()
             with torch.no_grad():
-                sums += torch.stack([loss_sum.detach().double(), ce_sum.double(), correct.double(),
-                                     torch.tensor(float(x.shape[0]), dtype=torch.float64, device=dev)])
+                sums += torch.stack(
+                    [
+                        loss_sum.detach().double(),
+                        ce_sum.double(),
+                        correct.double(),
+                        torch.tensor(float(x.shape[0]), dtype=torch.float64, device=dev),
+                    ]
+                )
         _synchronize(dev)
         seconds = time.perf_counter() - start
         dist.sum_(sums)
         loss_total, ce_total, correct_total, count = sums.tolist()
         acc, test_ce, test_loss = evaluate(net, source, loss_cfg, settings, dev, dist)
-        record = EpochRecord(epoch, loss_total / count, ce_total / count, correct_total / count, acc, test_ce,
-                             test_loss, optimizer.param_groups[0]["lr"], seconds, history.epochs[-1].wall_s + seconds)
+        record = EpochRecord(
+            epoch,
+            loss_total / count,
+            ce_total / count,
+            correct_total / count,
+            acc,
+            test_ce,
+            test_loss,
+            optimizer.param_groups[0]["lr"],
+            seconds,
+            history.epochs[-1].wall_s + seconds,
+        )
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record.train_loss:.4f}", acc=f"{100 * acc:.2f}%")
         if main:
-            save_atomic({"format": CHECKPOINT_FORMAT, "settings": settings.to_json(), "loss": loss_cfg.describe(),
-                         "seed": seed, "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(dev),
-                         "history": [dataclasses.asdict(r) for r in history.epochs]}, checkpoint)
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "settings": settings.to_json(),
+                    "loss": loss_cfg.describe(),
+                    "seed": seed,
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(dev),
+                    "history": [dataclasses.asdict(r) for r in history.epochs],
+                },
+                checkpoint,
+            )
             text = _epochs_csv(history.epochs)
-            atomic_write(run_dir / "log.csv", lambda f: f.write(text.encode()))
-            for field in ("train_loss", "train_ce", "train_acc", "test_acc", "test_ce", "test_loss", "lr",
-                          "epoch_time_s"):
+            atomic_write(run_dir / "log.csv", lambda f: f.write(text.encode()))  # noqa: B023 (called at once)
+            for field in (
+                "train_loss",
+                "train_ce",
+                "train_acc",
+                "test_acc",
+                "test_ce",
+                "test_loss",
+                "lr",
+                "epoch_time_s",
+            ):
                 writer.add_scalar(f"{field}", getattr(record, field), epoch)
             writer.flush()
         dist.barrier()
@@ -326,7 +406,14 @@ def train_run(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: i
     return history, net.cpu()
 
 
-def train_classifier(source, loss_cfg: rlo.LossConfig, settings: TrainSettings, seed: int, device: str = "cpu",
-                     progress: bool = True, **kwargs) -> Tuple[RunHistory, torch.nn.Module]:
+def train_classifier(
+    source,
+    loss_cfg: rlo.LossConfig,
+    settings: TrainSettings,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+    **kwargs,
+) -> tuple[RunHistory, torch.nn.Module]:
     """:func:`train_run` without a run folder (the in-memory form the tests and the sweep use)."""
     return train_run(source, loss_cfg, settings, seed, device=device, progress=progress, **kwargs)

@@ -4,6 +4,7 @@ Folds are stratified (each class is shuffled with a seeded generator and dealt r
 fold sizes differ by at most one per class. Standardisation statistics come from each fold's training part only;
 the test part is transformed with them. A constant feature (zero training std) is centred and left unscaled.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ def train_masks(fold_ids: np.ndarray, n_folds: int) -> torch.Tensor:
     return ids.unsqueeze(0) != torch.arange(n_folds).unsqueeze(1)
 
 
-def standardize_per_fold(x: np.ndarray, train_mask: torch.Tensor, add_bias: bool = True,
-                         dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def standardize_per_fold(
+    x: np.ndarray, train_mask: torch.Tensor, add_bias: bool = True, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """x [N, d], train_mask [F, N] -> [F, N, d (+1)]: fold f's copy of x standardised with f's training statistics.
 
     With ``add_bias`` a constant-1 column is appended, so a linear model's last weight is its bias.

@@ -20,11 +20,12 @@ Protocol (paper section 4.2, our choices where the paper is silent marked *):
 All (method, k, fold) combinations train together in one batched tensor program (:mod:`batched_gd`); the only
 Python loop is over GD steps.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -44,7 +45,7 @@ class LogRegConfig:
     lr: float = 0.01
     steps: int = 200
     spectf_steps: int = 1000  # the paper runs SPECTF heart longer "for better convergence"
-    k_values: Tuple[float, ...] = tuple(float(k) for k in range(3, 21))
+    k_values: tuple[float, ...] = tuple(float(k) for k in range(3, 21))
     l2: float = 1e-2
     n_folds: int = 5
     seed: int = 0
@@ -58,12 +59,12 @@ class ModelSpec:
     """One row of the model batch: a Table-1 method, its k (None for LR) and L2 strength."""
 
     method: str
-    k: Optional[float]
+    k: float | None
     l2: float
     loss: rlo.LossConfig
 
 
-def model_grid(cfg: LogRegConfig) -> List[ModelSpec]:
+def model_grid(cfg: LogRegConfig) -> list[ModelSpec]:
     """LR, LR-L2, then RLO for every k, then RLO-L2 for every k."""
     specs = [ModelSpec("LR", None, 0.0, rlo.LossConfig("ce")), ModelSpec("LR-L2", None, cfg.l2, rlo.LossConfig("ce"))]
     for method, l2 in (("RLO", 0.0), ("RLO-L2", cfg.l2)):
@@ -79,7 +80,7 @@ class DatasetRun:
     num_samples: int
     num_features: int
     steps: int
-    specs: List[ModelSpec]
+    specs: list[ModelSpec]
     history: GDHistory
     seconds: float
 
@@ -90,11 +91,11 @@ class Score:
 
     dataset: str
     method: str
-    k: Optional[float]
+    k: float | None
     l2: float
     acc_mean: float
     acc_std: float
-    fold_acc: Tuple[float, ...]
+    fold_acc: tuple[float, ...]
     train_ce: float  # final training logistic loss, mean over folds
 
 
@@ -105,24 +106,47 @@ def run_dataset(dataset: uci.BinaryDataset, cfg: LogRegConfig, device: str = "cp
     train_mask = crossval.train_masks(fold_ids, cfg.n_folds)
     features = crossval.standardize_per_fold(dataset.x, train_mask).to(device)
     specs = model_grid(cfg)
-    history = batched_gd(features, torch.as_tensor(dataset.y, dtype=torch.float64, device=device),
-                         train_mask.to(device), [s.loss for s in specs], [s.l2 for s in specs],
-                         steps=cfg.steps_for(dataset.name), lr=cfg.lr)
+    history = batched_gd(
+        features,
+        torch.as_tensor(dataset.y, dtype=torch.float64, device=device),
+        train_mask.to(device),
+        [s.loss for s in specs],
+        [s.l2 for s in specs],
+        steps=cfg.steps_for(dataset.name),
+        lr=cfg.lr,
+    )
     history = GDHistory(**{f.name: getattr(history, f.name).cpu() for f in dataclasses.fields(GDHistory)})
-    return DatasetRun(dataset.name, dataset.x.shape[0], dataset.x.shape[1], cfg.steps_for(dataset.name), specs,
-                      history, time.perf_counter() - start)
+    return DatasetRun(
+        dataset.name,
+        dataset.x.shape[0],
+        dataset.x.shape[1],
+        cfg.steps_for(dataset.name),
+        specs,
+        history,
+        time.perf_counter() - start,
+    )
 
 
-def scores(run: DatasetRun) -> List[Score]:
+def scores(run: DatasetRun) -> list[Score]:
     """One :class:`Score` per model of the grid, in grid order."""
     final_acc = 100 * run.history.test_acc[-1].numpy()  # [M, F]
     final_ce = run.history.train_ce[-1].numpy()
-    return [Score(run.dataset, spec.method, spec.k, spec.l2, float(final_acc[i].mean()), float(final_acc[i].std()),
-                  tuple(float(a) for a in final_acc[i]), float(final_ce[i].mean()))
-            for i, spec in enumerate(run.specs)]
+    return [
+        Score(
+            run.dataset,
+            spec.method,
+            spec.k,
+            spec.l2,
+            float(final_acc[i].mean()),
+            float(final_acc[i].std()),
+            tuple(float(a) for a in final_acc[i]),
+            float(final_ce[i].mean()),
+        )
+        for i, spec in enumerate(run.specs)
+    ]
 
 
-def ranked(all_scores: Sequence[Score], method: str) -> List[Score]:
+def ranked(all_scores: Sequence[Score], method: str) -> list[Score]:
     """Scores of one method best first: higher mean accuracy, then lower std, then smaller k."""
     chosen = [s for s in all_scores if s.method == method]
     return sorted(chosen, key=lambda s: (-round(s.acc_mean, 9), round(s.acc_std, 9), s.k or 0.0))
@@ -134,5 +158,5 @@ def best_index(run: DatasetRun, method: str) -> int:
     return next(i for i, s in enumerate(run.specs) if s.method == method and s.k == best.k)
 
 
-def run_grid(datasets: Dict[str, uci.BinaryDataset], cfg: LogRegConfig, device: str = "cpu") -> Dict[str, DatasetRun]:
+def run_grid(datasets: dict[str, uci.BinaryDataset], cfg: LogRegConfig, device: str = "cpu") -> dict[str, DatasetRun]:
     return {name: run_dataset(dataset, cfg, device) for name, dataset in datasets.items()}

@@ -16,6 +16,7 @@ Setup (paper: hidden 100, lr 0.01, k = 3, 1000/100/50 iterations for 2/3/4 layer
 - Reported: test accuracy for init seeds 0..S-1 (mean +- std); the figure shows init seed 0: the probability of
   class 1 over the plane, the p = 0.5 decision boundary in white, and the data points.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,7 @@ import io
 import math
 import pathlib
 import time
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import click
 import numpy as np
@@ -54,8 +55,9 @@ class SpiralData:
     y_test: torch.Tensor
 
 
-def make_spiral(num_samples: int = NUM_SAMPLES, turns: float = TURNS, noise: float = NOISE,
-                seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def make_spiral(
+    num_samples: int = NUM_SAMPLES, turns: float = TURNS, noise: float = NOISE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaved spiral arms, num_samples // 2 per class -> x [N, 2] float32, y [N] int64 in {0, 1}."""
     if num_samples < 2 or num_samples % 2:
         raise ValueError(f"num_samples must be a positive even number, got {num_samples}")
@@ -76,15 +78,16 @@ def split_spiral(x: np.ndarray, y: np.ndarray, train_fraction: float = TRAIN_FRA
     order = np.random.default_rng(seed).permutation(x.shape[0])
     cut = int(round(train_fraction * x.shape[0]))
     train, test = order[:cut], order[cut:]
-    return SpiralData(torch.from_numpy(x[train]), torch.from_numpy(y[train]), torch.from_numpy(x[test]),
-                      torch.from_numpy(y[test]))
+    return SpiralData(
+        torch.from_numpy(x[train]), torch.from_numpy(y[train]), torch.from_numpy(x[test]), torch.from_numpy(y[test])
+    )
 
 
 def make_fcn(num_layers: int, hidden: int = 100) -> nn.Sequential:
     """num_layers Linear layers: 2 -> hidden (-> hidden)* -> 2 logits, ReLU between them."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-    layers: List[nn.Module] = []
+    layers: list[nn.Module] = []
     width = 2
     for _ in range(num_layers - 1):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
@@ -93,8 +96,15 @@ def make_fcn(num_layers: int, hidden: int = 100) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train_fcn(data: SpiralData, loss_cfg: rlo.LossConfig, num_layers: int, iterations: int, seed: int,
-              lr: float = 0.01, device: str = "cpu") -> nn.Sequential:
+def train_fcn(
+    data: SpiralData,
+    loss_cfg: rlo.LossConfig,
+    num_layers: int,
+    iterations: int,
+    seed: int,
+    lr: float = 0.01,
+    device: str = "cpu",
+) -> nn.Sequential:
     """Full-batch AdamW on the training split; the init depends only on (seed, num_layers), not on the loss."""
     torch.manual_seed(seed)
     net = make_fcn(num_layers).to(device)
@@ -125,17 +135,24 @@ class SpiralRun:
     loss: rlo.LossConfig
     num_layers: int
     iterations: int
-    test_acc: List[float]           # one per init seed
-    net: nn.Sequential              # the seed-0 network, for the figure
+    test_acc: list[float]  # one per init seed
+    net: nn.Sequential  # the seed-0 network, for the figure
 
 
-def run_all(data: SpiralData, iterations: Dict[int, int], seeds: int, device: str = "cpu") -> List[SpiralRun]:
+def run_all(data: SpiralData, iterations: dict[int, int], seeds: int, device: str = "cpu") -> list[SpiralRun]:
     runs = []
     for loss_cfg in LOSSES:
         for num_layers, steps in iterations.items():
             nets = [train_fcn(data, loss_cfg, num_layers, steps, seed, device=device) for seed in range(seeds)]
-            runs.append(SpiralRun(loss_cfg, num_layers, steps,
-                                  [accuracy(net, data.x_test, data.y_test) for net in nets], nets[0].cpu()))
+            runs.append(
+                SpiralRun(
+                    loss_cfg,
+                    num_layers,
+                    steps,
+                    [accuracy(net, data.x_test, data.y_test) for net in nets],
+                    nets[0].cpu(),
+                )
+            )
     return runs
 
 
@@ -144,12 +161,16 @@ def _label(cfg: rlo.LossConfig) -> str:
 
 
 def results_table(runs: Sequence[SpiralRun]) -> str:
-    lines = ["| Loss | FCN layers | iterations | test acc. (%), seed 0 | test acc. (%), mean ± std over seeds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| Loss | FCN layers | iterations | test acc. (%), seed 0 | test acc. (%), mean ± std over seeds |",
+        "|---|---|---|---|---|",
+    ]
     for run in runs:
         acc = 100 * np.array(run.test_acc)
-        lines.append(f"| {_label(run.loss)} | {run.num_layers} | {run.iterations} | {acc[0]:.2f} | "
-                     f"{acc.mean():.2f} ± {acc.std():.2f} (n={acc.size}) |")
+        lines.append(
+            f"| {_label(run.loss)} | {run.num_layers} | {run.iterations} | {acc[0]:.2f} | "
+            f"{acc.mean():.2f} ± {acc.std():.2f} (n={acc.size}) |"
+        )
     return "\n".join(lines)
 
 
@@ -159,8 +180,16 @@ def results_csv(runs: Sequence[SpiralRun]) -> str:
     writer.writerow(["loss", "k", "num_layers", "iterations", "seed", "test_acc"])
     for run in runs:
         for seed, acc in enumerate(run.test_acc):
-            writer.writerow([run.loss.name, f"{run.loss.k:g}" if run.loss.is_rooted else "", run.num_layers,
-                             run.iterations, seed, f"{acc:.6f}"])
+            writer.writerow(
+                [
+                    run.loss.name,
+                    f"{run.loss.k:g}" if run.loss.is_rooted else "",
+                    run.num_layers,
+                    run.iterations,
+                    seed,
+                    f"{acc:.6f}",
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -184,36 +213,57 @@ def boundary_figure(runs: Sequence[SpiralRun], data: SpiralData, resolution: int
         image = ax.imshow(prob, origin="lower", extent=(low, high, low, high), cmap="RdBu_r", vmin=0, vmax=1)
         ax.contour(grid_x.numpy(), grid_y.numpy(), prob, levels=[0.5], colors="white", linewidths=2.0)
         ax.scatter(x_all[:, 0], x_all[:, 1], c=np.where(y_all == 1, "darkred", "navy"), s=4, linewidths=0)
-        ax.set_title(f"{_label(run.loss)}, {run.num_layers}-layer FCN, {run.iterations} it\n"
-                     f"test acc. {100 * run.test_acc[0]:.1f}% (seed 0)", fontsize=10)
+        ax.set_title(
+            f"{_label(run.loss)}, {run.num_layers}-layer FCN, {run.iterations} it\n"
+            f"test acc. {100 * run.test_acc[0]:.1f}% (seed 0)",
+            fontsize=10,
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     figure.colorbar(image, ax=axes, shrink=0.8, label="p(class 1)")
     return figure
 
 
-@click.command(help="Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (k = 3), the paper's "
-                    f"Figures 2/3; writes {TABLE_NAME}, {CSV_NAME} and {FIGURE_NAME}.")
+@click.command(
+    help="Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (k = 3), the paper's "
+    f"Figures 2/3; writes {TABLE_NAME}, {CSV_NAME} and {FIGURE_NAME}."
+)
 @out_option
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="init seeds per (loss, depth) for the table")
-@click.option("--iterations", type=click.IntRange(min=0), nargs=3, default=tuple(PAPER_ITERATIONS.values()),
-              show_default=True, metavar="IT2 IT3 IT4", help="iterations of the 2/3/4-layer FCNs")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="init seeds per (loss, depth) for the table",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=0),
+    nargs=3,
+    default=tuple(PAPER_ITERATIONS.values()),
+    show_default=True,
+    metavar="IT2 IT3 IT4",
+    help="iterations of the 2/3/4-layer FCNs",
+)
 @click.option("--device", default="cpu", show_default=True, help="torch device")
-def main(out: pathlib.Path, seeds: int, iterations: Tuple[int, int, int], device: str) -> None:
+def main(out: pathlib.Path, seeds: int, iterations: tuple[int, int, int], device: str) -> None:
     start = time.perf_counter()
     data = split_spiral(*make_spiral())
     runs = run_all(data, dict(zip(PAPER_ITERATIONS, iterations)), seeds, device)
     seconds = time.perf_counter() - start
     table = results_table(runs)
-    header = (f"# FCNs on the 2-class spiral: CE vs RLO (paper Figures 2/3)\n\nProduced by `python -m "
-              f"rlo.experiments.spiral`. Spiral: {NUM_SAMPLES} points, {TURNS:g} turns, noise std {NOISE:g}, "
-              f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
-              f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
-              f"({torch.get_num_threads()} torch threads).\n\n")
-    paths = [write_text_atomic(out / TABLE_NAME, header + table + "\n"),
-             write_text_atomic(out / CSV_NAME, results_csv(runs)),
-             save_figure_atomic(boundary_figure(runs, data), out / FIGURE_NAME)]
+    header = (
+        f"# FCNs on the 2-class spiral: CE vs RLO (paper Figures 2/3)\n\nProduced by `python -m "
+        f"rlo.experiments.spiral`. Spiral: {NUM_SAMPLES} points, {TURNS:g} turns, noise std {NOISE:g}, "
+        f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
+        f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
+        f"({torch.get_num_threads()} torch threads).\n\n"
+    )
+    paths = [
+        write_text_atomic(out / TABLE_NAME, header + table + "\n"),
+        write_text_atomic(out / CSV_NAME, results_csv(runs)),
+        save_figure_atomic(boundary_figure(runs, data), out / FIGURE_NAME),
+    ]
     click.echo(table)
     click.echo(f"training time {seconds:.1f} s")
     for path in paths:

@@ -18,12 +18,13 @@ place searched, so a folder you name is the folder read. Otherwise, in order: ``
 checkout's sibling ``shared/`` when run from the repository root). A dataset is read from the first folder that holds
 all of its files; none of these depends on where the package is installed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,15 +34,17 @@ UCI_URL = "https://archive.ics.uci.edu/"
 SHARED_FALLBACK = "../shared/data/uci"  # relative to the current directory
 SPECHEART_ALIAS = "specheart"  # the paper's name for SPECTF heart
 # The files each file-backed dataset needs, all from one folder, and its title on the UCI repository.
-DATASET_FILES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+DATASET_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ionosphere": ("Ionosphere", ("ionosphere.data",)),
     "spectf": ("SPECT Heart", ("SPECTF.train", "SPECTF.test")),
-    "madelon": ("Madelon", ("madelon_train.data", "madelon_train.labels", "madelon_valid.data",
-                            "madelon_valid.labels")),
+    "madelon": (
+        "Madelon",
+        ("madelon_train.data", "madelon_train.labels", "madelon_valid.data", "madelon_valid.labels"),
+    ),
 }
 WINE_POSITIVE_CLASS = 0  # sklearn's class 0 is cultivar 1 in wine.data
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +63,7 @@ class BinaryDataset:
             raise ValueError(f"{self.name}: labels must be -1/+1, found {np.unique(self.y).tolist()}")
 
 
-def search_dirs(data_dir: Optional[PathLike] = None) -> List[Tuple[str, pathlib.Path]]:
+def search_dirs(data_dir: PathLike | None = None) -> list[tuple[str, pathlib.Path]]:
     """The folders searched for the UCI files, in order, each as (where it came from, folder).
 
     ``data_dir`` given: only that folder. Otherwise ``$RLO_UCI_DIR`` and ``$RLO_SHARED_DIR/data/uci`` when set, then
@@ -73,12 +76,16 @@ def search_dirs(data_dir: Optional[PathLike] = None) -> List[Tuple[str, pathlib.
         places.append((f"${DATA_DIR_ENV}", pathlib.Path(os.environ[DATA_DIR_ENV])))
     if os.environ.get(SHARED_DIR_ENV):
         places.append((f"${SHARED_DIR_ENV}/data/uci", pathlib.Path(os.environ[SHARED_DIR_ENV]) / "data" / "uci"))
-    places.append((f"{SHARED_FALLBACK} from the current directory",
-                   pathlib.Path(os.path.normpath(pathlib.Path.cwd() / SHARED_FALLBACK))))
+    places.append(
+        (
+            f"{SHARED_FALLBACK} from the current directory",
+            pathlib.Path(os.path.normpath(pathlib.Path.cwd() / SHARED_FALLBACK)),
+        )
+    )
     return places
 
 
-def locate(dataset: str, data_dir: Optional[PathLike] = None) -> pathlib.Path:
+def locate(dataset: str, data_dir: PathLike | None = None) -> pathlib.Path:
     """The first folder of :func:`search_dirs` holding every file of ``dataset``; else FileNotFoundError naming
     each folder searched, what it lacks, and what to put where."""
     title, names = DATASET_FILES[dataset]
@@ -93,7 +100,8 @@ def locate(dataset: str, data_dir: Optional[PathLike] = None) -> pathlib.Path:
         f"{dataset} needs {', '.join(names)} in one folder; searched {'; '.join(searched)}. Download them from the "
         f"UCI Machine Learning Repository ({UCI_URL}, dataset '{title}') and put them in a folder passed as "
         f"--data-dir=DIR, or in ${DATA_DIR_ENV}, ${SHARED_DIR_ENV}/data/uci or {SHARED_FALLBACK} "
-        f"(relative to the current directory).")
+        f"(relative to the current directory)."
+    )
 
 
 def _read_rows(path: pathlib.Path) -> list:
@@ -118,7 +126,7 @@ def _to_matrix(path: pathlib.Path, rows: list, columns: int) -> np.ndarray:
         raise ValueError(f"{path}: non-numeric field ({error})") from None
 
 
-def load_ionosphere(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+def load_ionosphere(data_dir: PathLike | None = None) -> BinaryDataset:
     """Ionosphere: 351 x 34 radar returns; 'g' -> +1, 'b' -> -1."""
     path = locate("ionosphere", data_dir) / "ionosphere.data"
     rows = _read_rows(path)
@@ -131,7 +139,7 @@ def load_ionosphere(data_dir: Optional[PathLike] = None) -> BinaryDataset:
     return BinaryDataset("ionosphere", x, np.array(labels, dtype=np.int64), str(path))
 
 
-def load_spectf(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+def load_spectf(data_dir: PathLike | None = None) -> BinaryDataset:
     """SPECTF heart ("Specheart"): SPECTF.train + SPECTF.test, 267 x 44; label 1 -> +1, 0 -> -1."""
     data_dir = locate("spectf", data_dir)
     parts = []
@@ -142,8 +150,9 @@ def load_spectf(data_dir: Optional[PathLike] = None) -> BinaryDataset:
     labels = table[:, 0]
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(f"{data_dir}/SPECTF.*: labels must be 0/1, found {np.unique(labels).tolist()}")
-    return BinaryDataset("spectf", table[:, 1:], np.where(labels > 0, 1, -1).astype(np.int64),
-                         str(data_dir / "SPECTF.{train,test}"))
+    return BinaryDataset(
+        "spectf", table[:, 1:], np.where(labels > 0, 1, -1).astype(np.int64), str(data_dir / "SPECTF.{train,test}")
+    )
 
 
 def _read_madelon_split(data_dir: pathlib.Path, split: str) -> tuple:
@@ -152,35 +161,42 @@ def _read_madelon_split(data_dir: pathlib.Path, split: str) -> tuple:
     values = np.array(data_path.read_text().split(), dtype=np.float64)
     labels = np.array(label_path.read_text().split(), dtype=np.float64).astype(np.int64)
     if values.size != labels.size * 500:
-        raise ValueError(f"{data_path}: expected {labels.size} rows x 500 features (from {label_path.name}), "
-                         f"found {values.size} values")
+        raise ValueError(
+            f"{data_path}: expected {labels.size} rows x 500 features (from {label_path.name}), "
+            f"found {values.size} values"
+        )
     if not np.isin(labels, (-1, 1)).all():
         raise ValueError(f"{label_path}: labels must be -1/+1, found {np.unique(labels).tolist()}")
     return values.reshape(labels.size, 500), labels
 
 
-def load_madelon(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+def load_madelon(data_dir: PathLike | None = None) -> BinaryDataset:
     """Madelon: train (2000) + valid (600) = 2600 x 500 integer features, labels +-1."""
     data_dir = locate("madelon", data_dir)
     x_train, y_train = _read_madelon_split(data_dir, "train")
     x_valid, y_valid = _read_madelon_split(data_dir, "valid")
-    return BinaryDataset("madelon", np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid]),
-                         str(data_dir / "madelon_{train,valid}.{data,labels}"))
+    return BinaryDataset(
+        "madelon",
+        np.concatenate([x_train, x_valid]),
+        np.concatenate([y_train, y_valid]),
+        str(data_dir / "madelon_{train,valid}.{data,labels}"),
+    )
 
 
-def load_wine(data_dir: Optional[PathLike] = None) -> BinaryDataset:
+def load_wine(data_dir: PathLike | None = None) -> BinaryDataset:
     """Wine from scikit-learn's bundled copy, 178 x 13: cultivar 1 -> +1, cultivars 2 and 3 -> -1.
 
     ``data_dir`` is accepted for a uniform signature and ignored: no file is needed.
     """
     # Deferred: importing sklearn.datasets takes 1.1-1.7 s after torch (measured, 3 runs), and only Wine needs it.
     from sklearn.datasets import load_wine as sklearn_load_wine
+
     bunch = sklearn_load_wine()
     y = np.where(bunch.target == WINE_POSITIVE_CLASS, 1, -1).astype(np.int64)
     return BinaryDataset("wine", np.asarray(bunch.data, dtype=np.float64), y, "sklearn.datasets.load_wine")
 
 
-LOADERS: Dict[str, Callable[[Optional[PathLike]], BinaryDataset]] = {
+LOADERS: dict[str, Callable[[PathLike | None], BinaryDataset]] = {
     "wine": load_wine,
     "ionosphere": load_ionosphere,
     "madelon": load_madelon,
@@ -193,15 +209,17 @@ def canonical_name(name: str) -> str:
     """The key of :data:`LOADERS` for ``name`` (any case; 'specheart' is 'spectf'); ValueError naming the value."""
     key = "spectf" if name.lower() == SPECHEART_ALIAS else name.lower()
     if key not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)} ({SPECHEART_ALIAS!r} is "
-                         f"accepted for 'spectf')")
+        raise ValueError(
+            f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)} ({SPECHEART_ALIAS!r} is "
+            f"accepted for 'spectf')"
+        )
     return key
 
 
-def load_dataset(name: str, data_dir: Optional[PathLike] = None) -> BinaryDataset:
+def load_dataset(name: str, data_dir: PathLike | None = None) -> BinaryDataset:
     """One of :data:`DATASET_NAMES` ('specheart' is accepted for 'spectf')."""
     return LOADERS[canonical_name(name)](data_dir)
 
 
-def load_datasets(names: Sequence[str], data_dir: Optional[PathLike] = None) -> Dict[str, BinaryDataset]:
+def load_datasets(names: Sequence[str], data_dir: PathLike | None = None) -> dict[str, BinaryDataset]:
     return {dataset.name: dataset for dataset in (load_dataset(name, data_dir) for name in names)}

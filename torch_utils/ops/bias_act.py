@@ -5,12 +5,13 @@ The CUDA path runs our plugin (``bias_act.cu``): one pass over memory forward, a
 recompute the activation derivative from the saved input or output (``ref``) instead of keeping
 intermediates; first- and second-order gradients are supported.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ class ActivationSpec:
     ref: 'x' when the derivative is computed from the input, 'y' from the output, '' for constant.
     has_2nd_grad: whether the second derivative is non-zero (else double backward skips it).
     """
+
     func: Callable[..., torch.Tensor]
     def_alpha: float
     def_gain: float
@@ -47,7 +49,7 @@ activation_funcs: dict[str, ActivationSpec] = {
 }
 
 
-def _resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Optional[float]):
+def _resolve(act: str, alpha: float | None, gain: float | None, clamp: float | None):
     if act not in activation_funcs:
         raise ValueError(f"unknown activation {act!r}; choose one of {sorted(activation_funcs)}")
     spec = activation_funcs[act]
@@ -59,19 +61,26 @@ def _resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Opt
     return spec, alpha, gain, clamp
 
 
-def _check_bias(x: torch.Tensor, b: Optional[torch.Tensor], dim: int) -> None:
+def _check_bias(x: torch.Tensor, b: torch.Tensor | None, dim: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"bias_act expects a tensor x, got {type(x).__name__}")
     if b is None:
         return
     if not (isinstance(b, torch.Tensor) and b.ndim == 1 and 0 <= dim < x.ndim and b.shape[0] == x.shape[dim]):
-        raise ValueError(f"bias of shape {getattr(b, 'shape', None)} does not match x.shape[{dim}] "
-                         f"for x of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"bias of shape {getattr(b, 'shape', None)} does not match x.shape[{dim}] for x of shape {tuple(x.shape)}"
+        )
 
 
-def _bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
-                  alpha: Optional[float] = None, gain: Optional[float] = None,
-                  clamp: Optional[float] = None) -> torch.Tensor:
+def _bias_act_ref(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+) -> torch.Tensor:
     spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
     _check_bias(x, b, dim)
     if b is not None:
@@ -87,14 +96,19 @@ def _bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 
 # ----------------------------------------------------------------------------------------------------
 # CUDA plugin path.
 
-def _plugin() -> Optional[ModuleType]:
+
+def _plugin() -> ModuleType | None:
     """The compiled kernels, built on first use; None (after one warning) where they cannot be used.
 
     custom_ops.get_plugin caches the outcome per process, so this is a dictionary lookup after the first call.
     """
-    return custom_ops.get_plugin(module_name="rlo_bias_act_plugin", sources=["bias_act.cpp", "bias_act.cu"],
-                                 headers=["bias_act.h"], source_dir=os.path.dirname(__file__),
-                                 extra_cuda_cflags=["--use_fast_math"])
+    return custom_ops.get_plugin(
+        module_name="rlo_bias_act_plugin",
+        sources=["bias_act.cpp", "bias_act.cu"],
+        headers=["bias_act.h"],
+        source_dir=os.path.dirname(__file__),
+        extra_cuda_cflags=["--use_fast_math"],
+    )
 
 
 def _empty(x: torch.Tensor) -> torch.Tensor:
@@ -181,8 +195,9 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) 
             d_dy = d_x = d_b = d_y = None
             if ctx.needs_input_grad[0]:
                 d_dy = BiasActCudaGrad.apply(d_dx, x, b, y)
-            if (grad2_to_x and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])) or \
-                    (grad2_to_y and ctx.needs_input_grad[3]):
+            if (grad2_to_x and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])) or (
+                grad2_to_y and ctx.needs_input_grad[3]
+            ):
                 d2 = kernel(d_dx, b, x, y, dy, 2)
                 if grad2_to_x:
                     d_x = d2
@@ -200,12 +215,13 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float) 
 
 # Every activation with a non-default gain, plus the clamped lrelu the networks use; the clamped case runs on
 # a channels_last input (the kernel finds the bias channel from the stride of dim).
-SELF_CHECK_CASES: list[tuple[str, Optional[float], bool]] = (
-    [(act, None, False) for act in activation_funcs] + [("lrelu", 0.6, True)])
+SELF_CHECK_CASES: list[tuple[str, float | None, bool]] = [(act, None, False) for act in activation_funcs] + [
+    ("lrelu", 0.6, True)
+]
 SELF_CHECK_GAIN = 1.3
 
 
-def _self_check_inputs(act: str, clamp: Optional[float], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _self_check_inputs(act: str, clamp: float | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed x [2, 4, 3, 3] and b [4], rounded to dtype, whose pre-activations stay clear of the kinks.
 
     |x + b| >= 0.1 (relu/lrelu/elu/selu switch at 0) and |y| at least 10% away from the clamp level, so
@@ -258,9 +274,16 @@ def self_check(device: torch.device, dtype: torch.dtype) -> None:
 # Public API.
 
 
-def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
-             alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None,
-             impl: str = "cuda") -> torch.Tensor:
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str = "cuda",
+) -> torch.Tensor:
     """Add bias b [x.shape[dim]] along dim, apply act, scale by gain, clamp to [-clamp, clamp].
 
     alpha/gain default to the activation's def_alpha/def_gain (activation_funcs); clamp=None disables

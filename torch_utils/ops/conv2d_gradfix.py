@@ -9,19 +9,20 @@ Only public PyTorch API is used: an autograd.Function whose backward is again ma
 functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``, or, for 3x3 stride-1 float32
 convolutions on CPU, the faster weight gradients of ``conv2d_winograd``.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from torch_utils.ops import conv2d_winograd
 
-IntPair = Union[int, Sequence[int]]
+IntPair = int | Sequence[int]
 
-enabled = True                  # False: plain F.conv2d / F.conv_transpose2d (weight gradients always computed).
+enabled = True  # False: plain F.conv2d / F.conv_transpose2d (weight gradients always computed).
 weight_gradients_disabled = False
 
 
@@ -51,8 +52,15 @@ def _needs_custom(input: torch.Tensor, weight: torch.Tensor) -> bool:
     return enabled and torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
 
 
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
-           padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """Same as torch.nn.functional.conv2d (input [N, Cin, H, W], weight [Cout, Cin/groups, kh, kw])."""
     if not _needs_custom(input, weight):
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
@@ -60,9 +68,16 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     return _Conv.apply(input, weight, bias, cfg)
 
 
-def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                     stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
-                     dilation: IntPair = 1) -> torch.Tensor:
+def conv_transpose2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> torch.Tensor:
     """Same as torch.nn.functional.conv_transpose2d (weight [Cin, Cout/groups, kh, kw])."""
     if not _needs_custom(input, weight):
         return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
@@ -72,6 +87,7 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
 
 class _ConvConfig:
     """Hashable description of one convolution (transpose flag and geometry)."""
+
     __slots__ = ("transpose", "stride", "padding", "output_padding", "dilation", "groups")
 
     def __init__(self, transpose: bool, stride, padding, output_padding, dilation, groups: int):
@@ -82,13 +98,14 @@ class _ConvConfig:
         self.dilation = dilation
         self.groups = groups
 
-    def run(self, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         if self.transpose:
-            return F.conv_transpose2d(x, w, b, self.stride, self.padding, self.output_padding, self.groups,
-                                      self.dilation)
+            return F.conv_transpose2d(
+                x, w, b, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            )
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def adjoint(self, in_shape: torch.Size, out_shape: torch.Size, w_shape: torch.Size) -> "_ConvConfig":
+    def adjoint(self, in_shape: torch.Size, out_shape: torch.Size, w_shape: torch.Size) -> _ConvConfig:
         """The convolution mapping grad_output back to grad_input (transpose flag flipped)."""
         if self.transpose:
             return _ConvConfig(False, self.stride, self.padding, (0, 0), self.dilation, self.groups)

@@ -6,19 +6,24 @@ official op so that official weights reproduce official outputs:
 1x1 kernels resample on the smaller side, downsampling uses a strided conv after the filter, and
 upsampling uses a strided transposed conv followed by the filter.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
-from torch_utils.ops import conv2d_gradfix
-from torch_utils.ops import upfirdn2d
+from torch_utils.ops import conv2d_gradfix, upfirdn2d
 from torch_utils.ops.upfirdn2d import Padding, _get_filter_size, _parse_padding
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding=0, groups: int = 1,
-          transpose: bool = False, flip_weight: bool = True) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: int = 1,
+    padding=0,
+    groups: int = 1,
+    transpose: bool = False,
+    flip_weight: bool = True,
+) -> torch.Tensor:
     """conv2d (correlation) or its transpose; flip_weight=False makes it a true convolution."""
     if not flip_weight:
         w = w.flip([2, 3])
@@ -35,9 +40,17 @@ def _as_transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
 
 
-def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1,
-                    down: int = 1, padding: Padding = 0, groups: int = 1, flip_weight: bool = True,
-                    flip_filter: bool = False) -> torch.Tensor:
+def conv2d_resample(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = 0,
+    groups: int = 1,
+    flip_weight: bool = True,
+    flip_filter: bool = False,
+) -> torch.Tensor:
     """Convolve x [N, Cin, H, W] with w [Cout, Cin/groups, kh, kw], resampling with FIR filter f.
 
     f: float32 filter from upfirdn2d.setup_filter (None = box of one tap). up/down: integer factors.
@@ -47,8 +60,10 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f"conv2d_resample: x must be [N, C, H, W], got {getattr(x, 'shape', type(x))}")
     if not (isinstance(w, torch.Tensor) and w.ndim == 4 and w.dtype == x.dtype):
-        raise ValueError(f"conv2d_resample: w must be a 4-D tensor of dtype {x.dtype}, got "
-                         f"{getattr(w, 'shape', type(w))} {getattr(w, 'dtype', '')}")
+        raise ValueError(
+            f"conv2d_resample: w must be a 4-D tensor of dtype {x.dtype}, got "
+            f"{getattr(w, 'shape', type(w))} {getattr(w, 'dtype', '')}"
+        )
     if f is not None and not (isinstance(f, torch.Tensor) and f.ndim in (1, 2) and f.dtype == torch.float32):
         raise ValueError(f"conv2d_resample: f must be None or a float32 1-D/2-D filter, got {getattr(f, 'shape', f)}")
     for name, value in (("up", up), ("down", down), ("groups", groups)):
@@ -81,7 +96,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
     if kw == 1 and kh == 1 and up > 1 and down == 1:
         # Convolve first (fewer pixels), then upsample.
         x = _conv(x, w, groups=groups, flip_weight=flip_weight)
-        return upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+        return upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up**2, flip_filter=flip_filter)
 
     if down > 1 and up == 1:
         # Filter at full resolution, then a strided convolution does the decimation.
@@ -100,8 +115,9 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
         x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
-        x = upfirdn2d.upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2,
-                                flip_filter=flip_filter)
+        x = upfirdn2d.upfirdn2d(
+            x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter
+        )
         if down > 1:
             x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
         return x

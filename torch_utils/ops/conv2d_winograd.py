@@ -18,9 +18,10 @@ convolution, whose weight gradient is a stride-2 correlation): the nine shifted,
 side by side make a [pixels, 9 C] matrix, and one matrix product with the [pixels, K] output gradient gives the
 weight gradient: ~1.5x (33x33 -> 16x16) to 2x (17x17 -> 8x8) faster than oneDNN's kernel, same multiply-adds.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +44,28 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
     return _matrices[key]
 
 
-def route(x: torch.Tensor, grad_out: torch.Tensor, w_shape: Sequence[int], stride: Sequence[int],
-          padding: Sequence[int], dilation: Sequence[int], groups: int) -> str:
+def route(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> str:
     """How the weight gradient of conv2d(x, w, stride, padding, dilation, groups) is computed here:
     'winograd', 'im2col', or '' (not here: torch.nn.grad.conv2d_weight). Only float32 CPU tensors qualify."""
-    if not (enabled and x.device.type == "cpu" and x.dtype == torch.float32 and grad_out.dtype == torch.float32
-            and x.ndim == 4 and grad_out.ndim == 4 and tuple(w_shape[2:]) == (3, 3) and groups == 1
-            and tuple(dilation) == (1, 1)):
+    if not (
+        enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and grad_out.dtype == torch.float32
+        and x.ndim == 4
+        and grad_out.ndim == 4
+        and tuple(w_shape[2:]) == (3, 3)
+        and groups == 1
+        and tuple(dilation) == (1, 1)
+    ):
         return ""
     return _geometry(x, grad_out, stride, padding)
 
@@ -66,8 +82,9 @@ def _geometry(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], pa
     return "im2col" if s > 1 else ""
 
 
-def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, w_shape: Sequence[int], stride: Sequence[int],
-                padding: Sequence[int]) -> torch.Tensor:
+def weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, w_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> torch.Tensor:
     """torch.nn.grad.conv2d_weight(x, w_shape, grad_out, stride, padding) for 3x3 kernels, by the route its
     geometry allows (any float dtype; conv2d_gradfix sends only float32 CPU tensors here) -> [K, C, 3, 3]."""
     kind = _geometry(x, grad_out, stride, padding) if tuple(w_shape[2:]) == (3, 3) else ""
@@ -75,18 +92,26 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, w_shape: Sequence[int],
         return weight_grad_3x3(x, grad_out)
     if kind == "im2col":
         return weight_grad_im2col(x, grad_out, int(stride[0]), int(padding[0]))
-    raise ValueError(f"no CPU route for the weight gradient of x {tuple(x.shape)}, grad_out {tuple(grad_out.shape)}, "
-                     f"w {tuple(w_shape)}, stride {tuple(stride)}, padding {tuple(padding)}")
+    raise ValueError(
+        f"no CPU route for the weight gradient of x {tuple(x.shape)}, grad_out {tuple(grad_out.shape)}, "
+        f"w {tuple(w_shape)}, stride {tuple(stride)}, padding {tuple(padding)}"
+    )
 
 
 def weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     """torch.nn.grad.conv2d_weight(x, [K, C, 3, 3], grad_out, stride, padding) -> [K, C, 3, 3]."""
     n, c = x.shape[:2]
     k, oh, ow = grad_out.shape[1:]
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding))        # [N, H', W', C]
-    cols = torch.stack([xp[:, a:a + stride * (oh - 1) + 1:stride, b:b + stride * (ow - 1) + 1:stride]
-                        for a in range(3) for b in range(3)], dim=3)                       # [N, oh, ow, 9, C]
-    dw = grad_out.permute(0, 2, 3, 1).reshape(-1, k).t() @ cols.reshape(-1, 9 * c)         # [K, 9 C]
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding))  # [N, H', W', C]
+    cols = torch.stack(
+        [
+            xp[:, a : a + stride * (oh - 1) + 1 : stride, b : b + stride * (ow - 1) + 1 : stride]
+            for a in range(3)
+            for b in range(3)
+        ],
+        dim=3,
+    )  # [N, oh, ow, 9, C]
+    dw = grad_out.permute(0, 2, 3, 1).reshape(-1, k).t() @ cols.reshape(-1, 9 * c)  # [K, 9 C]
     return dw.reshape(k, 3, 3, c).permute(0, 3, 1, 2)
 
 
@@ -96,17 +121,19 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     n, c, h, width = x.shape
     k = grad_out.shape[1]
     if h % 2 or width % 2 or grad_out.shape[0] != n or tuple(grad_out.shape[2:]) != (h, width):
-        raise ValueError(f"weight_grad_3x3: needs x [N, C, H, W] with even H, W and grad_out [N, K, H, W]; got "
-                         f"{tuple(x.shape)} and {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"weight_grad_3x3: needs x [N, C, H, W] with even H, W and grad_out [N, K, H, W]; got "
+            f"{tuple(x.shape)} and {tuple(grad_out.shape)}"
+        )
     kb, kg, ka = _transforms(x.dtype, x.device)
     th, tw = h // 2, width // 2
     # Input tiles: 4x4 windows with stride 2 of the zero-padded NHWC image, transformed by BT (x) BT.
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))                                 # [N, H+2, W+2, C]
-    tiles = xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3).reshape(16, -1)   # [16, tiles * C]
-    v = (kb @ tiles).reshape(16, n * th * tw, c)                                           # [16, tiles, C]
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
+    tiles = xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3).reshape(16, -1)  # [16, tiles * C]
+    v = (kb @ tiles).reshape(16, n * th * tw, c)  # [16, tiles, C]
     # Output-gradient tiles (2x2, no overlap), back through the output transform AT (x) AT.
     g = grad_out.permute(0, 2, 3, 1).reshape(n, th, 2, tw, 2, k).permute(2, 4, 0, 1, 3, 5).reshape(4, -1)
-    dm = (ka.t() @ g).reshape(16, n * th * tw, k)                                          # [16, tiles, K]
-    du = torch.bmm(v.transpose(1, 2), dm)                                                  # [16, C, K]
+    dm = (ka.t() @ g).reshape(16, n * th * tw, k)  # [16, tiles, K]
+    du = torch.bmm(v.transpose(1, 2), dm)  # [16, C, K]
     dw = (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k)
     return dw.permute(3, 2, 0, 1)

@@ -1,4 +1,5 @@
 """Fused multiply-add with broadcasting: a * b + c (one kernel, any-order autograd)."""
+
 from __future__ import annotations
 
 import torch

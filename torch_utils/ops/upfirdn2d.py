@@ -11,11 +11,12 @@ or 2-D of rank one, detected on CPU) run as two 1-D passes. The CUDA path uses o
 (``upfirdn2d.cu``) when ``impl='cuda'`` and ``x.is_cuda``; it falls back to the reference with one
 warning when it cannot build.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 
 from torch_utils import custom_ops
 
-Padding = Union[int, Sequence[int]]
-Scaling = Union[int, Sequence[int]]
+Padding = int | Sequence[int]
+Scaling = int | Sequence[int]
 
 # ----------------------------------------------------------------------------------------------------
 # Argument parsing (official conventions).
@@ -55,13 +56,14 @@ def _parse_padding(padding: Padding) -> tuple[int, int, int, int]:
     return px0, px1, py0, py1
 
 
-def _get_filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
+def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     """(width, height) in taps; a 1-D filter is applied along both axes."""
     if f is None:
         return 1, 1
     if not (isinstance(f, torch.Tensor) and f.ndim in (1, 2)):
-        raise ValueError(f"filter must be a 1-D or 2-D tensor, got {type(f).__name__} "
-                         f"with shape {getattr(f, 'shape', None)}")
+        raise ValueError(
+            f"filter must be a 1-D or 2-D tensor, got {type(f).__name__} with shape {getattr(f, 'shape', None)}"
+        )
     fw = f.shape[-1]
     fh = f.shape[0]
     if fw < 1 or fh < 1:
@@ -72,8 +74,14 @@ def _get_filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def setup_filter(f, device: torch.device = torch.device("cpu"), normalize: bool = True,
-                 flip_filter: bool = False, gain: float = 1, separable: Optional[bool] = None) -> torch.Tensor:
+def setup_filter(
+    f,
+    device: torch.device = torch.device("cpu"),
+    normalize: bool = True,
+    flip_filter: bool = False,
+    gain: float = 1,
+    separable: bool | None = None,
+) -> torch.Tensor:
     """Turn filter taps (None, scalar, list, array or tensor) into a float32 filter tensor.
 
     1-D taps become a separable 1-D filter when ``separable`` (default: at least 8 taps), otherwise
@@ -88,7 +96,7 @@ def setup_filter(f, device: torch.device = torch.device("cpu"), normalize: bool 
     if f.ndim == 0:
         f = f[np.newaxis]
     if separable is None:
-        separable = (f.ndim == 1 and f.numel() >= 8)
+        separable = f.ndim == 1 and f.numel() >= 8
     if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
     if f.ndim != (1 if separable else 2):
@@ -105,7 +113,7 @@ def setup_filter(f, device: torch.device = torch.device("cpu"), normalize: bool 
 # Reference implementation.
 
 
-def _rank_one_factors(f: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+def _rank_one_factors(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(column, row) with outer(column, row) == f when the 2-D filter is separable, else None.
 
     Only checked on CPU: on an accelerator the test would force a host sync on every call.
@@ -132,23 +140,28 @@ def _pad_or_crop(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
     crop may run past the data on one side while the other side pads (F.pad itself refuses that)."""
     if not any(pad):
         return x
-    if all(p >= 0 for p in pad) or all(p <= 0 for p in pad) and x.shape[3] + pad[0] + pad[1] >= 0 \
-            and x.shape[2] + pad[2] + pad[3] >= 0:
+    if (
+        all(p >= 0 for p in pad)
+        or all(p <= 0 for p in pad)
+        and x.shape[3] + pad[0] + pad[1] >= 0
+        and x.shape[2] + pad[2] + pad[3] >= 0
+    ):
         return F.pad(x, list(pad))
     for dim, (p0, p1) in ((3, pad[0:2]), (2, pad[2:4])):
         size = x.shape[dim]
-        start, length = -p0, size + p0 + p1          # window of the zero-extended axis to keep
+        start, length = -p0, size + p0 + p1  # window of the zero-extended axis to keep
         lo, hi = min(max(start, 0), size), min(max(start + length, 0), size)
         x = x.narrow(dim, lo, hi - lo)
         before = min(max(-start, 0), length)
         pads = [0, 0, 0, 0]
-        pads[(3 - dim) * 2:(3 - dim) * 2 + 2] = [before, length - before - (hi - lo)]
+        pads[(3 - dim) * 2 : (3 - dim) * 2 + 2] = [before, length - before - (hi - lo)]
         x = F.pad(x, pads)
     return x
 
 
-def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
-                  pad: tuple[int, int, int, int]) -> torch.Tensor:
+def _upfirdn_pass(
+    x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: tuple[int, int], pad: tuple[int, int, int, int]
+) -> torch.Tensor:
     """One depthwise pass with correlation kernel k [kh, kw] on x [N, C, H, W].
 
     Equals: zero-stuff by up, pad by pad=(x0, x1, y0, y1), correlate with k, take every down-th sample.
@@ -161,8 +174,10 @@ def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: t
     out_w = (w * upx + px0 + px1 - kw) // downx + 1
     out_h = (h * upy + py0 + py1 - kh) // downy + 1
     if out_w < 1 or out_h < 1:
-        raise ValueError(f"upfirdn2d output would be empty: input {h}x{w}, up={up}, down={down}, "
-                         f"padding={list(pad)}, filter {kh}x{kw}")
+        raise ValueError(
+            f"upfirdn2d output would be empty: input {h}x{w}, up={up}, down={down}, "
+            f"padding={list(pad)}, filter {kh}x{kw}"
+        )
     # Depthwise (groups=C) convolutions: PyTorch has fast CPU and GPU kernels for exactly this case.
     weight = k.to(x.dtype)[None, None].expand(c, 1, kh, kw)
     y = x
@@ -176,12 +191,19 @@ def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: t
         crop0 = (kw - 1 - px0, kh - 1 - py0)
         extra = [full_out[i] - full[i] + 2 * crop0[i] for i in range(2)]
         if all(crop0[i] >= 0 and 0 <= extra[i] < (upx, upy)[i] for i in range(2)):
-            y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx), padding=(crop0[1], crop0[0]),
-                                   output_padding=(extra[1], extra[0]), groups=c)
+            y = F.conv_transpose2d(
+                y,
+                weight.flip([2, 3]),
+                stride=(upy, upx),
+                padding=(crop0[1], crop0[0]),
+                output_padding=(extra[1], extra[0]),
+                groups=c,
+            )
         else:
             y = F.conv_transpose2d(y, weight.flip([2, 3]), stride=(upy, upx), groups=c)
-            y = _pad_or_crop(y, [-crop0[0], full_out[0] - full[0] + crop0[0],
-                                 -crop0[1], full_out[1] - full[1] + crop0[1]])
+            y = _pad_or_crop(
+                y, [-crop0[0], full_out[0] - full[0] + crop0[0], -crop0[1], full_out[1] - full[1] + crop0[1]]
+            )
         if downx > 1 or downy > 1:
             y = y[:, :, ::downy, ::downx]
     else:
@@ -192,8 +214,15 @@ def _upfirdn_pass(x: torch.Tensor, k: torch.Tensor, up: tuple[int, int], down: t
     return y
 
 
-def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
-                   padding: Padding = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+def _upfirdn2d_ref(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 1,
+    down: Scaling = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {getattr(x, 'shape', type(x))}")
     if f is None:
@@ -223,14 +252,19 @@ def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, 
 # ----------------------------------------------------------------------------------------------------
 # CUDA plugin path.
 
-def _plugin() -> Optional[ModuleType]:
+
+def _plugin() -> ModuleType | None:
     """The compiled kernels, built on first use; None (after one warning) where they cannot be used.
 
     custom_ops.get_plugin caches the outcome per process, so this is a dictionary lookup after the first call.
     """
-    return custom_ops.get_plugin(module_name="rlo_upfirdn2d_plugin", sources=["upfirdn2d.cpp", "upfirdn2d.cu"],
-                                 headers=["upfirdn2d.h"], source_dir=os.path.dirname(__file__),
-                                 extra_cuda_cflags=["--use_fast_math"])
+    return custom_ops.get_plugin(
+        module_name="rlo_upfirdn2d_plugin",
+        sources=["upfirdn2d.cpp", "upfirdn2d.cu"],
+        headers=["upfirdn2d.h"],
+        source_dir=os.path.dirname(__file__),
+        extra_cuda_cflags=["--use_fast_math"],
+    )
 
 
 class _Upfirdn2dCuda(torch.autograd.Function):
@@ -331,8 +365,10 @@ def self_check(device: torch.device, dtype: torch.dtype) -> None:
             (gx,) = torch.autograd.grad((y * y * r.to(device=device, dtype=cast)).sum(), [x], create_graph=True)
             (hx,) = torch.autograd.grad((gx * gx).sum(), [x])
             results.append((y, gx, hx))
-        name = (f"upfirdn2d(up={up}, down={down}, padding={padding}, filter {tuple(f.shape)}, flip_filter={flip}"
-                f"{', channels_last' if channels_last else ''})")
+        name = (
+            f"upfirdn2d(up={up}, down={down}, padding={padding}, filter {tuple(f.shape)}, flip_filter={flip}"
+            f"{', channels_last' if channels_last else ''})"
+        )
         for what, got, want in zip(("value", "grad x", "2nd-order grad x"), *results):
             pairs.append((f"{name} {what}", got, want))
     custom_ops.compare_with_reference(pairs, dtype)
@@ -342,9 +378,16 @@ def self_check(device: torch.device, dtype: torch.dtype) -> None:
 # Public API.
 
 
-def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
-              padding: Padding = 0, flip_filter: bool = False, gain: float = 1,
-              impl: str = "cuda") -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 1,
+    down: Scaling = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str = "cuda",
+) -> torch.Tensor:
     """Pad, upsample, FIR-filter and downsample x [N, C, H, W] -> [N, C, H', W'].
 
     f: float32 [taps] (separable) or [fh, fw] filter from setup_filter, or None for identity.
@@ -354,16 +397,26 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
     """
     if impl not in ("cuda", "ref"):
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
-    if impl == "cuda" and isinstance(x, torch.Tensor) and x.ndim == 4 and \
-            custom_ops.use_plugin("upfirdn2d", x, _plugin, self_check):
+    if (
+        impl == "cuda"
+        and isinstance(x, torch.Tensor)
+        and x.ndim == 4
+        and custom_ops.use_plugin("upfirdn2d", x, _plugin, self_check)
+    ):
         if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
             raise ValueError(f"upfirdn2d filter must be a float32 1-D or 2-D tensor, got {getattr(f, 'shape', f)}")
         return _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
-def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0, flip_filter: bool = False,
-             gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+def filter2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str = "cuda",
+) -> torch.Tensor:
     """FIR-filter x [N, C, H, W] keeping its size (plus padding), centred like the official op."""
     px0, px1, py0, py1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
@@ -371,23 +424,35 @@ def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0, f
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 2, padding: Padding = 0,
-               flip_filter: bool = False, gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+def upsample2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str = "cuda",
+) -> torch.Tensor:
     """Upsample x [N, C, H, W] -> [N, C, H*up, W*up] with filter f; DC gain up**2 keeps brightness."""
     upx, upy = _parse_scaling(up)
     px0, px1, py0, py1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
-    p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2,
-         py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
+    p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
     return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: Scaling = 2, padding: Padding = 0,
-                 flip_filter: bool = False, gain: float = 1, impl: str = "cuda") -> torch.Tensor:
+def downsample2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    down: Scaling = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str = "cuda",
+) -> torch.Tensor:
     """Low-pass filter and downsample x [N, C, H, W] -> [N, C, H/down, W/down]."""
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
-    p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2,
-         py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
+    p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
