@@ -89,8 +89,33 @@ X, G = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
         (X[:, :, :7, :7], G[:, :, :7, :7], [6, 4, 3, 3], (1, 1), (1, 1), 1, ""),
     ],
 )
-def test_route_only_covers_what_it_computes(x, g, w_shape, stride, padding, groups, expect):
+def test_route_only_covers_what_it_computes(monkeypatch, x, g, w_shape, stride, padding, groups, expect):
+    monkeypatch.setattr(conv2d_winograd, "force", True)  # these layers are too narrow to pay; the geometry is tested
     assert conv2d_winograd.route(x, g, w_shape, stride, padding, (1, 1), groups) == expect
+
+
+@pytest.mark.parametrize(
+    "channels, size, stride, expect",
+    [
+        (512, 32, 1, "winograd"),  # the cifar config's layers: 0.6-0.75x oneDNN's time
+        (256, 16, 1, "winograd"),
+        (256, 32, 1, ""),
+        (64, 8, 1, "winograd"),
+        (64, 16, 1, ""),
+        (32, 32, 1, ""),  # the tiny config: 4x slower than oneDNN
+        (512, 9, 2, "im2col"),
+        (64, 9, 2, "im2col"),
+        (512, 33, 2, ""),
+        (32, 9, 2, ""),
+    ],
+)
+def test_route_is_taken_only_where_it_beats_onednn(channels, size, stride, expect):
+    x = torch.empty(1, channels, size, size)
+    padding = 1 if stride == 1 else 0
+    g = torch.empty(1, channels, (size + 2 * padding - 3) // stride + 1, (size + 2 * padding - 3) // stride + 1)
+    w_shape = [channels, channels, 3, 3]
+    assert conv2d_winograd.route(x, g, w_shape, (stride,) * 2, (padding,) * 2, (1, 1), 1) == expect
+    assert conv2d_winograd.pays(expect, x, g) == bool(expect)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +148,7 @@ def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, str
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatch, transpose):
+    monkeypatch.setattr(conv2d_winograd, "force", True)
     calls = []
     real = conv2d_winograd.weight_grad
     monkeypatch.setattr(conv2d_winograd, "weight_grad", lambda *args: calls.append(1) or real(*args))
@@ -142,6 +168,7 @@ def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatc
 
 def _run(monkeypatch, enabled, fn):
     monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+    monkeypatch.setattr(conv2d_winograd, "force", True)  # the small test networks would otherwise never take it
     torch.manual_seed(0)
     return fn()
 

@@ -13,10 +13,17 @@ subtractions and halvings, so the rounding is no worse than the direct kernel's 
 ~5e-7, against ~5e-6 for oneDNN's). Built from differentiable ops (pad, unfold, matrix products), so it is
 differentiable again. The oracle is torch.nn.grad.conv2d_weight (tests/test_ops_winograd.py).
 
+Where it pays (`pays`): the transforms and the im2col copies cost memory traffic in proportion to C x pixels,
+the matrix products C^2 x pixels, so only wide layers at small images gain. With few channels or large images it
+loses, up to 4-6x at 16-32 channels and 16-32 px (the `tiny` config: 1.3x slower training with it everywhere),
+and oneDNN's kernel keeps those layers. `benchmarks/bench_weight_grad.py` prints both times and the route for a
+grid of layers.
+
 Strided (the stride-2 convolution after each discriminator FIR filter, and the generator's transposed upsampling
 convolution, whose weight gradient is a stride-2 correlation): the nine shifted, strided views of the padded input
 side by side make a [pixels, 9 C] matrix, and one matrix product with the [pixels, K] output gradient gives the
-weight gradient: ~1.5x (33x33 -> 16x16) to 2x (17x17 -> 8x8) faster than oneDNN's kernel, same multiply-adds.
+weight gradient, with the same multiply-adds. At 512 channels it measured 1.5-2x faster than oneDNN's kernel on a
+quiet machine but 1.0-1.3x slower at 17-33 px under load; at <= 9 px it won in every measurement (0.5-0.9x).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 enabled = True  # False: conv2d_gradfix always uses torch.nn.grad.conv2d_weight (A/B benchmarks, debugging)
+force = False  # True: every geometry this module computes takes its route, paying or not (tests of the routes)
 
 # F(2, 3) in one dimension: y = AT [(G g) * (BT d)] for a 4-sample input tile d and a 3-tap correlation g.
 _BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
@@ -67,7 +75,20 @@ def route(
         and tuple(dilation) == (1, 1)
     ):
         return ""
-    return _geometry(x, grad_out, stride, padding)
+    kind = _geometry(x, grad_out, stride, padding)
+    return kind if kind and (force or pays(kind, x, grad_out)) else ""
+
+
+def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
+    """Whether route `kind` beats oneDNN's weight-gradient kernel for this layer. Measured one thread, batch 16,
+    AVX2 (benchmarks/bench_weight_grad.py): Winograd wins at 512 channels at every size up to 32 px (0.6-0.75x),
+    at 256 channels up to 16 px and at 64 up to 8 px; im2col only on the small (<= 9 px) inputs of the last
+    downsampling layers, from 64 channels."""
+    channels = min(x.shape[1], grad_out.shape[1])
+    pixels = x.shape[2] * x.shape[3]
+    if kind == "winograd":
+        return channels >= 512 or (channels >= 256 and pixels <= 16 * 16) or (channels >= 64 and pixels <= 8 * 8)
+    return kind == "im2col" and channels >= 64 and pixels <= 9 * 9
 
 
 def _geometry(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> str:
