@@ -131,33 +131,41 @@ def read_cifar10(path: str, batches: Sequence[str] = tuple(CIFAR10_TRAIN_BATCHES
     images, labels = [], []
     for batch in names:
         source, data = batches[batch]
-        content = load_numpy_pickle(data, source)
-        if not isinstance(content, dict):
-            raise DataFileError(f'{source}: expected a dict with "data" and "labels", got {type(content).__name__}')
-        content = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
-        pixels, batch_labels = content.get("data"), content.get("labels")
-        if (
-            not isinstance(pixels, np.ndarray)
-            or pixels.dtype != np.uint8
-            or pixels.ndim != 2
-            or pixels.shape[1] != 3 * CIFAR10_RESOLUTION**2
-        ):
-            raise DataFileError(
-                f'{source}: "data" must be a uint8 array [N, 3072], got '
-                f"{getattr(pixels, 'dtype', type(pixels).__name__)} {getattr(pixels, 'shape', '')}"
-            )
-        batch_labels = np.asarray(batch_labels)
-        if (
-            batch_labels.shape != (pixels.shape[0],)
-            or not np.issubdtype(batch_labels.dtype, np.integer)
-            or batch_labels.min(initial=0) < 0
-            or batch_labels.max(initial=0) > 9
-        ):
-            raise DataFileError(f'{source}: "labels" must be {pixels.shape[0]} class indices 0..9')
-        # rows hold the red plane, then green, then blue, each 32x32 row-major
-        images.append(pixels.reshape(-1, 3, CIFAR10_RESOLUTION, CIFAR10_RESOLUTION).transpose(0, 2, 3, 1))
-        labels.append(batch_labels.astype(np.int64))
+        batch_images, batch_labels = _decode_cifar_batch(data, source, "labels", 10)
+        images.append(batch_images)
+        labels.append(batch_labels)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _decode_cifar_batch(data: bytes, source: str, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch of the CIFAR python archives (CIFAR-10's data_batch_*, CIFAR-100's train/test), checked:
+    uint8 [N, 32, 32, 3] images and int64 labels 0..classes-1 under `label_key`."""
+    content = load_numpy_pickle(data, source)
+    if not isinstance(content, dict):
+        raise DataFileError(f'{source}: expected a dict with "data" and "{label_key}", got {type(content).__name__}')
+    content = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+    pixels, labels = content.get("data"), content.get(label_key)
+    if (
+        not isinstance(pixels, np.ndarray)
+        or pixels.dtype != np.uint8
+        or pixels.ndim != 2
+        or pixels.shape[1] != 3 * CIFAR10_RESOLUTION**2
+    ):
+        raise DataFileError(
+            f'{source}: "data" must be a uint8 array [N, 3072], got '
+            f"{getattr(pixels, 'dtype', type(pixels).__name__)} {getattr(pixels, 'shape', '')}"
+        )
+    labels = np.asarray(labels)
+    if (
+        labels.shape != (pixels.shape[0],)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or labels.min(initial=0) < 0
+        or labels.max(initial=0) >= classes
+    ):
+        raise DataFileError(f'{source}: "{label_key}" must be {pixels.shape[0]} class indices 0..{classes - 1}')
+    # rows hold the red plane, then green, then blue, each 32x32 row-major
+    images = pixels.reshape(-1, 3, CIFAR10_RESOLUTION, CIFAR10_RESOLUTION).transpose(0, 2, 3, 1)
+    return images, labels.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------- CIFAR-100
@@ -204,31 +212,8 @@ def read_cifar100(path: str, split: str = "train") -> tuple[np.ndarray, np.ndarr
                 source, data = f"{path}:{member.name}", tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataFileError(f"{path}: cannot read tar archive ({err})") from None
-    content = load_numpy_pickle(data, source)
-    if not isinstance(content, dict):
-        raise DataFileError(f'{source}: expected a dict with "data" and "fine_labels", got {type(content).__name__}')
-    content = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
-    pixels, labels = content.get("data"), content.get("fine_labels")
-    if (
-        not isinstance(pixels, np.ndarray)
-        or pixels.dtype != np.uint8
-        or pixels.ndim != 2
-        or pixels.shape[1] != 3 * CIFAR10_RESOLUTION**2
-    ):
-        raise DataFileError(
-            f'{source}: "data" must be a uint8 array [N, 3072], got '
-            f"{getattr(pixels, 'dtype', type(pixels).__name__)} {getattr(pixels, 'shape', '')}"
-        )
-    labels = np.asarray(labels)
-    if (
-        labels.shape != (pixels.shape[0],)
-        or not np.issubdtype(labels.dtype, np.integer)
-        or labels.min(initial=0) < 0
-        or labels.max(initial=0) >= CIFAR100_CLASSES
-    ):
-        raise DataFileError(f'{source}: "fine_labels" must be {pixels.shape[0]} class indices 0..99')
-    images = pixels.reshape(-1, 3, CIFAR10_RESOLUTION, CIFAR10_RESOLUTION).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels.astype(np.int64)
+    images, labels = _decode_cifar_batch(data, source, "fine_labels", CIFAR100_CLASSES)
+    return np.ascontiguousarray(images), labels
 
 
 # ---------------------------------------------------------------------------------------------------- image folders
