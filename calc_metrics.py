@@ -34,6 +34,7 @@ import torch
 
 from metrics import detectors, metric_main, metric_utils
 from metrics.detectors import DetectorNotFoundError
+from torch_utils import host_memory
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
 
@@ -248,6 +249,8 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
     if device == "cuda" and gpus > torch.cuda.device_count():
         raise click.BadParameter(f"{gpus} GPUs requested, {torch.cuda.device_count()} available", param_hint="--gpus")
+    if device == "cpu":
+        host_memory.keep_freed_host_memory()
     if detector_dir is not None:
         detector_dir = os.path.expanduser(detector_dir)
     try:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from dnnlib.cli import SEED_RANGE
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
+from torch_utils import host_memory
 from training import checkpoint
 from training.checkpoint import atomic_write
 from training.image_grid import save_png
@@ -509,6 +510,8 @@ def main(
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
     torch_device = torch.device(device)
+    if torch_device.type == "cpu":
+        host_memory.keep_freed_host_memory()
 
     # Everything that can fail fast does so before the first projection.
     networks = [_load_generator(path) for path in network_paths]

@@ -45,7 +45,7 @@ from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from metrics import detectors, metric_main
 from metrics.snapshot_evaluator import SnapshotEvaluator
 from rlo.files import FileWriteError
-from torch_utils import distributed
+from torch_utils import distributed, host_memory
 from torch_utils.distributed import DistContext
 from training import checkpoint, network_transfer
 from training import options as options_lib
@@ -649,8 +649,10 @@ def run_process(
     device = torch.device("cuda", ctx.local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    elif ctx.world_size > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
+    else:
+        host_memory.keep_freed_host_memory()  # activations are host memory here: no page faults per step
+        if ctx.world_size > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
     distributed.init_process_group(ctx, device, init_method)
     log_file, saved = None, (sys.stdout, sys.stderr)
     try:
@@ -817,6 +819,10 @@ _bool = dict(type=bool, metavar="BOOL")
 @click.option("--dry-run", help="Print training options and exit", is_flag=True)
 def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
     given = {key: value for key, value in kwargs.items() if value is not None}  # flags on the command line
+    try:
+        host_memory.requested()
+    except ValueError as err:
+        raise UserError(str(err)) from None
     ctx = distributed.torchrun_context()
     if ctx is not None:  # launched by torchrun: the world size is the process count, over all nodes
         if given.get("gpus", 1) not in (1, ctx.world_size):

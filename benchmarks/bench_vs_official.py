@@ -13,6 +13,11 @@ Parts: G = G fwd+bwd of mean(img^2); D = D fwd+bwd of softplus(D(img)); iter = o
 i.e. the phases Gmain + Dmain + Dreg of each side's StyleGAN2Loss (R1 gamma 0.01, no path length, no style
 mixing, as --cfg=cifar), each with its module's requires_grad switched on as the training loops do, without the
 optimizer steps. The official code runs its reference ops (no CUDA on CPU), i.e. exactly what it does on CPU.
+
+Host memory: by default both sides run with freed host memory kept (torch_utils/host_memory.py, what our train.py
+does on CPU); --host-memory=system keeps glibc's defaults, under which every 32 MiB activation is page-faulted in
+again each time it is made. That costs the official code more than ours (it makes more temporaries), so the ratio
+depends on it: measure both.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
+from torch_utils import host_memory  # noqa: E402
 from training import loss as our_loss  # noqa: E402
 from training import networks as our_networks  # noqa: E402
 from training.options import LossOptions  # noqa: E402
@@ -281,11 +287,21 @@ def threads(n: int) -> Iterator[None]:
 @click.option(
     "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads for both sides"
 )
+@click.option(
+    "--host-memory",
+    type=click.Choice(["keep", "system"]),
+    default="keep",
+    show_default=True,
+    help="keep freed host memory in the process (as train.py on CPU), or glibc's defaults; applies to both sides",
+)
 @click.option("--profile", is_flag=True, help="print the top ops of one run per side and part")
 @click.option("--top", type=click.IntRange(min=1), default=25, show_default=True, help="ops listed per profile")
 @click.option("--json", default=None, help="also write the results here")
 def main(**kwargs) -> None:
     args = types.SimpleNamespace(**kwargs)
+    kept = host_memory.keep_freed_host_memory() if args.host_memory == "keep" else False
+    if args.host_memory == "keep" and not kept:
+        print("note: --host-memory=keep had no effect here (not glibc, RLO_KEEP_HOST_MEMORY=0 or MALLOC_* set)")
 
     official = load_official(args.official)
     commit = official_commit(official.root)
@@ -297,6 +313,7 @@ def main(**kwargs) -> None:
             batch=args.batch,
             threads=args.threads,
             reps=args.reps,
+            host_memory="kept" if kept else "system",
             cfg="cifar --fp32 (32x32)",
             load_average_start=os.getloadavg(),
         )
@@ -306,8 +323,8 @@ def main(**kwargs) -> None:
         diff = check_same_function(our, off, args.batch)
         result["max_abs_diff"] = diff
         print(
-            f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, cifar fp32 32x32; "
-            f"official {official.root} @ {commit}"
+            f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, cifar fp32 32x32, host memory "
+            f"{'kept' if kept else 'glibc defaults'}; official {official.root} @ {commit}"
         )
         print(
             f"same weights, same function: max|img diff| {diff['G_img']:.2e}, "
