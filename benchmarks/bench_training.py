@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
+from torch_utils import host_memory  # noqa: E402
 from training import options  # noqa: E402
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions  # noqa: E402
 from training.training_loop import training_loop  # noqa: E402
@@ -143,6 +144,9 @@ def run_switches(case: str, ticks: int, rounds: int) -> None:
 @click.option("--switches", is_flag=True, help="time each training switch against the CE baseline")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="with --switches")
 def main(case: str, ticks: int, loss: str, switches: bool, rounds: int) -> None:
+    if not torch.cuda.is_available():  # as train.py does on CPU; RLO_KEEP_HOST_MEMORY=0 measures glibc's defaults
+        kept = host_memory.keep_freed_host_memory()
+        print(f"host memory: {'freed blocks kept' if kept else 'glibc defaults'}")
     for name in CASES if case == "all" else [case]:
         if name == "paper256@64" and not torch.cuda.is_available():
             print(f"\n{name}: skipped (no CUDA device)")
