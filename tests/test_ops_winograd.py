@@ -97,10 +97,12 @@ def test_route_only_covers_what_it_computes(monkeypatch, x, g, w_shape, stride, 
 @pytest.mark.parametrize(
     "channels, size, stride, expect",
     [
-        (512, 32, 1, "winograd"),  # the cifar config's layers: 0.6-0.75x oneDNN's time
+        (512, 32, 1, "winograd"),  # the cifar config's layers: 0.4-0.55x oneDNN's time
         (256, 16, 1, "winograd"),
-        (256, 32, 1, ""),
-        (64, 8, 1, "winograd"),
+        (256, 32, 1, "winograd"),
+        (128, 16, 1, "winograd"),
+        (128, 32, 1, ""),
+        (64, 8, 1, ""),
         (64, 16, 1, ""),
         (32, 32, 1, ""),  # the tiny config: 4x slower than oneDNN
         (512, 9, 2, "im2col"),
@@ -212,3 +214,102 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
         assert (a is None) == (b is None)
         if a is not None:
             assert_close_normwise(a, b, 1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Forward (and input gradient) by Winograd, and the graph-free fast weight gradient.
+
+FORWARD_SHAPES = [(2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (1, 2, 3, 2, 2), (2, 16, 9, 16, 16)]
+
+
+@pytest.mark.parametrize("shape", FORWARD_SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_conv3x3_equals_conv2d(shape, layout):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(n, c + 2 if layout == "sliced" else c, h, w, generator=gen, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = x[:, 1:-1]
+    weight = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64)
+    bias = torch.randn(k, generator=gen, dtype=torch.float64)
+    for b in (None, bias):
+        got = conv2d_winograd.conv3x3(x, weight, b)
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, torch.nn.functional.conv2d(x, weight, b, padding=1), rtol=1e-11, atol=1e-11)
+
+
+def test_conv3x3_float32_rounding_is_no_worse_than_the_direct_kernel():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 256, 16, 16, generator=gen)
+    w = torch.randn(256, 256, 3, 3, generator=gen) / 48
+    exact = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    err_winograd = (conv2d_winograd.conv3x3(x, w).double() - exact).abs().max()
+    err_direct = (torch.nn.functional.conv2d(x, w, padding=1).double() - exact).abs().max()
+    assert err_winograd <= 2 * err_direct, (float(err_winograd), float(err_direct))
+    assert err_winograd / exact.abs().max() < 2e-6
+
+
+def test_fast_weight_gradient_equals_the_differentiable_one():
+    x, g = _inputs((2, 6, 5, 8, 6))
+    fast = conv2d_winograd.weight_grad_3x3(x, g)  # no graph: the preallocated-tiles path
+    x.requires_grad_(True)
+    recorded = conv2d_winograd.weight_grad_3x3(x, g)  # a graph: the differentiable path
+    assert fast.grad_fn is None and recorded.grad_fn is not None
+    torch.testing.assert_close(fast, recorded.detach(), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(fast, torch.nn.grad.conv2d_weight(x.detach(), [5, 6, 3, 3], g, 1, 1))
+
+
+W = torch.randn(6, 4, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "x, w, stride, padding, dilation, groups, grad, expect",
+    [
+        (X, W, (1, 1), (1, 1), (1, 1), 1, False, True),
+        (X, W, (1, 1), (1, 1), (1, 1), 1, True, False),  # a graph is recorded: oneDNN (autograd's own backward)
+        (X.double(), W.double(), (1, 1), (1, 1), (1, 1), 1, False, False),
+        (X, W, (2, 2), (1, 1), (1, 1), 1, False, False),
+        (X, W, (1, 1), (0, 0), (1, 1), 1, False, False),
+        (X, W, (1, 1), (1, 1), (2, 2), 1, False, False),
+        (X, W[:, :2], (1, 1), (1, 1), (1, 1), 2, False, False),
+        (X[:, :, :7, :7], W, (1, 1), (1, 1), (1, 1), 1, False, False),
+        (X, W[:, :, :1, :1], (1, 1), (1, 1), (1, 1), 1, False, False),
+    ],
+)
+def test_forward_route_only_covers_what_it_computes(monkeypatch, x, w, stride, padding, dilation, groups, grad, expect):
+    monkeypatch.setattr(conv2d_winograd, "force", True)
+    x = x.clone().requires_grad_(grad)
+    assert conv2d_winograd.forward_route(x, w, None, stride, padding, dilation, groups) == expect
+
+
+@pytest.mark.parametrize("channels, size, expect", [(512, 32, True), (256, 8, True), (512, 4, False), (128, 16, False)])
+def test_forward_route_is_taken_only_where_it_beats_onednn(channels, size, expect):
+    x, w = torch.empty(1, channels, size, size), torch.empty(channels, channels, 3, 3)
+    assert conv2d_winograd.forward_route(x, w, None, (1, 1), (1, 1), (1, 1), 1) == expect
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gradfix_forward_and_input_gradient_use_it(monkeypatch, transpose):
+    """conv2d_gradfix's forward, and the input gradient (a stride-1 transpose), both go through conv3x3."""
+    monkeypatch.setattr(conv2d_winograd, "force", True)
+    calls = []
+    real = conv2d_winograd.conv3x3
+    monkeypatch.setattr(conv2d_winograd, "conv3x3", lambda *args: calls.append(1) or real(*args))
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+        gen = torch.Generator().manual_seed(4)
+        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=gen, dtype=torch.float64).float().requires_grad_()
+        w = torch.randn(6, 5, 3, 3, generator=gen).requires_grad_()
+        b = torch.randn(5 if transpose else 6, generator=gen).requires_grad_()
+        y = op(x, w, b, padding=1)
+        (y * y).sum().backward()
+        with torch.no_grad():
+            inference = op(x, w, b, padding=1)  # the plain path (no autograd.Function) takes it too
+        results.append((y.detach(), inference, x.grad, w.grad, b.grad))
+    assert len(calls) == 3  # forward, input gradient, inference
+    for a, b in zip(*results):
+        assert_close_normwise(a, b, 1e-5)

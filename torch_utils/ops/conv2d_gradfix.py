@@ -6,8 +6,8 @@ that inner backward skips them, while gradients with respect to the input (and, 
 the weights reached through the inner gradient) stay exact.
 
 Only public PyTorch API is used: an autograd.Function whose backward is again made of these
-functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``, or, for 3x3 stride-1 float32
-convolutions on CPU, the faster weight gradients of ``conv2d_winograd``.
+functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``, or, for wide 3x3 float32
+convolutions on CPU, ``conv2d_winograd`` (forward, input and weight gradients where it beats oneDNN).
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """Same as torch.nn.functional.conv2d (input [N, Cin, H, W], weight [Cout, Cin/groups, kh, kw])."""
-    if not _needs_custom(input, weight):
-        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
     cfg = _ConvConfig(False, _pair(stride), _pair(padding), (0, 0), _pair(dilation), groups)
+    if not _needs_custom(input, weight):
+        return cfg.run(input, weight, bias)
     return _Conv.apply(input, weight, bias, cfg)
 
 
@@ -79,9 +79,9 @@ def conv_transpose2d(
     dilation: IntPair = 1,
 ) -> torch.Tensor:
     """Same as torch.nn.functional.conv_transpose2d (weight [Cin, Cout/groups, kh, kw])."""
-    if not _needs_custom(input, weight):
-        return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
     cfg = _ConvConfig(True, _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation), groups)
+    if not _needs_custom(input, weight):
+        return cfg.run(input, weight, bias)
     return _Conv.apply(input, weight, bias, cfg)
 
 
@@ -99,10 +99,18 @@ class _ConvConfig:
         self.groups = groups
 
     def run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution itself: conv2d_winograd where it pays and no graph is recorded, else PyTorch's."""
         if self.transpose:
+            if self.output_padding == (0, 0) and w.ndim == 4 and self.groups == 1:
+                # Stride 1: the transpose is a correlation with the flipped, transposed kernel (input gradients).
+                w_conv = w.transpose(0, 1)
+                if conv2d_winograd.forward_route(x, w_conv, b, self.stride, self.padding, self.dilation, 1):
+                    return conv2d_winograd.conv3x3(x, w_conv.flip([2, 3]), b)
             return F.conv_transpose2d(
                 x, w, b, self.stride, self.padding, self.output_padding, self.groups, self.dilation
             )
+        if conv2d_winograd.forward_route(x, w, b, self.stride, self.padding, self.dilation, self.groups):
+            return conv2d_winograd.conv3x3(x, w, b)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def adjoint(self, in_shape: torch.Size, out_shape: torch.Size, w_shape: torch.Size) -> _ConvConfig:

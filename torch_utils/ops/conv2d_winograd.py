@@ -1,23 +1,21 @@
-"""Weight gradients of 3x3 convolutions on CPU in float32, where oneDNN's own kernel is slow.
+"""3x3 convolutions on CPU in float32 by Winograd's minimal filtering F(2x2, 3x3), where it beats oneDNN.
 
-Stride 1: Winograd's minimal filtering F(2x2, 3x3). Other strides: one matrix product over im2col columns.
+Forward and input gradient (stride 1, padding 1), and the weight gradient (stride 1: Winograd; other strides: one
+matrix product over im2col columns).
 
-Why: on a CPU without AVX-512, oneDNN's weight-gradient kernel for these convolutions runs at a third of the speed
-of its forward kernel (one thread, batch 16, 512 channels, 32x32: forward ~1.05 s, weight gradient ~3 s), and the
-networks compute one per 3x3 layer per training phase. F(2x2, 3x3) (Lavin & Gray, 2016) turns it into 16 matrix
-products over the channels with 2.25x fewer multiply-adds: ~1.0 s there. The forward pass and the input gradient
-keep oneDNN's direct kernels, which are already as fast as a Winograd version would be.
+Why: F(2x2, 3x3) (Lavin & Gray, 2016) turns a 3x3 convolution into 16 matrix products over the channels with 2.25x
+fewer multiply-adds. One thread, batch 16, 512 channels, 32x32 (the `cifar` config's widest layers): oneDNN's direct
+forward ~0.9-1.1 s, Winograd ~0.55 s; oneDNN's weight gradient ~3 s, Winograd ~0.6 s. The tile transforms are only
+additions, subtractions and halvings, so the rounding is no worse than the direct kernel's (max error relative to
+the largest output vs float64: ~5e-7 against oneDNN's ~3e-6; tests/test_ops_winograd.py).
 
-dL/dw[k, c] = sum over tiles of AT dY AT^T (x) BT X BT^T, back through the filter transform G: only additions,
-subtractions and halvings, so the rounding is no worse than the direct kernel's (max relative error vs float64
-~5e-7, against ~5e-6 for oneDNN's). Built from differentiable ops (pad, unfold, matrix products), so it is
-differentiable again. The oracle is torch.nn.grad.conv2d_weight (tests/test_ops_winograd.py).
-
-Where it pays (`pays`): the transforms and the im2col copies cost memory traffic in proportion to C x pixels,
-the matrix products C^2 x pixels, so only wide layers at small images gain. With few channels or large images it
-loses, up to 4-6x at 16-32 channels and 16-32 px (the `tiny` config: 1.3x slower training with it everywhere),
-and oneDNN's kernel keeps those layers. `benchmarks/bench_weight_grad.py` prints both times and the route for a
-grid of layers.
+The transforms move C x pixels x 4 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
+only when the 16 tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
+with glibc's defaults the forward measured no faster than oneDNN's). `pays` says where each route is taken;
+`benchmarks/bench_winograd.py` prints the measured grid behind it. The fast paths write into preallocated tiles
+and are not differentiable: they are taken only where no autograd graph is being recorded (the forward inside
+conv2d_gradfix's autograd.Function, backward passes without create_graph). Where a graph is needed, the weight
+gradient is built from differentiable ops (differentiable again), and the forward stays with oneDNN.
 
 Strided (the stride-2 convolution after each discriminator FIR filter, and the generator's transposed upsampling
 convolution, whose weight gradient is a stride-2 correlation): the nine shifted, strided views of the padded input
@@ -33,7 +31,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-enabled = True  # False: conv2d_gradfix always uses torch.nn.grad.conv2d_weight (A/B benchmarks, debugging)
+enabled = True  # False: conv2d_gradfix always uses oneDNN (F.conv2d, conv2d_weight): A/B benchmarks, debugging
 force = False  # True: every geometry this module computes takes its route, paying or not (tests of the routes)
 
 # F(2, 3) in one dimension: y = AT [(G g) * (BT d)] for a 4-sample input tile d and a 3-tap correlation g.
@@ -81,13 +79,13 @@ def route(
 
 def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
     """Whether route `kind` beats oneDNN's weight-gradient kernel for this layer. Measured one thread, batch 16,
-    AVX2 (benchmarks/bench_weight_grad.py): Winograd wins at 512 channels at every size up to 32 px (0.6-0.75x),
-    at 256 channels up to 16 px and at 64 up to 8 px; im2col only on the small (<= 9 px) inputs of the last
-    downsampling layers, from 64 channels."""
+    AVX2, host memory kept (benchmarks/bench_winograd.py --op=weight): Winograd 0.4-0.55x at 512 channels and
+    0.6-0.65x at 256, at every size from 4 to 32 px; 0.83-0.87x at 128 channels up to 16 px; slower below 128.
+    im2col only on the small (<= 9 px) inputs of the last downsampling layers, from 64 channels (0.5-0.8x)."""
     channels = min(x.shape[1], grad_out.shape[1])
     pixels = x.shape[2] * x.shape[3]
     if kind == "winograd":
-        return channels >= 512 or (channels >= 256 and pixels <= 16 * 16) or (channels >= 64 and pixels <= 8 * 8)
+        return channels >= 256 or (channels >= 128 and pixels <= 16 * 16)
     return kind == "im2col" and channels >= 64 and pixels <= 9 * 9
 
 
@@ -138,7 +136,7 @@ def weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, stride: int, pad
 
 def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     """torch.nn.grad.conv2d_weight(x, [K, C, 3, 3], grad_out, padding=1) for x [N, C, H, W] (H, W even) and
-    grad_out [N, K, H, W] -> [K, C, 3, 3]."""
+    grad_out [N, K, H, W] -> [K, C, 3, 3]. Differentiable where a graph is being recorded."""
     n, c, h, width = x.shape
     k = grad_out.shape[1]
     if h % 2 or width % 2 or grad_out.shape[0] != n or tuple(grad_out.shape[2:]) != (h, width):
@@ -146,6 +144,9 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
             f"weight_grad_3x3: needs x [N, C, H, W] with even H, W and grad_out [N, K, H, W]; got "
             f"{tuple(x.shape)} and {tuple(grad_out.shape)}"
         )
+    if not _records_graph(x, grad_out):
+        du = torch.bmm(_input_tiles(x).transpose(1, 2), _output_grad_tiles(grad_out))  # [16, C, K]
+        return _filter_grad(du, c, k)
     kb, kg, ka = _transforms(x.dtype, x.device)
     th, tw = h // 2, width // 2
     # Input tiles: 4x4 windows with stride 2 of the zero-padded NHWC image, transformed by BT (x) BT.
@@ -158,3 +159,123 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     du = torch.bmm(v.transpose(1, 2), dm)  # [16, C, K]
     dw = (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k)
     return dw.permute(3, 2, 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fast paths without an autograd graph: the tile transforms as strided additions into preallocated tiles.
+
+
+def _records_graph(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def forward_route(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> bool:
+    """Whether conv2d(x, w, b, stride, padding, dilation, groups) is computed here (conv3x3): float32 CPU, 3x3,
+    stride 1, padding 1, even H and W, no autograd graph being recorded, and wide enough to pay."""
+    return (
+        enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and (b is None or b.dtype == torch.float32)
+        and x.ndim == 4
+        and w.ndim == 4
+        and tuple(w.shape[2:]) == (3, 3)
+        and groups == 1
+        and w.shape[1] == x.shape[1]
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (1, 1)
+        and tuple(dilation) == (1, 1)
+        and x.shape[2] % 2 == 0
+        and x.shape[3] % 2 == 0
+        and x.shape[2] >= 2
+        and x.shape[3] >= 2
+        and not _records_graph(x, w, b)
+        and (force or forward_pays(x, w))
+    )
+
+
+def forward_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=forward):
+    0.56-0.78x oneDNN's time at 256 and 512 channels from 8 to 32 px; 0.9x at 128 channels, 8-16 px (left to
+    oneDNN, within the spread); slower at 4 px and below 128 channels."""
+    channels = min(x.shape[1], w.shape[0])
+    pixels = x.shape[2] * x.shape[3]
+    return channels >= 256 and pixels >= 8 * 8
+
+
+def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """F.conv2d(x, w, b, padding=1) for x [N, C, H, W] (H, W even), w [K, C, 3, 3] -> [N, K, H, W], no graph."""
+    n, _, h, width = x.shape
+    m = torch.bmm(_input_tiles(x), _filter_tiles(w))  # [16, tiles, K]
+    return _output_tiles(m, n, h // 2, width // 2, b)
+
+
+def _input_tiles(x: torch.Tensor) -> torch.Tensor:
+    """x [N, C, H, W] -> BT d BT^T of every 4x4 window (stride 2) of the zero-padded image: [16, tiles, C]."""
+    n, c, h, width = x.shape
+    th, tw = h // 2, width // 2
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
+    d = [xp[:, i : i + 2 * th : 2] for i in range(4)]  # the four rows of every tile: [N, th, W+2, C]
+    rows = (d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3])  # BT along the rows
+    v = x.new_empty([4, 4, n, th, tw, c])
+    for a, t in enumerate(rows):
+        e = [t[:, :, j : j + 2 * tw : 2] for j in range(4)]  # BT along the columns, written in place
+        torch.sub(e[0], e[2], out=v[a, 0])
+        torch.add(e[1], e[2], out=v[a, 1])
+        torch.sub(e[2], e[1], out=v[a, 2])
+        torch.sub(e[1], e[3], out=v[a, 3])
+    return v.view(16, n * th * tw, c)
+
+
+def _filter_tiles(w: torch.Tensor) -> torch.Tensor:
+    """w [K, C, 3, 3] (correlation) -> G g G^T: [16, C, K]."""
+    k, c = w.shape[:2]
+    _, kg, _ = _transforms(w.dtype, w.device)
+    return (kg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(16, c, k)
+
+
+def _output_tiles(m: torch.Tensor, n: int, th: int, tw: int, b: torch.Tensor | None) -> torch.Tensor:
+    """[16, tiles, K] -> AT m AT^T per tile (+ bias): the 2x2 outputs of every tile, [N, K, 2 th, 2 tw]."""
+    k = m.shape[-1]
+    m = m.view(4, 4, n, th, tw, k)
+    s0, s1 = m[0] + m[1] + m[2], m[1] - m[2] - m[3]  # AT along the rows: [4, N, th, tw, K]
+    y = m.new_empty([n, th, 2, tw, 2, k])
+    for p, t in enumerate((s0, s1)):
+        torch.add(t[0] + t[1], t[2], out=y[:, :, p, :, 0])
+        torch.sub(t[1] - t[2], t[3], out=y[:, :, p, :, 1])
+    y = y.view(n, 2 * th, 2 * tw, k)
+    if b is not None:
+        y += b
+    return y.permute(0, 3, 1, 2).contiguous()
+
+
+def _output_grad_tiles(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of the output transform: grad_out [N, K, H, W] -> AT^T dY AT per 2x2 tile, [16, tiles, K]."""
+    n, k, h, width = g.shape
+    th, tw = h // 2, width // 2
+    g = g.permute(0, 2, 3, 1).reshape(n, th, 2, tw, 2, k)
+    r0, r1 = g[:, :, 0], g[:, :, 1]  # AT^T along the rows: (r0, r0 + r1, r0 - r1, -r1)
+    rows = (r0, r0 + r1, r0 - r1, -r1)
+    out = g.new_empty([4, 4, n, th, tw, k])
+    for a, t in enumerate(rows):
+        c0, c1 = t[:, :, :, 0], t[:, :, :, 1]
+        out[a, 0].copy_(c0)
+        torch.add(c0, c1, out=out[a, 1])
+        torch.sub(c0, c1, out=out[a, 2])
+        torch.neg(c1, out=out[a, 3])
+    return out.view(16, n * th * tw, k)
+
+
+def _filter_grad(du: torch.Tensor, c: int, k: int) -> torch.Tensor:
+    """[16, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
+    _, kg, _ = _transforms(du.dtype, du.device)
+    return (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)

@@ -1,0 +1,116 @@
+"""3x3 convolutions on CPU: oneDNN against this project's Winograd routes, for a grid of layer widths and sizes, and
+the route conv2d_gradfix takes. --op=forward: F.conv2d(padding=1) against conv2d_winograd.conv3x3 (the input
+gradient is the same computation); --op=weight: torch.nn.grad.conv2d_weight against the Winograd (stride 1) and
+im2col (stride 2) weight gradients.
+
+The cost rules `conv2d_winograd.forward_pays` and `pays` come from this table: rerun it on another CPU before
+trusting them there. Times are process CPU time, the two kernels interleaved rep by rep so that background load
+hits both alike, with freed host memory kept as train.py keeps it on CPU (--host-memory=system: glibc's defaults).
+
+    python benchmarks/bench_winograd.py                       # one thread, batch 16, both ops
+    python benchmarks/bench_winograd.py --op=forward --channels=64,512 --sizes=8,32 --threads=2
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import click
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dnnlib.cli import CommaList, verbatim  # noqa: E402
+from torch_utils import host_memory as host_memory_module  # noqa: E402
+from torch_utils.ops import conv2d_winograd  # noqa: E402
+
+
+def cpu_ms(fn) -> float:
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1e3
+
+
+def compare(channels: int, size: int, stride: int, batch: int, reps: int) -> tuple[str, float, float, str]:
+    """(route geometry, oneDNN ms, ours ms, route taken) for one layer: its input is `size` px (+1 for stride 2,
+    the padded output of the FIR filter before a downsampling convolution)."""
+    side, padding = (size + 1, 0) if stride == 2 else (size, 1)
+    x = torch.randn(batch, channels, side, side)
+    w_shape = (channels, channels, 3, 3)
+    grad_out = torch.randn_like(torch.nn.functional.conv2d(x, torch.randn(w_shape), stride=stride, padding=padding))
+    geometry = conv2d_winograd._geometry(x, grad_out, (stride, stride), (padding, padding))
+    onednn = lambda: torch.nn.grad.conv2d_weight(x, w_shape, grad_out, stride=stride, padding=padding)
+    ours = lambda: conv2d_winograd.weight_grad(x, grad_out, w_shape, (stride, stride), (padding, padding))
+    onednn(), ours()
+    a, b = [], []
+    for _ in range(reps):
+        a.append(cpu_ms(onednn))
+        b.append(cpu_ms(ours))
+    taken = conv2d_winograd.route(x, grad_out, w_shape, (stride, stride), (padding, padding), (1, 1), 1) or "oneDNN"
+    return geometry, statistics.median(a), statistics.median(b), taken
+
+
+def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[float, float, str]:
+    """(oneDNN ms, Winograd ms, route taken) of one stride-1 3x3 layer on a `size` px input."""
+    x = torch.randn(batch, channels, size, size)
+    w = torch.randn(channels, channels, 3, 3) / (3 * channels**0.5)
+    b = torch.randn(channels)
+    onednn = lambda: torch.nn.functional.conv2d(x, w, b, padding=1)
+    ours = lambda: conv2d_winograd.conv3x3(x, w, b)
+    onednn(), ours()
+    a, c = [], []
+    for _ in range(reps):
+        a.append(cpu_ms(onednn))
+        c.append(cpu_ms(ours))
+    taken = "winograd" if conv2d_winograd.forward_route(x, w, b, (1, 1), (1, 1), (1, 1), 1) else "oneDNN"
+    return statistics.median(a), statistics.median(c), taken
+
+
+@click.command(help=verbatim(__doc__))
+@click.option("--op", type=CommaList(choices=["forward", "weight"]), default="forward,weight", show_default=True)
+@click.option("--channels", type=CommaList(int), default="16,32,64,128,256,512", show_default=True)
+@click.option("--sizes", type=CommaList(int), default="4,8,16,32", show_default=True, help="input sizes in px")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--host-memory", type=click.Choice(["keep", "system"]), default="keep", show_default=True)
+def main(
+    op: list[str], channels: list[int], sizes: list[int], batch: int, reps: int, threads: int, host_memory: str
+) -> None:
+    kept = host_memory_module.keep_freed_host_memory() if host_memory == "keep" else False
+    torch.set_num_threads(threads)
+    print(
+        f"batch {batch}, {threads} thread(s), torch {torch.__version__}, median of {reps} reps (CPU time), host "
+        f"memory {'kept' if kept else 'glibc defaults'}"
+    )
+    if "forward" in op:
+        print(
+            f"\nforward (= input gradient), stride 1\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
+            f"{'ours/oneDNN':>12}  taken"
+        )
+        for c in channels:
+            for size in sizes:
+                a, b, taken = compare_forward(c, size, batch, reps)
+                print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+    if "weight" in op:
+        print(
+            f"\nweight gradient\n{'route':<9} {'stride':>6} {'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
+            f"{'ours/oneDNN':>12}  taken"
+        )
+        for stride in (1, 2):
+            for c in channels:
+                for size in sizes:
+                    if stride == 2 and size < 8:
+                        continue
+                    geometry, a, b, taken = compare(c, size, stride, batch, reps)
+                    print(
+                        f"{geometry:<9} {stride:>6} {c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
