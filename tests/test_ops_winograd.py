@@ -313,3 +313,13 @@ def test_gradfix_forward_and_input_gradient_use_it(monkeypatch, transpose):
     assert len(calls) == 3  # forward, input gradient, inference
     for a, b in zip(*results):
         assert_close_normwise(a, b, 1e-5)
+
+
+def test_large_batches_go_in_chunks_with_the_same_result(monkeypatch):
+    x, g = _inputs((5, 3, 4, 6, 8))
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    whole_y, whole_dw = conv2d_winograd.conv3x3(x, w), conv2d_winograd.weight_grad_3x3(x, g)
+    monkeypatch.setattr(conv2d_winograd, "TILE_BYTES", 2 * 4 * 6 * 8 * 4 * 8)  # two images per chunk
+    assert conv2d_winograd._image_chunks(x, 4) == [(0, 2), (2, 4), (4, 5)]
+    torch.testing.assert_close(conv2d_winograd.conv3x3(x, w), whole_y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), whole_dw, rtol=1e-12, atol=1e-12)

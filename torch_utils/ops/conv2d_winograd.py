@@ -145,7 +145,10 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
             f"{tuple(x.shape)} and {tuple(grad_out.shape)}"
         )
     if not _records_graph(x, grad_out):
-        du = torch.bmm(_input_tiles(x).transpose(1, 2), _output_grad_tiles(grad_out))  # [16, C, K]
+        du = None  # [16, C, K], summed over chunks of images
+        for i, j in _image_chunks(x, max(c, k)):
+            part = torch.bmm(_input_tiles(x[i:j]).transpose(1, 2), _output_grad_tiles(grad_out[i:j]))
+            du = part if du is None else du.add_(part)
         return _filter_grad(du, c, k)
     kb, kg, ka = _transforms(x.dtype, x.device)
     th, tw = h // 2, width // 2
@@ -212,11 +215,28 @@ def forward_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
     return channels >= 256 and pixels >= 8 * 8
 
 
+TILE_BYTES = 256 * 2**20  # tiles of at most this many bytes at once: larger batches go in chunks of images
+
+
+def _image_chunks(x: torch.Tensor, channels: int) -> list[tuple[int, int]]:
+    """[start, stop) image ranges whose 16 transformed tiles of `channels` channels fit in TILE_BYTES."""
+    n, _, h, width = x.shape
+    per_image = 4 * h * width * channels * x.element_size()  # 16 tiles per 4 pixels
+    step = max(1, TILE_BYTES // max(1, per_image))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """F.conv2d(x, w, b, padding=1) for x [N, C, H, W] (H, W even), w [K, C, 3, 3] -> [N, K, H, W], no graph."""
-    n, _, h, width = x.shape
-    m = torch.bmm(_input_tiles(x), _filter_tiles(w))  # [16, tiles, K]
-    return _output_tiles(m, n, h // 2, width // 2, b)
+    _, c, h, width = x.shape
+    u = _filter_tiles(w)
+    chunks = _image_chunks(x, max(c, w.shape[0]))
+    if len(chunks) == 1:
+        return _output_tiles(torch.bmm(_input_tiles(x), u), x.shape[0], h // 2, width // 2, b)
+    y = x.new_empty([x.shape[0], w.shape[0], h, width])
+    for i, j in chunks:
+        y[i:j] = _output_tiles(torch.bmm(_input_tiles(x[i:j]), u), j - i, h // 2, width // 2, b)
+    return y
 
 
 def _input_tiles(x: torch.Tensor) -> torch.Tensor:
