@@ -5,7 +5,8 @@ the kernel on free. A batch of 16 at 32x32 with 512 channels is 32 MiB per activ
 is page-faulted (zero-filled by the kernel, 4 KiB at a time) every time it is made. That costs more than the
 elementwise op that fills it: on the 2-core machine of this project one training iteration of `--cfg=cifar`
 (batch 16, one thread) took 40 s with glibc's defaults and 32 s with freed memory kept (official code: 58 s and
-38 s; `benchmarks/bench_vs_official.py`). GPU memory has PyTorch's caching allocator and is not affected.
+38 s), measured before conv2d_winograd's forward, which gains only with memory kept (`benchmarks/
+bench_vs_official.py --host-memory`). GPU memory has PyTorch's caching allocator and is not affected.
 
 `keep_freed_host_memory()` asks glibc (mallopt) to serve large blocks from its heap and not to trim it, which is
 what MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge> in the environment would do. The cost: the process's resident
