@@ -250,7 +250,10 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
     if device == "cuda" and gpus > torch.cuda.device_count():
         raise click.BadParameter(f"{gpus} GPUs requested, {torch.cuda.device_count()} available", param_hint="--gpus")
     if device == "cpu":
-        host_memory.keep_freed_host_memory()
+        try:
+            host_memory.keep_freed_host_memory()
+        except ValueError as err:  # RLO_KEEP_HOST_MEMORY unreadable
+            raise click.UsageError(str(err)) from None
     if detector_dir is not None:
         detector_dir = os.path.expanduser(detector_dir)
     try:

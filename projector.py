@@ -511,7 +511,10 @@ def main(
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
     torch_device = torch.device(device)
     if torch_device.type == "cpu":
-        host_memory.keep_freed_host_memory()
+        try:
+            host_memory.keep_freed_host_memory()
+        except ValueError as err:  # RLO_KEEP_HOST_MEMORY unreadable
+            raise click.UsageError(str(err)) from None
 
     # Everything that can fail fast does so before the first projection.
     networks = [_load_generator(path) for path in network_paths]

@@ -73,6 +73,18 @@ def test_train_cli_refuses_an_unreadable_setting(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_calc_metrics_refuses_an_unreadable_setting():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "calc_metrics.py"), "--network=missing.pt", "--device=cpu"],
+        env={**_env(), "RLO_KEEP_HOST_MEMORY": "perhaps"},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "RLO_KEEP_HOST_MEMORY='perhaps'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _env() -> dict[str, str]:
     import os
 
