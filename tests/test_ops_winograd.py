@@ -148,22 +148,33 @@ def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, str
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("transpose", [False, True])
-def test_gradfix_convolutions_use_it_and_agree_with_the_direct_kernel(monkeypatch, transpose):
+def _through_gradfix(monkeypatch, transpose: bool, counted: str) -> tuple[int, list[tuple]]:
+    """A 3x3 layer through conv2d_gradfix (value, input/weight/bias gradients, and an inference call), with the
+    routes forced on and then off; returns how often conv2d_winograd.<counted> ran, and both sets of results."""
     monkeypatch.setattr(conv2d_winograd, "force", True)
     calls = []
-    real = conv2d_winograd.weight_grad
-    monkeypatch.setattr(conv2d_winograd, "weight_grad", lambda *args: calls.append(1) or real(*args))
+    real = getattr(conv2d_winograd, counted)
+    monkeypatch.setattr(conv2d_winograd, counted, lambda *args: calls.append(1) or real(*args))
     op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
-        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
-        w = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
-        y = op(x, w, padding=1)
+        gen = torch.Generator().manual_seed(4)
+        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=gen).requires_grad_()
+        w = torch.randn(6, 5, 3, 3, generator=gen).requires_grad_()
+        b = torch.randn(5 if transpose else 6, generator=gen).requires_grad_()
+        y = op(x, w, b, padding=1)
         (y * y).sum().backward()
-        results.append((y.detach(), x.grad, w.grad))
-    assert len(calls) == 1
+        with torch.no_grad():
+            inference = op(x, w, b, padding=1)  # the plain path (no autograd.Function)
+        results.append((y.detach(), inference, x.grad, w.grad, b.grad))
+    return len(calls), results
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gradfix_weight_gradient_uses_it_and_agrees_with_the_direct_kernel(monkeypatch, transpose):
+    calls, results = _through_gradfix(monkeypatch, transpose, "weight_grad")
+    assert calls == 1
     for a, b in zip(*results):
         assert_close_normwise(a, b, 1e-5)
 
@@ -292,25 +303,9 @@ def test_forward_route_is_taken_only_where_it_beats_onednn(channels, size, expec
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_gradfix_forward_and_input_gradient_use_it(monkeypatch, transpose):
-    """conv2d_gradfix's forward, and the input gradient (a stride-1 transpose), both go through conv3x3."""
-    monkeypatch.setattr(conv2d_winograd, "force", True)
-    calls = []
-    real = conv2d_winograd.conv3x3
-    monkeypatch.setattr(conv2d_winograd, "conv3x3", lambda *args: calls.append(1) or real(*args))
-    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
-    results = []
-    for enabled in (True, False):
-        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
-        gen = torch.Generator().manual_seed(4)
-        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=gen, dtype=torch.float64).float().requires_grad_()
-        w = torch.randn(6, 5, 3, 3, generator=gen).requires_grad_()
-        b = torch.randn(5 if transpose else 6, generator=gen).requires_grad_()
-        y = op(x, w, b, padding=1)
-        (y * y).sum().backward()
-        with torch.no_grad():
-            inference = op(x, w, b, padding=1)  # the plain path (no autograd.Function) takes it too
-        results.append((y.detach(), inference, x.grad, w.grad, b.grad))
-    assert len(calls) == 3  # forward, input gradient, inference
+    """conv2d_gradfix's forward, the input gradient (a stride-1 transpose) and inference all go through conv3x3."""
+    calls, results = _through_gradfix(monkeypatch, transpose, "conv3x3")
+    assert calls == 3
     for a, b in zip(*results):
         assert_close_normwise(a, b, 1e-5)
 

@@ -101,11 +101,12 @@ class _ConvConfig:
     def run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution itself: conv2d_winograd where it pays and no graph is recorded, else PyTorch's."""
         if self.transpose:
-            if self.output_padding == (0, 0) and w.ndim == 4 and self.groups == 1:
-                # Stride 1: the transpose is a correlation with the flipped, transposed kernel (input gradients).
-                w_conv = w.transpose(0, 1)
-                if conv2d_winograd.forward_route(x, w_conv, b, self.stride, self.padding, self.dilation, 1):
-                    return conv2d_winograd.conv3x3(x, w_conv.flip([2, 3]), b)
+            # At stride 1 (input gradients) the transpose is a correlation with the flipped, transposed kernel.
+            w_conv = w.transpose(0, 1)
+            if self.output_padding == (0, 0) and conv2d_winograd.forward_route(
+                x, w_conv, b, self.stride, self.padding, self.dilation, self.groups
+            ):
+                return conv2d_winograd.conv3x3(x, w_conv.flip([2, 3]), b)
             return F.conv_transpose2d(
                 x, w, b, self.stride, self.padding, self.output_padding, self.groups, self.dilation
             )

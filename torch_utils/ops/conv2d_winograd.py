@@ -34,20 +34,39 @@ import torch.nn.functional as F
 enabled = True  # False: conv2d_gradfix always uses oneDNN (F.conv2d, conv2d_weight): A/B benchmarks, debugging
 force = False  # True: every geometry this module computes takes its route, paying or not (tests of the routes)
 
-# F(2, 3) in one dimension: y = AT [(G g) * (BT d)] for a 4-sample input tile d and a 3-tap correlation g.
-_BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+# F(2, 3) in one dimension: y = AT [(G g) * (BT d)] for a 4-sample input tile d and a 3-tap correlation g, with
+# BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] and AT = [[1, 1, 1, 0], [0, 1, -1, -1]]. Their
+# entries are 0 and +-1, so the tile transforms are strided additions (_bt, _at_t below); G has halvings and is a
+# matrix product over the (small) filter.
 _G = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
-_AT = [[1, 1, 1, 0], [0, 1, -1, -1]]
-_matrices: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_filter_transforms: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
 
-def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """2-D transforms as Kronecker products: input BT(x)BT [16, 16], filter G(x)G [16, 9], output AT(x)AT [4, 16]."""
+def _filter_transform(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """G (x) G [16, 9]: the 2-D filter transform as one matrix over the row-major 3x3 taps."""
     key = (dtype, device)
-    if key not in _matrices:
-        bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
-        _matrices[key] = tuple(torch.kron(m, m).to(dtype=dtype, device=device) for m in (bt, g, at))
-    return _matrices[key]
+    if key not in _filter_transforms:
+        g = torch.tensor(_G, dtype=torch.float64)
+        _filter_transforms[key] = torch.kron(g, g).to(dtype=dtype, device=device)
+    return _filter_transforms[key]
+
+
+def _eligible(
+    x: torch.Tensor, other: torch.Tensor, w_shape: Sequence[int], dilation: Sequence[int], groups: int
+) -> bool:
+    """What every route here needs: enabled, float32 CPU 4-D tensors, an ungrouped undilated 3x3 kernel."""
+    return (
+        enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and other.dtype == torch.float32
+        and x.ndim == 4
+        and other.ndim == 4
+        and len(w_shape) == 4
+        and tuple(w_shape[2:]) == (3, 3)
+        and groups == 1
+        and tuple(dilation) == (1, 1)
+    )
 
 
 def route(
@@ -61,17 +80,7 @@ def route(
 ) -> str:
     """How the weight gradient of conv2d(x, w, stride, padding, dilation, groups) is computed here:
     'winograd', 'im2col', or '' (not here: torch.nn.grad.conv2d_weight). Only float32 CPU tensors qualify."""
-    if not (
-        enabled
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and grad_out.dtype == torch.float32
-        and x.ndim == 4
-        and grad_out.ndim == 4
-        and tuple(w_shape[2:]) == (3, 3)
-        and groups == 1
-        and tuple(dilation) == (1, 1)
-    ):
+    if not _eligible(x, grad_out, w_shape, dilation, groups):
         return ""
     kind = _geometry(x, grad_out, stride, padding)
     return kind if kind and (force or pays(kind, x, grad_out)) else ""
@@ -144,28 +153,21 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
             f"weight_grad_3x3: needs x [N, C, H, W] with even H, W and grad_out [N, K, H, W]; got "
             f"{tuple(x.shape)} and {tuple(grad_out.shape)}"
         )
-    if not _records_graph(x, grad_out):
-        du = None  # [16, C, K], summed over chunks of images
-        for i, j in _image_chunks(x, max(c, k)):
-            part = torch.bmm(_input_tiles(x[i:j]).transpose(1, 2), _output_grad_tiles(grad_out[i:j]))
-            du = part if du is None else du.add_(part)
-        return _filter_grad(du, c, k)
-    kb, kg, ka = _transforms(x.dtype, x.device)
-    th, tw = h // 2, width // 2
-    # Input tiles: 4x4 windows with stride 2 of the zero-padded NHWC image, transformed by BT (x) BT.
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
-    tiles = xp.unfold(1, 4, 2).unfold(2, 4, 2).permute(4, 5, 0, 1, 2, 3).reshape(16, -1)  # [16, tiles * C]
-    v = (kb @ tiles).reshape(16, n * th * tw, c)  # [16, tiles, C]
-    # Output-gradient tiles (2x2, no overlap), back through the output transform AT (x) AT.
-    g = grad_out.permute(0, 2, 3, 1).reshape(n, th, 2, tw, 2, k).permute(2, 4, 0, 1, 3, 5).reshape(4, -1)
-    dm = (ka.t() @ g).reshape(16, n * th * tw, k)  # [16, tiles, K]
-    du = torch.bmm(v.transpose(1, 2), dm)  # [16, C, K]
-    dw = (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k)
-    return dw.permute(3, 2, 0, 1)
+    differentiable = _records_graph(x, grad_out)
+    du = None  # [16, C, K], summed over chunks of images
+    for i, j in _image_chunks(x, max(c, k)):
+        v, dm = _input_tiles(x[i:j], differentiable), _output_grad_tiles(grad_out[i:j], differentiable)
+        part = torch.bmm(v.transpose(1, 2), dm)
+        if du is None:
+            du = part
+        else:
+            du = du + part if differentiable else du.add_(part)
+    return _filter_grad(du, c, k)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Fast paths without an autograd graph: the tile transforms as strided additions into preallocated tiles.
+# Forward by Winograd, and the tile transforms: strided additions, written into preallocated tiles where no
+# autograd graph is recorded (no temporaries), stacked where one is (differentiable again).
 
 
 def _records_graph(*tensors: torch.Tensor | None) -> bool:
@@ -184,23 +186,14 @@ def forward_route(
     """Whether conv2d(x, w, b, stride, padding, dilation, groups) is computed here (conv3x3): float32 CPU, 3x3,
     stride 1, padding 1, even H and W, no autograd graph being recorded, and wide enough to pay."""
     return (
-        enabled
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and w.dtype == torch.float32
+        _eligible(x, w, w.shape, dilation, groups)
         and (b is None or b.dtype == torch.float32)
-        and x.ndim == 4
-        and w.ndim == 4
-        and tuple(w.shape[2:]) == (3, 3)
-        and groups == 1
         and w.shape[1] == x.shape[1]
         and tuple(stride) == (1, 1)
         and tuple(padding) == (1, 1)
-        and tuple(dilation) == (1, 1)
         and x.shape[2] % 2 == 0
         and x.shape[3] % 2 == 0
-        and x.shape[2] >= 2
-        and x.shape[3] >= 2
+        and min(x.shape[2:]) >= 2
         and not _records_graph(x, w, b)
         and (force or forward_pays(x, w))
     )
@@ -239,27 +232,53 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> 
     return y
 
 
-def _input_tiles(x: torch.Tensor) -> torch.Tensor:
+# BT along one axis, row by row: row a = op(d[i], d[j]).
+_BT_ROWS = ((torch.sub, 0, 2), (torch.add, 1, 2), (torch.sub, 2, 1), (torch.sub, 1, 3))
+
+
+def _bt(d: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> Sequence[torch.Tensor]:
+    """BT along one axis of the four samples d[0..3] of every tile: four new tensors, or written into out[0..3]."""
+    if out is None:
+        return [op(d[i], d[j]) for op, i, j in _BT_ROWS]
+    for slot, (op, i, j) in zip(out, _BT_ROWS):
+        op(d[i], d[j], out=slot)
+    return out
+
+
+def _at_t(c0: torch.Tensor, c1: torch.Tensor, out: torch.Tensor | None = None) -> Sequence[torch.Tensor]:
+    """AT^T along one axis of the two outputs c0, c1 of every tile: (c0, c0 + c1, c0 - c1, -c1)."""
+    if out is None:
+        return [c0, c0 + c1, c0 - c1, -c1]
+    out[0].copy_(c0)
+    torch.add(c0, c1, out=out[1])
+    torch.sub(c0, c1, out=out[2])
+    torch.neg(c1, out=out[3])
+    return out
+
+
+def _input_tiles(x: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """x [N, C, H, W] -> BT d BT^T of every 4x4 window (stride 2) of the zero-padded image: [16, tiles, C]."""
     n, c, h, width = x.shape
     th, tw = h // 2, width // 2
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
-    d = [xp[:, i : i + 2 * th : 2] for i in range(4)]  # the four rows of every tile: [N, th, W+2, C]
-    rows = (d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3])  # BT along the rows
-    v = x.new_empty([4, 4, n, th, tw, c])
-    for a, t in enumerate(rows):
-        e = [t[:, :, j : j + 2 * tw : 2] for j in range(4)]  # BT along the columns, written in place
-        torch.sub(e[0], e[2], out=v[a, 0])
-        torch.add(e[1], e[2], out=v[a, 1])
-        torch.sub(e[2], e[1], out=v[a, 2])
-        torch.sub(e[1], e[3], out=v[a, 3])
+    rows = _bt([xp[:, i : i + 2 * th : 2] for i in range(4)])  # along the rows: 4 x [N, th, W+2, C]
+
+    def columns(t: torch.Tensor) -> list[torch.Tensor]:
+        return [t[:, :, j : j + 2 * tw : 2] for j in range(4)]
+
+    if differentiable:
+        v = torch.stack([tile for t in rows for tile in _bt(columns(t))])
+    else:
+        v = x.new_empty([4, 4, n, th, tw, c])
+        for a, t in enumerate(rows):
+            _bt(columns(t), out=v[a])
     return v.view(16, n * th * tw, c)
 
 
 def _filter_tiles(w: torch.Tensor) -> torch.Tensor:
     """w [K, C, 3, 3] (correlation) -> G g G^T: [16, C, K]."""
     k, c = w.shape[:2]
-    _, kg, _ = _transforms(w.dtype, w.device)
+    kg = _filter_transform(w.dtype, w.device)
     return (kg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(16, c, k)
 
 
@@ -278,24 +297,22 @@ def _output_tiles(m: torch.Tensor, n: int, th: int, tw: int, b: torch.Tensor | N
     return y.permute(0, 3, 1, 2).contiguous()
 
 
-def _output_grad_tiles(g: torch.Tensor) -> torch.Tensor:
+def _output_grad_tiles(g: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """Adjoint of the output transform: grad_out [N, K, H, W] -> AT^T dY AT per 2x2 tile, [16, tiles, K]."""
     n, k, h, width = g.shape
     th, tw = h // 2, width // 2
     g = g.permute(0, 2, 3, 1).reshape(n, th, 2, tw, 2, k)
-    r0, r1 = g[:, :, 0], g[:, :, 1]  # AT^T along the rows: (r0, r0 + r1, r0 - r1, -r1)
-    rows = (r0, r0 + r1, r0 - r1, -r1)
-    out = g.new_empty([4, 4, n, th, tw, k])
-    for a, t in enumerate(rows):
-        c0, c1 = t[:, :, :, 0], t[:, :, :, 1]
-        out[a, 0].copy_(c0)
-        torch.add(c0, c1, out=out[a, 1])
-        torch.sub(c0, c1, out=out[a, 2])
-        torch.neg(c1, out=out[a, 3])
+    rows = _at_t(g[:, :, 0], g[:, :, 1])  # along the rows: 4 x [N, th, tw, 2, K]
+    if differentiable:
+        out = torch.stack([tile for t in rows for tile in _at_t(t[:, :, :, 0], t[:, :, :, 1])])
+    else:
+        out = g.new_empty([4, 4, n, th, tw, k])
+        for a, t in enumerate(rows):
+            _at_t(t[:, :, :, 0], t[:, :, :, 1], out=out[a])
     return out.view(16, n * th * tw, k)
 
 
 def _filter_grad(du: torch.Tensor, c: int, k: int) -> torch.Tensor:
     """[16, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
-    _, kg, _ = _transforms(du.dtype, du.device)
+    kg = _filter_transform(du.dtype, du.device)
     return (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)

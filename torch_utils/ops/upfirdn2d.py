@@ -214,6 +214,25 @@ def _upfirdn_pass(
     return y
 
 
+def _adjoint_padding(
+    x_shape: Sequence[int],
+    y_shape: Sequence[int],
+    filter_size: tuple[int, int],
+    up: tuple[int, int],
+    down: tuple[int, int],
+    pad: tuple[int, int, int, int],
+) -> tuple[int, int, int, int]:
+    """Padding of the adjoint pass (up and down swapped, filter flipped) that maps y's shape back onto x's."""
+    (_, _, ih, iw), (_, _, oh, ow) = x_shape, y_shape
+    (fw, fh), (upx, upy), (downx, downy), (px0, _, py0, _) = filter_size, up, down, pad
+    return (
+        fw - px0 - 1,
+        iw * upx - ow * downx + px0 - upx + 1,
+        fh - py0 - 1,
+        ih * upy - oh * downy + py0 - upy + 1,
+    )
+
+
 class _FirPass(torch.autograd.Function):
     """One reference pass whose gradient is again one such pass (kernel flipped, up and down swapped).
 
@@ -229,17 +248,9 @@ class _FirPass(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        k, (upx, upy), (downx, downy), (px0, px1, py0, py1), x_shape = ctx.cfg
-        _, _, ih, iw = x_shape
-        _, _, oh, ow = dy.shape
-        kh, kw = k.shape
-        grad_pad = (
-            kw - px0 - 1,
-            iw * upx - ow * downx + px0 - upx + 1,
-            kh - py0 - 1,
-            ih * upy - oh * downy + py0 - upy + 1,
-        )
-        dx = _fir_pass(dy, k.flip([0, 1]), (downx, downy), (upx, upy), grad_pad)
+        k, up, down, pad, x_shape = ctx.cfg
+        grad_pad = _adjoint_padding(x_shape, dy.shape, (k.shape[1], k.shape[0]), up, down, pad)
+        dx = _fir_pass(dy, k.flip([0, 1]), down, up, grad_pad)
         if dx.shape != x_shape:
             raise RuntimeError(f"upfirdn2d gradient shape {tuple(dx.shape)} != input shape {tuple(x_shape)}")
         return dx, None, None, None, None
@@ -324,19 +335,11 @@ class _Upfirdn2dCuda(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (f,) = ctx.saved_tensors
-        (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, x_shape = ctx.cfg
-        _, _, ih, iw = x_shape
-        _, _, oh, ow = dy.shape
-        fw, fh = _get_filter_size(f)
-        grad_padding = (
-            fw - px0 - 1,
-            iw * upx - ow * downx + px0 - upx + 1,
-            fh - py0 - 1,
-            ih * upy - oh * downy + py0 - upy + 1,
-        )
+        up, down, padding, flip_filter, gain, x_shape = ctx.cfg
+        grad_padding = _adjoint_padding(x_shape, dy.shape, _get_filter_size(f), up, down, padding)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = _Upfirdn2dCuda.apply(dy, f, (downx, downy), (upx, upy), grad_padding, not flip_filter, gain)
+            dx = _Upfirdn2dCuda.apply(dy, f, down, up, grad_padding, not flip_filter, gain)
             if dx.shape != x_shape:
                 raise RuntimeError(f"upfirdn2d gradient shape {tuple(dx.shape)} != input shape {tuple(x_shape)}")
         return dx, None, None, None, None, None, None
