@@ -355,7 +355,7 @@ def training_loop(
     evaluate: called at every snapshot with (G_ema, snapshot path, ctx, device), collectively on all processes;
     returns {name: value}, logged as Metrics/<name> (train.py passes metrics.snapshot_evaluator's evaluator).
     """
-    start_time = time.time()
+    start_time = process_start = time.time()
     is_main = ctx.is_main
     B, W = opts.batch_size, ctx.world_size
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
@@ -419,7 +419,7 @@ def training_loop(
     if is_main:
         print(f"Training for {opts.total_kimg:g} kimg from {cur_nimg / 1000:g} kimg...\n")
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
-    maintenance_time = tick_start_time - start_time
+    maintenance_time = tick_start_time - process_start  # set-up of this process, not the elapsed time carried over
     last_snapshot: str | None = None
     data_iter = iter(loader)
     while True:
