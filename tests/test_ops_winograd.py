@@ -1,10 +1,14 @@
-"""CPU weight gradients of 3x3 convolutions (Winograd, im2col): torch.nn.grad.conv2d_weight is the oracle."""
+"""CPU 3x3 convolutions by Winograd (F(2x2, 3x3), F(4x4, 3x3)) and im2col: F.conv2d and torch.nn.grad.conv2d_weight
+are the oracles."""
 
 import pytest
 import torch
 
 from torch_utils.ops import conv2d_gradfix, conv2d_winograd
+from torch_utils.ops.conv2d_winograd import F2, F4, run_program
 from training.networks import Discriminator, Generator
+
+TILINGS = [F2, F4]
 
 SHAPES = [  # (N, C, K, H, W)
     (2, 5, 7, 6, 8),
@@ -25,22 +29,56 @@ def _inputs(shape, dtype=torch.float64, channels_last=False, seed=0):
     return x, g
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+def _tiling_cases(shapes):
+    """Each shape with the default tiling (F(4x4, 3x3) where H, W divide by 4), and with F(2x2, 3x3) forced where
+    the default is F(4x4, 3x3)."""
+    cases = [(shape, None) for shape in shapes]
+    cases += [(shape, F2) for shape in shapes if conv2d_winograd.tiling_for(*shape[3:]) is F4]
+    return cases
+
+
+@pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
+def test_tile_programs_compute_minimal_filtering_and_its_adjoint(tiling):
+    """In 1-D, float64: AT [(G g) * (BT d)] is the m-output correlation of d with g; A is the adjoint of AT; and the
+    programs give the same written into preallocated outputs as returned new."""
+    gen = torch.Generator().manual_seed(7)
+    m, size = tiling.m, tiling.size
+    d, taps = torch.randn(size, 5, generator=gen, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    transformed = torch.stack(run_program(tiling.bt, list(d))) * (torch.tensor(tiling.g, dtype=torch.float64) @ taps)
+    y = torch.stack(run_program(tiling.at, list(transformed)))
+    want = torch.stack([sum(d[i + t] * taps[t] for t in range(3)) for i in range(m)])
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+    z, e = (
+        torch.randn(m, 5, generator=gen, dtype=torch.float64),
+        torch.randn(size, 5, generator=gen, dtype=torch.float64),
+    )
+    adjoint = torch.stack(run_program(tiling.a, list(z)))
+    forward = torch.stack(run_program(tiling.at, list(e)))
+    torch.testing.assert_close((adjoint * e).sum(0), (z * forward).sum(0), rtol=1e-12, atol=1e-12)
+    for program, inputs, n_out in ((tiling.bt, d, size), (tiling.at, e, m), (tiling.a, z, size)):
+        out = torch.full((n_out, 5), float("nan"), dtype=torch.float64)
+        run_program(program, list(inputs), out=list(out))
+        torch.testing.assert_close(out, torch.stack(run_program(program, list(inputs))), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape, tiling", _tiling_cases(SHAPES))
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_weight_gradient_equals_conv2d_weight(shape, channels_last):
+def test_weight_gradient_equals_conv2d_weight(shape, tiling, channels_last):
     x, g = _inputs(shape, channels_last=channels_last)
     want = torch.nn.grad.conv2d_weight(x, [shape[2], shape[1], 3, 3], g, 1, 1)
-    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g, tiling), want, rtol=1e-10, atol=1e-10)
 
 
-def test_weight_gradient_is_differentiable_like_the_oracle():
+@pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
+def test_weight_gradient_is_differentiable_like_the_oracle(tiling):
     """First and second derivatives of a function of the weight gradient, w.r.t. both of its inputs."""
-    x, g = _inputs((2, 3, 4, 6, 4))
+    x, g = _inputs((2, 3, 4, 8, 4))
     x.requires_grad_(True)
     g.requires_grad_(True)
-    assert torch.autograd.gradcheck(conv2d_winograd.weight_grad_3x3, (x[:1, :2, :4], g[:1, :2, :4]))
+    ours = lambda a, b: conv2d_winograd.weight_grad_3x3(a, b, tiling)  # noqa: E731
+    assert torch.autograd.gradcheck(ours, (x[:1, :2, :4], g[:1, :2, :4]))
     results = []
-    for fn in (conv2d_winograd.weight_grad_3x3, lambda a, b: torch.nn.grad.conv2d_weight(a, [4, 3, 3, 3], b, 1, 1)):
+    for fn in (ours, lambda a, b: torch.nn.grad.conv2d_weight(a, [4, 3, 3, 3], b, 1, 1)):
         dw = fn(x, g)
         gx, gg = torch.autograd.grad((dw * dw).sum(), [x, g], create_graph=True)
         hx, hg = torch.autograd.grad((gx * gg.sum()).sum() + gg.square().sum(), [x, g])
@@ -49,24 +87,39 @@ def test_weight_gradient_is_differentiable_like_the_oracle():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_float32_rounding_is_no_worse_than_the_direct_kernel():
+# float32 rounding against float64, as a multiple of oneDNN's direct kernel's and relative to the largest result:
+# F(2x2, 3x3) transforms by +-1 only (measured well under the direct kernel's error); F(4x4, 3x3) scales by up to 8
+# and 1/24 (measured 1.5-4x the direct kernel's, ~1e-5 of the largest output at 512 channels).
+ROUNDING = {F2.m: (2, 2e-6), F4.m: (5, 2e-5)}
+
+
+@pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
+def test_float32_weight_gradient_rounding_stays_near_the_direct_kernels(tiling):
     x, g = _inputs((8, 64, 64, 16, 16), dtype=torch.float32, channels_last=True, seed=1)
     w_shape = [64, 64, 3, 3]
     exact = torch.nn.grad.conv2d_weight(x.double(), w_shape, g.double(), 1, 1)
-    err_winograd = (conv2d_winograd.weight_grad_3x3(x, g).double() - exact).abs().max()
+    err_winograd = (conv2d_winograd.weight_grad_3x3(x, g, tiling).double() - exact).abs().max()
     err_direct = (torch.nn.grad.conv2d_weight(x, w_shape, g, 1, 1).double() - exact).abs().max()
-    assert err_winograd <= 2 * err_direct + 1e-6, (float(err_winograd), float(err_direct))
-    assert err_winograd / exact.abs().max() < 2e-6
+    times_direct, relative = ROUNDING[tiling.m]
+    assert err_winograd <= times_direct * err_direct + 1e-6, (float(err_winograd), float(err_direct))
+    assert err_winograd / exact.abs().max() < relative
 
 
 def test_rejects_shapes_it_cannot_tile():
-    with pytest.raises(ValueError, match="even H, W"):
+    with pytest.raises(ValueError, match="multiples of 2"):
         conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 5, 4), torch.randn(1, 3, 5, 4))
     with pytest.raises(ValueError, match="grad_out"):
         conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"F\(4x4, 3x3\) needs .* multiples of 4"):
+        conv2d_winograd.weight_grad_3x3(torch.randn(1, 2, 6, 4), torch.randn(1, 3, 6, 4), F4)
+    with pytest.raises(ValueError, match=r"F\(4x4, 3x3\) needs H, W multiples of 4"):
+        conv2d_winograd.conv3x3(torch.randn(1, 2, 6, 4), torch.randn(3, 2, 3, 3), tiling=F4)
 
 
-def assert_close_normwise(a, b, tol):
+NORMWISE = 5e-5  # float32 through F(4x4, 3x3): ~1e-5 of the largest value per layer (ROUNDING below), a few layers deep
+
+
+def assert_close_normwise(a, b, tol=NORMWISE):
     """max|a - b| <= tol * max|b|: float32 results of different summation orders, elementwise near-zeros aside."""
     err, scale = float((a - b).abs().max()), float(b.abs().max())
     assert err <= tol * scale, f"max|a - b| = {err:.3g} > {tol:g} x {scale:.3g}"
@@ -176,7 +229,7 @@ def test_gradfix_weight_gradient_uses_it_and_agrees_with_the_direct_kernel(monke
     calls, results = _through_gradfix(monkeypatch, transpose, "weight_grad")
     assert calls == 1
     for a, b in zip(*results):
-        assert_close_normwise(a, b, 1e-5)
+        assert_close_normwise(a, b)
 
 
 def _run(monkeypatch, enabled, fn):
@@ -188,7 +241,12 @@ def _run(monkeypatch, enabled, fn):
 
 def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
     """The fused path's oracle at network level: G's and D's weight gradients, and D's R1 penalty gradient
-    (second order through every convolution), Winograd on vs off."""
+    (second order through every convolution), Winograd on vs off (float32: the networks compute their blocks in
+    float32 or float16 whatever their parameters' dtype, so there is no float64 oracle here). Measured worst
+    max|a - b| / max|b| over the tensors: 2e-6 at this seed; a seed whose noise-strength gradient (a sum that cancels)
+    is small reached 4.7e-5, within the tolerance. A smooth activation (swish): under lrelu, a pre-activation within
+    float32 rounding of zero takes the other slope in one run, and gradients then differ by ~1e-3 whichever
+    convolution is used."""
 
     def run():
         G = Generator(
@@ -198,7 +256,7 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
             img_resolution=16,
             img_channels=3,
             mapping_kwargs=dict(num_layers=1),
-            synthesis_kwargs=dict(channel_base=128, channel_max=16),
+            synthesis_kwargs=dict(channel_base=128, channel_max=16, activation="swish"),
         )
         D = Discriminator(
             c_dim=0,
@@ -207,7 +265,8 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
             architecture="resnet",
             channel_base=256,
             channel_max=16,
-            epilogue_kwargs=dict(mbstd_group_size=2),
+            block_kwargs=dict(activation="swish"),
+            epilogue_kwargs=dict(mbstd_group_size=2, activation="swish"),
         )
         img = G(torch.randn(4, 8), None, noise_mode="const")
         torch.nn.functional.softplus(-D(img, None)).mean().backward()
@@ -224,7 +283,7 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
     for a, b in zip(with_winograd, direct):
         assert (a is None) == (b is None)
         if a is not None:
-            assert_close_normwise(a, b, 1e-5)
+            assert_close_normwise(a, b, 1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,9 +292,9 @@ def test_networks_training_gradients_and_r1_equal_the_direct_path(monkeypatch):
 FORWARD_SHAPES = [(2, 5, 7, 6, 8), (1, 3, 2, 4, 4), (3, 8, 8, 10, 4), (1, 2, 3, 2, 2), (2, 16, 9, 16, 16)]
 
 
-@pytest.mark.parametrize("shape", FORWARD_SHAPES)
+@pytest.mark.parametrize("shape, tiling", _tiling_cases(FORWARD_SHAPES))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-def test_conv3x3_equals_conv2d(shape, layout):
+def test_conv3x3_equals_conv2d(shape, tiling, layout):
     n, c, k, h, w = shape
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(n, c + 2 if layout == "sliced" else c, h, w, generator=gen, dtype=torch.float64)
@@ -246,24 +305,27 @@ def test_conv3x3_equals_conv2d(shape, layout):
     weight = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64)
     bias = torch.randn(k, generator=gen, dtype=torch.float64)
     for b in (None, bias):
-        got = conv2d_winograd.conv3x3(x, weight, b)
+        got = conv2d_winograd.conv3x3(x, weight, b, tiling)
         assert got.is_contiguous()
         torch.testing.assert_close(got, torch.nn.functional.conv2d(x, weight, b, padding=1), rtol=1e-11, atol=1e-11)
 
 
-def test_conv3x3_float32_rounding_is_no_worse_than_the_direct_kernel():
+@pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
+def test_conv3x3_float32_rounding_stays_near_the_direct_kernels(tiling):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(4, 256, 16, 16, generator=gen)
     w = torch.randn(256, 256, 3, 3, generator=gen) / 48
     exact = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
-    err_winograd = (conv2d_winograd.conv3x3(x, w).double() - exact).abs().max()
+    err_winograd = (conv2d_winograd.conv3x3(x, w, tiling=tiling).double() - exact).abs().max()
     err_direct = (torch.nn.functional.conv2d(x, w, padding=1).double() - exact).abs().max()
-    assert err_winograd <= 2 * err_direct, (float(err_winograd), float(err_direct))
-    assert err_winograd / exact.abs().max() < 2e-6
+    times_direct, relative = ROUNDING[tiling.m]
+    assert err_winograd <= times_direct * err_direct, (float(err_winograd), float(err_direct))
+    assert err_winograd / exact.abs().max() < relative
 
 
-def test_fast_weight_gradient_equals_the_differentiable_one():
-    x, g = _inputs((2, 6, 5, 8, 6))
+@pytest.mark.parametrize("shape", [(2, 6, 5, 8, 6), (2, 6, 5, 8, 12)])  # F(2x2, 3x3), F(4x4, 3x3)
+def test_fast_weight_gradient_equals_the_differentiable_one(shape):
+    x, g = _inputs(shape)
     fast = conv2d_winograd.weight_grad_3x3(x, g)  # no graph: the preallocated-tiles path
     x.requires_grad_(True)
     recorded = conv2d_winograd.weight_grad_3x3(x, g)  # a graph: the differentiable path
@@ -307,14 +369,17 @@ def test_gradfix_forward_and_input_gradient_use_it(monkeypatch, transpose):
     calls, results = _through_gradfix(monkeypatch, transpose, "conv3x3")
     assert calls == 3
     for a, b in zip(*results):
-        assert_close_normwise(a, b, 1e-5)
+        assert_close_normwise(a, b)
 
 
-def test_large_batches_go_in_chunks_with_the_same_result(monkeypatch):
-    x, g = _inputs((5, 3, 4, 6, 8))
+@pytest.mark.parametrize("shape, tiling", [((5, 3, 4, 6, 8), F2), ((5, 3, 4, 8, 8), F4)])
+def test_large_batches_go_in_chunks_with_the_same_result(monkeypatch, shape, tiling):
+    x, g = _inputs(shape)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     whole_y, whole_dw = conv2d_winograd.conv3x3(x, w), conv2d_winograd.weight_grad_3x3(x, g)
-    monkeypatch.setattr(conv2d_winograd, "TILE_BYTES", 2 * 4 * 6 * 8 * 4 * 8)  # two images per chunk
-    assert conv2d_winograd._image_chunks(x, 4) == [(0, 2), (2, 4), (4, 5)]
+    h, width = shape[3:]
+    tile_bytes = (h // tiling.m) * (width // tiling.m) * tiling.size**2 * 4 * 8  # one image, 4 channels, float64
+    monkeypatch.setattr(conv2d_winograd, "TILE_BYTES", 2 * tile_bytes)  # two images per chunk
+    assert conv2d_winograd._image_chunks(x, 4, tiling) == [(0, 2), (2, 4), (4, 5)]
     torch.testing.assert_close(conv2d_winograd.conv3x3(x, w), whole_y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), whole_dw, rtol=1e-12, atol=1e-12)

@@ -1,16 +1,17 @@
-"""3x3 convolutions on CPU in float32 by Winograd's minimal filtering F(2x2, 3x3), where it beats oneDNN.
+"""3x3 convolutions on CPU in float32 by Winograd's minimal filtering, where it beats oneDNN.
 
 Forward and input gradient (stride 1, padding 1), and the weight gradient (stride 1: Winograd; other strides: one
 matrix product over im2col columns).
 
-Why: F(2x2, 3x3) (Lavin & Gray, 2016) turns a 3x3 convolution into 16 matrix products over the channels with 2.25x
-fewer multiply-adds. One thread, batch 16, 512 channels, 32x32 (the `cifar` config's widest layers): oneDNN's direct
-forward ~0.9-1.1 s, Winograd ~0.55 s; oneDNN's weight gradient ~3 s, Winograd ~0.6 s. The tile transforms are only
-additions, subtractions and halvings, so the rounding is no worse than the direct kernel's (max error relative to
-the largest output vs float64: ~5e-7 against oneDNN's ~3e-6; tests/test_ops_winograd.py).
+Why: F(m x m, 3 x 3) (Lavin & Gray, 2016) turns a 3x3 convolution into (m + 2)^2 matrix products over the channels:
+F(4x4, 3x3) does 2.25 multiply-adds per output and channel pair where the direct kernel does 9, F(2x2, 3x3) does 4.
+F(4x4, 3x3) is taken where H and W divide by 4 (from 8 px), F(2x2, 3x3) on other even sizes. Rounding, max error
+relative to the largest output against float64 (tests/test_ops_winograd.py): oneDNN's direct kernel ~3e-6, F(2x2,
+3x3) ~5e-7 (its transforms are +-1), F(4x4, 3x3) ~1e-5 (scales up to 8 and 1/24), the same algorithm cuDNN and
+oneDNN ship as float32 convolutions; `max_tile = 2` keeps F(2x2, 3x3) everywhere.
 
 The transforms move C x pixels x 4 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
-only when the 16 tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
+only when the tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
 with glibc's defaults the forward measured no faster than oneDNN's). `pays` says where each route is taken;
 `benchmarks/bench_winograd.py` prints the measured grid behind it. The fast paths write into preallocated tiles
 and are not differentiable: they are taken only where no autograd graph is being recorded (the forward inside
@@ -27,6 +28,7 @@ quiet machine but 1.0-1.3x slower at 17-33 px under load; at <= 9 px it won in e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,19 +36,140 @@ import torch.nn.functional as F
 enabled = True  # False: conv2d_gradfix always uses oneDNN (F.conv2d, conv2d_weight): A/B benchmarks, debugging
 force = False  # True: every geometry this module computes takes its route, paying or not (tests of the routes)
 
-# F(2, 3) in one dimension: y = AT [(G g) * (BT d)] for a 4-sample input tile d and a 3-tap correlation g, with
-# BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] and AT = [[1, 1, 1, 0], [0, 1, -1, -1]]. Their
-# entries are 0 and +-1, so the tile transforms are strided additions (_bt, _at_t below); G has halvings and is a
-# matrix product over the (small) filter.
-_G = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
-_filter_transforms: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+Step = tuple[str, str, "str | None", float]  # (dst, a, b, alpha): dst = a + alpha * b, or alpha * a if b is None
 
 
-def _filter_transform(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """G (x) G [16, 9]: the 2-D filter transform as one matrix over the row-major 3x3 taps."""
-    key = (dtype, device)
+@dataclass(frozen=True)
+class Tiling:
+    """F(m x m, 3 x 3): each (m + 2)^2 input tile gives m^2 outputs from (m + 2)^2 products per channel pair,
+    y = AT [(G g GT) * (BT d B)] A. The input and output transforms are short programs of scaled additions over
+    the m + 2 samples along one axis (common terms shared), run into preallocated tiles where no graph is recorded;
+    G is a matrix product over the (small) filter. Checked against the 1-D identity in tests/test_ops_winograd.py."""
+
+    name: str
+    m: int  # outputs per tile side
+    g: tuple[tuple[float, ...], ...]  # [m + 2, 3]: the filter transform
+    bt: tuple[Step, ...]  # BT: inputs i0..i{m+1} -> o0..o{m+1}
+    at: tuple[Step, ...]  # AT: i0..i{m+1} -> o0..o{m-1}
+    a: tuple[Step, ...]  # A = AT^T, the adjoint of AT (weight gradient): i0..i{m-1} -> o0..o{m+1}
+
+    @property
+    def size(self) -> int:
+        return self.m + 2
+
+
+# Lavin & Gray's F(2, 3): BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], AT = [[1, 1, 1, 0],
+# [0, 1, -1, -1]]. Entries 0 and +-1: no rounding in the tile transforms beyond the additions.
+F2 = Tiling(
+    name="F(2x2, 3x3)",
+    m=2,
+    g=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+    bt=(("o0", "i0", "i2", -1), ("o1", "i1", "i2", 1), ("o2", "i2", "i1", -1), ("o3", "i1", "i3", -1)),
+    at=(("o0", "i0", "i1", 1), ("o0", "o0", "i2", 1), ("o1", "i1", "i2", -1), ("o1", "o1", "i3", -1)),
+    a=(("o0", "i0", None, 1), ("o1", "i0", "i1", 1), ("o2", "i0", "i1", -1), ("o3", "i1", None, -1)),
+)
+
+# F(4, 3) on the points 0, +-1, +-2 and infinity: BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+# [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+# [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]. 2.25 products per output instead of F(2, 3)'s 4 (direct: 9), at about
+# twice F(2, 3)'s rounding error (still within 3x oneDNN's direct kernel: tests/test_ops_winograd.py).
+F4 = Tiling(
+    name="F(4x4, 3x3)",
+    m=4,
+    g=(
+        (1 / 4, 0, 0),
+        (-1 / 6, -1 / 6, -1 / 6),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6),
+        (0, 0, 1),
+    ),
+    bt=(
+        ("o0", "i4", "i0", 4),
+        ("o0", "o0", "i2", -5),
+        ("p", "i4", "i2", -4),
+        ("q", "i3", "i1", -4),
+        ("o1", "p", "q", 1),
+        ("o2", "p", "q", -1),
+        ("p", "i4", "i2", -1),
+        ("q", "i3", "i1", -1),
+        ("o3", "p", "q", 2),
+        ("o4", "p", "q", -2),
+        ("o5", "i5", "i1", 4),
+        ("o5", "o5", "i3", -5),
+    ),
+    at=(
+        ("p", "i1", "i2", 1),
+        ("q", "i1", "i2", -1),
+        ("r", "i3", "i4", 1),
+        ("s", "i3", "i4", -1),
+        ("o0", "i0", "p", 1),
+        ("o0", "o0", "r", 1),
+        ("o1", "q", "s", 2),
+        ("o2", "p", "r", 4),
+        ("o3", "q", "s", 8),
+        ("o3", "o3", "i5", 1),
+    ),
+    a=(
+        ("o0", "i0", None, 1),
+        ("p", "i0", "i2", 1),
+        ("q", "i1", "i3", 1),
+        ("o1", "p", "q", 1),
+        ("o2", "p", "q", -1),
+        ("p", "i0", "i2", 4),
+        ("q", "i1", "i3", 4),
+        ("o3", "p", "q", 2),
+        ("o4", "p", "q", -2),
+        ("o5", "i3", None, 1),
+    ),
+)
+
+max_tile = 4  # outputs per tile side where H and W allow it; 2: F(2x2, 3x3) everywhere (a twentieth of the rounding)
+
+
+def tiling_for(h: int, w: int) -> Tiling:
+    """F(4x4, 3x3) where H and W are multiples of 4 from 8 px (max_tile permitting), else F(2x2, 3x3) (H, W even).
+    At 4 px F(4x4, 3x3) is one tile per image and measured slower than F(2x2, 3x3) (bench_winograd.py)."""
+    return F4 if max_tile >= 4 and h % 4 == 0 and w % 4 == 0 and min(h, w) >= 8 else F2
+
+
+def run_program(
+    program: Sequence[Step],
+    inputs: Sequence[torch.Tensor],
+    out: Sequence[torch.Tensor] | None = None,
+    scratch: dict[str, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """One tile transform along one axis: new tensors (differentiable), or written into out (then temporaries
+    live in scratch, reused across calls on inputs of one shape)."""
+    slots = {f"i{n}": t for n, t in enumerate(inputs)}
+    if out is not None:
+        slots.update((f"o{n}", t) for n, t in enumerate(out))
+        scratch = {} if scratch is None else scratch
+    for dst, a, b, alpha in program:
+        if out is None:
+            if b is None:
+                slots[dst] = slots[a] if alpha == 1 else slots[a] * alpha
+            else:
+                slots[dst] = torch.add(slots[a], slots[b], alpha=alpha)
+            continue
+        if dst not in slots:
+            slots[dst] = scratch[dst] if dst in scratch else scratch.setdefault(dst, torch.empty_like(inputs[0]))
+        if b is None:
+            slots[dst].copy_(slots[a]) if alpha == 1 else torch.mul(slots[a], alpha, out=slots[dst])
+        else:
+            torch.add(slots[a], slots[b], alpha=alpha, out=slots[dst])
+    outputs = sorted({dst for dst, *_ in program if dst.startswith("o")}, key=lambda name: int(name[1:]))
+    return [slots[name] for name in outputs]
+
+
+_filter_transforms: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _filter_transform(tiling: Tiling, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """G (x) G [(m + 2)^2, 9]: the 2-D filter transform as one matrix over the row-major 3x3 taps."""
+    key = (tiling.m, dtype, device)
     if key not in _filter_transforms:
-        g = torch.tensor(_G, dtype=torch.float64)
+        g = torch.tensor(tiling.g, dtype=torch.float64)
         _filter_transforms[key] = torch.kron(g, g).to(dtype=dtype, device=device)
     return _filter_transforms[key]
 
@@ -143,26 +266,29 @@ def weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, stride: int, pad
     return dw.reshape(k, 3, 3, c).permute(0, 3, 1, 2)
 
 
-def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor, tiling: Tiling | None = None) -> torch.Tensor:
     """torch.nn.grad.conv2d_weight(x, [K, C, 3, 3], grad_out, padding=1) for x [N, C, H, W] (H, W even) and
-    grad_out [N, K, H, W] -> [K, C, 3, 3]. Differentiable where a graph is being recorded."""
+    grad_out [N, K, H, W] -> [K, C, 3, 3], by `tiling` (default: tiling_for(H, W)). Differentiable where a graph
+    is being recorded."""
     n, c, h, width = x.shape
     k = grad_out.shape[1]
-    if h % 2 or width % 2 or grad_out.shape[0] != n or tuple(grad_out.shape[2:]) != (h, width):
+    tiling = tiling or tiling_for(h, width)
+    if h % tiling.m or width % tiling.m or grad_out.shape[0] != n or tuple(grad_out.shape[2:]) != (h, width):
         raise ValueError(
-            f"weight_grad_3x3: needs x [N, C, H, W] with even H, W and grad_out [N, K, H, W]; got "
-            f"{tuple(x.shape)} and {tuple(grad_out.shape)}"
+            f"weight_grad_3x3: {tiling.name} needs x [N, C, H, W] with H, W multiples of {tiling.m} and grad_out "
+            f"[N, K, H, W]; got {tuple(x.shape)} and {tuple(grad_out.shape)}"
         )
     differentiable = _records_graph(x, grad_out)
-    du = None  # [16, C, K], summed over chunks of images
-    for i, j in _image_chunks(x, max(c, k)):
-        v, dm = _input_tiles(x[i:j], differentiable), _output_grad_tiles(grad_out[i:j], differentiable)
+    du = None  # [(m + 2)^2, C, K], summed over chunks of images
+    for i, j in _image_chunks(x, max(c, k), tiling):
+        v = _input_tiles(x[i:j], tiling, differentiable)
+        dm = _output_grad_tiles(grad_out[i:j], tiling, differentiable)
         part = torch.bmm(v.transpose(1, 2), dm)
         if du is None:
             du = part
         else:
             du = du + part if differentiable else du.add_(part)
-    return _filter_grad(du, c, k)
+    return _filter_grad(du, tiling, c, k)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -211,108 +337,113 @@ def forward_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
 TILE_BYTES = 256 * 2**20  # tiles of at most this many bytes at once: larger batches go in chunks of images
 
 
-def _image_chunks(x: torch.Tensor, channels: int) -> list[tuple[int, int]]:
-    """[start, stop) image ranges whose 16 transformed tiles of `channels` channels fit in TILE_BYTES."""
+def _image_chunks(x: torch.Tensor, channels: int, tiling: Tiling) -> list[tuple[int, int]]:
+    """[start, stop) image ranges whose transformed tiles of `channels` channels fit in TILE_BYTES."""
     n, _, h, width = x.shape
-    per_image = 4 * h * width * channels * x.element_size()  # 16 tiles per 4 pixels
+    per_image = (h // tiling.m) * (width // tiling.m) * tiling.size**2 * channels * x.element_size()
     step = max(1, TILE_BYTES // max(1, per_image))
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """F.conv2d(x, w, b, padding=1) for x [N, C, H, W] (H, W even), w [K, C, 3, 3] -> [N, K, H, W], no graph."""
-    _, c, h, width = x.shape
-    u = _filter_tiles(w)
-    chunks = _image_chunks(x, max(c, w.shape[0]))
+def conv3x3(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, tiling: Tiling | None = None
+) -> torch.Tensor:
+    """F.conv2d(x, w, b, padding=1) for x [N, C, H, W] (H, W even), w [K, C, 3, 3] -> [N, K, H, W], no graph,
+    by `tiling` (default: tiling_for(H, W))."""
+    n, c, h, width = x.shape
+    tiling = tiling or tiling_for(h, width)
+    if h % tiling.m or width % tiling.m:
+        raise ValueError(f"conv3x3: {tiling.name} needs H, W multiples of {tiling.m}; got x {tuple(x.shape)}")
+    u = _filter_tiles(w, tiling)
+    th, tw = h // tiling.m, width // tiling.m
+    chunks = _image_chunks(x, max(c, w.shape[0]), tiling)
     if len(chunks) == 1:
-        return _output_tiles(torch.bmm(_input_tiles(x), u), x.shape[0], h // 2, width // 2, b)
-    y = x.new_empty([x.shape[0], w.shape[0], h, width])
+        return _output_tiles(torch.bmm(_input_tiles(x, tiling), u), tiling, n, th, tw, b)
+    y = x.new_empty([n, w.shape[0], h, width])
     for i, j in chunks:
-        y[i:j] = _output_tiles(torch.bmm(_input_tiles(x[i:j]), u), j - i, h // 2, width // 2, b)
+        y[i:j] = _output_tiles(torch.bmm(_input_tiles(x[i:j], tiling), u), tiling, j - i, th, tw, b)
     return y
 
 
-# BT along one axis, row by row: row a = op(d[i], d[j]).
-_BT_ROWS = ((torch.sub, 0, 2), (torch.add, 1, 2), (torch.sub, 2, 1), (torch.sub, 1, 3))
-
-
-def _bt(d: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> Sequence[torch.Tensor]:
-    """BT along one axis of the four samples d[0..3] of every tile: four new tensors, or written into out[0..3]."""
-    if out is None:
-        return [op(d[i], d[j]) for op, i, j in _BT_ROWS]
-    for slot, (op, i, j) in zip(out, _BT_ROWS):
-        op(d[i], d[j], out=slot)
-    return out
-
-
-def _at_t(c0: torch.Tensor, c1: torch.Tensor, out: torch.Tensor | None = None) -> Sequence[torch.Tensor]:
-    """AT^T along one axis of the two outputs c0, c1 of every tile: (c0, c0 + c1, c0 - c1, -c1)."""
-    if out is None:
-        return [c0, c0 + c1, c0 - c1, -c1]
-    out[0].copy_(c0)
-    torch.add(c0, c1, out=out[1])
-    torch.sub(c0, c1, out=out[2])
-    torch.neg(c1, out=out[3])
-    return out
-
-
-def _input_tiles(x: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
-    """x [N, C, H, W] -> BT d BT^T of every 4x4 window (stride 2) of the zero-padded image: [16, tiles, C]."""
+def _input_tiles(x: torch.Tensor, tiling: Tiling, differentiable: bool = False) -> torch.Tensor:
+    """x [N, C, H, W] -> BT d B of every (m + 2)^2 window (stride m) of the zero-padded image: [(m + 2)^2, tiles, C]."""
     n, c, h, width = x.shape
-    th, tw = h // 2, width // 2
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
-    rows = _bt([xp[:, i : i + 2 * th : 2] for i in range(4)])  # along the rows: 4 x [N, th, W+2, C]
+    m, size = tiling.m, tiling.size
+    th, tw = h // m, width // m
+    if differentiable:
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
+    else:
+        xp = x.new_empty([n, h + 2, width + 2, c])
+        for border in (xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]):
+            border.zero_()
+        xp[:, 1:-1, 1:-1].copy_(x.permute(0, 2, 3, 1))
+    row_views = [xp[:, i : i + m * th : m] for i in range(size)]  # [N, th, W+2, C] each
 
     def columns(t: torch.Tensor) -> list[torch.Tensor]:
-        return [t[:, :, j : j + 2 * tw : 2] for j in range(4)]
+        return [t[:, :, j : j + m * tw : m] for j in range(size)]
 
     if differentiable:
-        v = torch.stack([tile for t in rows for tile in _bt(columns(t))])
+        rows = run_program(tiling.bt, row_views)
+        v = torch.stack([tile for t in rows for tile in run_program(tiling.bt, columns(t))])
     else:
-        v = x.new_empty([4, 4, n, th, tw, c])
-        for a, t in enumerate(rows):
-            _bt(columns(t), out=v[a])
-    return v.view(16, n * th * tw, c)
+        rows = x.new_empty([size, n, th, width + 2, c])
+        run_program(tiling.bt, row_views, out=rows)
+        v = x.new_empty([size, size, n, th, tw, c])
+        scratch: dict[str, torch.Tensor] = {}
+        for a in range(size):
+            run_program(tiling.bt, columns(rows[a]), out=v[a], scratch=scratch)
+    return v.view(size * size, n * th * tw, c)
 
 
-def _filter_tiles(w: torch.Tensor) -> torch.Tensor:
-    """w [K, C, 3, 3] (correlation) -> G g G^T: [16, C, K]."""
+def _filter_tiles(w: torch.Tensor, tiling: Tiling) -> torch.Tensor:
+    """w [K, C, 3, 3] (correlation) -> G g GT: [(m + 2)^2, C, K]."""
     k, c = w.shape[:2]
-    kg = _filter_transform(w.dtype, w.device)
-    return (kg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(16, c, k)
+    kg = _filter_transform(tiling, w.dtype, w.device)
+    return (kg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(-1, c, k)
 
 
-def _output_tiles(m: torch.Tensor, n: int, th: int, tw: int, b: torch.Tensor | None) -> torch.Tensor:
-    """[16, tiles, K] -> AT m AT^T per tile (+ bias): the 2x2 outputs of every tile, [N, K, 2 th, 2 tw]."""
-    k = m.shape[-1]
-    m = m.view(4, 4, n, th, tw, k)
-    s0, s1 = m[0] + m[1] + m[2], m[1] - m[2] - m[3]  # AT along the rows: [4, N, th, tw, K]
-    y = m.new_empty([n, th, 2, tw, 2, k])
-    for p, t in enumerate((s0, s1)):
-        torch.add(t[0] + t[1], t[2], out=y[:, :, p, :, 0])
-        torch.sub(t[1] - t[2], t[3], out=y[:, :, p, :, 1])
-    y = y.view(n, 2 * th, 2 * tw, k)
+def _output_tiles(mt: torch.Tensor, tiling: Tiling, n: int, th: int, tw: int, b: torch.Tensor | None) -> torch.Tensor:
+    """[(m + 2)^2, tiles, K] -> AT M A per tile (+ bias): the m x m outputs of every tile, [N, K, m th, m tw]."""
+    k = mt.shape[-1]
+    m, size = tiling.m, tiling.size
+    mt = mt.view(size, size, n, th, tw, k)
+    s = mt.new_empty([m, size, n, th, tw, k])
+    run_program(tiling.at, list(mt), out=s)  # along the rows
+    y = mt.new_empty([n, th, m, tw, m, k])
+    scratch: dict[str, torch.Tensor] = {}
+    for p in range(m):
+        run_program(tiling.at, list(s[p]), out=[y[:, :, p, :, q] for q in range(m)], scratch=scratch)
+    y = y.view(n, m * th, m * tw, k)
     if b is not None:
         y += b
     return y.permute(0, 3, 1, 2).contiguous()
 
 
-def _output_grad_tiles(g: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
-    """Adjoint of the output transform: grad_out [N, K, H, W] -> AT^T dY AT per 2x2 tile, [16, tiles, K]."""
+def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = False) -> torch.Tensor:
+    """Adjoint of the output transform: grad_out [N, K, H, W] -> A dY AT per m x m tile, [(m + 2)^2, tiles, K]."""
     n, k, h, width = g.shape
-    th, tw = h // 2, width // 2
-    g = g.permute(0, 2, 3, 1).reshape(n, th, 2, tw, 2, k)
-    rows = _at_t(g[:, :, 0], g[:, :, 1])  # along the rows: 4 x [N, th, tw, 2, K]
+    m, size = tiling.m, tiling.size
+    th, tw = h // m, width // m
+    g = g.permute(0, 2, 3, 1).reshape(n, th, m, tw, m, k)
+    row_views = [g[:, :, p] for p in range(m)]  # [N, th, tw, m, K] each
+
+    def columns(t: torch.Tensor) -> list[torch.Tensor]:
+        return [t[:, :, :, q] for q in range(m)]
+
     if differentiable:
-        out = torch.stack([tile for t in rows for tile in _at_t(t[:, :, :, 0], t[:, :, :, 1])])
+        rows = run_program(tiling.a, row_views)
+        out = torch.stack([tile for t in rows for tile in run_program(tiling.a, columns(t))])
     else:
-        out = g.new_empty([4, 4, n, th, tw, k])
-        for a, t in enumerate(rows):
-            _at_t(t[:, :, :, 0], t[:, :, :, 1], out=out[a])
-    return out.view(16, n * th * tw, k)
+        rows = g.new_empty([size, n, th, tw, m, k])
+        run_program(tiling.a, row_views, out=rows)
+        out = g.new_empty([size, size, n, th, tw, k])
+        scratch: dict[str, torch.Tensor] = {}
+        for a in range(size):
+            run_program(tiling.a, columns(rows[a]), out=out[a], scratch=scratch)
+    return out.view(size * size, n * th * tw, k)
 
 
-def _filter_grad(du: torch.Tensor, c: int, k: int) -> torch.Tensor:
-    """[16, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
-    kg = _filter_transform(du.dtype, du.device)
-    return (kg.t() @ du.reshape(16, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)
+def _filter_grad(du: torch.Tensor, tiling: Tiling, c: int, k: int) -> torch.Tensor:
+    """[(m + 2)^2, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
+    kg = _filter_transform(tiling, du.dtype, du.device)
+    return (kg.t() @ du.reshape(-1, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)
