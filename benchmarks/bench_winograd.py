@@ -1,11 +1,14 @@
-"""3x3 convolutions on CPU: oneDNN against this project's Winograd routes, for a grid of layer widths and sizes, and
-the route conv2d_gradfix takes. --op=forward: F.conv2d(padding=1) against conv2d_winograd.conv3x3 (the input
-gradient is the same computation); --op=weight: torch.nn.grad.conv2d_weight against the Winograd (stride 1) and
-im2col (stride 2) weight gradients.
+"""3x3 convolutions on CPU: oneDNN against this project's routes (conv2d_winograd), for a grid of layer widths and
+sizes, and the route conv2d_gradfix takes. --op=forward: F.conv2d(padding=1) against conv2d_winograd.conv3x3 (the
+input gradient is the same computation); --op=weight: torch.nn.grad.conv2d_weight against the Winograd (stride 1)
+and im2col (stride 2) weight gradients; --op=transpose: F.conv_transpose2d(stride=2) (the generator's upsampling
+convolutions, the input gradient of each downsampling one) against conv_transpose3x3_stride2. --max-tile=2 keeps
+F(2x2, 3x3) where F(4x4, 3x3) would be taken.
 
-The cost rules `conv2d_winograd.forward_pays` and `pays` come from this table: rerun it on another CPU before
-trusting them there. Times are process CPU time, the two kernels interleaved rep by rep so that background load
-hits both alike, with freed host memory kept as train.py keeps it on CPU (--host-memory=system: glibc's defaults).
+The cost rules `conv2d_winograd.forward_pays`, `pays` and `transpose_pays` come from this table: rerun it on another
+CPU before trusting them there. Times are process CPU time, the two kernels interleaved rep by rep so that background
+load hits both alike, with freed host memory kept as train.py keeps it on CPU (--host-memory=system: glibc's
+defaults).
 
     python benchmarks/bench_winograd.py                       # one thread, batch 16, both ops
     python benchmarks/bench_winograd.py --op=forward --channels=64,512 --sizes=8,32 --threads=2
@@ -69,8 +72,30 @@ def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[fl
     return statistics.median(a), statistics.median(c), taken
 
 
+def compare_transpose(channels: int, size: int, batch: int, reps: int) -> tuple[float, float, str]:
+    """(oneDNN ms, ours ms, route taken) of one stride-2 3x3 transposed conv on a `size` px input."""
+    x = torch.randn(batch, channels, size, size)
+    w = torch.randn(channels, channels, 3, 3) / (3 * channels**0.5)
+    b = torch.randn(channels)
+    onednn = lambda: torch.nn.functional.conv_transpose2d(x, w, b, stride=2)
+    ours = lambda: conv2d_winograd.conv_transpose3x3_stride2(x, w, b, (0, 0), (0, 0))
+    onednn(), ours()
+    a, c = [], []
+    for _ in range(reps):
+        a.append(cpu_ms(onednn))
+        c.append(cpu_ms(ours))
+    taken = "col2im" if conv2d_winograd.transpose_route(x, w, b, (2, 2), (1, 1), 1) else "oneDNN"
+    return statistics.median(a), statistics.median(c), taken
+
+
 @click.command(help=verbatim(__doc__))
-@click.option("--op", type=CommaList(choices=["forward", "weight"]), default="forward,weight", show_default=True)
+@click.option(
+    "--op",
+    type=CommaList(choices=["forward", "weight", "transpose"]),
+    default="forward,weight,transpose",
+    show_default=True,
+)
+@click.option("--max-tile", type=click.Choice(["2", "4"]), default="4", show_default=True, help="largest Winograd tile")
 @click.option("--channels", type=CommaList(int), default="16,32,64,128,256,512", show_default=True)
 @click.option("--sizes", type=CommaList(int), default="4,8,16,32", show_default=True, help="input sizes in px")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
@@ -78,13 +103,21 @@ def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[fl
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--host-memory", type=click.Choice(["keep", "system"]), default="keep", show_default=True)
 def main(
-    op: list[str], channels: list[int], sizes: list[int], batch: int, reps: int, threads: int, host_memory: str
+    op: list[str],
+    max_tile: str,
+    channels: list[int],
+    sizes: list[int],
+    batch: int,
+    reps: int,
+    threads: int,
+    host_memory: str,
 ) -> None:
+    conv2d_winograd.max_tile = int(max_tile)
     kept = host_memory_module.keep_freed_host_memory() if host_memory == "keep" else False
     torch.set_num_threads(threads)
     print(
         f"batch {batch}, {threads} thread(s), torch {torch.__version__}, median of {reps} reps (CPU time), host "
-        f"memory {'kept' if kept else 'glibc defaults'}"
+        f"memory {'kept' if kept else 'glibc defaults'}, Winograd tiles up to {max_tile}x{max_tile} outputs"
     )
     if "forward" in op:
         print(
@@ -94,6 +127,15 @@ def main(
         for c in channels:
             for size in sizes:
                 a, b, taken = compare_forward(c, size, batch, reps)
+                print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+    if "transpose" in op:
+        print(
+            f"\nstride-2 transposed conv\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
+            f"{'ours/oneDNN':>12}  taken"
+        )
+        for c in channels:
+            for size in sizes:
+                a, b, taken = compare_transpose(c, size, batch, reps)
                 print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
     if "weight" in op:
         print(

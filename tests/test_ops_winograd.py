@@ -306,7 +306,7 @@ def test_conv3x3_equals_conv2d(shape, tiling, layout):
     bias = torch.randn(k, generator=gen, dtype=torch.float64)
     for b in (None, bias):
         got = conv2d_winograd.conv3x3(x, weight, b, tiling)
-        assert got.is_contiguous()
+        assert got.is_contiguous(memory_format=torch.channels_last)  # as the next layer's tiles read it
         torch.testing.assert_close(got, torch.nn.functional.conv2d(x, weight, b, padding=1), rtol=1e-11, atol=1e-11)
 
 
@@ -383,3 +383,76 @@ def test_large_batches_go_in_chunks_with_the_same_result(monkeypatch, shape, til
     assert conv2d_winograd._image_chunks(x, 4, tiling) == [(0, 2), (2, 4), (4, 5)]
     torch.testing.assert_close(conv2d_winograd.conv3x3(x, w), whole_y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g), whole_dw, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stride-2 transposed convolutions by one matrix product and col2im.
+
+
+@pytest.mark.parametrize(
+    "shape, padding, output_padding",
+    [((2, 5, 7, 6, 8), 0, 0), ((1, 3, 4, 4, 4), 1, 0), ((2, 4, 6, 5, 3), 1, 1), ((1, 2, 3, 1, 1), 0, 1)],
+)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_stride2_transpose_equals_conv_transpose2d(shape, padding, output_padding, layout):
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(c, k, 3, 3, generator=gen, dtype=torch.float64)
+    bias = torch.randn(k, generator=gen, dtype=torch.float64)
+    for b in (None, bias):
+        got = conv2d_winograd.conv_transpose3x3_stride2(x, weight, b, (padding,) * 2, (output_padding,) * 2)
+        want = torch.nn.functional.conv_transpose2d(x, weight, b, 2, padding, output_padding)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x, w, stride, dilation, groups, grad, expect",
+    [
+        (X, W.transpose(0, 1), (2, 2), (1, 1), 1, False, True),
+        (X, W.transpose(0, 1), (2, 2), (1, 1), 1, True, False),  # a graph is recorded: oneDNN
+        (X.double(), W.transpose(0, 1).double(), (2, 2), (1, 1), 1, False, False),
+        (X, W.transpose(0, 1), (1, 1), (1, 1), 1, False, False),
+        (X, W.transpose(0, 1), (2, 2), (2, 2), 1, False, False),
+        (X, W.transpose(0, 1)[:, :2], (2, 2), (1, 1), 2, False, False),
+        (X, W.transpose(0, 1)[:, :, :1, :1], (2, 2), (1, 1), 1, False, False),
+    ],
+)
+def test_transpose_route_only_covers_what_it_computes(monkeypatch, x, w, stride, dilation, groups, grad, expect):
+    monkeypatch.setattr(conv2d_winograd, "force", True)
+    x = x.clone().requires_grad_(grad)
+    assert conv2d_winograd.transpose_route(x, w, None, stride, dilation, groups) == expect
+
+
+def test_gradfix_stride2_transpose_and_downsampling_input_gradient_use_it(monkeypatch):
+    """Through conv2d_gradfix: a stride-2 transposed conv (its forward, inference) and the input gradient of a
+    stride-2 conv (a stride-2 transpose with output padding) go through conv_transpose3x3_stride2, with the same
+    values and gradients as oneDNN's."""
+    monkeypatch.setattr(conv2d_winograd, "force", True)
+    calls = []
+    real = conv2d_winograd.conv_transpose3x3_stride2
+    monkeypatch.setattr(conv2d_winograd, "conv_transpose3x3_stride2", lambda *a: calls.append(1) or real(*a))
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
+        gen = torch.Generator().manual_seed(9)
+        x = torch.randn(2, 6, 5, 5, generator=gen).requires_grad_()
+        w = torch.randn(6, 4, 3, 3, generator=gen).requires_grad_()
+        b = torch.randn(4, generator=gen).requires_grad_()
+        y = conv2d_gradfix.conv_transpose2d(x, w, b, stride=2)
+        down = conv2d_gradfix.conv2d(y, w, stride=2)  # its input gradient: a stride-2 transpose
+        (down * down).sum().backward()
+        with torch.no_grad():
+            inference = conv2d_gradfix.conv_transpose2d(x, w, b, stride=2)
+        results.append((y.detach(), down.detach(), inference, x.grad, w.grad, b.grad))
+    assert len(calls) == 3
+    for a, b in zip(*results):
+        assert_close_normwise(a, b)
+
+
+@pytest.mark.parametrize("channels, size, expect", [(512, 16, True), (64, 32, True), (16, 32, True), (8, 32, False)])
+def test_transpose_route_is_taken_only_where_it_beats_onednn(channels, size, expect):
+    x, w = torch.empty(1, channels, size, size), torch.empty(channels, channels, 3, 3)
+    assert conv2d_winograd.transpose_route(x, w, None, (2, 2), (1, 1), 1) == expect

@@ -107,6 +107,8 @@ class _ConvConfig:
                 x, w_conv, b, self.stride, self.padding, self.dilation, self.groups
             ):
                 return conv2d_winograd.conv3x3(x, w_conv.flip([2, 3]), b)
+            if conv2d_winograd.transpose_route(x, w, b, self.stride, self.dilation, self.groups):
+                return conv2d_winograd.conv_transpose3x3_stride2(x, w, b, self.padding, self.output_padding)
             return F.conv_transpose2d(
                 x, w, b, self.stride, self.padding, self.output_padding, self.groups, self.dilation
             )

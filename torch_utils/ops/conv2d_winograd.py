@@ -291,6 +291,54 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor, tiling: Tiling | No
     return _filter_grad(du, tiling, c, k)
 
 
+def transpose_route(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> bool:
+    """Whether conv_transpose2d(x, w, b, stride=2, ...) is computed here (conv_transpose3x3_stride2): float32 CPU,
+    3x3, stride 2, no autograd graph being recorded, and wide enough to pay (any padding and output padding)."""
+    return (
+        _eligible(x, w, w.shape, dilation, groups)
+        and (b is None or b.dtype == torch.float32)
+        and w.shape[0] == x.shape[1]
+        and tuple(stride) == (2, 2)
+        and not _records_graph(x, w, b)
+        and (force or transpose_pays(x, w))
+    )
+
+
+def transpose_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=transpose):
+    0.54-0.86x oneDNN's time from 16 to 512 channels at 4-32 px, 0.74-0.96x at 64 px; 8 channels 1.08x at 64 px."""
+    return min(x.shape[1], w.shape[1]) >= 16
+
+
+def conv_transpose3x3_stride2(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: Sequence[int], output_padding: Sequence[int]
+) -> torch.Tensor:
+    """F.conv_transpose2d(x, w, b, stride=2, padding, output_padding) for w [C, K, 3, 3] -> channels_last
+    [N, K, H', W'], no graph. One matrix product gives every input pixel's 3x3 contribution to the output, [N, H, W,
+    9 K]; nine strided additions place them (col2im). oneDNN's transposed kernel measured ~1.7x slower at 512
+    channels (the generator's upsampling convolutions, and the input gradient of each downsampling one)."""
+    n, c, h, width = x.shape
+    k = w.shape[1]
+    cols = x.permute(0, 2, 3, 1).reshape(-1, c) @ w.permute(0, 2, 3, 1).reshape(c, 9 * k)
+    cols = cols.view(n, h, width, 3, 3, k)
+    full_h, full_w = 2 * h + 1 + output_padding[0], 2 * width + 1 + output_padding[1]
+    full = x.new_zeros([n, full_h, full_w, k])
+    for a in range(3):
+        for c2 in range(3):
+            full[:, a : a + 2 * h : 2, c2 : c2 + 2 * width : 2] += cols[:, :, :, a, c2]
+    out = full[:, padding[0] : full_h - padding[0], padding[1] : full_w - padding[1]]
+    if b is not None:
+        out += b
+    return out.permute(0, 3, 1, 2)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Forward by Winograd, and the tile transforms: strided additions, written into preallocated tiles where no
 # autograd graph is recorded (no temporaries), stacked where one is (differentiable again).
@@ -416,7 +464,7 @@ def _output_tiles(mt: torch.Tensor, tiling: Tiling, n: int, th: int, tw: int, b:
     y = y.view(n, m * th, m * tw, k)
     if b is not None:
         y += b
-    return y.permute(0, 3, 1, 2).contiguous()
+    return y.permute(0, 3, 1, 2)  # channels_last: no transposing copy, and the next layer's tiles read it in order
 
 
 def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = False) -> torch.Tensor:
