@@ -7,7 +7,8 @@ the weights reached through the inner gradient) stay exact.
 
 Only public PyTorch API is used: an autograd.Function whose backward is again made of these
 functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``, or, for wide 3x3 float32
-convolutions on CPU, ``conv2d_winograd`` (forward, input and weight gradients where it beats oneDNN).
+convolutions on CPU, ``conv2d_winograd`` (forward, input and weight gradients, and stride-2 transposed
+convolutions, where it beats oneDNN).
 """
 
 from __future__ import annotations

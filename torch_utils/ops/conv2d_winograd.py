@@ -1,18 +1,21 @@
-"""3x3 convolutions on CPU in float32 by Winograd's minimal filtering, where it beats oneDNN.
+"""3x3 convolutions on CPU in float32 by Winograd's minimal filtering and by matrix products, where they beat oneDNN.
 
 Forward and input gradient (stride 1, padding 1), and the weight gradient (stride 1: Winograd; other strides: one
-matrix product over im2col columns).
+matrix product over im2col columns); stride-2 transposed convolutions (one matrix product, then col2im). Outputs
+are channels_last: the next layer's tiles and products read that layout without a transposing copy
+(conv2d_gradfix hands oneDNN contiguous tensors where it measured faster with them).
 
 Why: F(m x m, 3 x 3) (Lavin & Gray, 2016) turns a 3x3 convolution into (m + 2)^2 matrix products over the channels:
 F(4x4, 3x3) does 2.25 multiply-adds per output and channel pair where the direct kernel does 9, F(2x2, 3x3) does 4.
 F(4x4, 3x3) is taken where H and W divide by 4 (from 8 px), F(2x2, 3x3) on other even sizes. Rounding, max error
 relative to the largest output against float64 (tests/test_ops_winograd.py): oneDNN's direct kernel ~3e-6, F(2x2,
-3x3) ~5e-7 (its transforms are +-1), F(4x4, 3x3) ~1e-5 (scales up to 8 and 1/24), the same algorithm cuDNN and
-oneDNN ship as float32 convolutions; `max_tile = 2` keeps F(2x2, 3x3) everywhere.
+3x3) ~5e-7 (its transforms are +-1), F(4x4, 3x3) ~1e-5 (scales up to 8 and 1/24; the tile oneDNN's own
+Winograd algorithm uses for training, per its documentation); `max_tile = 2` keeps F(2x2, 3x3) everywhere.
 
 The transforms move C x pixels x 4 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
 only when the tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
-with glibc's defaults the forward measured no faster than oneDNN's). `pays` says where each route is taken;
+with glibc's defaults the forward measured no faster than oneDNN's). `pays`, `forward_pays` and `transpose_pays`
+say where each route is taken;
 `benchmarks/bench_winograd.py` prints the measured grid behind it. The fast paths write into preallocated tiles
 and are not differentiable: they are taken only where no autograd graph is being recorded (the forward inside
 conv2d_gradfix's autograd.Function, backward passes without create_graph). Where a graph is needed, the weight
