@@ -88,6 +88,14 @@ def compare_transpose(channels: int, size: int, batch: int, reps: int) -> tuple[
     return statistics.median(a), statistics.median(c), taken
 
 
+def print_grid(title: str, compare_fn, channels: list[int], sizes: list[int], batch: int, reps: int) -> None:
+    print(f"\n{title}\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} {'ours/oneDNN':>12}  taken")
+    for c in channels:
+        for size in sizes:
+            a, b, taken = compare_fn(c, size, batch, reps)
+            print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+
+
 @click.command(help=verbatim(__doc__))
 @click.option(
     "--op",
@@ -120,23 +128,9 @@ def main(
         f"memory {'kept' if kept else 'glibc defaults'}, Winograd tiles up to {max_tile}x{max_tile} outputs"
     )
     if "forward" in op:
-        print(
-            f"\nforward (= input gradient), stride 1\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
-            f"{'ours/oneDNN':>12}  taken"
-        )
-        for c in channels:
-            for size in sizes:
-                a, b, taken = compare_forward(c, size, batch, reps)
-                print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+        print_grid("forward (= input gradient), stride 1", compare_forward, channels, sizes, batch, reps)
     if "transpose" in op:
-        print(
-            f"\nstride-2 transposed conv\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
-            f"{'ours/oneDNN':>12}  taken"
-        )
-        for c in channels:
-            for size in sizes:
-                a, b, taken = compare_transpose(c, size, batch, reps)
-                print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+        print_grid("stride-2 transposed conv", compare_transpose, channels, sizes, batch, reps)
     if "weight" in op:
         print(
             f"\nweight gradient\n{'route':<9} {'stride':>6} {'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "

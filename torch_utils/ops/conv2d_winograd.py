@@ -30,7 +30,7 @@ quiet machine but 1.0-1.3x slower at 17-33 px under load; at <= 9 px it won in e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,14 +155,22 @@ def run_program(
             else:
                 slots[dst] = torch.add(slots[a], slots[b], alpha=alpha)
             continue
-        if dst not in slots:
-            slots[dst] = scratch[dst] if dst in scratch else scratch.setdefault(dst, torch.empty_like(inputs[0]))
-        if b is None:
-            slots[dst].copy_(slots[a]) if alpha == 1 else torch.mul(slots[a], alpha, out=slots[dst])
-        else:
+        if dst not in slots:  # a temporary
+            if dst not in scratch:
+                scratch[dst] = torch.empty_like(inputs[0])
+            slots[dst] = scratch[dst]
+        if b is not None:
             torch.add(slots[a], slots[b], alpha=alpha, out=slots[dst])
-    outputs = sorted({dst for dst, *_ in program if dst.startswith("o")}, key=lambda name: int(name[1:]))
-    return [slots[name] for name in outputs]
+        elif alpha == 1:
+            slots[dst].copy_(slots[a])
+        else:
+            torch.mul(slots[a], alpha, out=slots[dst])
+    return [slots[name] for name in _outputs(program)]
+
+
+def _outputs(program: Sequence[Step]) -> list[str]:
+    """The output slots a program writes, in order: o0, o1, ..."""
+    return sorted({dst for dst, *_ in program if dst.startswith("o")}, key=lambda name: int(name[1:]))
 
 
 _filter_transforms: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
@@ -433,17 +441,30 @@ def _input_tiles(x: torch.Tensor, tiling: Tiling, differentiable: bool = False) 
     def columns(t: torch.Tensor) -> list[torch.Tensor]:
         return [t[:, :, j : j + m * tw : m] for j in range(size)]
 
-    if differentiable:
-        rows = run_program(tiling.bt, row_views)
-        v = torch.stack([tile for t in rows for tile in run_program(tiling.bt, columns(t))])
-    else:
-        rows = x.new_empty([size, n, th, width + 2, c])
-        run_program(tiling.bt, row_views, out=rows)
-        v = x.new_empty([size, size, n, th, tw, c])
-        scratch: dict[str, torch.Tensor] = {}
-        for a in range(size):
-            run_program(tiling.bt, columns(rows[a]), out=v[a], scratch=scratch)
+    v = _separable(tiling.bt, row_views, columns, differentiable)
     return v.view(size * size, n * th * tw, c)
+
+
+def _separable(
+    program: Sequence[Step],
+    row_views: Sequence[torch.Tensor],
+    columns: Callable[[torch.Tensor], list[torch.Tensor]],
+    differentiable: bool,
+) -> torch.Tensor:
+    """A 2-D tile transform: `program` along the rows, then along the columns of each result -> [size, size, ...]
+    (size: the program's outputs). Stacked new tensors where a graph is recorded, else preallocated tiles."""
+    if differentiable:
+        rows = run_program(program, row_views)
+        return torch.stack([tile for t in rows for tile in run_program(program, columns(t))])
+    first = row_views[0]
+    size = len(_outputs(program))
+    rows = first.new_empty([size, *first.shape])
+    run_program(program, row_views, out=rows)
+    out = first.new_empty([size, size, *columns(rows[0])[0].shape])
+    scratch: dict[str, torch.Tensor] = {}
+    for a in range(size):
+        run_program(program, columns(rows[a]), out=out[a], scratch=scratch)
+    return out
 
 
 def _filter_tiles(w: torch.Tensor, tiling: Tiling) -> torch.Tensor:
@@ -481,16 +502,7 @@ def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = F
     def columns(t: torch.Tensor) -> list[torch.Tensor]:
         return [t[:, :, :, q] for q in range(m)]
 
-    if differentiable:
-        rows = run_program(tiling.a, row_views)
-        out = torch.stack([tile for t in rows for tile in run_program(tiling.a, columns(t))])
-    else:
-        rows = g.new_empty([size, n, th, tw, m, k])
-        run_program(tiling.a, row_views, out=rows)
-        out = g.new_empty([size, size, n, th, tw, k])
-        scratch: dict[str, torch.Tensor] = {}
-        for a in range(size):
-            run_program(tiling.a, columns(rows[a]), out=out[a], scratch=scratch)
+    out = _separable(tiling.a, row_views, columns, differentiable)
     return out.view(size * size, n * th * tw, k)
 
 
