@@ -222,13 +222,14 @@ def route(
 
 def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
     """Whether route `kind` beats oneDNN's weight-gradient kernel for this layer. Measured one thread, batch 16,
-    AVX2, host memory kept (benchmarks/bench_winograd.py --op=weight): Winograd 0.4-0.55x at 512 channels and
-    0.6-0.65x at 256, at every size from 4 to 32 px; 0.83-0.87x at 128 channels up to 16 px; slower below 128.
+    AVX2, host memory kept (benchmarks/bench_winograd.py --op=weight; F(4x4, 3x3) from 8 px): Winograd
+    0.32-0.44x at 512 channels and 0.53-0.88x at 256, at every size from 4 to 32 px; 0.63-0.89x at 128 channels
+    from 8 to 32 px, 1.18x at 4 px; slower below 128 (F(2x2, 3x3): 0.83-0.87x at 128 channels, 4-16 px).
     im2col only on the small (<= 9 px) inputs of the last downsampling layers, from 64 channels (0.5-0.8x)."""
     channels = min(x.shape[1], grad_out.shape[1])
     pixels = x.shape[2] * x.shape[3]
     if kind == "winograd":
-        return channels >= 256 or (channels >= 128 and pixels <= 16 * 16)
+        return channels >= 256 or (channels >= 128 and pixels >= 8 * 8)
     return kind == "im2col" and channels >= 64 and pixels <= 9 * 9
 
 
@@ -385,12 +386,13 @@ def forward_route(
 
 
 def forward_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=forward):
-    0.56-0.78x oneDNN's time at 256 and 512 channels from 8 to 32 px; 0.9x at 128 channels, 8-16 px (left to
-    oneDNN, within the spread); slower at 4 px and below 128 channels."""
+    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=forward; F(4x4,
+    3x3) from 8 px): 0.44-0.45x oneDNN's time at 512 channels and 0.60-0.61x at 256, at 16 and 32 px; at 8 px
+    0.89x at 512 channels, 1.01x at 256 (left to oneDNN); 128 channels 0.67-1.16x (left to oneDNN, within the
+    spread); slower at 4 px."""
     channels = min(x.shape[1], w.shape[0])
     pixels = x.shape[2] * x.shape[3]
-    return channels >= 256 and pixels >= 8 * 8
+    return (channels >= 256 and pixels >= 16 * 16) or (channels >= 512 and pixels >= 8 * 8)
 
 
 TILE_BYTES = 256 * 2**20  # tiles of at most this many bytes at once: larger batches go in chunks of images
