@@ -202,35 +202,39 @@ def test_strided_weight_gradient_equals_conv2d_weight_to_second_order(shape, str
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def _through_gradfix(monkeypatch, transpose: bool, counted: str) -> tuple[int, list[tuple]]:
-    """A 3x3 layer through conv2d_gradfix (value, input/weight/bias gradients, and an inference call), with the
-    routes forced on and then off; returns how often conv2d_winograd.<counted> ran, and both sets of results."""
+def _assert_routed_through_gradfix(monkeypatch, counted: str, expected_calls: int, shapes, layer) -> None:
+    """layer(x, w, b) on random tensors of `shapes` through conv2d_gradfix: its value, the input/weight/bias
+    gradients of sum(value^2), and an inference call, with the routes forced on and then off. The forced run
+    calls conv2d_winograd.<counted> expected_calls times, and both runs agree to float32 rounding."""
     monkeypatch.setattr(conv2d_winograd, "force", True)
     calls = []
     real = getattr(conv2d_winograd, counted)
     monkeypatch.setattr(conv2d_winograd, counted, lambda *args: calls.append(1) or real(*args))
-    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
         gen = torch.Generator().manual_seed(4)
-        x = torch.randn(2, 6 if transpose else 5, 8, 8, generator=gen).requires_grad_()
-        w = torch.randn(6, 5, 3, 3, generator=gen).requires_grad_()
-        b = torch.randn(5 if transpose else 6, generator=gen).requires_grad_()
-        y = op(x, w, b, padding=1)
+        x, w, b = (torch.randn(shape, generator=gen).requires_grad_() for shape in shapes)
+        y = layer(x, w, b)
         (y * y).sum().backward()
         with torch.no_grad():
-            inference = op(x, w, b, padding=1)  # the plain path (no autograd.Function)
+            inference = layer(x, w, b)  # the plain path (no autograd.Function)
         results.append((y.detach(), inference, x.grad, w.grad, b.grad))
-    return len(calls), results
+    assert len(calls) == expected_calls
+    for ours, direct in zip(*results):
+        assert_close_normwise(ours, direct)
+
+
+def _padded_3x3(transpose: bool):
+    """(shapes, layer) of a stride-1 3x3 conv (or transposed conv) with padding 1 through conv2d_gradfix."""
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    shapes = ((2, 6 if transpose else 5, 8, 8), (6, 5, 3, 3), (5 if transpose else 6,))
+    return shapes, lambda x, w, b: op(x, w, b, padding=1)
 
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_gradfix_weight_gradient_uses_it_and_agrees_with_the_direct_kernel(monkeypatch, transpose):
-    calls, results = _through_gradfix(monkeypatch, transpose, "weight_grad")
-    assert calls == 1
-    for a, b in zip(*results):
-        assert_close_normwise(a, b)
+    _assert_routed_through_gradfix(monkeypatch, "weight_grad", 1, *_padded_3x3(transpose))
 
 
 def _run(monkeypatch, enabled, fn):
@@ -370,10 +374,7 @@ def test_forward_route_is_taken_only_where_it_beats_onednn(channels, size, expec
 @pytest.mark.parametrize("transpose", [False, True])
 def test_gradfix_forward_and_input_gradient_use_it(monkeypatch, transpose):
     """conv2d_gradfix's forward, the input gradient (a stride-1 transpose) and inference all go through conv3x3."""
-    calls, results = _through_gradfix(monkeypatch, transpose, "conv3x3")
-    assert calls == 3
-    for a, b in zip(*results):
-        assert_close_normwise(a, b)
+    _assert_routed_through_gradfix(monkeypatch, "conv3x3", 3, *_padded_3x3(transpose))
 
 
 @pytest.mark.parametrize("shape, tiling", [((5, 3, 4, 6, 8), F2), ((5, 3, 4, 8, 8), F4)])
@@ -432,28 +433,14 @@ def test_transpose_route_only_covers_what_it_computes(monkeypatch, x, w, stride,
 
 def test_gradfix_stride2_transpose_and_downsampling_input_gradient_use_it(monkeypatch):
     """Through conv2d_gradfix: a stride-2 transposed conv (its forward, inference) and the input gradient of a
-    stride-2 conv (a stride-2 transpose with output padding) go through conv_transpose3x3_stride2, with the same
-    values and gradients as oneDNN's."""
-    monkeypatch.setattr(conv2d_winograd, "force", True)
-    calls = []
-    real = conv2d_winograd.conv_transpose3x3_stride2
-    monkeypatch.setattr(conv2d_winograd, "conv_transpose3x3_stride2", lambda *a: calls.append(1) or real(*a))
-    results = []
-    for enabled in (True, False):
-        monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
-        gen = torch.Generator().manual_seed(9)
-        x = torch.randn(2, 6, 5, 5, generator=gen).requires_grad_()
-        w = torch.randn(6, 4, 3, 3, generator=gen).requires_grad_()
-        b = torch.randn(4, generator=gen).requires_grad_()
-        y = conv2d_gradfix.conv_transpose2d(x, w, b, stride=2)
-        down = conv2d_gradfix.conv2d(y, w, stride=2)  # its input gradient: a stride-2 transpose
-        (down * down).sum().backward()
-        with torch.no_grad():
-            inference = conv2d_gradfix.conv_transpose2d(x, w, b, stride=2)
-        results.append((y.detach(), down.detach(), inference, x.grad, w.grad, b.grad))
-    assert len(calls) == 3
-    for a, b in zip(*results):
-        assert_close_normwise(a, b)
+    stride-2 conv (a stride-2 transpose) go through conv_transpose3x3_stride2, with the same values and gradients
+    as oneDNN's."""
+
+    def up_then_down(x, w, b):
+        return conv2d_gradfix.conv2d(conv2d_gradfix.conv_transpose2d(x, w, b, stride=2), w, stride=2)
+
+    shapes = ((2, 6, 5, 5), (6, 4, 3, 3), (4,))
+    _assert_routed_through_gradfix(monkeypatch, "conv_transpose3x3_stride2", 3, shapes, up_then_down)
 
 
 @pytest.mark.parametrize("channels, size, expect", [(512, 16, True), (64, 32, True), (16, 32, True), (8, 32, False)])

@@ -342,9 +342,9 @@ def conv_transpose3x3_stride2(
     cols = cols.view(n, h, width, 3, 3, k)
     full_h, full_w = 2 * h + 1 + output_padding[0], 2 * width + 1 + output_padding[1]
     full = x.new_zeros([n, full_h, full_w, k])
-    for a in range(3):
-        for c2 in range(3):
-            full[:, a : a + 2 * h : 2, c2 : c2 + 2 * width : 2] += cols[:, :, :, a, c2]
+    for dy in range(3):
+        for dx in range(3):
+            full[:, dy : dy + 2 * h : 2, dx : dx + 2 * width : 2] += cols[:, :, :, dy, dx]
     out = full[:, padding[0] : full_h - padding[0], padding[1] : full_w - padding[1]]
     if b is not None:
         out += b
