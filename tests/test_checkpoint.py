@@ -540,8 +540,10 @@ def cd_entries(data: bytes, archive_path):
 
 
 def test_directory_flag_flip_in_the_central_directory_loads_identical_or_refuses(tmp_path, nets):
-    """The issue's case: the MS-DOS directory attribute of a tensor's entry; CRCs pass, plain torch.load returns
-    an unfilled tensor."""
+    """The issue's case: the MS-DOS directory attribute of a tensor's entry; CRCs pass, and plain torch.load
+    returns without error a tensor whose storage it never filled. What that storage holds is whatever the allocator
+    handed back: usually not the weights, but in one CI run exactly them (a reused buffer), so the test asserts only
+    the silence, and that our loader gives the saved weights or refuses."""
     snapshot = tmp_path / "g.pt"
     save_snapshot(snapshot, dict(G=nets["G"]))
     data = bytearray(snapshot.read_bytes())
@@ -554,8 +556,8 @@ def test_directory_flag_flip_in_the_central_directory_loads_identical_or_refuses
     path.write_bytes(bytes(data))
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None  # the CRC check alone passes
-    plain = torch.load(path, weights_only=True)["networks"]["G"]["state_dict"]
-    assert any(not torch.equal(plain[k], v) for k, v in nets["G"].state_dict().items())  # the hazard
+    plain = torch.load(path, weights_only=True)["networks"]["G"]["state_dict"]  # the hazard: no error
+    assert set(plain) == set(nets["G"].state_dict())
     try:
         loaded = load_network(path)
     except CheckpointError as exc:
