@@ -98,7 +98,7 @@ FAULTS_SCRIPT = textwrap.dedent(
     from torch_utils import host_memory
     applied = host_memory.keep_freed_host_memory()
     faults = []
-    for _ in range(12):
+    for _ in range(24):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         a = torch.empty(16, 512, 32, 32)  # 32 MiB: above glibc's largest mmap threshold
         a.fill_(1.0)
@@ -127,6 +127,11 @@ def test_steady_state_steps_stop_page_faulting():
     kept, system = _faults("1"), _faults("0")
     assert kept["applied"] is True and system["applied"] is False
     pages = 2 * 16 * 512 * 32 * 32 * 4 // 4096  # two fresh 32 MiB tensors per step
-    # glibc's defaults: every step faults both tensors in again; kept: after a few steps the heap is reused.
-    assert min(system["faults"][-4:]) > pages // 2, system
-    assert max(kept["faults"][-4:]) < pages // 20, kept
+    # glibc's defaults: every step faults both tensors in again. Kept: after a few steps the heap is reused. A
+    # stray step still faults one tensor in now and then (seen at step 22 of 24, and once in CI in the last 4 of 12):
+    # Python's small allocations land in a freed hole and the next 32 MiB block has to extend the heap. So the
+    # assertion is on the second half's total and median, not on every step.
+    late_system, late_kept = system["faults"][12:], kept["faults"][12:]
+    assert min(late_system) > pages // 2, system
+    assert sum(late_kept) < sum(late_system) // 4, kept
+    assert sorted(late_kept)[len(late_kept) // 2] < pages // 20, kept
