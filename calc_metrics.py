@@ -32,9 +32,9 @@ from typing import Any
 import click
 import torch
 
+from dnnlib.cli import script_device
 from metrics import detectors, metric_main, metric_utils
 from metrics.detectors import DetectorNotFoundError
-from torch_utils import host_memory
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
 
@@ -243,17 +243,9 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
         metrics = parse_metric_list(metrics_text, num_gen)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--metrics") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    device = script_device(device).type
     if device == "cuda" and gpus > torch.cuda.device_count():
         raise click.BadParameter(f"{gpus} GPUs requested, {torch.cuda.device_count()} available", param_hint="--gpus")
-    if device == "cpu":
-        try:
-            host_memory.keep_freed_host_memory()
-        except ValueError as err:  # RLO_KEEP_HOST_MEMORY unreadable
-            raise click.UsageError(str(err)) from None
     if detector_dir is not None:
         detector_dir = os.path.expanduser(detector_dir)
     try:

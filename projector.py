@@ -47,10 +47,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from dnnlib.cli import SEED_RANGE
+from dnnlib.cli import SEED_RANGE, script_device
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
-from torch_utils import host_memory
 from training import checkpoint
 from training.checkpoint import atomic_write
 from training.image_grid import save_png
@@ -505,16 +504,7 @@ def main(
     detector_dir: str | None,
     device: str,
 ) -> None:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    torch_device = torch.device(device)
-    if torch_device.type == "cpu":
-        try:
-            host_memory.keep_freed_host_memory()
-        except ValueError as err:  # RLO_KEEP_HOST_MEMORY unreadable
-            raise click.UsageError(str(err)) from None
+    torch_device = script_device(device)
 
     # Everything that can fail fast does so before the first projection.
     networks = [_load_generator(path) for path in network_paths]

@@ -8,8 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
+import torch
 
+from dnnlib.cli import script_device
 from torch_utils import host_memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +61,20 @@ def test_unreadable_setting_names_the_variable(fake_libc, monkeypatch):
     with pytest.raises(ValueError, match=r"RLO_KEEP_HOST_MEMORY='maybe'"):
         host_memory.keep_freed_host_memory()
     assert fake_libc.calls == []
+
+
+def test_script_device_sets_up_cpu_runs_and_names_the_culprit(fake_libc, monkeypatch):
+    """The --device handling projector.py and calc_metrics.py share: CPU gets the kept heap, CUDA is never faked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert script_device("auto") == torch.device("cpu")
+    assert len(fake_libc.calls) == 2  # host memory kept, as in train.py
+    with pytest.raises(click.BadParameter, match="CUDA is not available") as err:
+        script_device("cuda")
+    assert err.value.param_hint == "--device"
+    monkeypatch.setattr(host_memory, "_applied", None)
+    monkeypatch.setenv(host_memory.ENV, "sometimes")
+    with pytest.raises(click.UsageError, match=r"RLO_KEEP_HOST_MEMORY='sometimes'"):
+        script_device("cpu")
 
 
 def test_train_cli_refuses_an_unreadable_setting(tmp_path):
