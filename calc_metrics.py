@@ -32,9 +32,9 @@ from typing import Any
 import click
 import torch
 
-from dnnlib.cli import script_device
 from metrics import detectors, metric_main, metric_utils
 from metrics.detectors import DetectorNotFoundError
+from torch_utils.script_device import script_device
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
 

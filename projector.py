@@ -47,9 +47,10 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from dnnlib.cli import SEED_RANGE, script_device
+from dnnlib.cli import SEED_RANGE
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
+from torch_utils.script_device import script_device
 from training import checkpoint
 from training.checkpoint import atomic_write
 from training.image_grid import save_png

@@ -86,27 +86,6 @@ class CommaList(click.ParamType):
         return [self.item.convert(part, param, ctx) for part in parts]
 
 
-def script_device(choice: str) -> Any:
-    """`--device=auto|cpu|cuda` as a torch.device, with CPU runs set up as train.py sets them up (freed host memory
-    kept, see torch_utils.host_memory). Usage errors name the flag or the variable. torch is imported here so that
-    dnnlib stays importable without it."""
-    import torch
-
-    from torch_utils import host_memory
-
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    device = torch.device(choice)
-    if device.type == "cpu":
-        try:
-            host_memory.keep_freed_host_memory()
-        except ValueError as err:  # RLO_KEEP_HOST_MEMORY unreadable
-            raise click.UsageError(str(err)) from None
-    return device
-
-
 def verbatim(doc: str) -> str:
     """`doc` as a click help text that keeps its line breaks (a script's docstring with its usage lines): click
     rewraps every paragraph that does not start with a `\\b` line."""

@@ -12,8 +12,8 @@ import click
 import pytest
 import torch
 
-from dnnlib.cli import script_device
 from torch_utils import host_memory
+from torch_utils.script_device import script_device
 
 REPO = Path(__file__).resolve().parents[1]
 
