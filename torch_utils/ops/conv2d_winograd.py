@@ -470,10 +470,12 @@ def _separable(
 
 
 def _filter_tiles(w: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-    """w [K, C, 3, 3] (correlation) -> G g GT: [(m + 2)^2, C, K]."""
+    """w [K, C, 3, 3] (correlation) -> G g GT: [(m + 2)^2, C, K], a transposed view of [(m + 2)^2, K, C]. The
+    product reads w in its own order and bmm takes the view as it is: no permuted copy of w, which took as long
+    as the product itself."""
     k, c = w.shape[:2]
     kg = _filter_transform(tiling, w.dtype, w.device)
-    return (kg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(-1, c, k)
+    return (kg @ w.reshape(k * c, 9).t()).view(-1, k, c).transpose(1, 2)
 
 
 def _output_tiles(mt: torch.Tensor, tiling: Tiling, n: int, th: int, tw: int, b: torch.Tensor | None) -> torch.Tensor:
