@@ -37,6 +37,16 @@ def cpu_ms(fn) -> float:
     return (time.process_time() - start) * 1e3
 
 
+def interleaved_medians(onednn, ours, reps: int) -> tuple[float, float]:
+    """Median CPU ms of each after one warm-up call each, the two alternating rep by rep (load hits both alike)."""
+    onednn(), ours()
+    a, b = [], []
+    for _ in range(reps):
+        a.append(cpu_ms(onednn))
+        b.append(cpu_ms(ours))
+    return statistics.median(a), statistics.median(b)
+
+
 def compare(channels: int, size: int, stride: int, batch: int, reps: int) -> tuple[str, float, float, str]:
     """(route geometry, oneDNN ms, ours ms, route taken) for one layer: its input is `size` px (+1 for stride 2,
     the padded output of the FIR filter before a downsampling convolution)."""
@@ -47,13 +57,9 @@ def compare(channels: int, size: int, stride: int, batch: int, reps: int) -> tup
     geometry = conv2d_winograd._geometry(x, grad_out, (stride, stride), (padding, padding))
     onednn = lambda: torch.nn.grad.conv2d_weight(x, w_shape, grad_out, stride=stride, padding=padding)
     ours = lambda: conv2d_winograd.weight_grad(x, grad_out, w_shape, (stride, stride), (padding, padding))
-    onednn(), ours()
-    a, b = [], []
-    for _ in range(reps):
-        a.append(cpu_ms(onednn))
-        b.append(cpu_ms(ours))
+    a, b = interleaved_medians(onednn, ours, reps)
     taken = conv2d_winograd.route(x, grad_out, w_shape, (stride, stride), (padding, padding), (1, 1), 1) or "oneDNN"
-    return geometry, statistics.median(a), statistics.median(b), taken
+    return geometry, a, b, taken
 
 
 def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[float, float, str]:
@@ -63,13 +69,8 @@ def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[fl
     b = torch.randn(channels)
     onednn = lambda: torch.nn.functional.conv2d(x, w, b, padding=1)
     ours = lambda: conv2d_winograd.conv3x3(x, w, b)
-    onednn(), ours()
-    a, c = [], []
-    for _ in range(reps):
-        a.append(cpu_ms(onednn))
-        c.append(cpu_ms(ours))
     taken = "winograd" if conv2d_winograd.forward_route(x, w, b, (1, 1), (1, 1), (1, 1), 1) else "oneDNN"
-    return statistics.median(a), statistics.median(c), taken
+    return (*interleaved_medians(onednn, ours, reps), taken)
 
 
 def compare_transpose(channels: int, size: int, batch: int, reps: int) -> tuple[float, float, str]:
@@ -79,13 +80,8 @@ def compare_transpose(channels: int, size: int, batch: int, reps: int) -> tuple[
     b = torch.randn(channels)
     onednn = lambda: torch.nn.functional.conv_transpose2d(x, w, b, stride=2)
     ours = lambda: conv2d_winograd.conv_transpose3x3_stride2(x, w, b, (0, 0), (0, 0))
-    onednn(), ours()
-    a, c = [], []
-    for _ in range(reps):
-        a.append(cpu_ms(onednn))
-        c.append(cpu_ms(ours))
     taken = "col2im" if conv2d_winograd.transpose_route(x, w, b, (2, 2), (1, 1), 1) else "oneDNN"
-    return statistics.median(a), statistics.median(c), taken
+    return (*interleaved_medians(onednn, ours, reps), taken)
 
 
 def print_grid(title: str, compare_fn, channels: list[int], sizes: list[int], batch: int, reps: int) -> None:
