@@ -3,19 +3,25 @@ sizes, and the route conv2d_gradfix takes. --op=forward: F.conv2d(padding=1) aga
 input gradient is the same computation); --op=weight: torch.nn.grad.conv2d_weight against the Winograd (stride 1)
 and im2col (stride 2) weight gradients; --op=transpose: F.conv_transpose2d(stride=2) (the generator's upsampling
 convolutions, the input gradient of each downsampling one) against conv_transpose3x3_stride2. --max-tile=2 keeps
-F(2x2, 3x3) where F(4x4, 3x3) would be taken.
+F(2x2, 3x3) where F(4x4, 3x3) would be taken. --op=rounding: each route's float32 error against float64, as a
+fraction of conv2d_winograd.rounding_bound and of the largest output, beside oneDNN's (no timing).
 
 The cost rules `conv2d_winograd.forward_pays`, `pays` and `transpose_pays` come from this table: rerun it on another
 CPU before trusting them there. Times are process CPU time, the two kernels interleaved rep by rep so that background
 load hits both alike, with freed host memory kept as train.py keeps it on CPU (--host-memory=system: glibc's
 defaults).
 
-    python benchmarks/bench_winograd.py                       # one thread, batch 16, both ops
+    python benchmarks/bench_winograd.py                       # one thread, batch 16, every op
     python benchmarks/bench_winograd.py --op=forward --channels=64,512 --sizes=8,32 --threads=2
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/bench_winograd.py --json=...  # AVX2 kernels
+
+--json writes every row, the command, the date and the CPU kernels used (benchmarks/results/winograd_*.json).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import statistics
 import sys
@@ -27,6 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
+from rlo.files import atomic_write  # noqa: E402
 from torch_utils import host_memory as host_memory_module  # noqa: E402
 from torch_utils.ops import conv2d_winograd  # noqa: E402
 
@@ -84,18 +91,77 @@ def compare_transpose(channels: int, size: int, batch: int, reps: int) -> tuple[
     return (*interleaved_medians(onednn, ours, reps), taken)
 
 
-def print_grid(title: str, compare_fn, channels: list[int], sizes: list[int], batch: int, reps: int) -> None:
+def print_grid(
+    title: str, compare_fn, channels: list[int], sizes: list[int], batch: int, reps: int
+) -> list[dict[str, object]]:
     print(f"\n{title}\n{'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} {'ours/oneDNN':>12}  taken")
+    rows = []
     for c in channels:
         for size in sizes:
             a, b, taken = compare_fn(c, size, batch, reps)
             print(f"{c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}", flush=True)
+            rows.append(dict(channels=c, px=size, onednn_ms=a, ours_ms=b, ratio=b / a, taken=taken))
+    return rows
+
+
+def rounding_rows(channels: list[int], sizes: list[int], batch: int) -> list[dict[str, object]]:
+    """Each tiling's max float32 error over float64 as a fraction of its derived bound and of the largest output,
+    and oneDNN's relative error beside it (forward, and weight gradient), on standard normal data."""
+    print(f"\n{'op':<8} {'C':>5} {'px':>4} {'tiling':<12} {'err/bound':>10} {'err/max':>9} {'oneDNN err/max':>15}")
+    rows = []
+    for c in channels:
+        for size in sizes:
+            gen = torch.Generator().manual_seed(c * 1000 + size)
+            x = torch.randn(batch, c, size, size, generator=gen)
+            w = torch.randn(c, c, 3, 3, generator=gen) / (3 * c**0.5)
+            g = torch.randn(batch, c, size, size, generator=gen)
+            exact_y = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+            exact_dw = torch.nn.grad.conv2d_weight(x.double(), w.shape, g.double(), 1, 1)
+            onednn_y = torch.nn.functional.conv2d(x, w, padding=1)
+            onednn_dw = torch.nn.grad.conv2d_weight(x, w.shape, g, 1, 1)
+            tilings = [conv2d_winograd.F2] + ([conv2d_winograd.F4] if size % 4 == 0 and size >= 8 else [])
+            for op, exact, onednn in (("forward", exact_y, onednn_y), ("weight", exact_dw, onednn_dw)):
+                scale = float(exact.abs().max())
+                onednn_rel = float((onednn.double() - exact).abs().max()) / scale
+                for tiling in tilings:
+                    if op == "forward":
+                        ours = conv2d_winograd.conv3x3(x, w, tiling=tiling)
+                        bound = conv2d_winograd.rounding_bound(x, w, op="forward", tiling=tiling)
+                    else:
+                        ours = conv2d_winograd.weight_grad_3x3(x, g, tiling)
+                        bound = conv2d_winograd.rounding_bound(x, g, op="weight", tiling=tiling)
+                    err = (ours.double() - exact).abs()
+                    row = dict(
+                        op=op,
+                        channels=c,
+                        px=size,
+                        tiling=tiling.name,
+                        err_over_bound=float((err / bound).max()),
+                        err_over_max=float(err.max()) / scale,
+                        onednn_err_over_max=onednn_rel,
+                    )
+                    rows.append(row)
+                    print(
+                        f"{op:<8} {c:>5} {size:>4} {tiling.name:<12} {row['err_over_bound']:>10.2e} "
+                        f"{row['err_over_max']:>9.2e} {onednn_rel:>15.2e}",
+                        flush=True,
+                    )
+    return rows
+
+
+def cpu_kernels() -> dict[str, str | None]:
+    """Which kernels ran: torch's dispatch level and the oneDNN / MKL caps from the environment."""
+    return dict(
+        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        ONEDNN_MAX_CPU_ISA=os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        MKL_ENABLE_INSTRUCTIONS=os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+    )
 
 
 @click.command(help=verbatim(__doc__))
 @click.option(
     "--op",
-    type=CommaList(choices=["forward", "weight", "transpose"]),
+    type=CommaList(choices=["forward", "weight", "transpose", "rounding"]),
     default="forward,weight,transpose",
     show_default=True,
 )
@@ -106,6 +172,7 @@ def print_grid(title: str, compare_fn, channels: list[int], sizes: list[int], ba
 @click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--host-memory", type=click.Choice(["keep", "system"]), default="keep", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write every row here as JSON")
 def main(
     op: list[str],
     max_tile: str,
@@ -115,6 +182,7 @@ def main(
     reps: int,
     threads: int,
     host_memory: str,
+    json_path: str | None,
 ) -> None:
     conv2d_winograd.max_tile = int(max_tile)
     kept = host_memory_module.keep_freed_host_memory() if host_memory == "keep" else False
@@ -123,11 +191,15 @@ def main(
         f"batch {batch}, {threads} thread(s), torch {torch.__version__}, median of {reps} reps (CPU time), host "
         f"memory {'kept' if kept else 'glibc defaults'}, Winograd tiles up to {max_tile}x{max_tile} outputs"
     )
+    results: dict[str, object] = {}
     if "forward" in op:
-        print_grid("forward (= input gradient), stride 1", compare_forward, channels, sizes, batch, reps)
+        results["forward"] = print_grid(
+            "forward (= input gradient), stride 1", compare_forward, channels, sizes, batch, reps
+        )
     if "transpose" in op:
-        print_grid("stride-2 transposed conv", compare_transpose, channels, sizes, batch, reps)
+        results["transpose"] = print_grid("stride-2 transposed conv", compare_transpose, channels, sizes, batch, reps)
     if "weight" in op:
+        results["weight"] = []
         print(
             f"\nweight gradient\n{'route':<9} {'stride':>6} {'C':>5} {'px':>4} {'oneDNN ms':>10} {'ours ms':>9} "
             f"{'ours/oneDNN':>12}  taken"
@@ -138,10 +210,29 @@ def main(
                     if stride == 2 and size < 8:
                         continue
                     geometry, a, b, taken = compare(c, size, stride, batch, reps)
+                    results["weight"].append(
+                        dict(route=geometry, stride=stride, channels=c, px=size, onednn_ms=a, ours_ms=b, ratio=b / a)
+                    )
                     print(
                         f"{geometry:<9} {stride:>6} {c:>5} {size:>4} {a:>10.2f} {b:>9.2f} {b / a:>11.2f}x  {taken}",
                         flush=True,
                     )
+    if "rounding" in op:
+        results["rounding"] = rounding_rows(channels, sizes, batch)
+    if json_path:
+        record = dict(
+            command="python3 " + " ".join(sys.argv),
+            date=datetime.date.today().isoformat(),
+            kernels=cpu_kernels(),
+            batch=batch,
+            threads=threads,
+            reps=reps,
+            host_memory="kept" if kept else "glibc defaults",
+            max_tile=int(max_tile),
+            results=results,
+        )
+        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        print(f"\nwrote {json_path}")
 
 
 if __name__ == "__main__":

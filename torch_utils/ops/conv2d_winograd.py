@@ -7,10 +7,27 @@ are channels_last: the next layer's tiles and products read that layout without 
 
 Why: F(m x m, 3 x 3) (Lavin & Gray, 2016) turns a 3x3 convolution into (m + 2)^2 matrix products over the channels:
 F(4x4, 3x3) does 2.25 multiply-adds per output and channel pair where the direct kernel does 9, F(2x2, 3x3) does 4.
-F(4x4, 3x3) is taken where H and W divide by 4 (from 8 px), F(2x2, 3x3) on other even sizes. Rounding, max error
-relative to the largest output against float64 (tests/test_ops_winograd.py): oneDNN's direct kernel ~3e-6, F(2x2,
-3x3) ~5e-7 (its transforms are +-1), F(4x4, 3x3) ~1e-5 (scales up to 8 and 1/24; the tile oneDNN's own
-Winograd algorithm uses for training, per its documentation); `max_tile = 2` keeps F(2x2, 3x3) everywhere.
+F(4x4, 3x3) is taken where H and W divide by 4 (from 8 px), F(2x2, 3x3) on other even sizes; `max_tile = 2` keeps
+F(2x2, 3x3) everywhere (its transforms are +-1, F(4x4, 3x3)'s scale by up to 8 and 1/24: about 20x the rounding).
+
+Rounding (float32), a bound that holds on any CPU and BLAS. Every value computed here is a sum of monomials
+(a transform constant times an input and a filter entry, or an input and an output-gradient entry), and each float
+operation on the way multiplies what it returns by (1 + delta), |delta| <= u = 2^-24. A monomial that passes through
+at most n roundings is therefore computed as monomial * (1 + theta), |theta| <= gamma_n = n u / (1 - n u), whatever
+the order of the sums (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., Lemma 3.1 and 3.3), so
+
+    |computed - exact| <= gamma_n * (the same algorithm evaluated on |inputs| with |constants|)
+
+elementwise. `rounding_bound` evaluates the right side in float64 with `absolute(tiling)`; `roundings` counts n
+along the longest path: the filter transform (its constants rounded to float32 once, then a 9-term product and
+sum), the input transform along rows then columns (`program_roundings` of BT, twice), one product, the sum over
+C (C - 1), the output transform (AT, twice) and the bias; for the weight gradient the input and output-gradient
+tiles (BT twice, A twice), one product, the sum over every tile of every image, and the (m + 2)^2-term product
+with G's constants. Multiplying by a power of two is exact. tests/test_ops_winograd.py holds both routes to it
+and checks that the same route in bfloat16 breaks it (5-11x), so the test can fail. Worst-case bounds are loose:
+the measured float32 error is 0.02-0.4% of the bound, with AVX2 and AVX-512 kernels alike (max error relative to the
+largest output: F(2x2, 3x3) ~5e-7, F(4x4, 3x3) ~1e-5; oneDNN's direct kernel 2.4e-6 under AVX2 and 2.5e-7 under
+AVX-512, which is why a test calibrated against it passed on one CPU kind only).
 
 The transforms move C x pixels x 4 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
 only when the tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
@@ -30,6 +47,7 @@ quiet machine but 1.0-1.3x slower at 17-33 px under load; at <= 9 px it won in e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -74,8 +92,7 @@ F2 = Tiling(
 
 # F(4, 3) on the points 0, +-1, +-2 and infinity: BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 # [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
-# [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]. 2.25 products per output instead of F(2, 3)'s 4 (direct: 9), at about
-# twice F(2, 3)'s rounding error (still within 3x oneDNN's direct kernel: tests/test_ops_winograd.py).
+# [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]. 2.25 products per output instead of F(2, 3)'s 4 (direct: 9).
 F4 = Tiling(
     name="F(4x4, 3x3)",
     m=4,
@@ -127,7 +144,7 @@ F4 = Tiling(
     ),
 )
 
-max_tile = 4  # outputs per tile side where H and W allow it; 2: F(2x2, 3x3) everywhere (a twentieth of the rounding)
+max_tile = 4  # outputs per tile side where H and W allow it; 2: F(2x2, 3x3) everywhere (less rounding, more products)
 
 
 def tiling_for(h: int, w: int) -> Tiling:
@@ -173,12 +190,12 @@ def _outputs(program: Sequence[Step]) -> list[str]:
     return sorted({dst for dst, *_ in program if dst.startswith("o")}, key=lambda name: int(name[1:]))
 
 
-_filter_transforms: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+_filter_transforms: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
 
 def _filter_transform(tiling: Tiling, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """G (x) G [(m + 2)^2, 9]: the 2-D filter transform as one matrix over the row-major 3x3 taps."""
-    key = (tiling.m, dtype, device)
+    key = (tiling.name, dtype, device)
     if key not in _filter_transforms:
         g = torch.tensor(tiling.g, dtype=torch.float64)
         _filter_transforms[key] = torch.kron(g, g).to(dtype=dtype, device=device)
@@ -514,3 +531,86 @@ def _filter_grad(du: torch.Tensor, tiling: Tiling, c: int, k: int) -> torch.Tens
     """[(m + 2)^2, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
     kg = _filter_transform(tiling, du.dtype, du.device)
     return (kg.t() @ du.reshape(-1, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The float32 rounding bound of the Winograd routes (derivation in the module docstring).
+
+UNIT_ROUNDOFF = 2.0**-24  # float32, round to nearest
+
+
+def absolute(tiling: Tiling) -> Tiling:
+    """The same programs and filter transform with every constant replaced by its absolute value: run on |inputs|,
+    it sums the absolute values of the monomials along every path, the scale of the rounding bound."""
+    return Tiling(
+        name=f"|{tiling.name}|",
+        m=tiling.m,
+        g=tuple(tuple(abs(v) for v in row) for row in tiling.g),
+        bt=tuple((dst, a, b, abs(alpha)) for dst, a, b, alpha in tiling.bt),
+        at=tuple((dst, a, b, abs(alpha)) for dst, a, b, alpha in tiling.at),
+        a=tuple((dst, a, b, abs(alpha)) for dst, a, b, alpha in tiling.a),
+    )
+
+
+def _exact_scale(alpha: float) -> bool:
+    """Multiplying by alpha rounds nothing: alpha is +-2^k."""
+    mantissa, _ = math.frexp(abs(alpha))
+    return mantissa == 0.5
+
+
+def program_roundings(program: Sequence[Step]) -> int:
+    """The most roundings on any path from an input to an output of `program`: one per addition, one more for a
+    scale that is not a power of two (whether torch.add fuses it or not)."""
+    depth: dict[str, int] = {}
+    for dst, a, b, alpha in program:
+        scaled = 0 if _exact_scale(alpha) else 1
+        if b is None:
+            depth[dst] = depth.get(a, 0) + scaled
+        else:
+            depth[dst] = max(depth.get(a, 0), depth.get(b, 0) + scaled) + 1
+    return max(depth[name] for name in _outputs(program))
+
+
+def roundings(tiling: Tiling, op: str, terms: int) -> int:
+    """n of the bound for op 'forward' (terms: input channels C) or 'weight' (terms: tiles summed, N th tw)."""
+    if op == "forward":
+        filter_tiles = 1 + 9  # G's constants to float32; a 9-term product and sum
+        input_tiles = 2 * program_roundings(tiling.bt)
+        outputs = 2 * program_roundings(tiling.at) + 1  # and the bias
+        return filter_tiles + input_tiles + 1 + (terms - 1) + outputs
+    if op == "weight":
+        tiles = 2 * program_roundings(tiling.bt) + 2 * program_roundings(tiling.a)
+        filter_grad = 1 + tiling.size**2  # G's constants to float32; a (m + 2)^2-term product and sum
+        return tiles + 1 + (terms - 1) + filter_grad
+    raise ValueError(f"roundings: op must be 'forward' or 'weight', got {op!r}")
+
+
+def gamma(n: int, u: float = UNIT_ROUNDOFF) -> float:
+    """Higham's gamma_n: the relative error of n roundings compounded, for n u < 1."""
+    if n * u >= 1:
+        raise ValueError(f"gamma: {n} roundings of {u:g} do not bound anything (n u >= 1)")
+    return n * u / (1 - n * u)
+
+
+def rounding_bound(
+    x: torch.Tensor,
+    w_or_grad_out: torch.Tensor,
+    b: torch.Tensor | None = None,
+    op: str = "forward",
+    tiling: Tiling | None = None,
+) -> torch.Tensor:
+    """Elementwise float64 bound on |float32 result - exact result| of conv3x3(x, w, b) (op='forward') or
+    weight_grad_3x3(x, grad_out) (op='weight'), by `tiling` (default: tiling_for(H, W))."""
+    n, c, h, width = x.shape
+    tiling = tiling or tiling_for(h, width)
+    scale_tiling = absolute(tiling)
+    xa, other = x.detach().double().abs(), w_or_grad_out.detach().double().abs()
+    with torch.no_grad():
+        if op == "forward":
+            bias = None if b is None else b.detach().double().abs()
+            scale = conv3x3(xa, other, bias, scale_tiling)
+            terms = c
+        else:
+            scale = weight_grad_3x3(xa, other, scale_tiling)
+            terms = n * (h // tiling.m) * (width // tiling.m)
+    return gamma(roundings(tiling, op, terms)) * scale
