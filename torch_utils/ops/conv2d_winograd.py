@@ -238,15 +238,16 @@ def route(
 
 
 def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
-    """Whether route `kind` beats oneDNN's weight-gradient kernel for this layer. Measured one thread, batch 16,
-    AVX2, host memory kept (benchmarks/bench_winograd.py --op=weight; F(4x4, 3x3) from 8 px): Winograd
-    0.32-0.44x at 512 channels and 0.53-0.88x at 256, at every size from 4 to 32 px; 0.63-0.89x at 128 channels
-    from 8 to 32 px, 1.18x at 4 px; slower below 128 (F(2x2, 3x3): 0.83-0.87x at 128 channels, 4-16 px).
-    im2col only on the small (<= 9 px) inputs of the last downsampling layers, from 64 channels (0.5-0.8x)."""
+    """Whether route `kind` beats oneDNN's weight-gradient kernel for this layer on AVX2 and on AVX-512 CPUs
+    alike (benchmarks/results/winograd_avx2.json, winograd_avx512.json; one thread, batch 16, host memory kept).
+    Winograd from 256 channels at every size from 4 to 32 px (0.44-0.67x oneDNN's time with AVX2 kernels,
+    0.52-0.79x with AVX-512); at 128 channels it gains with AVX2 (0.85-0.94x from 8 px) but loses with AVX-512
+    (1.10-1.15x), so it is left to oneDNN. im2col only on the small (<= 9 px) inputs of the last downsampling
+    layers, from 64 channels (0.54-0.87x on both)."""
     channels = min(x.shape[1], grad_out.shape[1])
     pixels = x.shape[2] * x.shape[3]
     if kind == "winograd":
-        return channels >= 256 or (channels >= 128 and pixels >= 8 * 8)
+        return channels >= 256
     return kind == "im2col" and channels >= 64 and pixels <= 9 * 9
 
 
@@ -341,8 +342,9 @@ def transpose_route(
 
 
 def transpose_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=transpose):
-    0.54-0.86x oneDNN's time from 16 to 512 channels at 4-32 px, 0.74-0.96x at 64 px; 8 channels 1.08x at 64 px."""
+    """From 16 channels: 0.43-0.76x oneDNN's time from 16 to 512 channels at 4-64 px with AVX2 and with AVX-512
+    kernels; 8 channels gain too but not at 64 px (1.0x), and are left to oneDNN (one thread, batch 16, host memory
+    kept: benchmarks/results/winograd_avx*.json, winograd_transpose_narrow_avx*.json)."""
     return min(x.shape[1], w.shape[1]) >= 16
 
 
@@ -403,10 +405,11 @@ def forward_route(
 
 
 def forward_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Measured one thread, batch 16, AVX2, host memory kept (benchmarks/bench_winograd.py --op=forward; F(4x4,
-    3x3) from 8 px): 0.44-0.45x oneDNN's time at 512 channels and 0.60-0.61x at 256, at 16 and 32 px; at 8 px
-    0.89x at 512 channels, 1.01x at 256 (left to oneDNN); 128 channels 0.67-1.16x (left to oneDNN, within the
-    spread); slower at 4 px."""
+    """Where Winograd beats oneDNN's forward with AVX2 and with AVX-512 kernels (one thread, batch 16, host memory
+    kept: benchmarks/results/winograd_avx2.json, winograd_avx512.json): from 256 channels at 16-32 px (AVX2
+    0.46-0.65x, AVX-512 0.51-0.76x) and at 512 channels from 8 px (0.57x, 0.78x). Left to oneDNN: 256 channels at
+    8 px and 512 at 4 px (they gain with AVX2, 0.73-0.78x, not with AVX-512, 0.99-1.10x), and below 256 channels
+    (128: AVX2 0.87-0.98x from 8 px, AVX-512 1.01-1.21x)."""
     channels = min(x.shape[1], w.shape[0])
     pixels = x.shape[2] * x.shape[3]
     return (channels >= 256 and pixels >= 16 * 16) or (channels >= 512 and pixels >= 8 * 8)
