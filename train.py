@@ -126,6 +126,19 @@ MACHINE_FLAGS = frozenset({"gpus", "batch_gpu", "workers", "nobench", "allow_tf3
 DEPENDENT_FLAGS = {"loss": ("k", "m"), "aug": ("p", "target", "augpipe", "diffaug_policy")}
 # Flags that fix network shapes; with --resume the networks come from the file instead.
 ARCHITECTURE_FLAGS = {"cbase": "channel_base", "cmax": "channel_max", "map_depth": "num_layers"}
+# Flags that change what fine-tuned networks compute (network_transfer.FUNCTION_KEYS): given, they replace the
+# pickle's value; not given, the pickle's value stays.
+FUNCTION_FLAGS = {"mbstd_group": "mbstd_group_size"}
+# Why a fine-tuned network's kwarg differs from the pickle's, by kwarg.
+KWARG_REASONS = {
+    "img_resolution": "this dataset",
+    "img_channels": "this dataset",
+    "c_dim": "this dataset's labels, --cond",
+    "num_fp16_res": "precision follows this run and device: --cfg, --fp32",
+    "fp16_channels_last": "memory layout follows this run: --nhwc",
+    "freeze_layers": "--freezed",
+    "mbstd_group_size": "--mbstd-group",
+}
 
 
 def _parse_comma_list(text: str | None) -> list[str]:
@@ -279,10 +292,15 @@ def fit_resumed_networks(
                     f"{resume.path} with {key}={'/'.join(map(str, sorted(values)))}; leave "
                     f"--{flag.replace('_', '-')} out when fine-tuning"
                 )
+    flagged = frozenset(key for flag, key in FUNCTION_FLAGS.items() if flag in given)
     fitted = {
-        "G": network_transfer.fine_tune_kwargs(saved["G"], G_kwargs),
-        "D": network_transfer.fine_tune_kwargs(saved["D"], D_kwargs),
+        "G": network_transfer.fine_tune_kwargs(saved["G"], G_kwargs, flagged),
+        "D": network_transfer.fine_tune_kwargs(saved["D"], D_kwargs, flagged),
     }
+    for name in ("G", "D"):
+        for key, (before, after) in network_transfer.kwarg_changes(saved[name], fitted[name]).items():
+            why = KWARG_REASONS.get(key.rsplit(".", 1)[-1], "this run's settings")
+            resume.notes.append(f"{name}: {key} {before} -> {after} ({why})")
     for name, cls in [("G", Generator), ("D", Discriminator)]:
         if network_transfer.shape_differences(saved[name], fitted[name]):
             plan = network_transfer.transfer_plan(resume.networks[name], cls(**fitted[name]))
@@ -516,6 +534,12 @@ def setup_training_options(
     if resume_source is not None:
         given = {key: value for key, value in dataclasses.asdict(flags).items() if value != getattr(DEFAULTS, key)}
         G_kwargs, D_kwargs = fit_resumed_networks(resume_source, G_kwargs, D_kwargs, given)
+        group = D_kwargs.get("epilogue_kwargs", {}).get("mbstd_group_size", 4)  # 4: the constructor's default
+        if group is not None and batch_gpu % min(group, batch_gpu) != 0:
+            raise UserError(
+                f"--batch-gpu={batch_gpu} must be a multiple of the minibatch-stddev group {group} of the D in "
+                f"{resume_source.path}; change the batch or pass --mbstd-group"
+            )
         if resume_source.kind == "official":  # fine-tuning from weights, as StyleGAN2-ADA does
             ema_rampup, ada_kimg = None, 100.0
         desc += "-resume"

@@ -18,14 +18,21 @@ import pickle
 import pickletools
 import re
 import struct
-import sys
 import time
-import types
 
 import numpy as np
 import pytest
 import torch
 from conftest import perturbed, shared_path
+from official_pickle_writer import (
+    MODULE_SRC,
+    OfficialObject,
+    easydicts,
+    module_state,
+    official_network,
+    official_pickle_bytes,
+    persistence_module,
+)
 
 from dnnlib.util import EasyDict
 from training import official_pickle
@@ -51,82 +58,13 @@ TINY_D = dict(
     channel_max=8,
     epilogue_kwargs=dict(mbstd_group_size=2),
 )
-MODULE_SRC = "# the official training/networks.py source would be here\nimport torch\n"
-
-
-# ----------------------------------------------------------------------------
-# A writer of official-structure pickles.
-
-
-def _reconstruct_standin(meta):
-    raise AssertionError("the importer must never call the pickled reconstruct function")
-
-
-_reconstruct_standin.__module__ = "torch_utils.persistence"
-_reconstruct_standin.__name__ = _reconstruct_standin.__qualname__ = "_reconstruct_persistent_obj"
 
 
 @pytest.fixture(autouse=True)
-def persistence_module_for_pickling(monkeypatch):
-    """Lets pickle emit the GLOBAL torch_utils.persistence._reconstruct_persistent_obj while writing fixtures."""
-    fake = types.ModuleType("torch_utils.persistence")
-    fake._reconstruct_persistent_obj = _reconstruct_standin
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", fake)
-
-
-class OfficialObject:
-    """Pickles exactly like a torch_utils.persistence-decorated object (see persistence.py's __reduce__)."""
-
-    def __init__(self, class_name: str, state: dict, module_src: str = MODULE_SRC):
-        self.class_name, self.state, self.module_src = class_name, state, module_src
-
-    def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
-        return (_reconstruct_standin, (meta,), None)
-
-
-def easydicts(value):
-    """Official kwargs are EasyDicts (train.py builds them with dnnlib.EasyDict)."""
-    if isinstance(value, dict):
-        return EasyDict({k: easydicts(v) for k, v in value.items()})
-    return value
-
-
-def module_state(module: torch.nn.Module, init_kwargs: dict | None = None) -> dict:
-    """A module's __dict__ as official pickles carry it: torch internals, nested persistent objects, attributes."""
-    state = dict(
-        training=module.training,
-        _parameters=collections.OrderedDict(module._parameters),
-        _buffers=collections.OrderedDict(module._buffers),
-        _non_persistent_buffers_set=set(module._non_persistent_buffers_set),
-        _backward_hooks=collections.OrderedDict(),
-        _is_full_backward_hook=None,
-        _forward_hooks=collections.OrderedDict(),
-        _forward_pre_hooks=collections.OrderedDict(),
-        _state_dict_hooks=collections.OrderedDict(),
-        _load_state_dict_pre_hooks=collections.OrderedDict(),
-        _modules=collections.OrderedDict(
-            (name, None if child is None else OfficialObject(type(child).__name__, module_state(child)))
-            for name, child in module._modules.items()
-        ),
-        _init_args=(),
-        _init_kwargs=dict(easydicts(init_kwargs or {})),
-        weight_gain=np.float64(0.125),  # official layers keep numpy scalars such as weight_gain / act_gain
-        act_gain=np.float32(1.4142135),
-    )
-    for key, value in vars(module).items():  # plain attributes, e.g. z_dim, block_resolutions
-        if not key.startswith("_") and key != "init_kwargs" and isinstance(value, (int, float, str, list)):
-            state.setdefault(key, value)
-    return state
-
-
-def official_network(module: torch.nn.Module, module_src: str = MODULE_SRC) -> OfficialObject:
-    return OfficialObject(type(module).__name__, module_state(module, module.init_kwargs), module_src)
-
-
-def official_pickle_bytes(data, protocol: int = 3) -> bytes:
-    """Protocol 3 is the default of the Python 3.7 the official code ran on; 4 that of later ones."""
-    return pickle.dumps(data, protocol=protocol)
+def persistence_module_for_pickling():
+    """The tests below also pickle records by hand (pickle.dumps), not only through official_pickle_bytes."""
+    with persistence_module():
+        yield
 
 
 @pytest.fixture

@@ -15,8 +15,12 @@ from typing import Any
 
 import torch
 
-# Constructor kwargs that change precision, memory layout or trainability but no parameter shape.
-SHAPE_FREE_KEYS = frozenset({"num_fp16_res", "conv_clamp", "fp16_channels_last", "freeze_layers", "mbstd_group_size"})
+# Constructor kwargs that change no parameter shape. The run's own (precision, memory layout, trainability) follow the
+# device and the run's flags; the function's (what the networks compute: the minibatch-stddev group, the
+# activation clamp) come from an official pickle unless a flag says otherwise.
+RUN_KEYS = frozenset({"num_fp16_res", "fp16_channels_last", "freeze_layers"})
+FUNCTION_KEYS = frozenset({"conv_clamp", "mbstd_group_size"})
+SHAPE_FREE_KEYS = RUN_KEYS | FUNCTION_KEYS
 # The kwargs a dataset decides; a fine-tuned official network follows the dataset in these.
 DATASET_KEYS = ("img_resolution", "img_channels", "c_dim")
 
@@ -50,16 +54,18 @@ def describe_differences(diffs: Mapping[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{key} {a} vs {b}" for key, (a, b) in diffs.items())
 
 
-def with_shape_free_from(saved: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """`saved` with the precision/layout/freezing kwargs of `run` (present or absent there) applied."""
+def with_shape_free_from(
+    saved: Mapping[str, Any], run: Mapping[str, Any], keys: frozenset[str] = SHAPE_FREE_KEYS
+) -> dict[str, Any]:
+    """`saved` with the shape-free kwargs `keys` of `run` (present or absent there) applied."""
     out = copy.deepcopy(dict(saved))
 
     def merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
         for key in list(dst):
-            if key in SHAPE_FREE_KEYS and key not in src:
+            if key in keys and key not in src:
                 del dst[key]
         for key, value in src.items():
-            if key in SHAPE_FREE_KEYS:
+            if key in keys:
                 dst[key] = copy.deepcopy(value)
             elif isinstance(value, Mapping):
                 dst.setdefault(key, {})
@@ -70,13 +76,28 @@ def with_shape_free_from(saved: Mapping[str, Any], run: Mapping[str, Any]) -> di
     return out
 
 
-def fine_tune_kwargs(saved: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """An official network's kwargs for a new dataset: its architecture, the run's dataset shape and precision."""
-    out = with_shape_free_from(saved, run)
+def fine_tune_kwargs(
+    saved: Mapping[str, Any], run: Mapping[str, Any], given: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """An official network's kwargs for a new dataset: its architecture and function (FUNCTION_KEYS, but those in
+    `given`, which a flag set, come from `run`), the run's dataset shape, precision, layout and freezing."""
+    out = with_shape_free_from(saved, run, RUN_KEYS | (FUNCTION_KEYS & given))
     for key in DATASET_KEYS:
         if key in run:
             out[key] = run[key]
     return out
+
+
+def kwarg_changes(saved: Mapping[str, Any], used: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{flat key: (saved, used)} for every kwarg the run builds differently from the file ('unset': absent, the
+    constructor's default)."""
+    flat_saved, flat_used = flatten_kwargs(saved), flatten_kwargs(used)
+    changes = {}
+    for key in sorted(set(flat_saved) | set(flat_used)):
+        before, after = flat_saved.get(key, "unset"), flat_used.get(key, "unset")
+        if before != after:
+            changes[key] = (before, after)
+    return changes
 
 
 @dataclasses.dataclass
