@@ -432,7 +432,7 @@ def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
 
 def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[LossOptions, str]:
     try:
-        default_k = LossOptions().adversarial.k  # the GAN default, k = 2 as the paper ran on FFHQ
+        default_k = LossOptions().adversarial.k  # the GAN default, k = 2 as the paper states for FFHQ
         adversarial = rlo.LossConfig(flags.loss, k=default_k if flags.k is None else flags.k, m=flags.m)
     except (ValueError, TypeError) as err:
         raise UserError(f"--loss={flags.loss} --k={flags.k} --m={flags.m}: {err}") from None

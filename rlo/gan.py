@@ -3,7 +3,8 @@
 StyleGAN2's logistic loss is binary cross-entropy on the discriminator logit: D minimises
 ``softplus(-D(x)) + softplus(D(G(z)))`` and G (non-saturating) minimises ``softplus(-D(G(z)))``. Each softplus is
 the nll of a binary target, so any member of the family replaces it: ``rlo`` gives
-``m * exp(softplus(-D(x)) / k)`` etc. (eq. 4 for D and G, what the RLO authors ran on FFHQ with k = 2) and
+``m * exp(softplus(-D(x)) / k)`` etc. (eq. 4 for D and G, the form of the RLO authors' StyleGAN2 code; the paper
+states k = 2 on FFHQ, but their public run's logged losses fit k = 20: docs/authors_ffhq_k.md) and
 ``rlo-eq9`` the bounded eq. 9 form. ``nll_d_real`` / ``nll_d_fake`` / ``nll_g_fake`` give those softplus terms
 themselves, whatever the member, so logs can show the CE-equivalent loss next to the objective being optimised.
 
