@@ -103,8 +103,9 @@ def test_group_and_clamp_of_the_pickle_are_kept_and_the_precision_change_announc
     assert opts["D_kwargs"]["conv_clamp"] == 256
     assert opts["G_kwargs"]["synthesis_kwargs"]["conv_clamp"] == 256
     notes = [line for line in output.splitlines() if line.startswith("Note: ")]
-    assert "Note: G: synthesis_kwargs.num_fp16_res 4 -> 0 (precision follows this run and device: --cfg, --fp32)" in notes
-    assert "Note: D: num_fp16_res 4 -> 0 (precision follows this run and device: --cfg, --fp32)" in notes
+    why = "(precision follows this run and device: --cfg, --fp32)"
+    assert f"Note: G: synthesis_kwargs.num_fp16_res 4 -> 0 {why}" in notes
+    assert f"Note: D: num_fp16_res 4 -> 0 {why}" in notes
     assert not any("mbstd_group_size" in line or "conv_clamp" in line for line in notes), notes
     assert len(notes) == 2, notes  # same dataset shape: nothing else differs
 
