@@ -113,6 +113,7 @@ class TrainFlags:
     mbstd_group: int | None = None
     blur: float = 0.0
     pairing: str = "standard"
+    g_selfnorm: bool = False
     r2: float = 0.0
     lecam: float = 0.0
     diffaug_policy: str | None = None
@@ -250,6 +251,7 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
         ("--target", old.augment.target, opts.augment.target, "ADA's target"),
         ("--blur", old.loss.blur_init_sigma, opts.loss.blur_init_sigma, "the D input blur"),
         ("--pairing", old.loss.pairing, opts.loss.pairing, "the pairing of the adversarial loss"),
+        ("--g-selfnorm", old.loss.g_selfnorm, opts.loss.g_selfnorm, "G's loss normalisation"),
         ("--r2", old.loss.r2_gamma, opts.loss.r2_gamma, "the R2 weight"),
         ("--lecam", old.loss.lecam_weight, opts.loss.lecam_weight, "the LeCam weight"),
     ]
@@ -441,6 +443,7 @@ def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[Loss
     loss_opts = LossOptions(
         adversarial=adversarial,
         pairing=flags.pairing,
+        g_selfnorm=flags.g_selfnorm,
         r1_gamma=spec.gamma,
         r2_gamma=flags.r2,
         lecam_weight=flags.lecam,
@@ -449,7 +452,7 @@ def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[Loss
     )
     if flags.blur > 0:
         loss_opts.blur_init_sigma, loss_opts.blur_fade_kimg = flags.blur, spec.mb * 200 / 32
-    desc = f"-{rlo.GanObjective(adversarial, flags.pairing).describe()}"
+    desc = f"-{rlo.GanObjective(adversarial, flags.pairing, flags.g_selfnorm).describe()}"
     desc += f"-gamma{flags.gamma:g}" if flags.gamma is not None else ""
     desc += f"-r2_{flags.r2:g}" if flags.r2 else ""
     desc += f"-lecam{flags.lecam:g}" if flags.lecam else ""
@@ -821,6 +824,12 @@ _bool = dict(type=bool, metavar="BOOL")
     help=f"Pairing of the adversarial loss: standard, or relativistic (RpGAN: the loss on "
     f"D(real) - D(fake)) [default: {DEFAULTS.pairing}]",
     type=click.Choice(rlo.PAIRINGS),
+)
+@click.option(
+    "--g-selfnorm",
+    help="Divide G's loss by its batch-mean weight relative to CE: the member's direction at CE's scale, so "
+    "eq. 4 at small k cannot explode [default: false]",
+    **_bool,
 )
 @click.option(
     "--r2",

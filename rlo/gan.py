@@ -18,6 +18,13 @@ The pairing is independent of the member:
 
 A member may name the loss its generator minimises (hinge: ``-D(G(z))``, as in BigGAN); G then applies that form to
 its own term or margin.
+
+``g_selfnorm`` divides G's per-sample losses by the batch mean of their weight relative to CE, w_i = dl_i/dn_i
+(n_i = softplus(-logit_i), G's nll), held constant. G's gradient keeps the member's direction within the batch
+(eq. 4 still weights hard samples by p^(-1/k)) at CE's scale: under eq. 4 at small k a sample that D rejects
+confidently has w = (m/k) e^(n/k), e^14 at n = 29 and k = 2, and the batch gradient explodes with it; normalised,
+the logit gradients sum to at most the batch size times CE's. For eq. 4 this is the gradient of
+k log(mean_i e^(n_i/k)), a log of the batch's eq. 4 loss (docs/rlo_derivation.md).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class GanObjective:
 
     loss: LossConfig = LossConfig(name="ce")
     pairing: str = "standard"
+    g_selfnorm: bool = False  # G's losses over their batch-mean weight relative to CE (module docstring)
 
     def __post_init__(self):
         if self.loss.member.binary is None:
@@ -51,14 +59,30 @@ class GanObjective:
         return self.pairing == "relativistic"
 
     def describe(self) -> str:
-        """Label for run names and plots: the member's label, with ``-rel`` for the relativistic pairing."""
-        return self.loss.describe() + ("-rel" if self.relativistic else "")
+        """Label for run names and plots: the member's label, with ``-rel`` for the relativistic pairing and
+        ``-gsn`` for the self-normalised generator loss."""
+        return self.loss.describe() + ("-rel" if self.relativistic else "") + ("-gsn" if self.g_selfnorm else "")
 
-    def _generator_loss(self, logits: torch.Tensor) -> torch.Tensor:
+    def _member_generator_loss(self, logits: torch.Tensor) -> torch.Tensor:
         generator = self.loss.member.generator
         if generator is None:
             return binary_loss(self.loss, logits, REAL, reduction="none")
         return generator(logits, REAL, reduction="none", **self.loss.parameters())
+
+    def _generator_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        loss = self._member_generator_loss(logits)
+        return loss / self.generator_weight(logits) if self.g_selfnorm else loss
+
+    def generator_weight(self, logits: torch.Tensor) -> torch.Tensor:
+        """mean_i |dl_i/dn_i| over the batch, detached (1 where every weight is 0): how much the member scales
+        CE's gradient on these logits (or margins). Computed in float64 by autograd on a detached copy, so any
+        member qualifies; dn/dlogit = -sigmoid(-logit) is never 0 in float64 for |logits| below 700."""
+        with torch.enable_grad():
+            s = logits.detach().double().requires_grad_(True)
+            (dl,) = torch.autograd.grad(self._member_generator_loss(s).sum(), s)
+        weight = (dl / -torch.sigmoid(-s.detach())).abs().mean()
+        weight = torch.where(torch.isfinite(weight) & (weight > 0), weight, torch.ones_like(weight))
+        return weight.to(logits.dtype)
 
     # Standard pairing.
 

@@ -87,3 +87,61 @@ def test_multiclass_hinge_with_probability_targets_is_the_expected_loss():
     per_class = torch.stack([crammer_singer(z, torch.full((6,), j)) for j in range(4)], 1)
     torch.testing.assert_close(rlo.hinge_loss(z, q, reduction="none"), (q * per_class).sum(1))
     assert "hinge" in rlo.LOSS_NAMES and rlo.LossConfig.parse("hinge").describe() == "hinge"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The self-normalised generator loss (g_selfnorm).
+
+HARD_AND_EASY = torch.tensor([-60.0, -29.0, -5.0, 0.0, 3.0, 8.0], dtype=torch.float64)  # D rejects the first two
+
+
+def _logit_grad(objective, logits, pairing_partner=None):
+    s = logits.clone().requires_grad_(True)
+    if pairing_partner is None:
+        loss = objective.g_fake(s).mean()
+    else:
+        loss = objective.g_relativistic(s, pairing_partner).mean()
+    (grad,) = torch.autograd.grad(loss, s)
+    return grad
+
+
+@pytest.mark.parametrize("k", [2.0, 11.0, 20.0])
+@pytest.mark.parametrize("pairing", ["standard", "relativistic"])
+def test_selfnormalised_eq4_is_the_gradient_of_k_log_mean_exp_of_the_nll(k, pairing):
+    """Normalised eq. 4 = d/ds of k log(mean_i e^(n_i / k)), n_i G's nll on its logit or margin: eq. 4's batch
+    direction (a monotone function of its batch loss) at CE's scale. (Below n / k = 50, eq. 4's exponent cap.)"""
+    real = torch.linspace(-2, 2, len(HARD_AND_EASY), dtype=torch.float64)
+    partner = real if pairing == "relativistic" else None
+    objective = rlo.GanObjective(rlo.LossConfig("rlo", k=k), pairing, g_selfnorm=True)
+    s = HARD_AND_EASY.clone().requires_grad_(True)
+    n = F.softplus(-(s - real if partner is not None else s))
+    (want,) = torch.autograd.grad(k * (torch.logsumexp(n / k, 0) - torch.log(torch.tensor(float(len(n))))), s)
+    torch.testing.assert_close(_logit_grad(objective, HARD_AND_EASY, partner), want, rtol=1e-10, atol=1e-30)
+
+
+def test_selfnormalisation_leaves_ce_unchanged():
+    plain = _logit_grad(rlo.GanObjective(rlo.LossConfig("ce")), HARD_AND_EASY)
+    normalised = _logit_grad(rlo.GanObjective(rlo.LossConfig("ce"), g_selfnorm=True), HARD_AND_EASY)
+    torch.testing.assert_close(normalised, plain, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", [m.name for m in rlo.registry.MEMBERS if m.binary is not None])
+def test_selfnormalised_logit_gradients_sum_to_at_most_one_for_every_member(name):
+    """Mean-reduced, sum_i |dL/ds_i| = mean_i |w_i| sigmoid(-s_i) / mean |w| <= 1 whatever the member: no sample's
+    weight can blow the batch gradient up. Unnormalised, eq. 4 at k = 2 reaches e^14 on the same logits."""
+    objective = rlo.GanObjective(rlo.LossConfig(name), g_selfnorm=True)
+    grad = _logit_grad(objective, HARD_AND_EASY)
+    assert torch.isfinite(grad).all()
+    assert grad.abs().sum() <= 1 + 1e-9
+    assert objective.generator_weight(HARD_AND_EASY).requires_grad is False
+
+
+def test_without_selfnormalisation_eq4_at_small_k_explodes_on_the_same_logits():
+    grad = _logit_grad(rlo.GanObjective(rlo.LossConfig("rlo", k=2.0)), HARD_AND_EASY)
+    assert grad.abs().sum() > 1e6
+
+
+def test_selfnormalisation_is_named_in_the_label_and_float32_stays_float32():
+    objective = rlo.GanObjective(rlo.LossConfig("rlo", k=2.0), "relativistic", g_selfnorm=True)
+    assert objective.describe() == "rlo-k2-rel-gsn"
+    assert objective.g_fake(HARD_AND_EASY.float()).dtype == torch.float32

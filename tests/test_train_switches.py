@@ -28,6 +28,7 @@ def faces(tmp_path_factory):
             "faces16-tiny-batch8-rlo-k2-rel-kimg0.016-ada",
             ["Loss/D/nll", "Loss/G/nll"],
         ),
+        (["--loss=rlo", "--k=2", "--g-selfnorm=1"], "faces16-tiny-batch8-rlo-k2-gsn-kimg0.016-ada", ["Loss/G/nll"]),
         (["--r2=1", "--gamma=1"], "faces16-tiny-batch8-ce-gamma1-r2_1-kimg0.016-ada", ["Loss/r2_penalty"]),
         (["--lecam=0.001"], "faces16-tiny-batch8-ce-lecam0.001-kimg0.016-ada", ["Loss/lecam_penalty"]),
         (["--aug=diffaug"], "faces16-tiny-batch8-ce-kimg0.016-diffaug", []),
@@ -37,7 +38,7 @@ def faces(tmp_path_factory):
             [],
         ),
     ],
-    ids=["hinge", "rooted-relativistic", "r2", "lecam", "diffaug", "diffaug-policy"],
+    ids=["hinge", "rooted-relativistic", "g-selfnorm", "r2", "lecam", "diffaug", "diffaug-policy"],
 )
 def test_each_switch_trains_two_ticks_and_names_the_run(train, faces, tmp_path, args, name, stats):
     outdir = tmp_path / "runs"

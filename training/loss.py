@@ -86,7 +86,7 @@ class StyleGAN2Loss:
         self.G = G
         self.D = D
         self.opts = opts
-        self.objective = rlo.GanObjective(opts.adversarial, opts.pairing)
+        self.objective = rlo.GanObjective(opts.adversarial, opts.pairing, opts.g_selfnorm)
         self.reports_nll = opts.adversarial.name != "ce"
         self.lecam = LeCamAnchors(opts.lecam_decay, device) if opts.lecam_weight > 0 else None
         self.joint_d_terms = self.objective.relativistic or self.lecam is not None  # D's terms need both logits

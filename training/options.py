@@ -213,6 +213,7 @@ class LossOptions:
 
     adversarial: rlo.LossConfig = rlo.LossConfig(name="ce", k=2.0)
     pairing: str = "standard"  # rlo.PAIRINGS: D sees real and fake separately, or their paired margin
+    g_selfnorm: bool = False  # G's losses over their batch-mean weight relative to CE (rlo.GanObjective)
     r1_gamma: float = 10.0
     r2_gamma: float = 0.0  # R2: the same penalty on generated images, lazily with R1
     lecam_weight: float = 0.0  # LeCam regularisation weight (0: off)
