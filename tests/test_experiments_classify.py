@@ -496,14 +496,15 @@ def test_a_preset_sets_the_papers_values_and_explicit_flags_win():
     params = _preset_params("--preset", "table2-cifar100-vit")
     assert params["data"] == "cifar100" and params["model"] == ("vit-b",) and params["epochs"] == 200
     assert params["optimizer"] == "adam" and params["lr"] == 1e-4 and params["batch"] == 512
-    assert [c.describe() for c in params["losses"]] == ["ce", "focal", "rlo-k5", "rlo-k8", "rlo-k10"]
+    assert [c.describe() for c in params["losses"]] == ["ce", "focal", "rlo-k5", "rlo-k8", "rlo-k10", "rlo-eq9-k3"]
     assert params["losses"][1] == rlo.LossConfig("focal", gamma=3, alpha=0.25)
+    assert params["losses"][-1] == rlo.LossConfig("rlo-eq9", k=3)  # m = k = 3: the authors' root_loss, m (1 - p^(1/k))
     params = _preset_params("--preset", "table2-cifar100-vit", "--epochs", "3", "--lr", "0.01", "--losses", "ce")
     assert params["epochs"] == 3 and params["lr"] == 0.01 and params["losses"] == [rlo.LossConfig("ce")]
     assert params["batch"] == 512  # untouched values stay the preset's
     params = _preset_params("--preset", "table3-resnet")
     assert params["model"] == ("resnet34", "resnet50", "resnet101") and params["channels_last"] is True
-    assert [c.describe() for c in params["losses"]] == ["ce", "focal", "rlo-k10"]
+    assert [c.describe() for c in params["losses"]] == ["ce", "focal", "rlo-k10", "rlo-eq9-k3"]
 
 
 @pytest.mark.parametrize("name", classify_presets.PRESET_NAMES)
