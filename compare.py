@@ -169,7 +169,11 @@ def plan_study(
         study_lib.refuse_study_flags(common, "--train-args")
     except study_lib.StudyError as err:
         raise fail(str(err)) from None
-    metric = opts.metric or ("fdd2k_full" if opts.data is None else "fid50k_full")
+    metric = opts.metric
+    if metric is None:
+        metric, why = metric_main.default_metric(opts.data is None, not cuda, opts.detector_dir)
+        if ctx is None or ctx.is_main:
+            print(f"Metric: {metric} by default ({why}); --metric chooses another", flush=True)
     check_metric(metric, opts.data, opts.detector_dir)
 
     def study_flags(kimg, tick, snap) -> list[str]:
@@ -754,7 +758,8 @@ def run_options(function):
         click.option(
             "--metric",
             metavar="NAME",
-            help="Metric scored at every snapshot [default: fdd2k_full on the embedded digits, else fid50k_full]",
+            help="Metric scored at every snapshot [default: fdd2k_full on the embedded digits; else swd2k on a "
+            "CPU, fid50k_full where the Inception file is found, else swd16k]",
         ),
         click.option(
             "--detector-dir",

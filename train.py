@@ -42,7 +42,7 @@ import torch
 import rlo
 from dnnlib import util as dnnlib_util
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
-from metrics import detectors, metric_main
+from metrics import detectors, digits_metrics, metric_main
 from metrics.snapshot_evaluator import SnapshotEvaluator
 from rlo.files import FileWriteError
 from torch_utils import distributed, host_memory
@@ -528,8 +528,11 @@ def setup_training_options(
     desc += (f"-freezed{flags.freezed}" if flags.freezed else "") + ("-fp32" if flags.fp32 and spec.fp16_res else "")
 
     metrics = flags.metrics
-    if metrics is None:  # FID on GPUs; on the CPU config the offline digits metric, when training on digits
-        metrics = ("fdd2k_full" if flags.data is None else "none") if cfg_name == "tiny" else "fid50k_full"
+    if metrics is None:
+        metrics, why = metric_main.default_metric(
+            digits_metrics.is_embedded_digits(data_opts.dataset_kwargs()), cfg_name == "tiny", flags.detector_dir
+        )
+        click.echo(f"Metrics: {metrics} by default ({why}); --metrics chooses others")
     metric_list = _parse_comma_list(metrics)
     check_metrics(metric_list, flags.detector_dir, data_opts.dataset_kwargs())
 
@@ -765,8 +768,8 @@ _bool = dict(type=bool, metavar="BOOL")
 )
 @click.option(
     "--metrics",
-    help='Comma-separated metrics or "none" [default: fid50k_full; tiny config: fdd2k_full on '
-    "the embedded digits, else none]",
+    help='Comma-separated metrics or "none" [default: fdd2k_full on the embedded digits; else swd2k on the tiny '
+    "config, fid50k_full where the Inception file is found, else swd16k]",
     metavar="LIST",
 )
 @click.option(

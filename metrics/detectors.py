@@ -62,6 +62,7 @@ LPIPS_FILE = WeightFile(
 
 KINDS = {"inception": INCEPTION_FILES, "vgg16": VGG16_FILES}
 TRAINED_HERE = "digits"  # metrics/digits_classifier.py: trained on the embedded digits and cached, nothing to find
+NO_DETECTOR = "none"  # metrics that read the images themselves (SWD): no file
 
 
 class DetectorNotFoundError(FileNotFoundError):
@@ -191,6 +192,8 @@ def locate_detector(
     """
     if kind == TRAINED_HERE:
         return DetectorFiles(kind, ensure_classifier_file())
+    if kind == NO_DETECTOR:
+        return DetectorFiles(kind, "")
     if kind not in KINDS:
         raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted([*KINDS, TRAINED_HERE])}")
     purpose = purpose or _default_purpose(kind, need_lpips)

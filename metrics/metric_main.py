@@ -5,6 +5,8 @@ pr50k3, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend) and the same families with ano
 looks: fid5k_full, fid500_full, kid10k, pr5k3_full (last digit = neighbourhood size), is5k, ppl2_wend_5k.
 Offline digits metrics (ours, classifier trained here; NOT comparable to FID/KID/IS): fdd2k_full, kdd2k_full,
 cls2k (metrics/digits_metrics.py), refused on any dataset but the embedded digits (check_metric_dataset).
+Offline for any image data, no detector file: swd16k (Progressive GAN's sliced Wasserstein distance, 16000
+images) and swd2k, a quick look (metrics/sliced_wasserstein.py).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import re
 import time
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from dnnlib import util as dnnlib_util
 from metrics import (
+    detectors,
     digits_metrics,
     frechet_inception_distance,
     inception_score,
@@ -27,11 +31,15 @@ from metrics import (
     metric_utils,
     perceptual_path_length,
     precision_recall,
+    sliced_wasserstein,
 )
 
 PRIMARY_METRICS = ["fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "is50k"]
 LEGACY_METRICS = ["fid50k", "kid50k", "pr50k3", "ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend"]
 DIGITS_METRICS = ["fdd2k_full", "kdd2k_full", "cls2k"]
+OFFLINE_METRICS = ["swd16k", "swd2k"]  # any data, no detector file
+# Offline default where no detector file is at hand: the quick SWD (train.py, compare.py on non-digits data).
+OFFLINE_DEFAULT = "swd2k"
 
 _COUNT = r"(?P<count>\d+k?)"
 _PATTERNS = {
@@ -43,6 +51,7 @@ _PATTERNS = {
     "fdd": re.compile(rf"^fdd{_COUNT}(?P<full>_full)?$"),
     "kdd": re.compile(rf"^kdd{_COUNT}(?P<full>_full)?$"),
     "cls": re.compile(rf"^cls{_COUNT}$"),
+    "swd": re.compile(rf"^swd{_COUNT}$"),
 }
 _DETECTORS = {
     "fid": "inception",
@@ -53,6 +62,7 @@ _DETECTORS = {
     "fdd": "digits",
     "kdd": "digits",
     "cls": "digits",
+    "swd": "none",
 }
 # base name -> (space, sampling, crop); "ppl2" is StyleGAN2's variant without the face crop.
 _PPL_VARIANTS = {
@@ -111,6 +121,24 @@ def parse_metric(name: str) -> MetricSpec:
     )
 
 
+def default_metric(digits: bool, quick: bool, detector_dir: str | None = None) -> tuple[str, str]:
+    """(metric, why) when none is asked for: the offline digits metric on the embedded digits; elsewhere SWD on
+    quick (CPU) runs, and FID where its Inception file is on this machine, else SWD, which needs no file."""
+    if digits:
+        return "fdd2k_full", "the offline digits metric of the embedded digits"
+    if quick:
+        return OFFLINE_DEFAULT, "the quick offline metric, no detector file needed (FID on a CPU takes hours)"
+    try:
+        detectors.locate_detector("inception", detector_dir)
+    except detectors.DetectorNotFoundError:
+        inception = detectors.INCEPTION_FILES[0]
+        return "swd16k", (
+            f"FID's Inception file {inception.name} is not on this machine (--detector-dir, "
+            f"${detectors.DETECTOR_DIR_ENV}); SWD needs none"
+        )
+    return "fid50k_full", "FID, its Inception file found"
+
+
 def is_valid_metric(metric: str) -> bool:
     try:
         parse_metric(metric)
@@ -120,11 +148,12 @@ def is_valid_metric(metric: str) -> bool:
 
 
 def list_valid_metrics() -> list[str]:
-    return PRIMARY_METRICS + LEGACY_METRICS + DIGITS_METRICS
+    return PRIMARY_METRICS + LEGACY_METRICS + DIGITS_METRICS + OFFLINE_METRICS
 
 
 def detector_kind(metric: str) -> str:
-    """The detector a metric needs: 'inception', 'vgg16' (files on disk) or 'digits' (trained here on first use)."""
+    """The detector a metric needs: 'inception', 'vgg16' (files on disk), 'digits' (trained here on first use) or
+    'none' (SWD)."""
     return _DETECTORS[parse_metric(metric).family]
 
 
@@ -136,7 +165,7 @@ def with_num_gen(metric: str, num_gen: int) -> str:
         return spec.ppl_base if num_gen == _DEFAULT_COUNT else f"{spec.ppl_base}_{count}"
     if spec.family == "pr":
         return f"pr{count}{spec.nhood_size}" + ("_full" if spec.full else "")
-    if spec.family in ("is", "cls"):
+    if spec.family in ("is", "cls", "swd"):
         return f"{spec.family}{count}"
     return f"{spec.family}{count}" + ("_full" if spec.full else "")
 
@@ -145,7 +174,7 @@ def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]
     n = spec.num_gen
     if spec.family != "ppl":
         opts.dataset_kwargs.update(max_size=None)
-        if spec.full or spec.family in ("is", "cls"):
+        if spec.full or spec.family in ("is", "cls", "swd"):
             opts.dataset_kwargs.update(xflip=False)
     if spec.family == "fid":
         return {spec.name: frechet_inception_distance.compute_fid(opts, max_real=None if spec.full else n, num_gen=n)}
@@ -181,6 +210,10 @@ def _run(spec: MetricSpec, opts: metric_utils.MetricOptions) -> dict[str, float]
             f"{spec.name}_score": score,
             f"{spec.name}_class_entropy": class_entropy,
         }
+    if spec.family == "swd":
+        per_level = sliced_wasserstein.compute_swd(opts, num_images=n)
+        results = {f"{spec.name}_{res}": value for res, value in per_level.items()}
+        return {spec.name: float(np.mean(list(per_level.values()))), **results}
     space, sampling, crop = _PPL_VARIANTS[spec.ppl_base]
     ppl = perceptual_path_length.compute_ppl(
         opts, num_samples=n, epsilon=1e-4, space=space, sampling=sampling, crop=crop, batch_size=2

@@ -52,12 +52,12 @@ class MetricGoal:
 
 
 def metric_goal(metric: str) -> MetricGoal:
-    """The compared number of a metric: distances (FID, KID, FDD, KDD, PPL) lower, scores (IS, cls) higher.
+    """The compared number of a metric: distances (FID, KID, FDD, KDD, PPL, SWD) lower, scores (IS, cls) higher.
 
     ValueError for an unknown metric or one that gives two numbers of equal standing (precision/recall).
     """
     family = metric_main.parse_metric(metric).family
-    if family in ("fid", "kid", "fdd", "kdd", "ppl"):
+    if family in ("fid", "kid", "fdd", "kdd", "ppl", "swd"):
         return MetricGoal(metric, metric, lower_is_better=True)
     if family == "is":
         return MetricGoal(metric, f"{metric}_mean", lower_is_better=False)

@@ -231,9 +231,16 @@ def test_digits_metric_on_other_data_is_refused(compare, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_other_data_defaults_to_fid_and_is_refused_without_inception(compare, tmp_path, no_detectors):
+def test_other_data_on_a_cpu_defaults_to_the_offline_swd_and_says_so(compare, tmp_path, no_detectors, capsys):
     data = image_folder(tmp_path / "faces")
-    result = invoke(compare, [f"--outdir={tmp_path / 's'}", f"--data={data}", "--subset=4"])
+    manifest, _, _ = plan(compare, tmp_path / "s", data=str(data), subset=4, metric=None, variants=["ce"], seeds=1)
+    assert manifest["study"]["metric"] == "swd2k"
+    assert "Metric: swd2k by default (the quick offline metric" in capsys.readouterr().out
+
+
+def test_fid_on_other_data_is_refused_without_inception(compare, tmp_path, no_detectors):
+    data = image_folder(tmp_path / "faces")
+    result = invoke(compare, [f"--outdir={tmp_path / 's'}", f"--data={data}", "--subset=4", "--metric=fid50k_full"])
     assert result.exit_code == 2 and "--metric=fid50k_full needs a detector file" in result.output
 
 
