@@ -231,8 +231,9 @@ def plan_study(
     return study_lib.manifest_dict(study, variants, runs, command, opts.detector_dir), runs, checked[0][2]
 
 
-def open_study_folder(outdir: str, manifest: dict[str, Any], write: bool) -> None:
-    """Create the study folder with its manifest, or check that an existing one holds this same study."""
+def open_study_folder(outdir: str, manifest: dict[str, Any], write: bool) -> dict[str, Any]:
+    """Create the study folder with its manifest, or grow the one there by this command's new seeds and
+    variants (study_lib.merge_manifests); the study's manifest either way."""
     stored = None
     if os.path.isdir(outdir):
         try:
@@ -247,20 +248,27 @@ def open_study_folder(outdir: str, manifest: dict[str, Any], write: bool) -> Non
     elif os.path.exists(outdir):
         raise fail(f"--outdir={outdir} is a file, not a folder")
     if stored is not None:
-        diffs = study_lib.manifest_differences(stored, manifest)
-        if diffs:
+        manifest, problems = study_lib.merge_manifests(stored, manifest)
+        if problems:
             raise fail(
                 f"--outdir={outdir} holds another study (made by: {stored.get('command')}): "
-                f"{'; '.join(diffs)}. Rerun that command to continue it, or give a new --outdir"
+                f"{'; '.join(problems)}. A study grows only by seeds and variants; rerun that command to continue "
+                "it, or give a new --outdir"
             )
-        # Kept: the study was made by the stored command (the order of options in this one may differ).
-        manifest["command"] = stored.get("command", manifest["command"])
     if write:
         try:
             os.makedirs(outdir, exist_ok=True)
             study_lib.write_manifest(outdir, manifest)
         except OSError as err:
             raise fail(f"--outdir={outdir}: cannot write the study manifest there ({err.strerror or err})") from None
+    return manifest
+
+
+def subset_text(study: dict[str, Any]) -> str:
+    """'200 images (--subset) of the embedded digits' for the plan line."""
+    data = study.get("data") or "the embedded digits"
+    subset = study.get("subset")
+    return f"{subset} images (--subset) of {data}" if subset is not None else f"all images of {data}"
 
 
 def lock_study(outdir: str) -> int:
@@ -864,8 +872,9 @@ def run_study(
         train_args=switches,
     )
     cuda = torch.cuda.is_available()
-    manifest, runs, first_opts = plan_study(opts, cuda, dist_ctx)
-    open_study_folder(opts.outdir, manifest, write=is_main)
+    manifest, _, first_opts = plan_study(opts, cuda, dist_ctx)
+    manifest = open_study_folder(opts.outdir, manifest, write=is_main)
+    runs = study_lib.runs_of_manifest(manifest)
     slots = device_slots(devices, first_opts.num_gpus if dist_ctx is None else 1, dist_ctx)
     lock_fd = lock_study(opts.outdir) if is_main else None
     goal = study_report.metric_goal(manifest["study"]["metric"])
@@ -880,8 +889,9 @@ def run_study(
             + (f" over {dist_ctx.world_size} torchrun processes" if dist_ctx else " (CPU)" if not cuda else "")
         )
         print(
-            f"Study {opts.outdir}: {len(manifest['variants'])} variants x {seeds} seeds = {len(runs)} runs of "
-            f"{runs[0].total_kimg:g} kimg ({', '.join(v['label'] for v in manifest['variants'])}), "
+            f"Study {opts.outdir}: {len(manifest['variants'])} variants x {len(manifest['study']['seeds'])} seeds "
+            f"= {len(runs)} runs of {runs[0].total_kimg:g} kimg "
+            f"({', '.join(v['label'] for v in manifest['variants'])}) on {subset_text(manifest['study'])}, "
             f"{goal.metric} every {manifest['study']['snap']} ticks of {runs[0].kimg_per_tick:g} kimg; "
             f"{len(finished)} finished, {resumes} to resume, {len(jobs) - resumes} to start; {where}",
             flush=True,

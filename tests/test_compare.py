@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 
+import click
 import metrics_support
 import numpy as np
 import PIL.Image
@@ -330,9 +331,37 @@ def test_changed_command_on_an_existing_study_is_refused_with_the_differences(co
         ],
     )
     assert result.exit_code == 2
-    assert "holds another study" in result.output
-    assert "kimg 0.024 there, 0.032 now" in result.output and "seeds [0, 1] there, [0, 1, 2] now" in result.output
+    assert "holds another study" in result.output and "kimg 0.024 there, 0.032 now" in result.output
+    assert "A study grows only by seeds and variants" in result.output
     assert study_lib.read_manifest(str(outdir)) == manifest
+
+
+def test_a_study_grows_by_seeds_and_variants_keeping_every_run_it_had(compare, tmp_path):
+    outdir = tmp_path / "s"
+    first, _, _ = plan(compare, outdir)  # ce, rlo-k2 x seeds 0-1
+    compare.open_study_folder(str(outdir), first, write=True)
+    more, _, _ = plan(compare, outdir, variants=["ce", "rlo --k=20"], seeds=3)
+    grown = compare.open_study_folder(str(outdir), more, write=True)
+    assert grown == study_lib.read_manifest(str(outdir))
+    assert [v["label"] for v in grown["variants"]] == ["ce", "rlo-k2", "rlo-k20"]
+    assert grown["study"]["seeds"] == [0, 1, 2]
+    kept = {(r["variant"], r["seed"]): r for r in grown["runs"]}
+    assert all(kept[(r["variant"], r["seed"])] == r for r in first["runs"])  # the old runs as they were
+    expected = [(v, s) for v in ("ce", "rlo-k2", "rlo-k20") for s in (0, 1, 2) if (v, s) != ("rlo-k2", 2)]
+    assert sorted(kept) == sorted(expected)  # rlo-k2 was not asked for again: its seeds stay 0-1
+    assert grown["command"] == first["command"] and len(grown["extended_by"]) == 1
+    again = compare.open_study_folder(str(outdir), first, write=True)  # the first command again: nothing shrinks
+    assert again["runs"] == grown["runs"]
+
+
+def test_a_label_with_other_switches_cannot_grow_a_study(compare, tmp_path):
+    outdir = tmp_path / "s"
+    first, _, _ = plan(compare, outdir)
+    compare.open_study_folder(str(outdir), first, write=True)
+    other, _, _ = plan(compare, outdir, variants=["ce", "name=rlo-k2 rlo --k=3"])
+    with pytest.raises(click.UsageError, match=r"variant rlo-k2: --loss=rlo --k=2 there, --loss=rlo --k=3 now"):
+        compare.open_study_folder(str(outdir), other, write=True)
+    assert study_lib.read_manifest(str(outdir)) == first
 
 
 def test_a_folder_that_is_not_a_study_is_refused(compare, tmp_path):

@@ -279,31 +279,55 @@ def write_manifest(study_dir: str, manifest: dict[str, Any]) -> None:
     atomic_write(os.path.join(study_dir, MANIFEST_NAME), lambda f: f.write(text.encode()))
 
 
-def manifest_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What makes `new` another study than `stored`: one phrase per difference (empty: the same study)."""
-    diffs = []
-    for key in sorted(set(stored.get("study", {})) | set(new["study"])):
-        before, after = stored.get("study", {}).get(key), new["study"].get(key)
-        if before != after:
-            diffs.append(f"{key} {json.dumps(before)} there, {json.dumps(after)} now")
-    old_variants = [(v.get("label"), v.get("args")) for v in stored.get("variants", [])]
-    new_variants = [(v["label"], v["args"]) for v in new["variants"]]
-    if old_variants != new_variants:
-        show = lambda vs: "; ".join(f"{label}: {' '.join(args)}" for label, args in vs)  # noqa: E731
-        diffs.append(f"variants [{show(old_variants)}] there, [{show(new_variants)}] now")
-    if not diffs:
-        old_runs = {(r.get("variant"), r.get("seed")): r for r in stored.get("runs", [])}
-        for run in new["runs"]:
-            old = old_runs.get((run["variant"], run["seed"]))
-            for key in ("args", "total_kimg", "kimg_per_tick", "desc"):
-                if old is None or old.get(key) != run[key]:
-                    diffs.append(
-                        f"{run['variant']} seed {run['seed']}: train.py resolves {key} to "
-                        f"{json.dumps(run[key])} now, {json.dumps(None if old is None else old.get(key))} "
-                        "there (another machine or code version?)"
-                    )
-                    break
-    return diffs
+GROWING_KEYS = ("seeds",)  # study-wide options that may grow on an existing study (more runs, none changed)
+
+
+def merge_manifests(stored: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the study grown by `new`, what no growth can do). A study grows by seeds and by variants: every finished
+    or planned run of `stored` is kept as it was, runs of `new` that `stored` lacks are appended, and the seeds
+    and variants are the union (stored first). What would change a run of `stored` is refused: another value of
+    a study-wide option (data, subset, kimg, tick, snap, metric, train_args), a variant label with other switches,
+    or a run that train.py now resolves otherwise."""
+    problems = []
+    stored_study, new_study = stored.get("study", {}), new["study"]
+    for key in sorted(set(stored_study) | set(new_study)):
+        before, after = stored_study.get(key), new_study.get(key)
+        if key not in GROWING_KEYS and before != after:
+            problems.append(f"{key} {json.dumps(before)} there, {json.dumps(after)} now")
+    stored_variants = {v.get("label"): v for v in stored.get("variants", [])}
+    for variant in new["variants"]:
+        old = stored_variants.get(variant["label"])
+        if old is not None and old.get("args") != variant["args"]:
+            problems.append(
+                f"variant {variant['label']}: {' '.join(old.get('args') or [])} there, {' '.join(variant['args'])} "
+                "now (another label adds it as a new variant)"
+            )
+    old_runs = {(r.get("variant"), r.get("seed")): r for r in stored.get("runs", [])}
+    for run in new["runs"]:
+        old = old_runs.get((run["variant"], run["seed"]))
+        if old is None:
+            continue
+        for key in ("args", "total_kimg", "kimg_per_tick", "desc"):
+            if old.get(key) != run[key]:
+                problems.append(
+                    f"{run['variant']} seed {run['seed']}: train.py resolves {key} to {json.dumps(run[key])} now, "
+                    f"{json.dumps(old.get(key))} there (another machine or code version?)"
+                )
+                break
+    merged = dict(stored)
+    merged["study"] = dict(stored_study, seeds=sorted(set(stored_study.get("seeds", [])) | set(new_study["seeds"])))
+    merged["variants"] = list(stored.get("variants", [])) + [
+        v for v in new["variants"] if v["label"] not in stored_variants
+    ]
+    merged["runs"] = list(stored.get("runs", [])) + [
+        r for r in new["runs"] if (r["variant"], r["seed"]) not in old_runs
+    ]
+    order = {v["label"]: i for i, v in enumerate(merged["variants"])}  # seed-major, variants in order, as planned
+    merged["runs"].sort(key=lambda r: (r["seed"], order.get(r["variant"], len(order))))
+    grown = len(merged["runs"]) > len(stored.get("runs", []))
+    if grown:
+        merged["extended_by"] = list(stored.get("extended_by", [])) + [new.get("command")]
+    return merged, problems
 
 
 # ----------------------------------------------------------------------------------------------------
