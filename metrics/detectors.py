@@ -8,6 +8,7 @@ torch.hub keep. A missing file is an error that names the file, where to put it,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 
@@ -28,6 +29,7 @@ class WeightFile:
     name: str
     url: str
     about: str
+    sha256_prefix: str | None = None  # the digest its publisher put in the name (pytorch-fid, torchvision)
 
 
 INCEPTION_FILES = (
@@ -40,6 +42,7 @@ INCEPTION_FILES = (
         "pt_inception-2015-12-05-6726825d.pth",
         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
         "pytorch-fid's FID Inception weights (state dict)",
+        sha256_prefix="6726825d",
     ),
 )
 VGG16_FILES = (
@@ -52,6 +55,7 @@ VGG16_FILES = (
         "vgg16-397923af.pth",
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "torchvision's VGG16 weights (state dict); LPIPS (PPL, projector.py) also needs vgg.pth",
+        sha256_prefix="397923af",
     ),
 )
 LPIPS_FILE = WeightFile(
@@ -67,6 +71,33 @@ NO_DETECTOR = "none"  # metrics that read the images themselves (SWD): no file
 
 class DetectorNotFoundError(FileNotFoundError):
     """No usable detector file was found; the message says which file, where to put it and where to get it."""
+
+
+class DetectorDigestError(DetectorNotFoundError):
+    """A file has the name of a known detector file but not its content (sha256 against the name's digest)."""
+
+
+DIGESTS_ENV = "RLO_DETECTOR_DIGESTS"  # "off": accept files whose content is not the named one (stand-ins in tests)
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file hashed once a process
+
+
+def check_digest(file: WeightFile, path: str) -> None:
+    """DetectorDigestError, in one line, unless the file's sha256 starts with the digest its name promises."""
+    if file.sha256_prefix is None or os.environ.get(DIGESTS_ENV) == "off":
+        return
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    if not _digests[key].startswith(file.sha256_prefix):
+        raise DetectorDigestError(
+            f"{path}: its sha256 begins {_digests[key][:8]}, not {file.sha256_prefix} as the name {file.name} "
+            f"promises (a damaged or another file); download it again from {file.url}"
+        )
 
 
 def cache_detector_dir() -> str:
@@ -201,6 +232,7 @@ def locate_detector(
         path = _find(file, detector_dir)
         if path is None:
             continue
+        check_digest(file, path)
         if kind == "vgg16" and file.name.endswith(".pth") and need_lpips:
             lpips_path = _find(LPIPS_FILE, detector_dir, extra_dirs=_lpips_package_dir())
             if lpips_path is None:

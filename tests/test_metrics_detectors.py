@@ -3,6 +3,8 @@ and a missing file is a clear offline error."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import pickle
 import zipfile
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from click.testing import CliRunner
+from test_train_resume import load_train
 
 from metrics import detectors
 from metrics.inception import InceptionV3, build_inception, convert_pytorch_fid_state, load_inception_state
@@ -333,3 +337,38 @@ def test_official_dnnlib_cache_is_searched(isolated_cache):
     os.makedirs(os.path.dirname(path))
     open(path, "wb").close()
     assert detectors.locate_detector("inception").path == path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files whose names carry a sha256 prefix (pytorch-fid's, torchvision's) are checked against it.
+
+
+def test_a_file_whose_content_is_not_the_named_one_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv(detectors.DIGESTS_ENV)
+    (tmp_path / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"not the inception weights")
+    with pytest.raises(detectors.DetectorDigestError) as info:
+        detectors.locate_detector("inception", str(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and "not 6726825d as the name pt_inception-2015-12-05-6726825d.pth promises" in message
+    assert detectors.INCEPTION_FILES[1].url in message
+
+
+def test_a_file_with_the_named_digest_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.delenv(detectors.DIGESTS_ENV)
+    content = b"stand-in weights"
+    digest = hashlib.sha256(content).hexdigest()[:8]
+    file = dataclasses.replace(detectors.VGG16_FILES[1], name=f"vgg16-{digest}.pth", sha256_prefix=digest)
+    (tmp_path / file.name).write_bytes(content)
+    detectors.check_digest(file, str(tmp_path / file.name))  # no error
+
+
+def test_train_refuses_a_wrong_digest_before_a_run_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(detectors.DIGESTS_ENV)
+    (tmp_path / "det").mkdir()
+    (tmp_path / "det" / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"junk")
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    args = [f"--outdir={tmp_path / 'runs'}", "--metrics=fid5k_full", f"--detector-dir={tmp_path / 'det'}"]
+    result = CliRunner().invoke(load_train().main, args)
+    assert result.exit_code == 2 and "its sha256 begins" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
