@@ -78,6 +78,7 @@ DEFAULT_VARIANTS = (
 DEFAULT_SUBSET = 200
 PROJECTION_SEED = 303  # projector.py's default
 SAMPLE_SEEDS = 8  # z of generate.py's seeds 0..7 in the sample grids
+DEFAULT_PROJ_STEPS = 1000  # projector.py's default
 
 # Started by compare.py, a train.py process ends when compare.py ends (also on SIGKILL): PR_SET_PDEATHSIG, set
 # before exec; a parent already gone by then means exit. Otherwise an orphan would train on while a rerun
@@ -686,7 +687,7 @@ def _read_png(path: str) -> np.ndarray:
 
 def make_report(
     study_dir: str,
-    proj_steps: int = 1000,
+    proj_steps: int = DEFAULT_PROJ_STEPS,
     proj_target: str | None = None,
     samples: bool = True,
     detector_dir: str | None = None,
@@ -799,7 +800,7 @@ def run_options(function):
         click.option(
             "--proj-steps",
             type=click.IntRange(min=0),
-            default=1000,
+            default=DEFAULT_PROJ_STEPS,
             show_default=True,
             help="Projection steps for the report's Figure 5 (needs the VGG16 file; 0: skip)",
         ),
@@ -873,6 +874,7 @@ def run_study(
     )
     cuda = torch.cuda.is_available()
     manifest, _, first_opts = plan_study(opts, cuda, dist_ctx)
+    manifest["report"] = dict(proj_steps=proj_steps)  # what `compare.py report` uses unless told otherwise
     manifest = open_study_folder(opts.outdir, manifest, write=is_main)
     runs = study_lib.runs_of_manifest(manifest)
     slots = device_slots(devices, first_opts.num_gpus if dist_ctx is None else 1, dist_ctx)
@@ -919,9 +921,8 @@ def run_study(
 @click.option(
     "--proj-steps",
     type=click.IntRange(min=0),
-    default=1000,
-    show_default=True,
-    help="Projection steps for Figure 5 (needs the VGG16 file; 0: skip)",
+    default=None,
+    help="Projection steps for Figure 5 (needs the VGG16 file; 0: skip) [default: the study's own --proj-steps]",
 )
 @click.option(
     "--proj-target",
@@ -935,8 +936,11 @@ def run_study(
     metavar="DIR",
     help="Folder with the VGG16 file [default: the study's --detector-dir, then the usual places]",
 )
-def report(study: str, proj_steps: int, proj_target: str | None, detector_dir: str | None) -> None:
+def report(study: str, proj_steps: int | None, proj_target: str | None, detector_dir: str | None) -> None:
     try:
+        if proj_steps is None:
+            manifest = study_lib.read_manifest(study) or {}
+            proj_steps = int((manifest.get("report") or {}).get("proj_steps", DEFAULT_PROJ_STEPS))
         path = make_report(study, proj_steps=proj_steps, proj_target=proj_target, detector_dir=detector_dir)
     except study_lib.StudyError as err:
         raise click.ClickException(str(err)) from None

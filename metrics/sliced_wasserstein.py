@@ -12,7 +12,8 @@ channel's mean and standard deviation over the set; then per level 4 repeats of 
 projections of both sets sorted, and the mean absolute difference (the 1-D Wasserstein-1 distance along each
 direction) averaged. Reported x 1e3 per level (`<name>_<res>`) and averaged over levels (`<name>`, the headline).
 Both sets hold the same number of images: min(N, dataset size), N from the name as in every metric name here
-(swd16k: 16000, the paper's 16384 to StyleGAN's naming; swd2k: 2000, a quick look). Lower is better; 0 for identical sets up to sampling.
+(swd16k: 16000, the paper's 16384 to StyleGAN's naming; swd2k: 2000, a quick look). Lower is better; 0 for
+identical sets.
 
 Deterministic for a seed: patch positions come from np.random.default_rng([seed, level, image index]) and the
 directions from a torch.Generator seeded by (seed, level), so the same images give the same number.

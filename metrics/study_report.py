@@ -443,13 +443,13 @@ def plot_curves(results: StudyResults, path: str, x_axis: str) -> None:
         n = max(s.value.n for s in items)
         (line,) = ax.plot(xs, mean, marker="o", markersize=3, label=f"{variant} (n = {n})")
         ok = np.isfinite(half)
-        if ok.any():
-            ax.fill_between(
-                xs[ok], (mean - half)[ok], (mean + half)[ok], color=line.get_color(), alpha=0.2, linewidth=0
-            )
+        if ok.any():  # a distance's band stops at 0, its range (the CSVs keep the raw interval)
+            low = np.maximum(mean - half, 0) if results.goal.lower_is_better else mean - half
+            ax.fill_between(xs[ok], low[ok], (mean + half)[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("training progress (kimg)" if x_axis == "kimg" else f"training time ({unit}, Timing/total_sec)")
     ax.set_ylabel(f"{results.goal.key} ({results.goal.direction})")
-    ax.set_title(f"mean over seeds, band: {CONFIDENCE:.0%} t-interval")
+    clipped = " (clipped at 0)" if results.goal.lower_is_better else ""
+    ax.set_title(f"mean over seeds, band: {CONFIDENCE:.0%} t-interval{clipped}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -539,7 +539,8 @@ def render_markdown(results: StudyResults, figures: dict[str, str], sections: Se
         "",
         "## Final and best values (finished runs)",
         "",
-        f"| variant | n | final {goal.key} | best {goal.key} | best at kimg | s/kimg (training) | wall time per run |",
+        f"| variant | n | final {goal.key} | best {goal.key} | best at kimg | s/kimg (training) | "
+        "wall time per run (train.py's Timing/total_sec: training, snapshots, metrics) |",
         "|---|---|---|---|---|---|---|",
     ]
     for variant in results.variants:

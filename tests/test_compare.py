@@ -741,3 +741,15 @@ def test_a_metric_is_a_function_of_the_network_and_leaves_the_process_rng_alone(
     assert values[0] == values[1]
     noise_free = metric_main.calc_metric(metric="fdd16_full", G_kwargs=dict(noise_mode="const"), **kwargs)
     assert noise_free.results["fdd16_full"] != values[0]  # the noise does reach the images
+
+
+def test_report_keeps_the_studys_own_projection_steps(compare, tmp_path, monkeypatch):
+    outdir = tmp_path / "s"
+    manifest, _, _ = plan(compare, outdir)
+    manifest["report"] = dict(proj_steps=0)  # as `compare.py --proj-steps=0 --outdir=...` records it
+    compare.open_study_folder(str(outdir), manifest, write=True)
+    seen = []
+    monkeypatch.setattr(compare, "make_report", lambda study, proj_steps, **kw: seen.append(proj_steps) or "r.md")
+    assert invoke(compare, ["report", str(outdir)]).exit_code == 0
+    assert invoke(compare, ["report", str(outdir), "--proj-steps=5"]).exit_code == 0
+    assert seen == [0, 5]

@@ -315,6 +315,8 @@ def merge_manifests(stored: dict[str, Any], new: dict[str, Any]) -> tuple[dict[s
                 )
                 break
     merged = dict(stored)
+    if "report" in new:  # the report settings of the latest command
+        merged["report"] = new["report"]
     merged["study"] = dict(stored_study, seeds=sorted(set(stored_study.get("seeds", [])) | set(new_study["seeds"])))
     merged["variants"] = list(stored.get("variants", [])) + [
         v for v in new["variants"] if v["label"] not in stored_variants
