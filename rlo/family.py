@@ -233,10 +233,20 @@ class FamilyLoss(nn.Module):
             label_smoothing=self.label_smoothing,
         )
 
+    def __getattr__(self, name: str) -> Any:
+        """The member's own parameters as attributes: ``RootedLoss(k=3).k``, ``get_loss('focal').gamma``."""
+        if name in LossConfig.__dataclass_fields__ and name != "name":
+            cfg = self.__dict__.get("cfg")
+            if cfg is not None and name in cfg.member.params:
+                value = getattr(cfg, name)
+                return cfg.k if name == "m" and value is None else value  # m = k unless set
+        return super().__getattr__(name)
+
     def extra_repr(self) -> str:
+        params = ", ".join(f"{p}={getattr(self, p)!r}" for p in self.cfg.member.params)
         options = "" if self.ignore_index == RF.IGNORE_INDEX else f", ignore_index={self.ignore_index}"
         options += f", label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
-        return f"{self.cfg}, reduction={self.reduction!r}{options}"
+        return f"{self.cfg.name!r}{', ' + params if params else ''}, reduction={self.reduction!r}{options}"
 
 
 class RootedLoss(FamilyLoss):

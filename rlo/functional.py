@@ -88,7 +88,7 @@ def _check_real(value, name: str, requirement: str, ok: Callable, allow_tensor: 
         if not value.dtype.is_floating_point:
             value = value.double()
         good = ok(value)
-        if value.numel() and not bool(good.all()):
+        if not torch.compiler.is_compiling() and value.numel() and not bool(good.all()):  # host read: eager only
             raise ValueError(f"{name} must hold {requirement}, found {name}={value[~good].flatten()[:5].tolist()}")
         return value
     if not is_real_number(value):
@@ -146,7 +146,7 @@ def check_class_options(weight: torch.Tensor | None, ignore_index: int, label_sm
             raise ParameterTypeError(
                 f"weight must be a 1-D floating tensor of class weights [C] (or None), got weight={weight!r}"
             )
-        if not bool((torch.isfinite(weight) & (weight >= 0)).all()):
+        if not torch.compiler.is_compiling() and not bool((torch.isfinite(weight) & (weight >= 0)).all()):
             raise ValueError(f"weight must hold finite numbers >= 0, got weight={weight.tolist()}")
     if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
         raise ParameterTypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
@@ -187,12 +187,13 @@ def binary_sign(target: Target, like: torch.Tensor) -> torch.Tensor:
         )
     if target.dtype == torch.bool:
         return target.to(like.dtype) * 2 - 1
-    valid = (target == 0) | (target == 1) | (target == -1)
-    if not bool(valid.all()):
-        bad = target[~valid].flatten()[:5].tolist()
-        raise ValueError(f"binary target must hold only 0/1 or -1/+1, found values {bad}")
-    if bool((target == -1).any()) and bool((target == 0).any()):
-        raise ValueError("binary target mixes 0 and -1: use {0, 1} or {-1, +1}, not both")
+    if not torch.compiler.is_compiling():  # host reads: eager mode only (compiled: no sync, no graph break)
+        valid = (target == 0) | (target == 1) | (target == -1)
+        if not bool(valid.all()):
+            bad = target[~valid].flatten()[:5].tolist()
+            raise ValueError(f"binary target must hold only 0/1 or -1/+1, found values {bad}")
+        if bool((target == -1).any()) and bool((target == 0).any()):
+            raise ValueError("binary target mixes 0 and -1: use {0, 1} or {-1, +1}, not both")
     return torch.where(target > 0, 1.0, -1.0).to(dtype=like.dtype, device=like.device)
 
 
@@ -241,7 +242,7 @@ class ClassTargets:
                     f"ignore_index={ignore_index} with a probability target"
                 )
             q = target.to(device=z.device, dtype=z.dtype)
-            if bool((q < 0).any()):
+            if not torch.compiler.is_compiling() and bool((q < 0).any()):  # a host read: eager mode only
                 raise ValueError(f"a probability target must be >= 0, found {q[q < 0].flatten()[:5].tolist()}")
             if eps:
                 q = q * (1 - eps) + eps / num_classes
@@ -258,7 +259,8 @@ class ClassTargets:
         target = target.to(device=z.device, dtype=torch.int64)
         valid = target != ignore_index
         index = torch.where(valid, target, 0)
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
+        checked = not torch.compiler.is_compiling()  # host reads: eager mode only (compiled: no sync, no break)
+        if checked and index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
             bad = target[valid & ((target < 0) | (target >= num_classes))].flatten()[:5].tolist()
             raise ValueError(f"class index out of range [0, {num_classes}): found {bad} (ignore_index={ignore_index})")
         valid_f = valid.to(z.dtype)
