@@ -16,7 +16,7 @@ Metrics: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, is50k; legacy fid50k,
 ppl_wfull, ppl_zend, ppl_wend; the same with other counts (fid5k_full, kid1k, is10k, ppl2_wend_5k, ...).
 Offline, for the embedded digits: fdd2k_full, kdd2k_full, cls2k (a digits classifier trained here on first use;
 not comparable to FID/KID/IS). Offline, for any images: swd16k, swd2k (sliced Wasserstein distance, no file).
-The detectors are local files, never downloaded: see `--detector-dir` and the README.
+The detectors are local files, never downloaded: see `--detector-dir` and docs/metrics.md.
 """
 
 from __future__ import annotations

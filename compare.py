@@ -591,7 +591,7 @@ def projection_section(
     except detectors.DetectorNotFoundError:
         return (
             f"{title}\n\nSkipped: projector.py's LPIPS distance needs the VGG16 file (`vgg16.pt`, or "
-            "`vgg16-397923af.pth` + `vgg.pth`), which is not on this machine; see the README's detector table, "
+            "`vgg16-397923af.pth` + `vgg.pth`), which is not on this machine (see docs/metrics.md), "
             "then rerun `compare.py report`.\n"
         )
     seed = results.seeds[0]

@@ -35,7 +35,7 @@ from training.training_loop import training_loop  # noqa: E402
 
 CASES = ("tiny", "paper256@64")
 
-# Each switch as train.py would set it, applied to the CE baseline alone (the flag in the README's table).
+# Each switch as train.py would set it, applied to the CE baseline alone (the flag in docs/training.md's table).
 SWITCHES: dict[str, dict] = {
     "baseline (ce, ada)": {},
     "--loss=rlo --k=2": {"adversarial": rlo.LossConfig("rlo", k=2.0)},
