@@ -34,22 +34,37 @@ from training.image_grid import save_image_grid, save_png
 NOISE_MODES = ("const", "random", "none")
 
 
+SEED_LIMIT = 2**32  # np.random.RandomState's seeds, as the official script draws z
+MAX_IMAGES = 100_000  # one run's images (and one grid): larger sets go in several runs
+PROGRESS_EVERY = 100  # a line every this many images, on a terminal or not
+
+
 def parse_range(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (inclusive ranges, order kept)."""
-    values: list[int] = []
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (inclusive ranges, order kept); seeds in [0, 2^32), at most
+    MAX_IMAGES of them, counted before any list is built."""
+    parts: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
-        match = re.fullmatch(r"(\d+)-(\d+)", part)
-        if match:
-            lo, hi = int(match.group(1)), int(match.group(2))
-            if hi < lo:
-                raise ValueError(f"range {part!r} runs backwards")
-            values += list(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            values.append(int(part))
-        else:
+        match = re.fullmatch(r"(\d+)-(\d+)", part) or re.fullmatch(r"(\d+)", part)
+        if match is None:
             raise ValueError(f"{part!r} is not a non-negative integer or a range like 0-7")
-    return values
+        lo, hi = int(match.group(1)), int(match.groups()[-1])
+        if hi < lo:
+            raise ValueError(f"range {part!r} runs backwards")
+        if hi >= SEED_LIMIT:
+            raise ValueError(f"seed {hi} is outside [0, {SEED_LIMIT - 1}] (numpy's RandomState seeds)")
+        parts.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in parts)
+    if count > MAX_IMAGES:
+        raise ValueError(f"{count} seeds; one run writes at most {MAX_IMAGES} images (split the range)")
+    return [seed for lo, hi in parts for seed in range(lo, hi + 1)]
+
+
+def to_uint8(img: torch.Tensor, what: str) -> np.ndarray:
+    """G's [-1, 1] output -> uint8 NHWC; ValueError naming `what` when it is not finite (meaningless images)."""
+    if not bool(torch.isfinite(img).all()):
+        raise ValueError(f"{what} gives non-finite images (an overflow): nothing was written")
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def class_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
@@ -79,11 +94,13 @@ def generate_images(
     """uint8 images [len(seeds), H, W, C] (NHWC), one per seed."""
     label = class_label(G, class_idx, device)
     images = []
-    for seed in seeds:
+    for done, seed in enumerate(seeds, 1):
         z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device)
         torch.manual_seed(seed)
         img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
-        images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()[0])
+        images.append(to_uint8(img, f"--trunc={truncation_psi:g} with seed {seed}")[0])
+        if done % PROGRESS_EVERY == 0:
+            print(f"Generated {done} of {len(seeds)} images", flush=True)
     return np.stack(images)
 
 
@@ -98,10 +115,12 @@ def synthesize_ws(
             f"projected w has shape {tuple(ws.shape)}; this network needs [n, {expected[0]}, "
             f"{expected[1]}] (num_ws, w_dim)"
         )
+    if not np.isfinite(ws).all():
+        raise ValueError("projected w holds NaN or infinite values")
     images = []
-    for w in torch.from_numpy(np.asarray(ws, dtype=np.float32)).to(device):
+    for i, w in enumerate(torch.from_numpy(np.asarray(ws, dtype=np.float32)).to(device)):
         img = G.synthesis(w.unsqueeze(0), noise_mode=noise_mode)
-        images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()[0])
+        images.append(to_uint8(img, f"projected w number {i}")[0])
     return np.stack(images)
 
 
@@ -180,7 +199,10 @@ def main(
             raise click.BadParameter(str(err), param_hint="--projected-w") from None
         names = [f"proj{i:02d}" for i in range(len(images))]
     else:
-        images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
+        try:
+            images = generate_images(G, seed_list, truncation_psi, class_idx, noise_mode, device)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--trunc") from None
         names = [f"seed{seed:04d}" for seed in seed_list]
     paths = save_outputs(images, names, outdir)
     print(f"Wrote {len(paths) - 1} images and {paths[-1]}")

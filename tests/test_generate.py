@@ -91,6 +91,10 @@ def test_seed_ranges(generate, text, want):
         (["--seeds=0", "--class=2"], "network is unconditional"),
         (["--seeds=0", "--trunc=nan"], "Invalid value for '--trunc': 'nan' is not a finite number"),
         (["--seeds=0", "--trunc=inf"], "Invalid value for '--trunc': 'inf' is not a finite number"),
+        (["--seeds=0", "--trunc=1e38"], "--trunc=1e+38 with seed 0 gives non-finite images"),
+        (["--seeds=4294967296"], "seed 4294967296 is outside [0, 4294967295]"),
+        (["--seeds=0-999999999999999"], "is outside [0, 4294967295]"),
+        (["--seeds=0-100000000"], "100000001 seeds; one run writes at most 100000 images"),
     ],
 )
 def test_bad_arguments_are_named(generate, official_snapshot, tmp_path, args, message):
@@ -153,3 +157,8 @@ def test_projected_w_renders_the_ws_like_the_synthesis_network(generate, tmp_pat
     assert result.exit_code == 2 and "num_ws, w_dim" in result.output
     result = run(generate, [f"--network={network}", f"--outdir={tmp_path}"])
     assert result.exit_code == 2 and "exactly one of --seeds and --projected-w" in result.output
+    for bad, message in ((np.nan, "NaN or infinite"), (1e38, "projected w number 0 gives non-finite images")):
+        np.savez(tmp_path / "bad.npz", w=np.full_like(ws.numpy(), bad))
+        out = tmp_path / "bad_out"
+        result = run(generate, [f"--network={network}", f"--projected-w={tmp_path / 'bad.npz'}", f"--outdir={out}"])
+        assert result.exit_code == 2 and message in result.output and not out.exists()
