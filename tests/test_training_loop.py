@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 import rlo
 from metrics.snapshot_evaluator import SnapshotEvaluator
 from training import checkpoint, options
+from training import training_loop as training_loop_module
 from training.options import AugmentOptions, DataOptions, LossOptions, OptimizerOptions, TrainingOptions
 from training.training_loop import NonFiniteError, build_phases, training_loop, update_ema
 
@@ -297,3 +299,13 @@ def test_resume_from_a_snapshot_without_optimizer_state_says_so_and_continues(tm
     resumed = tiny_options(tmp_path / "resumed", resume=str(stripped), total_kimg=0.048)
     assert training_loop(resumed)["cur_nimg"] == 48
     assert "the snapshot holds no optimizer state" in capsys.readouterr().out
+
+
+def test_long_ticks_print_progress_lines_at_a_steady_interval(tmp_path, monkeypatch, capsys):
+    """Within a tick a line appears whenever PROGRESS_SEC have passed (0 here: after every step but a tick's last),
+    with the tick, its images so far and the speed; the training itself is unchanged."""
+    monkeypatch.setattr(training_loop_module, "PROGRESS_SEC", 0.0)
+    training_loop(tiny_options(tmp_path / "run", total_kimg=0.032))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  tick ")]
+    assert lines and all(re.fullmatch(r"  tick \d+: \d\.\d{3} of 0\.016 kimg, [\d.]+ s/kimg so far", x) for x in lines)
+    assert "  tick 1: 0.008 of 0.016 kimg" in lines[0]

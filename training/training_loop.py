@@ -34,6 +34,7 @@ from training.options import TrainingOptions
 from training.sampler import StreamSampler
 
 RESUME_STATE_VERSION = 1
+PROGRESS_SEC = 60.0  # within a tick, a progress line at most this often (a 1 kimg tick can take minutes on a CPU)
 Evaluator = Callable[[torch.nn.Module, str, DistContext, torch.device], dict[str, float]]
 
 
@@ -419,6 +420,7 @@ def training_loop(
     if is_main:
         print(f"Training for {opts.total_kimg:g} kimg from {cur_nimg / 1000:g} kimg...\n")
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    last_progress = tick_start_time
     maintenance_time = tick_start_time - process_start  # set-up of this process, not the elapsed time carried over
     last_snapshot: str | None = None
     data_iter = iter(loader)
@@ -483,6 +485,15 @@ def training_loop(
         # End of tick?
         done = cur_nimg >= round(opts.total_kimg * 1000)
         if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + round(opts.kimg_per_tick * 1000):
+            now = time.time()
+            if is_main and now - last_progress >= PROGRESS_SEC:  # long ticks show life, terminal or not
+                last_progress = now
+                seen = (cur_nimg - tick_start_nimg) / 1000
+                print(
+                    f"  tick {cur_tick}: {seen:.3f} of {opts.kimg_per_tick:g} kimg, "
+                    f"{(now - tick_start_time) / max(seen, 1e-9):.1f} s/kimg so far",
+                    flush=True,
+                )
             continue
         tick_end_time = time.time()
         with rng_unchanged():
@@ -530,6 +541,7 @@ def training_loop(
 
         cur_tick += 1
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        last_progress = tick_start_time
         maintenance_time = tick_start_time - tick_end_time
         if done:
             break
