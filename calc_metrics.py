@@ -34,6 +34,7 @@ import torch
 
 from metrics import detectors, metric_main, metric_utils
 from metrics.detectors import DetectorNotFoundError
+from metrics.weight_files import DetectorFormatError
 from torch_utils.script_device import script_device
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
@@ -279,7 +280,7 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
     for snapshot, todo in jobs:
         try:
             score_snapshot(snapshot, todo, data, mirror, gpus, device, detector_dir, verbose)
-        except DatasetError as err:  # a missing or damaged dataset image: the one line that names it
+        except (DatasetError, DetectorFormatError) as err:  # a damaged image or detector file: one line naming it
             raise click.ClickException(str(err)) from None
 
 

@@ -44,6 +44,7 @@ from dnnlib import util as dnnlib_util
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from metrics import detectors, digits_metrics, metric_main
 from metrics.snapshot_evaluator import SnapshotEvaluator
+from metrics.weight_files import DetectorFormatError
 from rlo.files import FileWriteError
 from torch_utils import distributed, host_memory
 from torch_utils.distributed import DistContext
@@ -344,15 +345,18 @@ def check_metrics(metrics: list[str], detector_dir: str | None, dataset_kwargs: 
         except metric_main.MetricDatasetError as err:
             raise UserError(f"--metrics={metric}: {err}") from None
         spec = metric_main.parse_metric(metric)
+        kind = metric_main.detector_kind(metric)
         try:
-            detectors.locate_detector(
-                metric_main.detector_kind(metric), detector_dir=detector_dir, need_lpips=spec.family == "ppl"
-            )
+            detectors.locate_detector(kind, detector_dir=detector_dir, need_lpips=spec.family == "ppl")
+            if kind in detectors.KINDS:  # built now (and kept for the run): a damaged file is refused before any output
+                detectors.get_detector(kind, "cpu", detector_dir, need_lpips=spec.family == "ppl")
         except detectors.DetectorNotFoundError as err:
             raise UserError(
                 f"--metrics={metric} needs detector weights that are not on this machine:\n{err}\n"
                 "Or train without metrics: --metrics=none"
             ) from None
+        except DetectorFormatError as err:
+            raise UserError(f"--metrics={metric}: {err}") from None
 
 
 def _data_section(flags: TrainFlags) -> tuple[DataOptions, Any, str]:

@@ -372,3 +372,17 @@ def test_train_refuses_a_wrong_digest_before_a_run_directory(tmp_path, monkeypat
     result = CliRunner().invoke(load_train().main, args)
     assert result.exit_code == 2 and "its sha256 begins" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_a_damaged_detector_file_in_one_line_before_a_run_directory(tmp_path, monkeypatch):
+    """The detector is built at the start (and kept for the run): a state dict that is not Inception's is refused
+    before any output, not after tick 0 and a snapshot."""
+    (tmp_path / "det").mkdir()
+    torch.save({"not": torch.zeros(3)}, tmp_path / "det" / "pt_inception-2015-12-05-6726825d.pth")
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    detectors.clear_detector_cache()
+    args = [f"--outdir={tmp_path / 'runs'}", "--metrics=fid5k_full", f"--detector-dir={tmp_path / 'det'}"]
+    result = CliRunner().invoke(load_train().main, args)
+    assert result.exit_code == 2 and "--metrics=fid5k_full: " in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
