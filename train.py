@@ -48,7 +48,7 @@ from metrics.weight_files import DetectorFormatError
 from rlo.files import FileWriteError
 from torch_utils import distributed, host_memory
 from torch_utils.distributed import DistContext
-from training import checkpoint, network_transfer
+from training import checkpoint, network_bounds, network_transfer
 from training import options as options_lib
 from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError, open_dataset
@@ -419,6 +419,9 @@ def _config_section(flags: TrainFlags, resolution: int, cuda: bool) -> tuple[opt
     return spec, cfg_name, desc
 
 
+MAX_BATCH_GPU = 4096  # images per process and pass; StyleGAN2-ADA's configs use at most 64
+
+
 def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
     gpus = flags.gpus
     if flags.batch is not None and (flags.batch < 1 or flags.batch % gpus != 0):
@@ -427,6 +430,11 @@ def _batch_gpu(flags: TrainFlags, spec: options_lib.ConfigSpec) -> int:
     if batch_gpu is None:
         batch_gpu = spec.mb // spec.ref_gpus if flags.batch is None and gpus <= spec.ref_gpus else spec.mb // gpus
         batch_gpu = max(batch_gpu, 1)
+    if batch_gpu > MAX_BATCH_GPU:
+        raise UserError(
+            f"--batch={spec.mb} puts {batch_gpu} images on each process per pass, more than {MAX_BATCH_GPU}; "
+            "give --batch-gpu to accumulate gradients over smaller passes"
+        )
     if batch_gpu < 1 or spec.mb % (batch_gpu * gpus) != 0:
         raise UserError(f"--batch={spec.mb} must be a multiple of --batch-gpu={batch_gpu} times --gpus={gpus}")
     if batch_gpu % min(spec.mbstd, batch_gpu) != 0:
@@ -530,6 +538,11 @@ def setup_training_options(
         freezed=flags.freezed,
     )
     desc += (f"-freezed{flags.freezed}" if flags.freezed else "") + ("-fp32" if flags.fp32 and spec.fp16_res else "")
+    for name, kwargs in (("Generator", G_kwargs), ("Discriminator", D_kwargs)):
+        try:  # the same bounds as a network read from a file: sizes that would exhaust memory are refused here
+            network_bounds.check_init_kwargs(name, kwargs, where="--cbase/--cmax/--map-depth/--mbstd-group")
+        except network_bounds.KwargsError as err:
+            raise UserError(str(err)) from None
 
     metrics = flags.metrics
     if metrics is None:

@@ -70,6 +70,9 @@ def test_each_switch_trains_two_ticks_and_names_the_run(train, faces, tmp_path, 
         (["--r2=-1"], "Invalid value for '--r2'"),
         (["--lecam=nan"], "Invalid value for '--lecam'"),
         (["--loss=hinge", "--k=3"], "--k and --m set the rooted losses"),
+        (["--map-depth=100000"], "mapping_kwargs.num_layers=100000 is out of bounds"),
+        (["--cbase=1000000000", "--cmax=100000"], "channel_base=1000000000 is out of bounds"),
+        (["--batch=10000000"], "more than 4096; give --batch-gpu"),
     ],
 )
 def test_bad_switches_are_refused_before_anything_is_written(train, tmp_path, args, message):
