@@ -259,6 +259,17 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
     for flag, before, after, what in checks:
         if before != after:
             resume.notes.append(f"resuming with {flag}={after} (the run used {before}): {what} changes at {at}")
+    was, now = old.data.fingerprint, opts.data.fingerprint
+    if was and now and was != now and old.data.path == opts.data.path:
+        changed = [
+            f"{was['images']} -> {now['images']} images" if was["images"] != now["images"] else "",
+            "other image names" if was["names"] != now["names"] else "",
+            "other pixels in the sampled images" if was["pixels"] != now["pixels"] else "",
+        ]
+        resume.notes.append(
+            f"the data at {opts.data.path} changed since the snapshot ({', '.join(c for c in changed if c)}): "
+            f"training continues on the new images at {at}"
+        )
     if old.total_kimg != opts.total_kimg:
         resume.notes.append(f"training to {opts.total_kimg:g} kimg (the run was set to {old.total_kimg:g})")
 
@@ -378,6 +389,7 @@ def _data_section(flags: TrainFlags) -> tuple[DataOptions, Any, str]:
     except (DatasetError, FileNotFoundError, OSError) as err:
         raise UserError(f"--data={flags.data!r}: {err}") from None
     data_opts.resolution = dataset.resolution
+    data_opts.fingerprint = dataset.fingerprint()
     if flags.cond and not dataset.has_labels:
         raise UserError(
             f"--cond=1 requires labels, but {flags.data or 'the embedded dataset'} has none "

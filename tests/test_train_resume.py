@@ -263,3 +263,23 @@ def test_resume_removes_the_half_written_files_of_the_killed_run(train, finished
     assert result.exit_code == 0, result.output
     assert f"Removed {leftover}, left by a write that was killed" in result.output
     assert not leftover.exists() and keep.exists()
+
+
+def test_resuming_on_changed_data_says_what_changed_before_training(train, tmp_path):
+    data = image_folder(tmp_path / "faces", 16)
+    first = invoke(train, [f"--outdir={tmp_path / 'runs'}", f"--data={data}", "--kimg=0.008", *TINY])
+    assert first.exit_code == 0, first.output
+    (run,) = (tmp_path / "runs").iterdir()
+    snapshot = run / "network-snapshot-000000-008.pt"
+    same = invoke(train, [f"--outdir={tmp_path / 'same'}", f"--resume={snapshot}", "--kimg=0.016", "--dry-run"])
+    assert same.exit_code == 0 and "changed since the snapshot" not in same.output
+    rng = np.random.RandomState(99)
+    for path in sorted(data.iterdir())[:3]:  # same names and shape, other pixels
+        PIL.Image.fromarray(rng.randint(0, 256, [16, 16, 3], dtype=np.uint8)).save(path)
+    PIL.Image.fromarray(rng.randint(0, 256, [16, 16, 3], dtype=np.uint8)).save(data / "extra.png")
+    result = invoke(train, [f"--outdir={tmp_path / 'again'}", f"--resume={snapshot}", "--kimg=0.016", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"Note: the data at {data} changed since the snapshot (8 -> 9 images, other image names, other pixels in "
+        "the sampled images): training continues on the new images at kimg 0.008" in result.output
+    )

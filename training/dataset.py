@@ -8,6 +8,7 @@ every error names the offending file and says how to fix it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -265,9 +266,23 @@ class Dataset(torch.utils.data.Dataset):
         else:
             picks = np.random.RandomState(0).choice(kept.size, size=int(sample), replace=False)
             chosen = kept[np.unique(np.concatenate([[0, kept.size - 1], picks]))]
+        pixels = hashlib.sha256()
         for raw_idx in chosen:
-            self._load_raw_image(int(raw_idx))
+            image = self._load_raw_image(int(raw_idx))
+            pixels.update(np.ascontiguousarray(image).tobytes())
+        self.sample_digest = pixels.hexdigest()[:16]
         return int(chosen.size)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run compares to see whether its data changed: the image count, a digest of the image
+        names, and one of the pixels verify_decodable() decoded (its sample: the first, the last and 256 more)."""
+        if getattr(self, "sample_digest", None) is None:
+            self.verify_decodable()
+        names = hashlib.sha256("\n".join(self._names()).encode()).hexdigest()[:16]
+        return dict(images=int(self._raw_shape[0]), names=names, pixels=self.sample_digest)
+
+    def _names(self) -> list[str]:
+        return []
 
     def get_details(self, idx: int) -> dict[str, Any]:
         return dict(
@@ -366,6 +381,9 @@ class ImageFolderDataset(Dataset):
             xflip=xflip,
             raw_labels=raw_labels,
         )
+
+    def _names(self) -> list[str]:
+        return list(self._image_fnames)
 
     def _no_images_message(self) -> str:
         """No PNG/JPEG: say which extensions are there and how to convert them (dataset_tool.py reads them)."""

@@ -185,6 +185,7 @@ class DataOptions:
     xflip: bool = False
     random_seed: int = 0
     workers: int = 3
+    fingerprint: dict[str, Any] | None = None  # training.dataset's fingerprint(): a resume compares it
 
     def dataset_kwargs(self) -> dict[str, Any]:
         """Kwargs of training.dataset.open_dataset (also stored in snapshots as `training_set_kwargs`)."""
