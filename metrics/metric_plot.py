@@ -86,7 +86,13 @@ def read_metric_jsonl(run_dir: str, metric: str, key: str | None = None) -> dict
                 chosen = next(iter(results))
             if chosen not in results:
                 raise MetricPlotError(f"{path}:{number}: no result {chosen!r} (has {', '.join(sorted(results))})")
-            values[os.path.normpath(snapshot)] = float(results[chosen])
+            try:
+                value = float(results[chosen])
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                raise MetricPlotError(f"{path}:{number}: {chosen} = {results[chosen]!r} is not a finite number")
+            values[os.path.normpath(snapshot)] = value
     return values
 
 

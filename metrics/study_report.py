@@ -166,12 +166,13 @@ def read_run(study_dir: str, run: study_lib.PlannedRun, goal: MetricGoal) -> Run
     evaluations: list[Evaluation] = []
     ticks: list[study_lib.Tick] = []
     for segment in state.chain:
-        try:
-            values = {
-                os.path.basename(k): v for k, v in read_metric_jsonl(segment.run_dir, goal.metric, goal.key).items()
-            }
-        except MetricPlotError:
-            values = {}  # not scored yet (or no metric file at all)
+        values = {}  # not scored yet: no metric file
+        if os.path.isfile(os.path.join(segment.run_dir, f"metric-{goal.metric}.jsonl")):
+            try:
+                scored = read_metric_jsonl(segment.run_dir, goal.metric, goal.key)
+            except MetricPlotError as err:  # a damaged line is named, not read as "unfinished"
+                raise study_lib.StudyError(str(err)) from None
+            values = {os.path.basename(k): v for k, v in scored.items()}
         for snapshot in segment.snapshots:
             if snapshot.name in values:
                 evaluations.append(

@@ -753,3 +753,24 @@ def test_report_keeps_the_studys_own_projection_steps(compare, tmp_path, monkeyp
     assert invoke(compare, ["report", str(outdir)]).exit_code == 0
     assert invoke(compare, ["report", str(outdir), "--proj-steps=5"]).exit_code == 0
     assert seen == [0, 5]
+
+
+@pytest.mark.parametrize("bad", ['{"results": {"%s": NaN}', '{"results": {"%s": 1e999}', "not json"])
+def test_a_damaged_metric_line_is_named_by_the_report_not_read_as_unfinished(compare, tmp_path, tiny_snapshot, bad):
+    premade_study(tmp_path / "s", tiny_snapshot)
+    path = tmp_path / "s" / "runs" / "ce" / "seed0" / "00000-digits32-ce" / f"metric-{METRIC}.jsonl"
+    line = bad.replace("%s", METRIC) + (', "snapshot_pkl": "network-snapshot-000000-008.pt"}' if "{" in bad else "")
+    with open(path, "a") as file:
+        file.write(line + "\n")
+    number = len(path.read_text().splitlines())
+    result = invoke(compare, ["report", str(tmp_path / "s")])
+    assert result.exit_code == 1 and f"{path}:{number}: " in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("outdir", ["../elsewhere/ce/seed0", "/tmp/ce/seed0"])
+def test_a_manifest_whose_runs_leave_the_study_folder_is_refused(compare, tmp_path, outdir):
+    manifest, _, _ = plan(compare, tmp_path / "s")
+    manifest["runs"][0]["outdir"] = outdir
+    compare.open_study_folder(str(tmp_path / "s"), manifest, write=True)
+    result = invoke(compare, ["report", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "is not a path inside the study folder" in result.output

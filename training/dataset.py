@@ -116,6 +116,8 @@ def parse_labels_json(text: str, source: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{source}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DatasetError(f"{source}: JSON nested too deeply to be a dataset.json") from None
     if not isinstance(data, dict) or "labels" not in data:
         raise DatasetError(
             f'{source}: expected an object with a "labels" key, e.g. {{"labels": [["00000/img00000000.png", 3], ...]}}'

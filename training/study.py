@@ -237,6 +237,10 @@ def manifest_dict(
 
 
 def runs_of_manifest(manifest: dict[str, Any]) -> list[PlannedRun]:
+    for r in manifest.get("runs") or []:
+        outdir = r.get("outdir") if isinstance(r, dict) else None
+        if not isinstance(outdir, str) or os.path.isabs(outdir) or ".." in outdir.replace("\\", "/").split("/"):
+            raise StudyError(f"{MANIFEST_NAME}: run folder {outdir!r} is not a path inside the study folder")
     try:
         return [
             PlannedRun(
@@ -265,6 +269,8 @@ def read_manifest(study_dir: str) -> dict[str, Any] | None:
             manifest = json.load(file)
     except (OSError, json.JSONDecodeError) as err:
         raise StudyError(f"{path} does not read as JSON ({err})") from None
+    except RecursionError:
+        raise StudyError(f"{path}: JSON nested too deeply to be a study manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise StudyError(f'{path} is not a study manifest (no "format": "{MANIFEST_FORMAT}")')
     if not isinstance(manifest.get("version"), int) or manifest["version"] > MANIFEST_VERSION:
