@@ -838,7 +838,7 @@ _bool = dict(type=bool, metavar="BOOL")
     metavar="INT",
 )
 @click.option("--loss", "loss", help=f"Adversarial loss [default: {DEFAULTS.loss}]", type=click.Choice(LOSS_NAMES))
-@click.option("--k", help="Root k of the rooted losses [default: 2]", type=POSITIVE)
+@click.option("--k", help=f"Root k of the rooted losses [default: {LossOptions().adversarial.k:g}]", type=POSITIVE)
 @click.option("--m", help="Multiplier m of the rooted losses [default: k]", type=POSITIVE)
 @click.option("--glr", help="G learning rate [default: per --cfg]", type=POSITIVE)
 @click.option("--dlr", help="D learning rate [default: per --cfg]", type=POSITIVE)

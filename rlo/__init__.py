@@ -12,7 +12,15 @@ Quick use::
 The members are registered once, in :mod:`rlo.registry`; ``rlo.LOSS_NAMES`` lists them (for CLI choices).
 """
 
-from rlo.family import FamilyLoss, LossConfig, RootedLoss, binary_loss, classification_loss, get_loss
+from rlo.family import (
+    FamilyLoss,
+    LossConfig,
+    RootedBCEWithLogitsLoss,
+    RootedLoss,
+    binary_loss,
+    classification_loss,
+    get_loss,
+)
 from rlo.functional import (
     binary_focal_loss,
     binary_hinge_loss,
@@ -25,6 +33,7 @@ from rlo.functional import (
     logistic,
     nll_binary_loss,
     nll_class_loss,
+    rooted_binary_cross_entropy_with_logits,
     rooted_cross_entropy,
     rooted_from_nll,
     rooted_logistic,
@@ -39,6 +48,8 @@ __all__ = [
     "LossConfig",
     "FamilyLoss",
     "RootedLoss",
+    "RootedBCEWithLogitsLoss",
+    "rooted_binary_cross_entropy_with_logits",
     "GanObjective",
     "get_loss",
     "binary_loss",

@@ -275,6 +275,49 @@ class RootedLoss(FamilyLoss):
         )
 
 
+class RootedBCEWithLogitsLoss(nn.Module):
+    """Drop-in for ``nn.BCEWithLogitsLoss``: soft targets in [0, 1], ``weight`` and ``pos_weight`` (buffers, so
+    they follow ``.to(device)``), the rooted form of rlo.functional.rooted_binary_cross_entropy_with_logits."""
+
+    def __init__(
+        self,
+        k: float,
+        m: float | None = None,
+        form: str = "eq4",
+        reduction: str = "mean",
+        *,
+        weight: torch.Tensor | None = None,
+        pos_weight: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        if form not in ROOTED_NAME_OF_FORM:
+            raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
+        self.k, self.m = float(RF.check_k(k, allow_tensor=False)), m
+        RF.resolve_m(self.k, m, allow_tensor=False)
+        self.form = form
+        if reduction not in RF.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {RF.REDUCTIONS}, got reduction={reduction!r}")
+        self.reduction = reduction
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return RF.rooted_binary_cross_entropy_with_logits(
+            logits,
+            target,
+            self.k,
+            self.m,
+            self.form,
+            self.reduction,
+            weight=self.weight,
+            pos_weight=self.pos_weight,
+        )
+
+    def extra_repr(self) -> str:
+        m = self.k if self.m is None else self.m
+        return f"{ROOTED_NAME_OF_FORM[self.form]!r}, k={self.k!r}, m={float(m)!r}, reduction={self.reduction!r}"
+
+
 def get_loss(
     name: str,
     reduction: str = "mean",

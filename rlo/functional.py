@@ -421,6 +421,46 @@ def rooted_logistic(
     )
 
 
+def rooted_binary_cross_entropy_with_logits(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    k: Scalar,
+    m: Scalar | None = None,
+    form: str = "eq4",
+    reduction: str = "mean",
+    *,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``F.binary_cross_entropy_with_logits`` rooted: targets in [0, 1] (soft), ``weight`` (rescales each element,
+    broadcast) and ``pos_weight`` (the positive class's weight, broadcast along the last dimension), as torch.
+
+    The rule of the multi-class losses (module doc) with two classes: class weights a1 = pos_weight * y and
+    a0 = 1 - y, s = a1 + a0, H = (a1 softplus(-z) + a0 softplus(z)) / s the cross-entropy with the target, and the
+    loss s * f(H), f the rooted form. f = identity is torch's BCE exactly; hard targets give rooted_logistic.
+    """
+    k = check_k(k)
+    m = resolve_m(k, m)
+    _check_form(form)
+    _check_reduction(reduction)
+    if not torch.is_tensor(logits) or not torch.is_tensor(target) or not target.dtype.is_floating_point:
+        raise ParameterTypeError("logits and target must be tensors, the target floating (probabilities in [0, 1])")
+    if target.shape != logits.shape:
+        raise ValueError(f"target shape {tuple(target.shape)} must equal the logits' {tuple(logits.shape)}")
+    z = logits.to(_compute_dtype(logits))
+    y = target.to(z.dtype)
+    if not torch.compiler.is_compiling() and bool(((y < 0) | (y > 1)).any()):  # host read: eager mode only
+        raise ValueError(f"binary targets must lie in [0, 1], found {y[(y < 0) | (y > 1)].flatten()[:5].tolist()}")
+    a1 = y if pos_weight is None else y * pos_weight.to(z.dtype)
+    a0 = 1 - y
+    s = a1 + a0
+    h = (a1 * F.softplus(-z) + a0 * F.softplus(z)) / torch.where(s > 0, s, 1)
+    loss = torch.where(s > 0, s * rooted_from_nll(h, k, m, form, input_dtype=logits.dtype), 0)
+    if weight is not None:
+        loss = loss * weight.to(z.dtype)
+    return _reduce(loss, reduction)
+
+
 def rooted_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
