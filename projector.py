@@ -51,7 +51,7 @@ from dnnlib.cli import SEED_RANGE
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
 from torch_utils.script_device import script_device
-from training import checkpoint
+from training import checkpoint, image_convert
 from training.checkpoint import atomic_write
 from training.image_grid import save_png
 
@@ -93,22 +93,25 @@ class ProjectionResult:
 
 
 def load_target(path: str, resolution: int, channels: int) -> np.ndarray:
-    """Any PIL-readable image -> uint8 [resolution, resolution, channels] (center crop, Lanczos resize)."""
+    """Any PIL-readable image -> uint8 [resolution, resolution, channels] by dataset_tool.py's default rule
+    (training/image_convert.py): transparency composited over white, palettes expanded, 16-bit scaled, the centre
+    square, Lanczos resize. So a transparent sprite's background is the white its model trained on."""
     if channels not in (1, 3):
         raise click.ClickException(f"the network makes {channels}-channel images; the projector handles 1 or 3")
     if not os.path.isfile(path):
         raise click.BadParameter(f"no such file: {path}", param_hint="--target")
     try:
         with PIL.Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
+            image.load()
+            if image_convert.has_alpha(image):
+                background = image_convert.DEFAULT_BACKGROUND
+                print(f"--target has transparency: composited over RGB{background}, as dataset_tool.py does")
+            image = image_convert.to_mode(image, "RGB" if channels == 3 else "L")
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
         raise click.BadParameter(
             f"cannot read {path} as an image ({type(err).__name__}: {err})", param_hint="--target"
         ) from None
-    w, h = image.size
-    s = min(w, h)
-    image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    image = image.resize((resolution, resolution), PIL.Image.LANCZOS)
+    image = image_convert.resize_to(image_convert.center_crop_square(image), resolution, "lanczos")
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[:, :, np.newaxis] if pixels.ndim == 2 else pixels
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from metrics import detectors
 from metrics.vgg16 import build_vgg16
-from training import checkpoint
+from training import checkpoint, image_convert
 from training.networks import Generator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -361,6 +361,19 @@ def test_target_is_center_cropped_resized_and_converted(projector, tmp_path):
     grey = projector.load_target(str(path), resolution=8, channels=1)
     luma = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # ITU-R 601-2, PIL's RGB -> L
     assert grey.shape == (8, 8, 1) and (np.abs(grey.astype(int) - luma) <= 1).all()
+
+
+def test_a_transparent_target_is_composited_as_dataset_tool_composites_it(projector, tmp_path, capsys):
+    """A sprite on a transparent background: white behind it, as its training set has (not black), said once."""
+    pixels = np.zeros([24, 24, 4], np.uint8)
+    pixels[8:16, 8:16] = (10, 200, 30, 255)  # an opaque green square; the rest fully transparent
+    path = tmp_path / "sprite.png"
+    PIL.Image.fromarray(pixels, "RGBA").save(path)
+    rgb = projector.load_target(str(path), resolution=24, channels=3)
+    assert (rgb[0, 0] == 255).all() and (rgb[12, 12] == (10, 200, 30)).all()
+    want = np.asarray(image_convert.to_mode(PIL.Image.open(path), "RGB"))
+    np.testing.assert_array_equal(rgb, want)
+    assert "--target has transparency: composited over RGB(255, 255, 255)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind", ["missing", "unreadable"])
