@@ -15,6 +15,11 @@ SHARED = pathlib.Path(os.environ.get("RLO_SHARED_DIR", REPO.parent / "shared"))
 # Tiny test configs spend more time in thread hand-offs than in arithmetic; one thread is faster and steadier.
 torch.set_num_threads(1)
 
+# The tests write stand-in detector files under the real names, whose digests they cannot have; the digest check
+# has its own tests (test_metrics_detectors.py), which turn it back on. Set for the whole session (module-scoped
+# fixtures build detectors too) and inherited by the subprocesses tests start.
+os.environ[detectors.DIGESTS_ENV] = "off"
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -22,11 +27,6 @@ def _seed():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _stand_in_detector_files(monkeypatch):
-    """The tests write stand-in detector files under the real names, whose digests they cannot have; the digest
-    check has its own tests (test_metrics_detectors.py), which turn it back on. Subprocesses inherit it."""
-    monkeypatch.setenv(detectors.DIGESTS_ENV, "off")
 
 
 @pytest.fixture
