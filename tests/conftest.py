@@ -27,8 +27,6 @@ def _seed():
     yield
 
 
-
-
 @pytest.fixture
 def shared_dir():
     return SHARED
