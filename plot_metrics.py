@@ -8,7 +8,8 @@ This is the RLO paper's Figure 4 (FID vs training time, cross-entropy vs RLO). S
   python plot_metrics.py --run-dir=runs/00000-ffhq-ce --label=CE --run-dir=runs/00001-ffhq-rlo --label=RLO \\
       --metric=fid50k_full --out=fid_vs_time.png
 
-Times come from each run's stats.jsonl (Timing/total_sec at Progress/kimg), or its log.txt tick lines.
+Times come from each run's stats.jsonl (Timing/total_sec at Progress/kimg), or its log.txt tick lines. A run
+resumed from another run's snapshot is drawn as one curve with the runs before it (give the last directory).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 
 import click
 
-from metrics.metric_plot import MetricPlotError, format_table, metric_series, plot_metric_curves
+from metrics.metric_plot import MetricPlotError, format_table, plot_metric_curves, stitched_series
 
 
 @click.command(help=__doc__)
@@ -42,7 +43,9 @@ def main(run_dirs, labels, metric, key, x_axis, out_path, title, log_y):
         for label, run_dir in zip(labels, run_dirs):
             if not os.path.isdir(run_dir):
                 raise click.BadParameter(f"not a folder: {run_dir}", param_hint="--run-dir")
-            series[label] = metric_series(run_dir, metric, key)
+            series[label], chain = stitched_series(run_dir, metric, key)
+            if len(chain) > 1:
+                click.echo(f"{label}: one curve over the resumed runs {' -> '.join(chain)}")
         ylabel = key or metric
         plot_metric_curves(series, out_path, x_axis=x_axis, ylabel=ylabel, title=title, log_y=log_y)
     except MetricPlotError as err:

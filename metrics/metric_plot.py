@@ -141,6 +141,36 @@ def metric_series(run_dir: str, metric: str, key: str | None = None) -> list[Met
     return sorted(points, key=lambda p: p.kimg)
 
 
+def resumed_from(run_dir: str) -> str | None:
+    """The snapshot a run directory was resumed from (its training_options.json), when that file still exists."""
+    try:
+        with open(os.path.join(run_dir, "training_options.json"), encoding="utf-8") as file:
+            resume = json.load(file).get("resume")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return resume if isinstance(resume, str) and os.path.isfile(resume) else None
+
+
+def stitched_series(
+    run_dir: str, metric: str, key: str | None = None, limit: int = 100
+) -> tuple[list[MetricPoint], list[str]]:
+    """(one curve, its run directories oldest first) for a run resumed from another run's snapshot, as often as it
+    was: the earlier run's points up to the resume snapshot, then this run's after it. Times continue across
+    resumes (Timing/total_sec is carried over), so the curve is one run's."""
+    points = metric_series(run_dir, metric, key)
+    resume = resumed_from(run_dir)
+    if resume is None or limit <= 0:
+        return points, [run_dir]
+    earlier_dir = os.path.dirname(os.path.abspath(resume))
+    if earlier_dir == os.path.abspath(run_dir) or not os.path.isfile(
+        os.path.join(earlier_dir, f"metric-{metric}.jsonl")
+    ):
+        return points, [run_dir]
+    at = snapshot_kimg(resume)
+    earlier, dirs = stitched_series(earlier_dir, metric, key, limit - 1)
+    return [p for p in earlier if p.kimg <= at] + [p for p in points if p.kimg > at], dirs + [run_dir]
+
+
 def plot_metric_curves(
     series: dict[str, list[MetricPoint]],
     out_path: str,

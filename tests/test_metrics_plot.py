@@ -131,3 +131,32 @@ def test_errors_name_the_problem(tmp_path):
 def test_sub_kimg_snapshot_names_give_fractional_kimg():
     assert metric_plot.snapshot_kimg("runs/x/network-snapshot-000000-496.pt") == pytest.approx(0.496)
     assert metric_plot.snapshot_kimg("network-snapshot-001200.pkl") == 1200
+
+
+def test_a_resumed_run_is_one_curve_with_the_run_it_resumed(tmp_path):
+    first = _make_run(
+        tmp_path / "00000-run",
+        [(0, 0), (4, 400), (8, 800)],
+        [
+            ("network-snapshot-000000.pt", 300.0),
+            ("network-snapshot-000004.pt", 200.0),
+            ("network-snapshot-000008.pt", 150.0),
+        ],
+    )
+    (first / "network-snapshot-000004.pt").write_bytes(b"")  # the snapshot the second run resumed from
+    second = _make_run(
+        tmp_path / "00001-run-resume",
+        [(4, 400), (8, 790), (12, 1200)],
+        [
+            ("network-snapshot-000004.pt", 200.0),
+            ("network-snapshot-000008.pt", 140.0),
+            ("network-snapshot-000012.pt", 100.0),
+        ],
+    )
+    (second / "training_options.json").write_text(json.dumps({"resume": str(first / "network-snapshot-000004.pt")}))
+    points, chain = metric_plot.stitched_series(str(second), "fid50k_full")
+    assert chain == [str(first), str(second)]
+    assert [(p.kimg, p.value) for p in points] == [(0, 300.0), (4, 200.0), (8, 140.0), (12, 100.0)]
+    out = tmp_path / "fid.png"
+    result = CliRunner().invoke(plot_metrics.main, ["--run-dir", str(second), "--label", "CE", "--out", str(out)])
+    assert result.exit_code == 0 and "CE: one curve over the resumed runs" in result.output
