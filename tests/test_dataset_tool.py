@@ -18,6 +18,7 @@ from damaged_files import corrupt_stored_member, png_claiming_size
 
 import dataset_tool
 from rlo.experiments.image_data import load_numpy_pickle
+from training import dataset_sources
 from training.dataset import DatasetError, DigitsDataset, ImageFolderDataset
 
 
@@ -474,3 +475,20 @@ def test_bad_crc_in_a_source_zip_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"src\.zip:imgs/1\.png: cannot read image: damaged zip member.*CRC"):
         _convert(tmp_path / "src.zip", tmp_path / "out.zip")
     assert not (tmp_path / "out.zip").exists()
+
+
+def test_a_member_that_inflates_beyond_any_image_is_refused_from_the_zip_directory(tmp_path, monkeypatch):
+    """The declared size is read from the zip's directory, before one byte is inflated (a small zip can hold a
+    member of gigabytes); nothing is written."""
+
+    png = io.BytesIO()
+    PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)).save(png, "PNG")
+    source = tmp_path / "in.zip"
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", png.getvalue())
+    monkeypatch.setattr(dataset_sources, "MAX_IMAGE_FILE_BYTES", len(png.getvalue()) - 1)
+    read = []
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, pwd=None: read.append(name) or b"")
+    result = CliRunner().invoke(dataset_tool.main, [f"--source={source}", f"--dest={tmp_path / 'out.zip'}"])
+    assert result.exit_code != 0 and f"{source}:big.png: {len(png.getvalue()):,} bytes, more than" in result.output
+    assert read == [] and not (tmp_path / "out.zip").exists() and "Traceback" not in result.output

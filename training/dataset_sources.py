@@ -31,6 +31,9 @@ SKLEARN_DIGITS = "sklearn:digits"
 LABEL_SOURCES = ("json", "folders", "none")  # dataset_tool.py --labels: dataset.json, class sub-folders, no labels
 
 
+MAX_IMAGE_FILE_BYTES = 512 * 2**20  # one image file: an 8K x 8K 16-bit RGB TIFF is ~400 MB
+
+
 class ImageSource:
     """Random access to source images: len, a name for messages, the header (mode, size), the image, its label.
 
@@ -151,6 +154,17 @@ class FileImageSource(ImageSource):
                 self.labels = [by_fname[n] for n in self.fnames]
 
     def _read(self, fname: str) -> bytes:
+        """The file's bytes, refused from its declared size (the zip directory, or the file system) before any is
+        read when larger than MAX_IMAGE_FILE_BYTES: a small zip can hold a member that inflates to gigabytes."""
+        if self._zip is not None:
+            size = self._zip.getinfo(fname).file_size
+        else:
+            size = os.path.getsize(os.path.join(self.path, fname))
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise DatasetError(
+                f"{self.name_of(fname)}: {size:,} bytes, more than any image this tool converts "
+                f"({MAX_IMAGE_FILE_BYTES:,}; MAX_IMAGE_FILE_BYTES in training/dataset_sources.py); remove the file"
+            )
         if self._zip is not None:
             return self._zip.read(fname)
         with open(os.path.join(self.path, fname), "rb") as file:
