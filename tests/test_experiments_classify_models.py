@@ -149,6 +149,16 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
         cm.load_pretrained(_tiny("vit-s"), str(path), "vit-s")
 
 
+def test_a_pickled_object_is_refused_in_one_line_without_torchs_advice_to_run_it(tmp_path):
+    """torch's weights_only error suggests weights_only=False, which would run the file's code: never passed on."""
+    path = tmp_path / "object.pth"
+    torch.save({"model": cm.PretrainedError("a class, not tensors")}, path)
+    with pytest.raises(cm.PretrainedError) as err:
+        cm.load_pretrained(_tiny("vit-s"), str(path), "vit-s")
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message and "never loaded as code" in message
+
+
 def test_the_cli_stops_on_a_pretrained_file_for_another_model(tmp_path):
     path = tmp_path / "small.pth"
     torch.save(cm.make_classifier("small-cnn", 1, 10).state_dict(), path)

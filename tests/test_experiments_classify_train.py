@@ -138,6 +138,27 @@ def test_a_run_folder_is_never_overwritten_or_resumed_with_other_settings(tmp_pa
         )
 
 
+@pytest.mark.parametrize("content", [b"random bytes, not a zip", None])
+def test_resuming_a_damaged_or_foreign_checkpoint_is_one_line(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    if content is None:
+        torch.save([torch.ones(2)], path)  # a file of tensors, but not this tool's checkpoint
+    else:
+        path.write_bytes(content)
+    with pytest.raises(RunDirError) as err:
+        train_run(
+            _source(max_images=60),
+            rlo.LossConfig("ce"),
+            TrainSettings(epochs=1, batch=32),
+            seed=0,
+            run_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message and "weights_only" not in message
+
+
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     classify_train.save_atomic({"a": torch.ones(2)}, path)

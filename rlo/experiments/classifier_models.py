@@ -180,6 +180,15 @@ def classifier_keys(net: nn.Module) -> tuple[str, ...]:
     return tuple(key for key in net.state_dict() if key.startswith(head + "."))
 
 
+def reader_error(err: BaseException) -> str:
+    """One line about why torch.load or safetensors refused a file. torch's own advice to retry with
+    weights_only=False (which would run code from the file) is never passed on."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    if "weights_only" in str(err) or "Weights only load failed" in first:
+        return f"{type(err).__name__}: not a file of tensors only, or damaged; it is never loaded as code"
+    return f"{type(err).__name__}: {first[:200]}"
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a timm/torchvision checkpoint: ``.safetensors`` via safetensors, else ``torch.load`` with
     ``weights_only=True`` (no code runs). Unwraps ``{'state_dict'|'model'|'model_state': ...}`` and the ``module.``
@@ -198,9 +207,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- any reader failure is one message naming the file
-        raise PretrainedError(
-            f"--pretrained {path}: cannot read it as a checkpoint ({type(err).__name__}: {err})"
-        ) from None
+        raise PretrainedError(f"--pretrained {path}: cannot read it as a checkpoint ({reader_error(err)})") from None
     for key in ("state_dict", "model", "model_state", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rlo
-from rlo.experiments.classifier_models import load_pretrained, make_classifier, parameter_count
+from rlo.experiments.classifier_models import load_pretrained, make_classifier, parameter_count, reader_error
 from rlo.experiments.classify_data import AugmentSettings
 from rlo.experiments.classify_dist import Dist
 from rlo.files import atomic_write
@@ -217,9 +217,13 @@ class RunDirError(ValueError):
 
 
 def _load_checkpoint(path: pathlib.Path, settings: TrainSettings, loss_cfg: rlo.LossConfig, seed: int) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise RunDirError(f"--resume: {path} is not a checkpoint of this tool (format {state.get('format')!r})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- a damaged or foreign file is one line naming it
+        raise RunDirError(f"--resume: {path} cannot be read as a checkpoint ({reader_error(err)})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise RunDirError(f"--resume: {path} is not a checkpoint of this tool (format {found!r})")
     saved = json.loads(state["settings"])
     now = json.loads(settings.to_json())
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
