@@ -251,3 +251,11 @@ def test_the_cli_spawns_processes_with_gpus_n(tmp_path):
     for a, b in zip(rows_one[1:], rows_two[1:]):
         assert [float(v) for v in a] == pytest.approx([float(v) for v in b], rel=1e-4, nan_ok=True)
     assert "--gpus=2" in (pathlib.Path(tmp_path) / "two" / "classify_digits.md").read_text()
+
+
+def test_without_a_terminal_each_epoch_prints_a_line(tmp_path, capsys):
+    """Under nohup or a batch scheduler tqdm draws nothing; a plain line per epoch shows the run is alive."""
+    train_run(_source(max_images=60), rlo.LossConfig("ce"), TrainSettings(epochs=2, batch=32), seed=0, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": epoch " in line]
+    assert [line.split(": epoch ")[1].split(",")[0] for line in lines] == ["1/2", "2/2"]
+    assert all("test accuracy" in line and line.endswith(" s") for line in lines)

@@ -302,9 +302,10 @@ def train_run(
         SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch) if main and start_epoch <= settings.epochs else None
     )
     ce_cfg = rlo.LossConfig("ce")
+    what = f"{settings.model} {loss_cfg.describe()} seed {seed}"
     bar = tqdm(
         range(start_epoch, settings.epochs + 1),
-        desc=f"{settings.model} {loss_cfg.describe()} seed {seed}",
+        desc=what,
         unit="epoch",
         disable=None if progress and dist.is_main else True,
         leave=False,
@@ -370,6 +371,12 @@ def train_run(
         )
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record.train_loss:.4f}", acc=f"{100 * acc:.2f}%")
+        if progress and dist.is_main and bar.disable:  # no terminal (nohup, a batch scheduler): a line per epoch
+            print(
+                f"{what}: epoch {epoch}/{settings.epochs}, loss {record.train_loss:.4f}, test accuracy "
+                f"{100 * acc:.2f}%, {seconds:.1f} s",
+                flush=True,
+            )
         if main:
             save_atomic(
                 {
