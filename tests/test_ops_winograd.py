@@ -1,6 +1,11 @@
 """CPU 3x3 convolutions by Winograd (F(2x2, 3x3), F(4x4, 3x3)) and im2col: F.conv2d and torch.nn.grad.conv2d_weight
 are the oracles."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -8,6 +13,7 @@ from torch_utils.ops import conv2d_gradfix, conv2d_winograd
 from torch_utils.ops.conv2d_winograd import F2, F4, run_program
 from training.networks import Discriminator, Generator
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 TILINGS = [F2, F4]
 
 SHAPES = [  # (N, C, K, H, W)
@@ -500,3 +506,13 @@ def test_gradfix_stride2_transpose_and_downsampling_input_gradient_use_it(monkey
 def test_transpose_route_is_taken_only_where_it_beats_onednn(channels, size, expect):
     x, w = torch.empty(1, channels, size, size), torch.empty(channels, channels, 3, 3)
     assert conv2d_winograd.transpose_route(x, w, None, (2, 2), (1, 1), 1) == expect
+
+
+@pytest.mark.parametrize("value, expect", [(None, "True"), ("off", "False"), ("on", "True")])
+def test_the_environment_switch_turns_every_route_off(value, expect):
+    env = {k: v for k, v in os.environ.items() if k != conv2d_winograd.SWITCH_ENV}
+    if value is not None:
+        env[conv2d_winograd.SWITCH_ENV] = value
+    code = "from torch_utils.ops import conv2d_winograd; print(conv2d_winograd.enabled)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == expect

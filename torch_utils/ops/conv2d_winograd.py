@@ -29,6 +29,9 @@ the measured float32 error is 0.02-0.4% of the bound, with AVX2 and AVX-512 kern
 largest output: F(2x2, 3x3) ~5e-7, F(4x4, 3x3) ~1e-5; oneDNN's direct kernel 2.4e-6 under AVX2 and 2.5e-7 under
 AVX-512, which is why a test calibrated against it passed on one CPU kind only).
 
+`RLO_CPU_WINOGRAD=off` in the environment turns every route here off (oneDNN everywhere), for an A/B check or a CPU
+whose kernels the cost rules were not measured on.
+
 The transforms move C x pixels x 4 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
 only when the tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
 with glibc's defaults the forward measured no faster than oneDNN's). `pays`, `forward_pays` and `transpose_pays`
@@ -48,13 +51,15 @@ quiet machine but 1.0-1.3x slower at 17-33 px under load; at <= 9 px it won in e
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-enabled = True  # False: conv2d_gradfix always uses oneDNN (F.conv2d, conv2d_weight): A/B benchmarks, debugging
+SWITCH_ENV = "RLO_CPU_WINOGRAD"  # "off": every CPU convolution stays with oneDNN (A/B checks, debugging, a new CPU)
+enabled = os.environ.get(SWITCH_ENV, "on") != "off"  # False: conv2d_gradfix always uses oneDNN
 force = False  # True: every geometry this module computes takes its route, paying or not (tests of the routes)
 
 Step = tuple[str, str, "str | None", float]  # (dst, a, b, alpha): dst = a + alpha * b, or alpha * a if b is None
