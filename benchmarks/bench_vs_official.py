@@ -5,14 +5,18 @@ strict=True) and the same inputs. Reps are interleaved A/B (order alternating AB
 processes hits both sides alike; the figure of merit is the per-rep ratio ours/official, printed as median
 with min/max, in wall time and in process CPU time (steadier on a shared machine).
 
+    python3 -m pip install -e ".[bench]"   # requests and psutil, which the official code imports
     python benchmarks/bench_vs_official.py --official=/path/to/stylegan2-ada-pytorch
     python benchmarks/bench_vs_official.py --official=... --parts=G,iter --reps=5 --json=out.json
     python benchmarks/bench_vs_official.py --official=... --profile --parts=iter   # top ops of each side
 
 Parts: G = G fwd+bwd of mean(img^2); D = D fwd+bwd of softplus(D(img)); iter = one training iteration,
 i.e. the phases Gmain + Dmain + Dreg of each side's StyleGAN2Loss (R1 gamma 0.01, no path length, no style
-mixing, as --cfg=cifar), each with its module's requires_grad switched on as the training loops do, without the
-optimizer steps. The official code runs its reference ops (no CUDA on CPU), i.e. exactly what it does on CPU.
+mixing, as --cfg=cifar), each with its module's requires_grad switched on as the training loops do, and each
+ended as its own training loop ends a phase: the official one cleans every gradient with its misc.nan_to_num,
+ours gathers them for its non-finite check; then an Adam step (lr 0.0025, betas (0.0, 0.99), one optimizer per
+network as both loops keep). Not in it: data loading, G_ema, statistics and snapshots. The official code runs
+its reference ops (no CUDA on CPU), i.e. exactly what it does on CPU.
 
 Host memory: by default both sides run with freed host memory kept (torch_utils/host_memory.py, what our train.py
 does on CPU); --host-memory=system keeps glibc's defaults, under which every 32 MiB activation is page-faulted in
@@ -41,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
-from torch_utils import host_memory  # noqa: E402
+from torch_utils import distributed, host_memory  # noqa: E402
 from training import loss as our_loss  # noqa: E402
 from training import networks as our_networks  # noqa: E402
 from training.options import LossOptions  # noqa: E402
@@ -141,10 +145,21 @@ def cifar_kwargs(batch: int) -> tuple[dict, dict]:
 class Side:
     """One code base: its G and D (same weights as the other side) and its loss object."""
 
-    def __init__(self, name: str, G: torch.nn.Module, D: torch.nn.Module, make_loss: Callable, accumulate: Callable):
+    def __init__(
+        self,
+        name: str,
+        G: torch.nn.Module,
+        D: torch.nn.Module,
+        make_loss: Callable,
+        accumulate: Callable,
+        end_phase: Callable[[torch.nn.Module, object], None],
+    ):
         self.name, self.G, self.D = name, G, D
         self.loss = make_loss(G, D)
         self._accumulate = accumulate
+        self._end_phase = end_phase  # (module, loss): the loop's work between the gradients and the step
+        adam = dict(lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
+        self.opts = {id(G): torch.optim.Adam(G.parameters(), **adam), id(D): torch.optim.Adam(D.parameters(), **adam)}
 
     def g_step(self, z: torch.Tensor, c: torch.Tensor) -> None:
         self.G.requires_grad_(True)
@@ -158,11 +173,29 @@ class Side:
 
     def iteration(self, real: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> None:
         for phase, module, gain in (("Gmain", self.G, 1.0), ("Dmain", self.D, 1.0), ("Dreg", self.D, 16.0)):
+            opt = self.opts[id(module)]
+            opt.zero_grad(set_to_none=True)
             module.requires_grad_(True)
             self._accumulate(self.loss, phase, real, c, z, c, gain)
             module.requires_grad_(False)
-        self.G.zero_grad(set_to_none=True)
-        self.D.zero_grad(set_to_none=True)
+            self._end_phase(module, self.loss)
+            opt.step()
+
+
+def official_clean_gradients(official: types.SimpleNamespace, module: torch.nn.Module) -> None:
+    """What the official training loop does to every gradient before the step (its misc.nan_to_num)."""
+    nan_to_num = official.modules["torch_utils.misc"].nan_to_num
+    for param in module.parameters():
+        if param.grad is not None:
+            nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+
+
+def our_check_gradients(module: torch.nn.Module, loss: object) -> None:
+    """What our training loop does before the step: gather the gradients (and the loss's non-finite count) into one
+    flat tensor (averaged across processes) and check it is finite."""
+    flat = distributed.average_gradients(module.parameters(), extra=loss.nonfinite)
+    if float(flat[-1]) != 0 or not bool(torch.isfinite(flat[:-1]).all()):
+        raise SystemExit(f"non-finite gradients in {type(module).__name__}: the benchmark's inputs are broken")
 
 
 def build_sides(official: types.SimpleNamespace, batch: int) -> tuple[Side, Side]:
@@ -187,6 +220,7 @@ def build_sides(official: types.SimpleNamespace, batch: int) -> tuple[Side, Side
         lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(
             phase, real, rc, z, gc, sync=True, gain=gain
         ),
+        lambda module, loss: official_clean_gradients(official, module),
     )
     opts = LossOptions(adversarial=rlo.LossConfig("ce"), r1_gamma=0.01, style_mixing_prob=0, pl_weight=0)
     our = Side(
@@ -197,6 +231,7 @@ def build_sides(official: types.SimpleNamespace, batch: int) -> tuple[Side, Side
         lambda loss, phase, real, rc, z, gc, gain: loss.accumulate_gradients(
             phase, real, rc, z, gc, gain=gain, cur_nimg=0
         ),
+        our_check_gradients,
     )
     return our, off
 
