@@ -24,6 +24,13 @@ from rlo.registry import LOSS_NAMES  # noqa: F401  (re-exported: the live list o
 ROOTED_NAME_OF_FORM = {"eq4": "rlo", "eq9": "rlo-eq9"}
 
 
+def rooted_member(form: str) -> str:
+    """The member that computes a rooted form: 'eq4' -> 'rlo', 'eq9' -> 'rlo-eq9'."""
+    if form not in ROOTED_NAME_OF_FORM:
+        raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
+    return ROOTED_NAME_OF_FORM[form]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LossConfig:
     """A member of the loss family and its parameters: ``k``/``m`` for the rooted losses, ``gamma``/``alpha`` for
@@ -264,10 +271,8 @@ class RootedLoss(FamilyLoss):
         ignore_index: int = RF.IGNORE_INDEX,
         label_smoothing: float = 0.0,
     ):
-        if form not in ROOTED_NAME_OF_FORM:
-            raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
         super().__init__(
-            LossConfig(name=ROOTED_NAME_OF_FORM[form], k=k, m=m),
+            LossConfig(name=rooted_member(form), k=k, m=m),
             reduction,
             weight=weight,
             ignore_index=ignore_index,
@@ -290,16 +295,21 @@ class RootedBCEWithLogitsLoss(nn.Module):
         pos_weight: torch.Tensor | None = None,
     ):
         super().__init__()
-        if form not in ROOTED_NAME_OF_FORM:
-            raise ValueError(f"form must be one of {tuple(ROOTED_NAME_OF_FORM)}, got form={form!r}")
-        self.k, self.m = float(RF.check_k(k, allow_tensor=False)), m
-        RF.resolve_m(self.k, m, allow_tensor=False)
+        self.cfg = LossConfig(name=rooted_member(form), k=k, m=m)  # k and m checked once, as every member's
         self.form = form
         if reduction not in RF.REDUCTIONS:
             raise ValueError(f"reduction must be one of {RF.REDUCTIONS}, got reduction={reduction!r}")
         self.reduction = reduction
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
+
+    @property
+    def k(self) -> float:
+        return self.cfg.k
+
+    @property
+    def m(self) -> float:
+        return self.cfg.k if self.cfg.m is None else self.cfg.m
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return RF.rooted_binary_cross_entropy_with_logits(
@@ -314,8 +324,7 @@ class RootedBCEWithLogitsLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        m = self.k if self.m is None else self.m
-        return f"{ROOTED_NAME_OF_FORM[self.form]!r}, k={self.k!r}, m={float(m)!r}, reduction={self.reduction!r}"
+        return f"{self.cfg.name!r}, k={self.k!r}, m={self.m!r}, reduction={self.reduction!r}"
 
 
 def get_loss(
