@@ -127,7 +127,7 @@ def default_metric(digits: bool, quick: bool, detector_dir: str | None = None) -
     if digits:
         return "fdd2k_full", "the offline digits metric of the embedded digits"
     if quick:
-        return OFFLINE_DEFAULT, "the quick offline metric, no detector file needed (FID on a CPU takes hours)"
+        return OFFLINE_DEFAULT, "the quick offline metric: no detector file, and FID on a CPU takes hours"
     try:
         detectors.locate_detector("inception", detector_dir)
     except detectors.DetectorNotFoundError:

