@@ -18,6 +18,16 @@ ours gathers them for its non-finite check; then an Adam step (lr 0.0025, betas 
 network as both loops keep). Not in it: data loading, G_ema, statistics and snapshots. The official code runs
 its reference ops (no CUDA on CPU), i.e. exactly what it does on CPU.
 
+Whole ticks (`--parts=tick`): each side's own train.py loop in its own process, `--cfg=cifar --fp32 --aug=noaug
+--batch=B` on the same dataset zip (the embedded digits at 32x32, written by our dataset_tool.py), one DataLoader
+worker each (the official train.py refuses 0), as many threads as CPUs (what our train.py sets on a CPU), the same
+`--host-memory` setting in both (the official process gets glibc's equivalent by environment), pairs interleaved
+A/B. The official loop runs unmodified through benchmarks/official_train_cpu.py, which only lets it
+start on a CPU. The time is the sum of the `sec/tick` lines after tick 0 (tick 0 is one batch, then warm-up), so it
+holds everything a loop does between ticks: data loading, all phases and their optimizer steps, the lazy
+regularizers (a tick of 0.256 kimg is 16 batches, one Dreg), G_ema, statistics and the non-finite checks, but
+not process start, network construction and snapshots.
+
 Host memory: by default both sides run with freed host memory kept (torch_utils/host_memory.py, what our train.py
 does on CPU); --host-memory=system keeps glibc's defaults, under which every 32 MiB activation is page-faulted in
 again each time it is made. That costs the official code more than ours (it makes more temporaries), so the ratio
@@ -30,8 +40,11 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -108,8 +121,6 @@ def official_modules(official: types.SimpleNamespace) -> Iterator[None]:
 def official_commit(root: Path) -> str:
     head = root / ".git"
     try:
-        import subprocess
-
         return subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -271,6 +282,98 @@ def run_part(side: Side, part: str, inputs: dict[str, torch.Tensor]) -> None:
         side.iteration(inputs["img"], inputs["c"], inputs["z"])
 
 
+TICK_LINE = re.compile(r"^tick\s+(\d+)\s.*?sec/tick\s+([0-9.]+)", re.MULTILINE)
+
+
+def make_digits_zip(folder: str) -> str:
+    """The embedded digits at 32x32 as a dataset zip both train.pys read."""
+    path = os.path.join(folder, "digits32.zip")
+    command = [sys.executable, str(REPO / "dataset_tool.py"), "--source=sklearn:digits", f"--dest={path}"]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return path
+
+
+def tick_commands(official: Path, data: str, outdir: str, batch: int, tick: float, ticks: int) -> dict[str, list]:
+    """Each side's training command for `ticks` whole ticks after tick 0, with the same options."""
+    kimg = tick * ticks + batch / 1000  # tick 0 ends after one batch; the run then ends with the last whole tick
+    ours = [
+        str(REPO / "train.py"),
+        f"--outdir={outdir}/ours",
+        f"--data={data}",
+        "--cfg=cifar",
+        "--fp32=1",
+        "--aug=noaug",
+        f"--batch={batch}",
+        "--workers=1",
+        "--metrics=none",
+        f"--kimg={kimg}",
+        f"--tick={tick}",
+        "--snap=1000000",
+    ]
+    off = [
+        str(REPO / "benchmarks" / "official_train_cpu.py"),
+        f"--official={official}",
+        f"--outdir={outdir}/official",
+        f"--data={data}",
+        "--cfg=cifar",
+        "--aug=noaug",
+        f"--batch={batch}",
+        "--workers=1",
+        f"--tick={tick}",
+        f"--ticks={ticks}",
+    ]
+    return {"ours": [sys.executable, *ours], "official": [sys.executable, *off]}
+
+
+def tick_environment(side: str, host_memory_mode: str) -> dict[str, str]:
+    """The environment of one side's process: freed host memory kept in both (our train.py's own setting, and the
+    same glibc settings by environment for the official one), or glibc's defaults in both."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")}
+    if host_memory_mode == "system":
+        env[host_memory.ENV] = "0"
+    elif side == "official":
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
+    return env
+
+
+def run_ticks(command: list, ticks: int, env: dict[str, str]) -> dict[str, float]:
+    """Run one training process; the sum of its sec/tick over ticks 1..ticks, and the process's wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    seconds = {int(n): float(sec) for n, sec in TICK_LINE.findall(proc.stdout)}
+    missing = [n for n in range(1, ticks + 1) if n not in seconds]
+    if missing:
+        raise SystemExit(f"{' '.join(command)}: no tick line for tick(s) {missing}; its output:\n{proc.stdout[-3000:]}")
+    return dict(ticks_s=sum(seconds[n] for n in range(1, ticks + 1)), process_s=wall)
+
+
+def time_ticks(official: Path, batch: int, tick: float, ticks: int, reps: int, host_memory_mode: str) -> dict:
+    """`reps` interleaved pairs of whole train.py runs; the per-pair ratio ours/official of the timed ticks."""
+    with tempfile.TemporaryDirectory(prefix="bench-ticks-") as folder:
+        data = make_digits_zip(folder)
+        times: dict[str, list[dict[str, float]]] = {"ours": [], "official": []}
+        for rep in range(reps):
+            commands = tick_commands(official, data, f"{folder}/rep{rep}", batch, tick, ticks)
+            for name in ("ours", "official") if rep % 2 == 0 else ("official", "ours"):
+                times[name].append(run_ticks(commands[name], ticks, tick_environment(name, host_memory_mode)))
+                print(f"  tick pair {rep + 1}/{reps} {name}: {times[name][-1]['ticks_s']:.1f} s", flush=True)
+    ours = [t["ticks_s"] for t in times["ours"]]
+    off = [t["ticks_s"] for t in times["official"]]
+    return dict(
+        tick_kimg=tick,
+        ticks=ticks,
+        command_ours=" ".join(["train.py", *commands["ours"][2:]]).replace(folder, "TMP"),
+        command_official=" ".join(["official_train_cpu.py", *commands["official"][2:]]).replace(folder, "TMP"),
+        ours_wall_s=spread(ours),
+        official_wall_s=spread(off),
+        ratio_wall=spread([a / b for a, b in zip(ours, off)]),
+        raw=times,
+    )
+
+
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
     start, start_cpu = time.perf_counter(), time.process_time()
     fn()
@@ -309,8 +412,14 @@ def threads(n: int) -> Iterator[None]:
 @click.command(help=verbatim(__doc__))
 @click.option("--official", required=True, help="path of a NVlabs/stylegan2-ada-pytorch checkout")
 @click.option(
-    "--parts", type=CommaList(choices=["G", "D", "iter"]), default="G,D,iter", show_default=True, help="comma-separated"
+    "--parts",
+    type=CommaList(choices=["G", "D", "iter", "tick"]),
+    default="G,D,iter,tick",
+    show_default=True,
+    help="comma-separated",
 )
+@click.option("--tick-kimg", type=float, default=0.256, show_default=True, help="tick length of --parts=tick")
+@click.option("--ticks", type=click.IntRange(min=1), default=1, show_default=True, help="timed ticks per run")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
     "--reps",
@@ -367,7 +476,7 @@ def main(**kwargs) -> None:
         )
         inputs = make_inputs(args.batch, seed=2)
         result["parts"] = {}
-        for part in args.parts:
+        for part in [p for p in args.parts if p != "tick"]:
             for side in (our, off):  # warm-up: allocator, oneDNN primitive caches
                 run_part(side, part, inputs)
             times: dict[str, dict[str, list[float]]] = {s.name: dict(wall=[], cpu=[]) for s in (our, off)}
@@ -409,6 +518,17 @@ def main(**kwargs) -> None:
                             f"    {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  {row['calls']:5d}x  {row['op']}"
                         )
                 print()
+    if "tick" in args.parts:
+        print(f"whole ticks: {args.reps} interleaved pairs, {args.ticks} tick(s) of {args.tick_kimg} kimg per run")
+        entry = time_ticks(official.root, args.batch, args.tick_kimg, args.ticks, args.reps, args.host_memory)
+        result["parts"]["tick"] = entry
+        rw = entry["ratio_wall"]
+        print(
+            f"tick: ours {entry['ours_wall_s']['median']:7.1f} s, official {entry['official_wall_s']['median']:7.1f} s "
+            f"(medians) | ours/official {rw['median']:.3f} [{rw['min']:.3f}, {rw['max']:.3f}]  (load average "
+            f"{os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
     result["config"]["load_average_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
