@@ -178,6 +178,8 @@ def score_snapshot(
         except metric_main.MetricDatasetError as err:
             raise click.ClickException(f"--metrics={metric}: {err}") from None
     run_dir = os.path.dirname(os.path.abspath(snapshot)) if os.path.isfile(snapshot) else None
+    if run_dir is not None and not os.access(run_dir, os.W_OK):
+        print(f"note: {run_dir} is not writable: the results are printed, not appended to metric-*.jsonl")
     args = dict(
         G=G.eval().requires_grad_(False).cpu(),
         metrics=metrics,

@@ -51,13 +51,12 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
-import generate
 import projector
 import train
 from dnnlib.cli import POSITIVE
 from metrics import detectors, metric_main, study_report
 from torch_utils import distributed
-from training import checkpoint
+from training import checkpoint, sampling
 from training import study as study_lib
 from training.dataset import open_dataset
 from training.image_grid import save_png
@@ -543,7 +542,7 @@ def sample_section(results: study_report.StudyResults, folder: str, num: int = S
             if last is None:
                 continue
             G = checkpoint.load_network(last.snapshot, device=device)["G_ema"]
-            rows.append(generate.generate_images(G, list(range(num)), 1.0, 0 if G.c_dim else None, "const", device))
+            rows.append(sampling.generate_images(G, list(range(num)), 1.0, 0 if G.c_dim else None, "const", device))
             labels.append(f"{variant} {last.kimg:g} kimg" + ("" if run.finished else " (unfinished)"))
         if rows:
             name = f"samples_seed{seed}.png"

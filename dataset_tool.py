@@ -10,6 +10,7 @@ from sub-folder names).
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import os
@@ -17,11 +18,13 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 
 import click
 import PIL.Image
 from tqdm import tqdm
 
+from rlo import files
 from training.dataset import IMAGE_READ_ERRORS, DatasetError, describe_image_error
 from training.dataset_sources import LABEL_SOURCES, ImageSource, open_source
 from training.image_convert import (
@@ -36,6 +39,7 @@ from training.image_convert import (
     target_mode_for,
     to_mode,
 )
+from training.output_folder import missing_folders
 
 NOTE_EXAMPLES = 3  # file names shown in a note about skipped or upscaled files
 
@@ -65,48 +69,75 @@ class ArchiveWriter:
         self.dest = dest
         self.is_zip = dest.lower().endswith(".zip")
         parent = os.path.dirname(os.path.abspath(dest))
-        os.makedirs(parent, exist_ok=True)
+        self.created = missing_folders(parent)  # removed again when the conversion fails
+        self.existed = os.path.lexists(dest)
         prefix = f".{os.path.basename(dest)}."
-        if self.is_zip:
-            if os.path.isdir(dest):
-                raise DatasetError(f"--dest {dest}: is a folder, cannot write a zip there")
-            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
-            os.close(fd)
-            self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
-        else:
-            if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
-                raise DatasetError(
-                    f"--dest {dest}: already exists and is not an empty folder; remove it or choose another --dest"
-                )
-            self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
+        if self.is_zip and os.path.isdir(dest):
+            raise DatasetError(f"--dest {dest}: is a folder, cannot write a zip there")
+        if not self.is_zip and os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+            raise DatasetError(
+                f"--dest {dest}: already exists and is not an empty folder; remove it or choose another --dest"
+            )
+        self.tmp = None
+        with self._writing():
+            os.makedirs(parent, exist_ok=True)
+            if self.is_zip:
+                fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
+                os.close(fd)
+                self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
+            else:
+                self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (full disk, read-only folder) as one DatasetError line; the partial output removed."""
+        try:
+            yield
+        except OSError as err:
+            self.abort()
+            reason = files.write_error(err, self.dest, os.path.dirname(os.path.abspath(self.dest)), None, self.existed)
+            raise DatasetError(f"--dest: {reason}") from None
 
     def write(self, fname: str, data: bytes) -> None:
-        if self.is_zip:
-            self.zip.writestr(fname, data)
-        else:
-            path = os.path.join(self.tmp, fname)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as file:
-                file.write(data)
+        with self._writing():
+            if self.is_zip:
+                self.zip.writestr(fname, data)
+            else:
+                path = os.path.join(self.tmp, fname)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as file:
+                    file.write(data)
 
     def commit(self) -> None:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(self.tmp, (0o666 if self.is_zip else 0o777) & ~umask)  # mkstemp/mkdtemp made it private
-        if self.is_zip:
-            self.zip.close()
-            os.replace(self.tmp, self.dest)
-        else:
-            if os.path.isdir(self.dest):
-                os.rmdir(self.dest)  # empty (checked in __init__)
-            os.replace(self.tmp, self.dest)
+        with self._writing():
+            os.chmod(self.tmp, (0o666 if self.is_zip else 0o777) & ~umask)  # mkstemp/mkdtemp made it private
+            if self.is_zip:
+                self.zip.close()
+                os.replace(self.tmp, self.dest)
+            else:
+                if os.path.isdir(self.dest):
+                    os.rmdir(self.dest)  # empty (checked in __init__)
+                os.replace(self.tmp, self.dest)
+        self.tmp = self.created = None
 
     def abort(self) -> None:
-        if self.is_zip:
-            self.zip.close()
-            os.remove(self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        """Remove the temporary output and the folders made for it; safe to call more than once."""
+        if self.is_zip and getattr(self, "zip", None) is not None:
+            with contextlib.suppress(OSError):  # closing writes the directory, which a full disk refuses too
+                self.zip.close()
+            self.zip = None
+        if self.tmp is not None:
+            if self.is_zip:
+                with contextlib.suppress(OSError):
+                    os.remove(self.tmp)
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        for folder in self.created or []:  # deepest first; only if still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _examples(names: list[str]) -> str:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from dnnlib.cli import FiniteFloat
-from generate import NOISE_MODES, class_label, parse_range
 from training import checkpoint
 from training.image_grid import save_png
+from training.output_folder import OutputError, staged_output
+from training.sampling import NOISE_MODES, class_label, finite_uint8, parse_range
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -42,11 +43,6 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if not values:
         raise click.BadParameter("empty")
     return values
-
-
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[1, C, H, W] in [-1, 1] -> uint8 [H, W, C], as generate.py rounds."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()[0]
 
 
 @torch.no_grad()
@@ -73,7 +69,7 @@ def style_mix(
 
     def synthesize(w: torch.Tensor, noise_seed: int) -> np.ndarray:
         torch.manual_seed(noise_seed)
-        return _to_uint8(G.synthesis(w, noise_mode=noise_mode))
+        return finite_uint8(G.synthesis(w, noise_mode=noise_mode), f"--trunc={truncation_psi:g}")[0]
 
     images = {(seed, seed): synthesize(w, seed) for seed, w in ws.items()}
     for row in row_seeds:
@@ -139,7 +135,7 @@ def main(
     outdir: str,
 ) -> None:
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    print(f'Loading networks from "{network_path}"...')
+    print(f'Loading networks from "{network_path}"...', flush=True)
     try:
         G = checkpoint.load_network(network_path, device=device)["G_ema"]
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
@@ -147,13 +143,25 @@ def main(
     if G is None:
         raise click.BadParameter(f"{network_path} holds no G_ema", param_hint="--network")
     try:
-        images = style_mix(G, row_seeds, col_seeds, col_styles, truncation_psi, noise_mode, class_idx, device)
+        class_label(G, class_idx, device)
     except ValueError as err:
-        raise click.BadParameter(f"{','.join(map(str, col_styles))}: {err}", param_hint="--styles") from None
-    os.makedirs(outdir, exist_ok=True)
-    for (row, col), image in images.items():
-        save_png(os.path.join(outdir, f"{row}-{col}.png"), image)
-    save_png(os.path.join(outdir, "grid.png"), mixing_grid(images, row_seeds, col_seeds))
+        raise click.UsageError(str(err)) from None
+    bad = [layer for layer in col_styles if not 0 <= layer < G.num_ws]
+    if bad:
+        raise click.BadParameter(
+            f"layer {bad[0]} is outside 0..{G.num_ws - 1} of this network (num_ws = {G.num_ws})", param_hint="--styles"
+        )
+    try:
+        images = style_mix(G, row_seeds, col_seeds, col_styles, truncation_psi, noise_mode, class_idx, device)
+    except ValueError as err:  # non-finite images
+        raise click.BadParameter(str(err), param_hint="--trunc") from None
+    try:
+        with staged_output(outdir) as place:
+            for (row, col), image in images.items():
+                save_png(place(f"{row}-{col}.png"), image)
+            save_png(place("grid.png"), mixing_grid(images, row_seeds, col_seeds))
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     print(f"Wrote {len(images)} images and {os.path.join(outdir, 'grid.png')}")
 
 

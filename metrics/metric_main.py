@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping
 
@@ -273,7 +274,14 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     jsonl_line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
     print(jsonl_line, flush=True)
     if run_dir is not None and os.path.isdir(run_dir):
-        # One write of one whole line in append mode: concurrent writers cannot interleave partial lines.
-        with open(os.path.join(run_dir, f"metric-{metric}.jsonl"), "a") as file:
-            file.write(jsonl_line + "\n")
+        path = os.path.join(run_dir, f"metric-{metric}.jsonl")
+        try:  # one write of one whole line in append mode: concurrent writers cannot interleave partial lines
+            with open(path, "a") as file:
+                file.write(jsonl_line + "\n")
+        except OSError as err:  # a read-only or full folder loses the record, not the result printed above
+            print(
+                f"warning: could not append to {path} ({err.strerror or err}); the result is the line above",
+                file=sys.stderr,
+                flush=True,
+            )
     return jsonl_line

@@ -26,7 +26,7 @@ class FileWriteError(ValueError):
     one line naming the file and saying whether its previous content is intact."""
 
 
-def _oserror_in(exc: BaseException) -> OSError | None:
+def oserror_in(exc: BaseException) -> OSError | None:
     """The OSError behind `exc` (torch.save reports a failed write as a RuntimeError whose context is it)."""
     for _ in range(8):
         if isinstance(exc, OSError):
@@ -45,13 +45,13 @@ def _free_bytes(directory: str) -> int | None:
     return stat.f_bavail * stat.f_frsize
 
 
-def _write_error(
+def write_error(
     exc: BaseException, path: str, directory: str, size_hint: int | None, existed: bool
 ) -> FileWriteError | None:
     """A one-line FileWriteError for a failed write, or None when `exc` is not about writing (re-raised as is)."""
     if isinstance(exc, FileWriteError) or not isinstance(exc, (OSError, RuntimeError)):
         return None
-    cause = _oserror_in(exc)
+    cause = oserror_in(exc)
     intact = f"the previous {os.path.basename(path)} is intact" if existed else "nothing was written"
     needed = f" (needed ~{max(size_hint / 2**20, 1):.0f} MB)" if size_hint else ""
     full = cause is not None and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -122,7 +122,7 @@ def atomic_write(
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise _write_error(exc, path, directory, size_hint, existed) from None
+        raise write_error(exc, path, directory, size_hint, existed) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -138,7 +138,7 @@ def atomic_write(
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        error = _write_error(exc, path, directory, size_hint, existed)
+        error = write_error(exc, path, directory, size_hint, existed)
         if error is None:
             raise
         raise error from None

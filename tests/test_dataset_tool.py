@@ -492,3 +492,34 @@ def test_a_member_that_inflates_beyond_any_image_is_refused_from_the_zip_directo
     result = CliRunner().invoke(dataset_tool.main, [f"--source={source}", f"--dest={tmp_path / 'out.zip'}"])
     assert result.exit_code != 0 and f"{source}:big.png: {len(png.getvalue()):,} bytes, more than" in result.output
     assert read == [] and not (tmp_path / "out.zip").exists() and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("dest_name", ["made/here/out.zip", "made/here/out"])
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_output(tmp_path, monkeypatch, dest_name):
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(4):
+        _save(source / f"{i}.png", np.full([8, 8, 3], 40 * i, dtype=np.uint8))
+    real_writestr, real_open, written = zipfile.ZipFile.writestr, open, []
+
+    def full_after_two(count):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(count)
+
+    def writestr(self, name, data, *args, **kwargs):
+        full_after_two(name)
+        return real_writestr(self, name, data, *args, **kwargs)
+
+    def open_for_png(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".png"):
+            full_after_two(path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+    monkeypatch.setattr("builtins.open", open_for_png)
+    result = CliRunner().invoke(dataset_tool.main, [f"--source={source}", f"--dest={tmp_path / dest_name}"])
+    assert result.exit_code == 1, result.output
+    assert "Error: --dest: no space left on device while writing" in result.output
+    assert "nothing was written" in result.output and "Traceback" not in result.output
+    assert len(written) == 2 and not (tmp_path / "made").exists()

@@ -1,5 +1,6 @@
 """generate.py reproduces the images official StyleGAN2-ADA's generate.py makes from the same weights and seeds."""
 
+import errno
 import importlib.util
 import pathlib
 
@@ -10,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import shared_path
 
-from training import checkpoint
+from training import checkpoint, sampling
 from training.networks import Generator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_grid_pads_to_full_rows_of_eight(generate, tmp_path):
 
 @pytest.mark.parametrize("text, want", [("0-3", [0, 1, 2, 3]), ("5", [5]), ("1,4-5,2", [1, 4, 5, 2])])
 def test_seed_ranges(generate, text, want):
-    assert generate.parse_range(text) == want
+    assert sampling.parse_range(text) == want
 
 
 @pytest.mark.parametrize(
@@ -162,3 +163,21 @@ def test_projected_w_renders_the_ws_like_the_synthesis_network(generate, tmp_pat
         out = tmp_path / "bad_out"
         result = run(generate, [f"--network={network}", f"--projected-w={tmp_path / 'bad.npz'}", f"--outdir={out}"])
         assert result.exit_code == 2 and message in result.output and not out.exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_images(generate, official_snapshot, tmp_path, monkeypatch):
+    real_save_png, saved = generate.save_png, []
+
+    def save_png(path, image):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save_png(path, image)
+        saved.append(path)
+
+    monkeypatch.setattr(generate, "save_png", save_png)
+    result = CliRunner().invoke(
+        generate.main, [f"--network={official_snapshot}", "--seeds=0-3", f"--outdir={tmp_path / 'out'}"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Error: no space left on device while writing" in result.output and "Traceback" not in result.output
+    assert len(saved) == 2 and not (tmp_path / "out").exists()

@@ -1,7 +1,9 @@
 """style_mixing.py: the official options and outputs; its unmixed images are generate.py's images of the same seed."""
 
+import errno
 import importlib.util
 import sys
+import tempfile
 
 import numpy as np
 import PIL.Image
@@ -180,4 +182,23 @@ def test_bad_seed_or_layer_lists_are_named(scripts, network, tmp_path, args, mes
         style_mixing.main, [f"--network={network}", "--rows=1", "--cols=2", f"--outdir={tmp_path / 'out'}", *args]
     )
     assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_read_only_folder_is_one_line_and_makes_nothing(scripts, network, tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    result = CliRunner().invoke(
+        scripts[0].main, ["--network", str(network), "--rows=1", "--cols=2", "--outdir", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith("read-only file system; nothing was written")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_absurd_truncation_is_refused_not_written_black(scripts, network, tmp_path):
+    result = mix(scripts[0], network, tmp_path / "out", "--trunc=1e38")
+    assert result.exit_code == 2 and "non-finite images" in result.output
     assert not (tmp_path / "out").exists()

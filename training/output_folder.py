@@ -1,0 +1,73 @@
+"""All-or-nothing output of a command that writes several files into one folder (generate.py, style_mixing.py).
+
+The files are written into a hidden staging folder inside the output folder and renamed into place only after all
+of them were written. A full disk or a read-only folder therefore leaves the output folder as it was: no partial set
+of images beside older ones, and no empty folder made by the failed command. The failure is one OutputError line
+that names the folder and the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+
+from rlo import files
+
+
+class OutputError(Exception):
+    """A failed write into the output folder, as one line; nothing of this command's output is left behind."""
+
+
+def missing_folders(path: str) -> list[str]:
+    """The folders os.makedirs(path) would create, deepest first."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _one_line(exc: BaseException, outdir: str) -> OutputError | None:
+    cause = files.oserror_in(exc)
+    if cause is None:
+        return None
+    error = files.write_error(cause, outdir, outdir, None, existed=False)
+    return OutputError(str(error)) if error is not None else None
+
+
+@contextlib.contextmanager
+def staged_output(outdir: str) -> Iterator[Callable[[str], str]]:
+    """Yields `place(name)`: the path to write the output file `name` to. On leaving, every placed file appears in
+    `outdir` (replacing a file of that name); on an error none does, and the folders this made are removed."""
+    outdir = os.path.abspath(outdir)
+    created = missing_folders(outdir)
+    staging = None
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".staging-", dir=outdir)
+        names: list[str] = []
+
+        def place(name: str) -> str:
+            names.append(name)
+            return os.path.join(staging, name)
+
+        yield place
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(outdir, name))
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # deepest first; only folders that are still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        error = _one_line(exc, outdir)
+        if error is None:
+            raise
+        raise error from None
+    shutil.rmtree(staging, ignore_errors=True)
