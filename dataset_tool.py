@@ -3,7 +3,8 @@
 Same flags and output layout as StyleGAN2-ADA's dataset_tool.py. Differences: odd inputs (greyscale, RGBA,
 palette, 16-bit, non-square, mixed sizes, any format PIL reads) are converted with a message instead of rejected,
 upscaling and skipped non-image files are reported, and the output appears atomically (written under a temporary
-name, then renamed). Ours only: --transform=pad (whole image, black borders) and --labels=folders (class labels
+name, then renamed). Ours only: --transform=pad (whole image, --pad-colour borders), --background for transparency
+(shared with projector.py: training/image_convert.py states the rule) and --labels=folders (class labels
 from sub-folder names).
 """
 
@@ -24,17 +25,21 @@ import click
 import PIL.Image
 from tqdm import tqdm
 
+from dnnlib.cli import Parsed
 from rlo import files
 from training.dataset import IMAGE_READ_ERRORS, DatasetError, describe_image_error
 from training.dataset_sources import LABEL_SOURCES, ImageSource, open_source
 from training.image_convert import (
     DEFAULT_BACKGROUND,
+    DEFAULT_PAD_COLOUR,
     RESIZE_FILTERS,
     TRANSFORMS,
     center_crop_square,
     center_crop_wide,
+    describe_colour,
     describe_conversion,
     pad_square,
+    parse_colour,
     resize_to,
     target_mode_for,
     to_mode,
@@ -168,7 +173,13 @@ def upscaling_note(source: ImageSource, sizes: list[tuple[int, int]], sides: lis
 
 
 def plan_output(
-    source: ImageSource, count: int, resolution: tuple[int, int] | None, transform: str | None, echo=print
+    source: ImageSource,
+    count: int,
+    resolution: tuple[int, int] | None,
+    transform: str | None,
+    echo=print,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    pad_colour: tuple[int, int, int] = DEFAULT_PAD_COLOUR,
 ) -> tuple[str, int, int]:
     """(target mode, output width, output height) from the image headers; echoes what will be converted."""
     kinds = collections.Counter()
@@ -183,7 +194,7 @@ def plan_output(
         if what:
             echo(f"Converting {n} image(s): {what}.")
     if any(transparent for _, transparent in kinds):
-        echo(f"Transparent pixels are composited over background RGB{DEFAULT_BACKGROUND} (white).")
+        echo(f"Transparent pixels are composited over a {describe_colour(background)} background (--background).")
     non_square = sum(1 for width, height in sizes if width != height)
     if transform == "center-crop-wide":
         if resolution is None:
@@ -211,7 +222,10 @@ def plan_output(
             )
         return target, width, height
     if non_square and transform == "pad":
-        echo(f"Padding {non_square} non-square image(s) to squares with black borders (the whole image is kept).")
+        echo(
+            f"Padding {non_square} non-square image(s) to squares with {describe_colour(pad_colour)} borders "
+            "(--pad-colour; the whole image is kept)."
+        )
     elif non_square:
         echo(
             f"Center-cropping {non_square} non-square image(s) to squares, which cuts off their long sides (use "
@@ -246,14 +260,21 @@ def plan_output(
 
 
 def convert_image(
-    image: PIL.Image.Image, target: str, width: int, height: int, transform: str | None, resize_filter: str
+    image: PIL.Image.Image,
+    target: str,
+    width: int,
+    height: int,
+    transform: str | None,
+    resize_filter: str,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    pad_colour: tuple[int, int, int] = DEFAULT_PAD_COLOUR,
 ) -> PIL.Image.Image | None:
     """The output image (mode `target`, square), or None when center-crop-wide finds it too small."""
-    image = to_mode(image, target)
+    image = to_mode(image, target, background)
     if transform == "center-crop-wide":
-        return center_crop_wide(image, width, height, resize_filter)
+        return center_crop_wide(image, width, height, resize_filter, pad_colour)
     if transform == "pad":
-        return pad_square(image, width, resize_filter)
+        return pad_square(image, width, resize_filter, pad_colour)
     return resize_to(center_crop_square(image), width, resize_filter)
 
 
@@ -289,6 +310,8 @@ def convert_dataset(
     echo=print,
     progress: bool = True,
     labels: str = "json",
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    pad_colour: tuple[int, int, int] = DEFAULT_PAD_COLOUR,
 ) -> int:
     """Convert `source` into `dest`; returns the number of images written. Raises DatasetError on bad input.
 
@@ -312,7 +335,9 @@ def convert_dataset(
         for note in describe_labels(src, labels, source):
             echo(note)
         count = len(src) if max_images is None else min(len(src), max_images)
-        target, width, height = plan_output(src, count, parse_resolution(resolution), transform, echo)
+        target, width, height = plan_output(
+            src, count, parse_resolution(resolution), transform, echo, background, pad_colour
+        )
         writer = ArchiveWriter(dest)
         try:
             label_entries, written, skipped = [], 0, []
@@ -320,7 +345,9 @@ def convert_dataset(
                 with src.open(idx) as image:
                     try:
                         image.load()
-                        out = convert_image(image, target, width, height, transform, resize_filter)
+                        out = convert_image(
+                            image, target, width, height, transform, resize_filter, background, pad_colour
+                        )
                     except IMAGE_READ_ERRORS as err:
                         raise DatasetError(
                             f"{src.name(idx)}: cannot decode image: {describe_image_error(err)}; fix or remove the file"
@@ -388,8 +415,25 @@ def convert_dataset(
     default=None,
     help="center-crop: crop the centred square, then resize (non-square images get this anyway). "
     "pad: keep the whole image: resize its longer side to the resolution and pad the shorter one "
-    "with black borders (letterbox), for portrait/landscape photos. center-crop-wide: crop to the W:H "
-    "aspect, resize to WxH, letterbox on black to WxW (needs H < W; for landscape images).",
+    "with --pad-colour borders (letterbox), for portrait/landscape photos. center-crop-wide: crop to the W:H "
+    "aspect, resize to WxH, letterbox on --pad-colour to WxW (needs H < W; for landscape images).",
+)
+@click.option(
+    "--background",
+    type=Parsed(parse_colour, "colour"),
+    default="white",
+    show_default=True,
+    metavar="COLOUR",
+    help="What transparent pixels are composited over: white, black, grey, R,G,B or #rrggbb. Give "
+    "projector.py the same --background for targets.",
+)
+@click.option(
+    "--pad-colour",
+    type=Parsed(parse_colour, "colour"),
+    default="black",
+    show_default=True,
+    metavar="COLOUR",
+    help="The borders --transform=pad and center-crop-wide add (same forms as --background).",
 )
 @click.option(
     "--labels",
@@ -408,11 +452,12 @@ def convert_dataset(
     help="Resampling filter. It changes FID: compare runs only on data made with the same filter; use box "
     "to downscale FFHQ-like data the way the official downsampled sets were made.",
 )
-def main(source, dest, max_images, resolution, transform, labels, resize_filter):
+def main(source, dest, max_images, resolution, transform, background, pad_colour, labels, resize_filter):
     """Convert images into a StyleGAN2-ADA training set (PNGs in 00000/img00000000.png + dataset.json).
 
     Greyscale-only sources give 1-channel PNGs, anything else RGB. RGBA, grey+alpha and palette images with
-    transparency are composited over a white background; palettes are expanded; 16-bit images scaled to 8 bits.
+    transparency are composited over --background (white unless given); palettes are expanded; 16-bit images
+    are scaled to 8 bits.
 
     \b
     Examples:
@@ -432,6 +477,8 @@ def main(source, dest, max_images, resolution, transform, labels, resize_filter)
             max_images,
             echo=click.echo,
             labels=labels,
+            background=background,
+            pad_colour=pad_colour,
         )
     except DatasetError as err:
         raise click.ClickException(str(err)) from None

@@ -47,7 +47,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from dnnlib.cli import SEED_RANGE
+from dnnlib.cli import SEED_RANGE, Parsed
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
 from torch_utils.script_device import script_device
@@ -92,10 +92,13 @@ class ProjectionResult:
 # Target image.
 
 
-def load_target(path: str, resolution: int, channels: int) -> np.ndarray:
-    """Any PIL-readable image -> uint8 [resolution, resolution, channels] by dataset_tool.py's default rule
-    (training/image_convert.py): transparency composited over white, palettes expanded, 16-bit scaled, the centre
-    square, Lanczos resize. So a transparent sprite's background is the white its model trained on."""
+def load_target(
+    path: str, resolution: int, channels: int, background: tuple[int, int, int] = image_convert.DEFAULT_BACKGROUND
+) -> np.ndarray:
+    """Any PIL-readable image -> uint8 [resolution, resolution, channels] by dataset_tool.py's rule
+    (training/image_convert.py): transparency composited over `background` (--background, white as dataset_tool's
+    default), palettes expanded, 16-bit scaled, the centre square, Lanczos resize. So a transparent sprite's
+    background is the colour its model trained on."""
     if channels not in (1, 3):
         raise click.ClickException(f"the network makes {channels}-channel images; the projector handles 1 or 3")
     if not os.path.isfile(path):
@@ -104,9 +107,8 @@ def load_target(path: str, resolution: int, channels: int) -> np.ndarray:
         with PIL.Image.open(path) as image:
             image.load()
             if image_convert.has_alpha(image):
-                background = image_convert.DEFAULT_BACKGROUND
-                print(f"--target has transparency: composited over RGB{background}, as dataset_tool.py does")
-            image = image_convert.to_mode(image, "RGB" if channels == 3 else "L")
+                print(f"--target has transparency: composited over RGB{background} (--background, as in dataset_tool)")
+            image = image_convert.to_mode(image, "RGB" if channels == 3 else "L", background)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
         raise click.BadParameter(
             f"cannot read {path} as an image ({type(err).__name__}: {err})", param_hint="--target"
@@ -495,6 +497,14 @@ def _load_generator(path: str) -> torch.nn.Module:
     metavar="DIR",
     help="Folder with vgg16.pt (or vgg16-397923af.pth + vgg.pth); searched before $RLO_DETECTOR_DIR",
 )
+@click.option(
+    "--background",
+    type=Parsed(image_convert.parse_colour, "colour"),
+    default="white",
+    show_default=True,
+    metavar="COLOUR",
+    help="What a transparent --target is composited over (dataset_tool.py's --background of the training set)",
+)
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
 def main(
     network_paths: tuple[str, ...],
@@ -506,6 +516,7 @@ def main(
     class_idx: int | None,
     compare_cols: int | None,
     detector_dir: str | None,
+    background: tuple[int, int, int],
     device: str,
 ) -> None:
     torch_device = script_device(device)
@@ -527,7 +538,7 @@ def main(
                 else f"--class given, but {path} is unconditional",
                 param_hint="--class",
             )
-    target = load_target(target_path, resolution=shape[1], channels=shape[0])
+    target = load_target(target_path, resolution=shape[1], channels=shape[0], background=background)
     try:
         vgg16 = get_detector(
             "vgg16",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -84,6 +84,22 @@ class CommaList(click.ParamType):
             if unknown:
                 self.fail(f"{', '.join(unknown)} not in {', '.join(self.choices)}", param, ctx)
         return [self.item.convert(part, param, ctx) for part in parts]
+
+
+class Parsed(click.ParamType):
+    """A value read by `parse`, a function that raises ValueError naming what is wrong (shown as the flag's error).
+    Values already parsed (defaults given as such) pass through."""
+
+    def __init__(self, parse: Callable[[str], Any], name: str):
+        self.parse, self.name = parse, name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
 
 
 def verbatim(doc: str) -> str:

@@ -523,3 +523,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_output(tmp_path, monkey
     assert "Error: --dest: no space left on device while writing" in result.output
     assert "nothing was written" in result.output and "Traceback" not in result.output
     assert len(written) == 2 and not (tmp_path / "made").exists()
+
+
+# ---------------------------------------------------------------- one colour rule: --background and --pad-colour
+
+
+def test_a_transparent_tall_sprite_gets_the_chosen_background_and_pad_colour(tmp_path):
+    sprite = np.zeros((16, 8, 4), np.uint8)
+    sprite[4:12, 2:6] = (200, 10, 10, 255)  # an opaque red bar; the rest of the sprite fully transparent
+    _save(str(tmp_path / "src/a.png"), sprite, "RGBA")
+    result = CliRunner().invoke(
+        dataset_tool.main,
+        [
+            f"--source={tmp_path / 'src'}",
+            f"--dest={tmp_path / 'out.zip'}",
+            "--transform=pad",
+            "--background=0,0,255",
+            "--pad-colour=#00ff00",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "RGB(0, 0, 255) background (--background)" in result.output and "RGB(0, 255, 0) borders" in result.output
+    img = ImageFolderDataset(str(tmp_path / "out.zip"))[0][0].transpose(1, 2, 0)
+    assert (img[:, :4] == (0, 255, 0)).all() and (img[:, 12:] == (0, 255, 0)).all()  # the pad bars
+    assert (img[0, 4:12] == (0, 0, 255)).all()  # the sprite's transparent part
+    assert (img[4:12, 6:10] == (200, 10, 10)).all()
+
+
+def test_a_grey_pad_colour_is_its_luma_in_a_greyscale_set(tmp_path):
+    _save(str(tmp_path / "src/a.png"), np.full((8, 4), 90, np.uint8), "L")
+    _n, messages = _convert(tmp_path / "src", tmp_path / "out.zip", transform="pad", pad_colour=(255, 255, 255))
+    img = ImageFolderDataset(str(tmp_path / "out.zip"))[0][0][0]
+    assert (img[:, :2] == 255).all() and (img[:, 2:6] == 90).all() and "white borders" in messages
+
+
+@pytest.mark.parametrize(
+    "flag", ["--background=purple", "--pad-colour=1,2", "--background=0,0,256", "--pad-colour=#12"]
+)
+def test_an_unreadable_colour_is_refused_naming_the_flag_before_anything_is_written(tmp_path, flag):
+    _save(str(tmp_path / "src/a.png"), np.zeros((8, 8), np.uint8), "L")
+    result = CliRunner().invoke(
+        dataset_tool.main, [f"--source={tmp_path / 'src'}", f"--dest={tmp_path / 'o.zip'}", flag]
+    )
+    assert result.exit_code == 2 and flag.split("=")[0] in result.output and "is not a colour" in result.output
+    assert not (tmp_path / "o.zip").exists()

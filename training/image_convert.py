@@ -1,7 +1,12 @@
 """Turn arbitrary PIL images into the 8-bit L/RGB squares a training set holds (used by dataset_tool.py).
 
-Colour modes are converted, never rejected: transparency is composited over a solid background (white by
-default, documented in dataset_tool.py's --help), palettes are expanded, 16-bit greyscale is scaled to 8 bits.
+Colour modes are converted, never rejected: palettes are expanded, 16-bit greyscale is scaled to 8 bits.
+
+One rule for the colours a source does not give, shared by dataset_tool.py and projector.py: transparent pixels are
+composited over the background colour (`--background`, white by default), and the borders that --transform=pad
+and center-crop-wide add are the pad colour (`--pad-colour`, black by default, the official letterbox). A
+projector target is converted as dataset_tool.py converts a training image, so give it the --background the
+dataset was made with.
 """
 
 from __future__ import annotations
@@ -13,8 +18,40 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 RESIZE_FILTERS = {"box": PIL.Image.BOX, "lanczos": PIL.Image.LANCZOS}
 TRANSFORMS = ("center-crop", "center-crop-wide", "pad")
-DEFAULT_BACKGROUND = (255, 255, 255)
-PAD_COLOUR = 0  # --transform=pad borders: black, like center-crop-wide's letterbox
+COLOUR_NAMES = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+DEFAULT_BACKGROUND = COLOUR_NAMES["white"]
+DEFAULT_PAD_COLOUR = COLOUR_NAMES["black"]  # --transform=pad borders, like center-crop-wide's official letterbox
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """'white', 'black', 'grey', 'R,G,B' (0..255 each) or '#rrggbb' -> (R, G, B); ValueError naming the text."""
+    value = text.strip().lower()
+    if value in COLOUR_NAMES:
+        return COLOUR_NAMES[value]
+    try:
+        if value.startswith("#") and len(value) == 7:
+            rgb = tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
+        else:
+            rgb = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"{text!r} is not a colour: use white, black, grey, R,G,B (0-255 each) or #rrggbb")
+    return rgb
+
+
+def describe_colour(colour: tuple[int, int, int]) -> str:
+    """'white', 'black', 'grey' or 'RGB(r, g, b)'."""
+    names = {rgb: name for name, rgb in COLOUR_NAMES.items() if name != "gray"}
+    return names.get(tuple(colour), f"RGB{tuple(colour)}")
+
+
+def fill_value(mode: str, colour: tuple[int, int, int]) -> int | tuple[int, int, int]:
+    """`colour` as a PIL fill for an 'L' or 'RGB' image (its ITU-R 601 luma for 'L', as PIL converts RGB)."""
+    if mode == "L":
+        red, green, blue = colour
+        return int((red * 299 + green * 587 + blue * 114 + 500) // 1000)
+    return tuple(colour)
 
 
 def has_alpha(image: PIL.Image.Image) -> bool:
@@ -80,8 +117,14 @@ def center_crop_square(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def center_crop_wide(image: PIL.Image.Image, width: int, height: int, resize_filter: str) -> PIL.Image.Image | None:
-    """Crop to the width:height aspect, resize to width x height, centre on a black width x width square.
+def center_crop_wide(
+    image: PIL.Image.Image,
+    width: int,
+    height: int,
+    resize_filter: str,
+    pad_colour: tuple[int, int, int] = DEFAULT_PAD_COLOUR,
+) -> PIL.Image.Image | None:
+    """Crop to the width:height aspect, resize to width x height, centre on a width x width square of pad_colour.
 
     None when the image is smaller than the target (as the official tool, it is skipped rather than upscaled).
     """
@@ -91,13 +134,15 @@ def center_crop_wide(image: PIL.Image.Image, width: int, height: int, resize_fil
         return None
     top = (src_h - crop_h) // 2
     image = image.crop((0, top, src_w, top + crop_h)).resize((width, height), RESIZE_FILTERS[resize_filter])
-    canvas = PIL.Image.new(image.mode, (width, width), 0)
+    canvas = PIL.Image.new(image.mode, (width, width), fill_value(image.mode, pad_colour))
     canvas.paste(image, (0, (width - height) // 2))
     return canvas
 
 
-def pad_square(image: PIL.Image.Image, size: int, resize_filter: str) -> PIL.Image.Image:
-    """The whole image resized so its longer side is `size`, centred on a size x size black square.
+def pad_square(
+    image: PIL.Image.Image, size: int, resize_filter: str, pad_colour: tuple[int, int, int] = DEFAULT_PAD_COLOUR
+) -> PIL.Image.Image:
+    """The whole image resized so its longer side is `size`, centred on a size x size square of pad_colour.
 
     Resizing before padding keeps the border sharp (no filter ringing at its edge). Square images are just resized.
     """
@@ -108,7 +153,7 @@ def pad_square(image: PIL.Image.Image, size: int, resize_filter: str) -> PIL.Ima
     new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), RESIZE_FILTERS[resize_filter])
-    canvas = PIL.Image.new(image.mode, (size, size), PAD_COLOUR)
+    canvas = PIL.Image.new(image.mode, (size, size), fill_value(image.mode, pad_colour))
     canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
     return canvas
 
