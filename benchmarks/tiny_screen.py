@@ -1,0 +1,88 @@
+"""Screening runs for the CPU `tiny` config: each candidate trained once for about 4 minutes on 2 cores.
+
+Each candidate is an ordinary train.py run on the embedded digits (seed 0, --aug=noaug, the digits classifier's
+cls2k scored at three snapshots), with its own length so that every run gets about the same training time. This
+chose the candidates for the 3-seed check (benchmarks/bench_first_command.py); it is one seed each, a screen, not
+a comparison with intervals (compare.py makes those).
+
+    python benchmarks/tiny_screen.py --outdir=screen          # runs what is missing (rerun to resume), then
+    python benchmarks/tiny_screen.py --outdir=screen --json=benchmarks/results/tiny_screen.json   # the table
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dnnlib.cli import verbatim  # noqa: E402
+
+COMMON = ["--aug=noaug", "--metrics=cls2k", "--seed=0"]
+RPGAN = ["--pairing=relativistic", "--r2=1"]
+CANDIDATES: dict[str, list[str]] = {
+    "rp64": [*RPGAN, "--kimg=22", "--snap=11"],
+    "rp32": ["--cmax=32", *RPGAN, "--kimg=27", "--snap=9"],
+    "rp32b32": ["--cmax=32", "--batch=32", *RPGAN, "--kimg=36", "--snap=12"],
+    "rp32g03": ["--cmax=32", "--pairing=relativistic", "--gamma=0.3", "--r2=0.3", "--kimg=27", "--snap=9"],
+    "ce32": ["--cmax=32", "--kimg=30", "--snap=10"],
+    "rp32map1": ["--cmax=32", "--map-depth=1", *RPGAN, "--kimg=27", "--snap=9"],
+    "rp32lr": ["--cmax=32", "--glr=0.0075", "--dlr=0.0075", *RPGAN, "--kimg=27", "--snap=9"],
+    "rp32dlr": ["--cmax=32", "--dlr=0.01", *RPGAN, "--kimg=27", "--snap=9"],
+}
+
+
+def summary(folder: Path) -> dict | None:
+    runs = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    if len(runs) != 1 or not (runs[0] / "metric-cls2k.jsonl").is_file():
+        return None
+    lines = [json.loads(line) for line in (runs[0] / "metric-cls2k.jsonl").read_text().splitlines() if line.strip()]
+    stats = [json.loads(line) for line in (runs[0] / "stats.jsonl").read_text().splitlines() if line.strip()]
+    return dict(
+        # The sum of the tick times, slowed by whatever else the machine ran: the candidates' speeds are measured
+        # elsewhere (benchmarks/bench_first_command.py); compare the runs here by kimg.
+        training_s=sum(s["Timing/sec_per_tick"]["mean"] for s in stats),
+        kimg=stats[-1]["Progress/kimg"]["mean"],
+        snapshots={
+            r["snapshot_pkl"]: {k: round(r["results"][k], 4) for k in ("cls2k_confident", "cls2k_class_entropy")}
+            for r in lines
+        },
+    )
+
+
+@click.command(help=verbatim(__doc__))
+@click.option("--outdir", required=True, help="one folder per candidate under it")
+@click.option("--json", "json_path", default=None, help="write the table of what has finished, do not train")
+def main(outdir: str, json_path: str | None) -> None:
+    root = Path(outdir)
+    if json_path is not None:
+        table = {name: summary(root / name) for name in CANDIDATES}
+        result = dict(
+            command="python3 benchmarks/tiny_screen.py --outdir=...",
+            date=datetime.date.today().isoformat(),
+            train_commands={name: " ".join(["train.py", *COMMON, *args]) for name, args in CANDIDATES.items()},
+            runs={name: row for name, row in table.items() if row is not None},
+        )
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {json_path}")
+        return
+    for name, args in CANDIDATES.items():
+        folder = root / name
+        if (folder / "done").exists():
+            continue
+        command = [sys.executable, str(REPO / "train.py"), f"--outdir={folder}", *COMMON, *args]
+        print(" ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        (folder / "done").touch()
+    os.sync()
+
+
+if __name__ == "__main__":
+    main()
