@@ -51,7 +51,7 @@ from dnnlib.cli import SEED_RANGE, Parsed
 from metrics.detectors import DetectorNotFoundError, get_detector
 from metrics.weight_files import DetectorFormatError
 from torch_utils.script_device import script_device
-from training import checkpoint, image_convert
+from training import checkpoint, image_convert, sampling
 from training.checkpoint import atomic_write
 from training.image_grid import save_png
 
@@ -293,7 +293,7 @@ def synthesize_uint8(G: torch.nn.Module, ws: torch.Tensor, batch_size: int = 16)
     images = []
     for start in range(0, ws.shape[0], batch_size):
         img = G.synthesis(ws[start : start + batch_size], noise_mode="const")
-        images.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy())
+        images.append(sampling.to_uint8(img.permute(0, 2, 3, 1)).cpu().numpy())
     return np.concatenate(images)
 
 

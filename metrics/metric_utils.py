@@ -25,6 +25,7 @@ import torch
 from dnnlib import util as dnnlib_util
 from metrics import detectors
 from rlo.files import atomic_write
+from training import sampling
 from training.dataset import open_dataset
 
 
@@ -431,8 +432,7 @@ def seeded_noise(seed: int, index: int, device: torch.device):
 
 def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, G_kwargs: dict) -> torch.Tensor:
     """G(z, c) in [-1, 1] -> uint8 [N, C, H, W] with StyleGAN2-ADA's rounding (x * 127.5 + 128, clamped)."""
-    img = G(z, c, **G_kwargs)
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return sampling.to_uint8(G(z, c, **G_kwargs))
 
 
 @torch.no_grad()

@@ -42,11 +42,17 @@ def parse_range(text: str) -> list[int]:
     return [seed for lo, hi in parts for seed in range(lo, hi + 1)]
 
 
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """G's [-1, 1] output -> uint8, same layout, with StyleGAN2-ADA's rounding (x * 127.5 + 128, clamped): the one
+    conversion of generated images, so files, grids and metrics see the same pixels."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
 def finite_uint8(img: torch.Tensor, what: str) -> np.ndarray:
     """G's [-1, 1] output -> uint8 NHWC; ValueError naming `what` when it is not finite (meaningless images)."""
     if not bool(torch.isfinite(img).all()):
         raise ValueError(f"{what} gives non-finite images (an overflow): nothing was written")
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return to_uint8(img.permute(0, 2, 3, 1)).cpu().numpy()
 
 
 def class_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
