@@ -14,7 +14,7 @@ Examples:
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
 \b
   # Continue a run where its snapshot left off: its own data, loss, config and seed, 12 kimg more.
-  python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-ada/network-snapshot-000012.pt
+  python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000012.pt
 \b
   # Fine-tune an official StyleGAN2-ADA pickle with RLO: the networks come from the pickle's own kwargs.
   python train.py --outdir=runs --data=datasets/dogs256.zip --loss=rlo --k=2 \\
@@ -92,7 +92,7 @@ class TrainFlags:
     cond: bool = False
     subset: int | None = None
     mirror: bool = False
-    aug: str = "ada"
+    aug: str | None = None
     p: float | None = None
     target: float | None = None
     augpipe: str | None = None
@@ -484,8 +484,8 @@ def _loss_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[Loss
     return loss_opts, desc
 
 
-def _augment_section(flags: TrainFlags) -> tuple[AugmentOptions, str]:
-    aug, p, target, augpipe = flags.aug, flags.p, flags.target, flags.augpipe
+def _augment_section(flags: TrainFlags, spec: options_lib.ConfigSpec) -> tuple[AugmentOptions, str]:
+    aug, p, target, augpipe = flags.aug or spec.aug, flags.p, flags.target, flags.augpipe
     if p is not None and aug != "fixed":
         raise UserError("--p can only be given with --aug=fixed")
     if target is not None and aug != "ada":
@@ -538,7 +538,7 @@ def setup_training_options(
     spec, cfg_name, cfg_desc = _config_section(flags, dataset.resolution, cuda)
     batch_gpu = _batch_gpu(flags, spec)
     loss_opts, loss_desc = _loss_section(flags, spec)
-    aug_opts, aug_desc = _augment_section(flags)
+    aug_opts, aug_desc = _augment_section(flags, spec)
     desc += cfg_desc + loss_desc + aug_desc
     G_kwargs, D_kwargs = options_lib.network_kwargs(
         spec,
@@ -811,7 +811,12 @@ _bool = dict(type=bool, metavar="BOOL")
 @click.option("--cond", help="Train a conditional model on the dataset labels [default: false]", **_bool)
 @click.option("--subset", help="Train with only N images [default: all]", type=int, metavar="INT")
 @click.option("--mirror", help="Add x-flipped copies of the images [default: false]", **_bool)
-@click.option("--aug", help=f"Augmentation mode [default: {DEFAULTS.aug}]", type=click.Choice(AUG_MODES))
+@click.option(
+    "--aug",
+    help=f"Augmentation mode [default: per --cfg: {options_lib.CFG_SPECS['paper256'].aug}; "
+    f"{options_lib.CFG_SPECS['tiny'].aug} for tiny]",
+    type=click.Choice(AUG_MODES),
+)
 @click.option(
     "--diffaug-policy", help=f"DiffAugment parts for --aug=diffaug [default: {DEFAULT_POLICY}]", metavar="LIST"
 )

@@ -34,8 +34,12 @@ CANDIDATES: dict[str, list[str]] = {
     "rp32g03": ["--cmax=32", "--pairing=relativistic", "--gamma=0.3", "--r2=0.3", "--kimg=27", "--snap=9"],
     "ce32": ["--cmax=32", "--kimg=30", "--snap=10"],
     "rp32map1": ["--cmax=32", "--map-depth=1", *RPGAN, "--kimg=27", "--snap=9"],
-    "rp32lr": ["--cmax=32", "--glr=0.0075", "--dlr=0.0075", *RPGAN, "--kimg=27", "--snap=9"],
-    "rp32dlr": ["--cmax=32", "--dlr=0.01", *RPGAN, "--kimg=27", "--snap=9"],
+    # The standard pairing (the config is the baseline every loss is compared against, so it keeps StyleGAN2's loss):
+    "ce64": ["--kimg=24", "--snap=8"],
+    "ce32lr": ["--cmax=32", "--glr=0.01", "--dlr=0.01", "--kimg=30", "--snap=10"],
+    "ce32b32": ["--cmax=32", "--batch=32", "--kimg=40", "--snap=10"],
+    "ce32b32lr": ["--cmax=32", "--batch=32", "--glr=0.01", "--dlr=0.01", "--kimg=40", "--snap=10"],
+    "ce32g03": ["--cmax=32", "--gamma=0.3", "--kimg=30", "--snap=10"],
 }
 
 

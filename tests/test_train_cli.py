@@ -147,7 +147,7 @@ def test_run_directories_are_numbered_after_the_highest_existing(train, tmp_path
     (tmp_path / "00007-old").mkdir()
     (tmp_path / "00002-other").mkdir()
     (tmp_path / "00009-a-file").write_text("not a run")
-    assert train.next_run_dir(str(tmp_path), "digits32-tiny-ce-ada") == str(tmp_path / "00008-digits32-tiny-ce-ada")
+    assert train.next_run_dir(str(tmp_path), "digits32-tiny-ce-noaug") == str(tmp_path / "00008-digits32-tiny-ce-noaug")
     assert train.next_run_dir(str(tmp_path / "missing"), "x").endswith("00000-x")
 
 
@@ -168,7 +168,7 @@ def test_two_tick_cpu_run_leaves_snapshot_grid_and_logs(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (run,) = outdir.iterdir()
-    assert run.name == "00000-digits32-tiny-batch8-rlo-k2-kimg0.024-ada"
+    assert run.name == "00000-digits32-tiny-batch8-rlo-k2-kimg0.024-noaug"
     for name in [
         "training_options.json",
         "log.txt",

@@ -22,15 +22,15 @@ def faces(tmp_path_factory):
 @pytest.mark.parametrize(
     "args, name, stats",
     [
-        (["--loss=hinge"], "faces16-tiny-batch8-hinge-kimg0.016-ada", ["Loss/D/loss"]),
+        (["--loss=hinge"], "faces16-tiny-batch8-hinge-kimg0.016-noaug", ["Loss/D/loss"]),
         (
             ["--loss=rlo", "--k=2", "--pairing=relativistic"],
-            "faces16-tiny-batch8-rlo-k2-rel-kimg0.016-ada",
+            "faces16-tiny-batch8-rlo-k2-rel-kimg0.016-noaug",
             ["Loss/D/nll", "Loss/G/nll"],
         ),
-        (["--loss=rlo", "--k=2", "--g-selfnorm=1"], "faces16-tiny-batch8-rlo-k2-gsn-kimg0.016-ada", ["Loss/G/nll"]),
-        (["--r2=1", "--gamma=1"], "faces16-tiny-batch8-ce-gamma1-r2_1-kimg0.016-ada", ["Loss/r2_penalty"]),
-        (["--lecam=0.001"], "faces16-tiny-batch8-ce-lecam0.001-kimg0.016-ada", ["Loss/lecam_penalty"]),
+        (["--loss=rlo", "--k=2", "--g-selfnorm=1"], "faces16-tiny-batch8-rlo-k2-gsn-kimg0.016-noaug", ["Loss/G/nll"]),
+        (["--r2=1", "--gamma=1"], "faces16-tiny-batch8-ce-gamma1-r2_1-kimg0.016-noaug", ["Loss/r2_penalty"]),
+        (["--lecam=0.001"], "faces16-tiny-batch8-ce-lecam0.001-kimg0.016-noaug", ["Loss/lecam_penalty"]),
         (["--aug=diffaug"], "faces16-tiny-batch8-ce-kimg0.016-diffaug", []),
         (
             ["--aug=diffaug", "--diffaug-policy=translation,cutout"],

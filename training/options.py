@@ -25,7 +25,7 @@ class ConfigSpec:
     lrate: Adam learning rate of G and D; gamma: R1 weight; ema: G_ema half-life (kimg); ramp: EMA ramp-up
     (fraction of images seen; None = off); map: mapping depth; zdim: z and w width; fp16_res: number of
     top resolutions in mixed precision; pl/mixing: whether path-length reg and style mixing are on;
-    arch_D: D architecture; tick: kimg per tick.
+    arch_D: D architecture; tick: kimg per tick; aug: the default --aug.
     """
 
     ref_gpus: int
@@ -45,6 +45,7 @@ class ConfigSpec:
     mixing: bool = True
     arch_D: str = "resnet"
     tick: float = 4
+    aug: str = "ada"
 
 
 CFG_SPECS: dict[str, ConfigSpec] = {
@@ -97,6 +98,9 @@ CFG_SPECS: dict[str, ConfigSpec] = {
         pl=False,
         mixing=False,
         tick=1,
+        # A tiny run ends before ADA's p can move (it rises by at most batch x 4 / 500k per adjustment, so p < 0.05
+        # after 40 kimg), while its pipeline costs time at p = 0: off by default, --aug=ada turns it on.
+        aug="noaug",
     ),
 }
 CFG_NAMES = ("auto", *CFG_SPECS)
