@@ -51,12 +51,11 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
-import projector
 import train
 from dnnlib.cli import POSITIVE
 from metrics import detectors, metric_main, study_report
 from torch_utils import distributed
-from training import checkpoint, sampling
+from training import checkpoint, projection, sampling
 from training import study as study_lib
 from training.dataset import open_dataset
 from training.image_grid import save_png
@@ -606,7 +605,10 @@ def projection_section(
         target, target_label = _dataset_image(networks[0][1]), "target: training image 0"
     else:
         G0 = checkpoint.load_network(networks[0][1])["G_ema"]
-        target = projector.load_target(target_path, G0.img_resolution, G0.img_channels)
+        try:
+            target = projection.load_target(target_path, G0.img_resolution, G0.img_channels)
+        except projection.TargetError as err:
+            raise click.BadParameter(str(err), param_hint="--proj-target") from None
         target_label = f"target\n{os.path.basename(target_path)}"
     rel = [study_lib.relpath_within(path, results.study_dir) for _, path in networks]
     wanted = dict(networks=rel, steps=steps, target=target_path or "training image 0", seed=PROJECTION_SEED)
@@ -625,17 +627,17 @@ def projection_section(
         records = []
         for (label, path), relative in zip(networks, rel):
             G = checkpoint.load_network(path, device=device)["G_ema"]
-            result = projector.project(
+            result = projection.project(
                 G,
                 target_tensor,
                 vgg16,
-                opts=projector.ProjectionOptions(num_steps=steps),
+                opts=projection.ProjectionOptions(num_steps=steps),
                 seed=PROJECTION_SEED,
                 device=device,
                 progress=False,
                 desc=label,
             )
-            proj = projector.synthesize_uint8(G, result.w_steps[-1].unsqueeze(0))[0]
+            proj = projection.synthesize_uint8(G, result.w_steps[-1].unsqueeze(0))[0]
             save_png(os.path.join(folder, f"projection_{len(records):02d}.png"), proj)
             records.append(
                 dict(
@@ -650,9 +652,9 @@ def projection_section(
                     image=f"projection_{len(records):02d}.png",
                 )
             )
-            projector.write_jsonl(records_path, records)
+            projection.write_jsonl(records_path, records)
     projections = [np.asarray(_read_png(os.path.join(folder, r["image"]))) for r in records]
-    grid = projector.compare_grid(
+    grid = projection.compare_grid(
         target,
         projections,
         [f"{r['label']}\nLPIPS = {r['lpips']:.4f}" for r in records],

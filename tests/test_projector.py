@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from metrics import detectors
 from metrics.vgg16 import build_vgg16
-from training import checkpoint, image_convert
+from training import checkpoint, image_convert, projection
 from training.networks import Generator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -186,8 +186,8 @@ def test_project_is_seeded_and_leaves_the_callers_network_alone(projector, setup
     G = checkpoint.load_network(setup["final"])["G_ema"]
     before = {name: buf.clone() for name, buf in G.named_buffers()}
     target = torch.from_numpy(setup["target"].transpose(2, 0, 1).copy())
-    opts = projector.ProjectionOptions(num_steps=3, w_avg_samples=500)
-    runs = [projector.project(G, target, setup["vgg"], opts=opts, seed=seed, progress=False) for seed in (1, 1, 2)]
+    opts = projection.ProjectionOptions(num_steps=3, w_avg_samples=500)
+    runs = [projection.project(G, target, setup["vgg"], opts=opts, seed=seed, progress=False) for seed in (1, 1, 2)]
     torch.testing.assert_close(runs[0].w_steps, runs[1].w_steps, rtol=0, atol=0)
     assert not torch.equal(runs[0].w_steps, runs[2].w_steps)
     assert runs[0].w_steps.shape == (3, G.num_ws, G.w_dim)
@@ -215,7 +215,7 @@ def test_video_frames_are_target_beside_each_step(projector, setup, tmp_path, mo
     G = checkpoint.load_network(setup["final"])["G_ema"]
     ws = torch.randn([3, G.num_ws, G.w_dim])
     path = tmp_path / "proj.mp4"
-    assert projector.write_video(str(path), setup["target"], projector.iter_frames(G, ws, batch_size=2))
+    assert projection.write_video(str(path), setup["target"], projection.iter_frames(G, ws, batch_size=2))
     assert path.read_bytes() == b"mp4" and os.listdir(tmp_path) == ["proj.mp4"]
     with torch.no_grad():
         want = to_uint8(G.synthesis(ws, noise_mode="const"))
@@ -278,7 +278,7 @@ def test_several_networks_write_a_labelled_compare_grid(projector, setup):
     assert all(r["num_steps"] == 2 and r["seconds"] > 0 and r["lpips"] > 0 for r in records)
 
     grid = read_png(outdir / "compare.png")
-    assert grid.shape == (CELL + projector.COMPARE_LABEL_HEIGHT, 3 * CELL, 3)
+    assert grid.shape == (CELL + projection.COMPARE_LABEL_HEIGHT, 3 * CELL, 3)
     cells = [read_png(outdir / "target.png")] + [read_png(outdir / r["outdir"] / "proj.png") for r in records]
     for col, image in enumerate(cells):
         np.testing.assert_array_equal(grid[:CELL, col * CELL : (col + 1) * CELL], image.repeat(8, 0).repeat(8, 1))
@@ -292,8 +292,8 @@ def test_compare_grid_wraps_rows_beside_the_target(projector):
     target = np.full([16, 16, 1], 10, np.uint8)  # greyscale is shown as grey RGB
     projections = [np.full([16, 16, 3], 50 * (i + 1), np.uint8) for i in range(4)]
     labels = [f"run{i // 2}/network-snapshot-00000{i % 2}.pt\nLPIPS = 0.1" for i in range(4)]
-    grid = projector.compare_grid(target, projections, labels, "target", cols=2)
-    row = CELL + projector.COMPARE_LABEL_HEIGHT
+    grid = projection.compare_grid(target, projections, labels, "target", cols=2)
+    row = CELL + projection.COMPARE_LABEL_HEIGHT
     assert grid.shape == (2 * row, 3 * CELL, 3)
     assert (grid[:CELL, :CELL] == 10).all()
     for i in range(4):
@@ -304,7 +304,7 @@ def test_compare_grid_wraps_rows_beside_the_target(projector):
 
 def test_labels_add_the_run_folder_only_where_file_names_repeat(projector):
     paths = ["runs/00000-ce/network-snapshot-000000.pt", "runs/00001-rlo/network-snapshot-000000.pt", "x/final.pkl"]
-    assert projector.network_labels(paths) == [
+    assert projection.network_labels(paths) == [
         "00000-ce/network-snapshot-000000.pt",
         "00001-rlo/network-snapshot-000000.pt",
         "final.pkl",
@@ -316,25 +316,25 @@ def test_labels_add_the_run_folder_only_where_file_names_repeat(projector):
 
 
 def test_learning_rate_and_w_noise_follow_the_official_schedule(projector):
-    opts = projector.ProjectionOptions(num_steps=1000)
-    assert projector.learning_rate(0, opts) == 0
-    assert projector.learning_rate(25, opts) == pytest.approx(0.1 * 0.5)  # half-way up the 5% linear ramp
-    assert projector.learning_rate(500, opts) == pytest.approx(0.1)
-    assert projector.learning_rate(900, opts) == pytest.approx(0.1 * (0.5 - 0.5 * math.cos(0.4 * math.pi)))
-    assert projector.w_noise_scale(0, 2.0, opts) == pytest.approx(2.0 * 0.05)
-    assert projector.w_noise_scale(375, 2.0, opts) == pytest.approx(2.0 * 0.05 * 0.25)
-    assert projector.w_noise_scale(800, 2.0, opts) == 0
+    opts = projection.ProjectionOptions(num_steps=1000)
+    assert projection.learning_rate(0, opts) == 0
+    assert projection.learning_rate(25, opts) == pytest.approx(0.1 * 0.5)  # half-way up the 5% linear ramp
+    assert projection.learning_rate(500, opts) == pytest.approx(0.1)
+    assert projection.learning_rate(900, opts) == pytest.approx(0.1 * (0.5 - 0.5 * math.cos(0.4 * math.pi)))
+    assert projection.w_noise_scale(0, 2.0, opts) == pytest.approx(2.0 * 0.05)
+    assert projection.w_noise_scale(375, 2.0, opts) == pytest.approx(2.0 * 0.05 * 0.25)
+    assert projection.w_noise_scale(800, 2.0, opts) == 0
 
 
 def test_w_statistics_are_the_official_mean_and_spread_of_mapped_z(projector):
     G = Generator(**{**TINY_G, "c_dim": 4}).eval()
-    w_avg, w_std = projector.w_statistics(G, 300, class_idx=2, device=torch.device("cpu"), batch_size=128)
+    w_avg, w_std = projection.w_statistics(G, 300, class_idx=2, device=torch.device("cpu"), batch_size=128)
     z = torch.from_numpy(np.random.RandomState(123).randn(300, G.z_dim))
     with torch.no_grad():
         w = G.mapping(z, torch.eye(4)[[2] * 300])[:, 0].double().numpy()
     np.testing.assert_allclose(w_avg.numpy().reshape(-1), w.mean(axis=0), rtol=1e-5, atol=1e-6)
     assert w_std == pytest.approx(np.sqrt(((w - w.mean(axis=0)) ** 2).sum() / 300), rel=1e-5)
-    other, _ = projector.w_statistics(G, 300, class_idx=3, device=torch.device("cpu"))
+    other, _ = projection.w_statistics(G, 300, class_idx=3, device=torch.device("cpu"))
     assert not torch.allclose(other, w_avg)  # the class reaches the mapping
 
 
@@ -342,8 +342,8 @@ def test_noise_regularization_sums_autocorrelations_over_scales(projector):
     noise = torch.randn([16, 16], generator=torch.Generator().manual_seed(0))
     small = noise.reshape(8, 2, 8, 2).mean(dim=(1, 3))
     want = sum(((n * n.roll(1, dims=1)).mean() ** 2 + (n * n.roll(1, dims=0)).mean() ** 2) for n in (noise, small))
-    torch.testing.assert_close(projector.noise_regularization([noise]), want)
-    assert float(projector.noise_regularization([torch.ones([4, 4])])) == pytest.approx(2.0)
+    torch.testing.assert_close(projection.noise_regularization([noise]), want)
+    assert float(projection.noise_regularization([torch.ones([4, 4])])) == pytest.approx(2.0)
 
 
 # ----------------------------------------------------------------------------
@@ -356,9 +356,9 @@ def test_target_is_center_cropped_resized_and_converted(projector, tmp_path):
     pixels[:, 30:70] = (200, 100, 50, 255)  # the centre 40x40 square; the margins are black
     path = tmp_path / "wide.png"
     PIL.Image.fromarray(pixels, "RGBA").save(path)
-    rgb = projector.load_target(str(path), resolution=16, channels=3)
+    rgb = projection.load_target(str(path), resolution=16, channels=3)
     assert rgb.shape == (16, 16, 3) and (rgb == (200, 100, 50)).all()
-    grey = projector.load_target(str(path), resolution=8, channels=1)
+    grey = projection.load_target(str(path), resolution=8, channels=1)
     luma = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # ITU-R 601-2, PIL's RGB -> L
     assert grey.shape == (8, 8, 1) and (np.abs(grey.astype(int) - luma) <= 1).all()
 
@@ -369,7 +369,7 @@ def test_a_transparent_target_is_composited_as_dataset_tool_composites_it(projec
     pixels[8:16, 8:16] = (10, 200, 30, 255)  # an opaque green square; the rest fully transparent
     path = tmp_path / "sprite.png"
     PIL.Image.fromarray(pixels, "RGBA").save(path)
-    rgb = projector.load_target(str(path), resolution=24, channels=3)
+    rgb = projection.load_target(str(path), resolution=24, channels=3)
     assert (rgb[0, 0] == 255).all() and (rgb[12, 12] == (10, 200, 30)).all()
     want = np.asarray(image_convert.to_mode(PIL.Image.open(path), "RGB"))
     np.testing.assert_array_equal(rgb, want)
