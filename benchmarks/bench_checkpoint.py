@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from training import checkpoint, options  # noqa: E402
 from training.augment import AUGPIPE_SPECS, AugmentPipe  # noqa: E402
@@ -61,13 +61,8 @@ def cifar_training_state() -> tuple[dict, dict]:
 
 
 def timed(fn: Callable[[], object], reps: int) -> tuple[list[float], list[float]]:
-    wall, cpu = [], []
-    for _ in range(reps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
+    result = timing.measure(fn, reps, warmup=0)
+    return result.wall, result.cpu
 
 
 def report(label: str, wall: list[float], cpu: list[float]) -> None:

@@ -12,13 +12,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataset_tool  # noqa: E402
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from training.dataset import ImageFolderDataset  # noqa: E402
 
@@ -29,12 +29,7 @@ def _report(name, samples):
 
 
 def _time(fn, reps):
-    samples = []
-    for _rep in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
+    return timing.measure(fn, reps, warmup=0).wall
 
 
 @click.command(help=verbatim(__doc__))

@@ -12,36 +12,25 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 import click
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from training.augment import AUGPIPE_SPECS, AugmentPipe  # noqa: E402
 from training.diffaugment import DEFAULT_POLICY, DiffAugment  # noqa: E402
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_ms(fn, x: torch.Tensor, backward: bool, repeats: int, warmup: int = 2) -> list[float]:
-    times = []
-    for i in range(warmup + repeats):
-        x.grad = None
-        sync(x.device)
-        start = time.perf_counter()
+    def run():
         y = fn(x)
         if backward:
             y.square().sum().backward()
-        sync(x.device)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return times
+
+    return timing.measure(run, repeats, x.device, warmup, before=lambda: setattr(x, "grad", None)).ms()
 
 
 def fmt(times: list[float]) -> str:

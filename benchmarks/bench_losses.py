@@ -6,7 +6,6 @@ python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cp
 import os
 import statistics
 import sys
-import time
 
 import click
 import torch
@@ -15,18 +14,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 
 
 def time_once(fn, logits, target, device):
     x = logits.detach().requires_grad_(True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn(x, target).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
+    return timing.measure(lambda: fn(x, target).backward(), 1, device, warmup=0).ms()[0]
 
 
 @click.command(help=verbatim(__doc__))

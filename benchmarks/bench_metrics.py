@@ -9,7 +9,6 @@ Detectors have random weights (speed does not depend on the values); images are 
 import os
 import statistics
 import sys
-import time
 
 import click
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from metrics.frechet_inception_distance import trace_sqrt_product  # noqa: E402
 from metrics.inception import InceptionV3  # noqa: E402
@@ -37,17 +37,7 @@ def _randomize(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _time(fn, device, reps, warmup=1):
-    samples = []
-    for rep in range(reps + warmup):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if rep >= warmup:
-            samples.append(time.perf_counter() - start)
-    return samples
+    return timing.measure(fn, reps, device, warmup).wall
 
 
 def _report(name, samples, items=None):

@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from torch_utils.ops import bias_act, upfirdn2d  # noqa: E402
 from training.networks import Discriminator, Generator  # noqa: E402
@@ -110,19 +110,10 @@ def ops_impl(impl: str) -> Iterator[None]:
 
 
 def time_reps(fn: Callable[[], None], reps: int, device: torch.device) -> tuple[list[float], list[float]]:
-    """(wall seconds, process CPU seconds summed over threads) per repetition, after one warm-up."""
-    fn()  # warm-up: allocator, plugin builds, algorithm selection
-    wall, cpu = [], []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
+    """(wall seconds, process CPU seconds summed over threads) per repetition, after one warm-up (allocator, plugin
+    builds, algorithm selection)."""
+    result = timing.measure(fn, reps, device, warmup=1)
+    return result.wall, result.cpu
 
 
 def g_step(G: Generator, batch: int, device: torch.device) -> Callable[[], None]:

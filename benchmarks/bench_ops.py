@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 import click
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d  # noqa: E402
 
@@ -47,24 +47,16 @@ def naive_downsample2d(x, f):
     return naive_upfirdn2d(x, f, down=2, padding=[(fw - 1) // 2, (fw - 2) // 2] * 2)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_fwd_bwd(fn, inputs, device, repeats: int, warmup: int = 2) -> list[float]:
-    times = []
-    for i in range(warmup + repeats):
-        for t in inputs:
-            t.grad = None
-        sync(device)
-        start = time.perf_counter()
+    def run():
         y = fn(*inputs)
         y.backward(torch.ones_like(y))
-        sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return times
+
+    def clear():
+        for t in inputs:
+            t.grad = None
+
+    return timing.measure(run, repeats, device, warmup, before=clear).ms()
 
 
 @click.command(help=verbatim(__doc__))

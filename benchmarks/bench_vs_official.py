@@ -41,7 +41,6 @@ import importlib
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
+from benchmarks import timing  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from torch_utils import distributed, host_memory  # noqa: E402
 from training import loss as our_loss  # noqa: E402
@@ -367,21 +367,16 @@ def time_ticks(official: Path, batch: int, tick: float, ticks: int, reps: int, h
         ticks=ticks,
         command_ours=" ".join(["train.py", *commands["ours"][2:]]).replace(folder, "TMP"),
         command_official=" ".join(["official_train_cpu.py", *commands["official"][2:]]).replace(folder, "TMP"),
-        ours_wall_s=spread(ours),
-        official_wall_s=spread(off),
-        ratio_wall=spread([a / b for a, b in zip(ours, off)]),
+        ours_wall_s=timing.spread(ours),
+        official_wall_s=timing.spread(off),
+        ratio_wall=timing.spread([a / b for a, b in zip(ours, off)]),
         raw=times,
     )
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - start_cpu
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return dict(median=statistics.median(values), min=min(values), max=max(values))
+    result = timing.measure(fn, 1, warmup=0)
+    return result.wall[0], result.cpu[0]
 
 
 def profile_side(side: Side, part: str, inputs: dict[str, torch.Tensor], top: int) -> list[dict]:
@@ -489,12 +484,12 @@ def main(**kwargs) -> None:
             ratio_wall = [a / b for a, b in zip(times["ours"]["wall"], times["official"]["wall"])]
             ratio_cpu = [a / b for a, b in zip(times["ours"]["cpu"], times["official"]["cpu"])]
             entry = dict(
-                ours_wall_s=spread(times["ours"]["wall"]),
-                official_wall_s=spread(times["official"]["wall"]),
-                ours_cpu_s=spread(times["ours"]["cpu"]),
-                official_cpu_s=spread(times["official"]["cpu"]),
-                ratio_wall=spread(ratio_wall),
-                ratio_cpu=spread(ratio_cpu),
+                ours_wall_s=timing.spread(times["ours"]["wall"]),
+                official_wall_s=timing.spread(times["official"]["wall"]),
+                ours_cpu_s=timing.spread(times["ours"]["cpu"]),
+                official_cpu_s=timing.spread(times["official"]["cpu"]),
+                ratio_wall=timing.spread(ratio_wall),
+                ratio_cpu=timing.spread(ratio_cpu),
                 raw=times,
             )
             result["parts"][part] = entry
