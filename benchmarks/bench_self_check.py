@@ -3,7 +3,7 @@
 The stand-ins (torch_utils/ops/plugin_contract.py) compute what the kernels compute, in PyTorch, so this times
 the check's CPU-side work: building the small fixed inputs, the plugin and reference autograd graphs to second
 order, and the comparison (one host sync). On a GPU the kernels themselves are microseconds each at these sizes
-(about 60 launches per op); benchmarks/gpu_check.py reports the real first-use cost there.
+(about 60 launches per op); tools/gpu_check.py reports the real first-use cost there.
 
     python benchmarks/bench_self_check.py            # median [min, max] over --reps, per op
     python benchmarks/bench_self_check.py --reps 20 --threads 1

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py on CPU: arguments, budgets, failure rows, the table and the JSON, and the dry run."""
+"""tools/gpu_check.py on CPU: arguments, budgets, failure rows, the table and the JSON, and the dry run."""
 
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+spec = importlib.util.spec_from_file_location("gpu_check", REPO / "tools" / "gpu_check.py")
 gpu_check = importlib.util.module_from_spec(spec)
 sys.modules["gpu_check"] = gpu_check  # dataclasses resolve annotations through sys.modules
 spec.loader.exec_module(gpu_check)
@@ -122,7 +122,7 @@ def test_cpu_dry_run_of_every_step_prints_the_table(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            "benchmarks/gpu_check.py",
+            "tools/gpu_check.py",
             "--device=cpu",
             "--quick",
             f"--json={tmp_path / 'check.json'}",

@@ -354,7 +354,7 @@ def test_compare_with_reference_names_the_first_failing_tensor_and_treats_none_a
 
 
 # ----------------------------------------------------------------------------------------------------
-# On a GPU: the real kernels pass their own self-check (also run by benchmarks/gpu_check.py, strict).
+# On a GPU: the real kernels pass their own self-check (also run by tools/gpu_check.py, strict).
 
 
 @pytest.mark.cuda

@@ -317,7 +317,7 @@ def _decide(
 
 
 def self_check_results() -> list[SelfCheckResult]:
-    """Every self-check this process ran, in order (for reports such as benchmarks/gpu_check.py)."""
+    """Every self-check this process ran, in order (for reports such as tools/gpu_check.py)."""
     return list(_results)
 
 

@@ -11,9 +11,9 @@ On a machine with a CUDA GPU and this checkout, in under 8 minutes (default budg
 Each step has its own time budget; a failure, a timeout or an exhausted budget is a row of the table, never
 the end of the run. It prints one table and writes it (with the configuration) as JSON.
 
-    python benchmarks/gpu_check.py --json=gpu_check.json
-    python benchmarks/gpu_check.py --device=cpu --quick     # dry run of every step on CPU, < 1 minute
-    python benchmarks/gpu_check.py --steps=ops,nets         # a subset (comma-separated, run in this order)
+    python tools/gpu_check.py --json=gpu_check.json
+    python tools/gpu_check.py --device=cpu --quick     # dry run of every step on CPU, < 1 minute
+    python tools/gpu_check.py --steps=ops,nets         # a subset (comma-separated, run in this order)
 
 Statuses: ok, FAILED (with the error), timeout (the step's budget ran out inside a subprocess), budget (not
 started: its or the total budget was spent), skipped (does not apply here, e.g. one GPU).
