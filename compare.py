@@ -52,6 +52,7 @@ import torch
 from tqdm import tqdm
 
 import train
+from dnnlib import util as dnnlib_util
 from dnnlib.cli import POSITIVE
 from metrics import detectors, metric_main, study_report
 from torch_utils import distributed
@@ -227,7 +228,8 @@ def plan_study(
         train_args=common,
     )
     command = shlex.join(["compare.py", *sys.argv[1:]])
-    return study_lib.manifest_dict(study, variants, runs, command, opts.detector_dir), runs, checked[0][2]
+    code = dnnlib_util.source_version(TRAIN_PY)
+    return study_lib.manifest_dict(study, variants, runs, command, opts.detector_dir, code), runs, checked[0][2]
 
 
 def open_study_folder(outdir: str, manifest: dict[str, Any], write: bool) -> dict[str, Any]:

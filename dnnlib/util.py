@@ -11,6 +11,7 @@ import glob
 import hashlib
 import os
 import re
+import subprocess
 import urllib.parse
 from typing import IO, Any
 
@@ -53,6 +54,18 @@ def format_time(seconds: float) -> str:
 
 # ----------------------------------------------------------------------------
 # Offline cache.
+
+
+def source_version(path: str) -> str | None:
+    """The git commit of the checkout holding `path` ('<12 hex> + uncommitted changes' when tracked files differ
+    from it), or None when it is not a git checkout or git is missing: what a study records to be rerun exactly."""
+    try:
+        git = ["git", "-C", os.path.dirname(os.path.abspath(path))]
+        commit = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + (" + uncommitted changes" if status.stdout.strip() else "")
 
 
 def cache_dir() -> str:

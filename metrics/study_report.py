@@ -511,6 +511,7 @@ def _study_lines(results: StudyResults) -> list[str]:
         f"- **Runs finished:** {done} of {len(results.runs)}",
         f"- **Study-wide train.py switches:** `{' '.join(study.get('train_args') or []) or '(none)'}`",
         f"- **Command:** `{manifest.get('command') or ''}`",
+        f"- **Code:** {manifest.get('code') or 'not recorded (not a git checkout, or an older compare.py)'}",
         "",
         "| variant | train.py switches |",
         "|---|---|",

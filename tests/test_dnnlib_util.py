@@ -3,6 +3,7 @@
 import hashlib
 import pickle
 import socket
+import subprocess
 
 import pytest
 
@@ -121,3 +122,16 @@ def test_cache_entry_of_another_url_is_not_used(cache_root, no_network):
 def test_unsupported_scheme_is_refused(no_network):
     with pytest.raises(ValueError, match="s3"):
         util.resolve_path("s3://bucket/net.pkl")
+
+
+def test_source_version_names_the_commit_and_says_when_files_differ(tmp_path):
+    assert util.source_version(str(tmp_path / "x.py")) is None  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "x.py").write_text("a = 1\n")
+    subprocess.run([*git, "add", "x.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert util.source_version(str(tmp_path / "x.py")) == head and len(head) == 12
+    (tmp_path / "x.py").write_text("a = 2\n")
+    assert util.source_version(str(tmp_path / "x.py")) == f"{head} + uncommitted changes"

@@ -211,13 +211,16 @@ def manifest_dict(
     runs: list[PlannedRun],
     command: str,
     detector_dir: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """The JSON manifest. `study` holds the study-wide options; `runs` every train.py command (without
-    --detector-dir, a property of the machine, recorded beside them: a rerun may give another one)."""
+    --detector-dir, a property of the machine, recorded beside them: a rerun may give another one); `code` the
+    commit that planned it (dnnlib.util.source_version)."""
     return dict(
         format=MANIFEST_FORMAT,
         version=MANIFEST_VERSION,
         command=command,
+        code=code,
         detector_dir=detector_dir,
         study=dict(study),
         variants=[dict(label=v.label, spec=v.spec, args=list(v.args)) for v in variants],
@@ -334,7 +337,8 @@ def merge_manifests(stored: dict[str, Any], new: dict[str, Any]) -> tuple[dict[s
     merged["runs"].sort(key=lambda r: (r["seed"], order.get(r["variant"], len(order))))
     grown = len(merged["runs"]) > len(stored.get("runs", []))
     if grown:
-        merged["extended_by"] = list(stored.get("extended_by", [])) + [new.get("command")]
+        code = f" (code {new['code']})" if new.get("code") and new.get("code") != stored.get("code") else ""
+        merged["extended_by"] = list(stored.get("extended_by", [])) + [f"{new.get('command')}{code}"]
     return merged, problems
 
 
