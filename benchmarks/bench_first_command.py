@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dnnlib.cli import verbatim  # noqa: E402
+from dnnlib.util import source_version  # noqa: E402
 
 SCORES = ("cls2k_confident", "cls2k_class_entropy", "fdd2k_full")
 
@@ -106,6 +107,7 @@ def main(seeds: int, json_path: str | None, figure: str | None) -> None:
             command=f"python3 benchmarks/bench_first_command.py --seeds={seeds}",
             train_command="python3 train.py --outdir=... --seed=S --metrics=fdd2k_full,cls2k",
             date=datetime.date.today().isoformat(),
+            code=source_version(__file__),
             machine=cpu_description(),
             load_average_end=os.getloadavg(),
             means=means,

@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
 from benchmarks import timing  # noqa: E402
+from dnnlib import util as dnnlib_util  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from torch_utils import distributed, host_memory  # noqa: E402
 from training import loss as our_loss  # noqa: E402
@@ -448,6 +449,7 @@ def main(**kwargs) -> None:
         config=dict(
             official=str(official.root),
             official_commit=commit,
+            code=dnnlib_util.source_version(__file__),
             torch=torch.__version__,
             batch=args.batch,
             threads=args.threads,
