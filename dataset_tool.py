@@ -44,7 +44,6 @@ from training.image_convert import (
     target_mode_for,
     to_mode,
 )
-from training.output_folder import missing_folders
 
 NOTE_EXAMPLES = 3  # file names shown in a note about skipped or upscaled files
 
@@ -74,7 +73,7 @@ class ArchiveWriter:
         self.dest = dest
         self.is_zip = dest.lower().endswith(".zip")
         parent = os.path.dirname(os.path.abspath(dest))
-        self.created = missing_folders(parent)  # removed again when the conversion fails
+        self.created = files.missing_folders(parent)  # removed again when the conversion fails
         self.existed = os.path.lexists(dest)
         prefix = f".{os.path.basename(dest)}."
         if self.is_zip and os.path.isdir(dest):
@@ -140,9 +139,7 @@ class ArchiveWriter:
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
-        for folder in self.created or []:  # deepest first; only if still empty
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        files.remove_empty_folders(self.created or [])
 
 
 def _examples(names: list[str]) -> str:

@@ -19,6 +19,7 @@ import os
 import click
 
 from metrics.metric_plot import MetricPlotError, format_table, plot_metric_curves, stitched_series
+from rlo import files
 
 
 @click.command(help=__doc__)
@@ -48,7 +49,7 @@ def main(run_dirs, labels, metric, key, x_axis, out_path, title, log_y):
                 click.echo(f"{label}: one curve over the resumed runs {' -> '.join(chain)}")
         ylabel = key or metric
         plot_metric_curves(series, out_path, x_axis=x_axis, ylabel=ylabel, title=title, log_y=log_y)
-    except MetricPlotError as err:
+    except (MetricPlotError, files.FileWriteError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_table(series))
     click.echo(f"Wrote {out_path}")

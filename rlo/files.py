@@ -69,6 +69,25 @@ def write_error(
     return FileWriteError(f"could not write {path} ({type(exc).__name__}: {exc}); {intact}")
 
 
+def missing_folders(path: str) -> list[str]:
+    """The folders os.makedirs(path) would create, deepest first (to remove again after a failed write)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def remove_empty_folders(folders: list[str]) -> None:
+    """Remove the folders, deepest first, that are still empty; the rest stay."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def refuse_existing(path: str) -> FileWriteError:
     return FileWriteError(f"{path} already exists; refusing to replace it (pass overwrite=True to replace it)")
 
@@ -118,10 +137,12 @@ def atomic_write(
     existed = os.path.lexists(path)
     if existed and not overwrite:
         raise refuse_existing(path)
+    created = missing_folders(directory)  # a failed write leaves no empty folders behind either
     try:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     except OSError as exc:
+        remove_empty_folders(created)
         raise write_error(exc, path, directory, size_hint, existed) from None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -138,6 +159,7 @@ def atomic_write(
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        remove_empty_folders(created)
         error = write_error(exc, path, directory, size_hint, existed)
         if error is None:
             raise

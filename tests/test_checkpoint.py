@@ -956,3 +956,15 @@ def test_strip_optimizer_state_shrinks_the_file_and_keeps_everything_else(full_s
     stripped = full_snapshot.read_bytes()
     assert checkpoint.strip_optimizer_state(full_snapshot) == 0 and full_snapshot.read_bytes() == stripped
     assert_only(full_snapshot.parent, [full_snapshot.name])
+
+
+def test_a_failed_write_removes_the_folders_it_made_and_keeps_the_others(tmp_path):
+    (tmp_path / "kept").mkdir()
+
+    def fail(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(files.FileWriteError, match="no space left on device"):
+        files.atomic_write(tmp_path / "kept" / "new" / "deeper" / "out.bin", fail)
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []

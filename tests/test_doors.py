@@ -10,6 +10,7 @@ import builtins
 import errno
 import importlib.util
 import io
+import json
 import os
 import sys
 import tempfile
@@ -43,6 +44,7 @@ DOORS = {
     ),
     "dataset_tool zip": ("dataset_tool", ["--source={images}", "--dest={out}/data/set.zip"]),
     "dataset_tool folder": ("dataset_tool", ["--source={images}", "--dest={out}/data/set"]),
+    "plot_metrics": ("plot_metrics", ["--run-dir={run}", "--metric=swd2k", "--out={out}/plots/swd.png"]),
 }
 NETWORK_DOORS = ["generate", "style_mixing"]
 
@@ -64,7 +66,16 @@ def inputs(tmp_path_factory):
     for i in range(6):
         pixels = np.random.RandomState(i).randint(0, 256, size=(12, 12, 3), dtype=np.uint8)
         PIL.Image.fromarray(pixels).save(root / "images" / f"{i}.png")
-    return dict(network=str(root / "net.pt"), images=str(root / "images"))
+    run = root / "00000-run"
+    run.mkdir()
+    ticks = [{"Progress/kimg": {"mean": k}, "Timing/total_sec": {"mean": 10.0 * k}} for k in (0, 4, 8)]
+    (run / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    scores = [
+        {"results": {"swd2k": 9.0 - k}, "metric": "swd2k", "snapshot_pkl": f"network-snapshot-{k:06d}.pt"}
+        for k in (0, 4, 8)
+    ]
+    (run / "metric-swd2k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+    return dict(network=str(root / "net.pt"), images=str(root / "images"), run=str(run))
 
 
 def run(door, inputs, out, **overrides):

@@ -21,18 +21,6 @@ class OutputError(Exception):
     """A failed write into the output folder, as one line; nothing of this command's output is left behind."""
 
 
-def missing_folders(path: str) -> list[str]:
-    """The folders os.makedirs(path) would create, deepest first."""
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return missing
-
-
 def _one_line(exc: BaseException, outdir: str) -> OutputError | None:
     cause = files.oserror_in(exc)
     if cause is None:
@@ -46,7 +34,7 @@ def staged_output(outdir: str) -> Iterator[Callable[[str], str]]:
     """Yields `place(name)`: the path to write the output file `name` to. On leaving, every placed file appears in
     `outdir` (replacing a file of that name); on an error none does, and the folders this made are removed."""
     outdir = os.path.abspath(outdir)
-    created = missing_folders(outdir)
+    created = files.missing_folders(outdir)
     staging = None
     try:
         os.makedirs(outdir, exist_ok=True)
@@ -63,9 +51,7 @@ def staged_output(outdir: str) -> Iterator[Callable[[str], str]]:
     except BaseException as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:  # deepest first; only folders that are still empty
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        files.remove_empty_folders(created)
         error = _one_line(exc, outdir)
         if error is None:
             raise
