@@ -40,7 +40,8 @@ CANDIDATES: dict[str, list[str]] = {
     "ce32lr": ["--cmax=32", "--glr=0.01", "--dlr=0.01", "--kimg=30", "--snap=10"],
     "ce32b32": ["--cmax=32", "--batch=32", "--kimg=40", "--snap=10"],
     "ce32b32lr": ["--cmax=32", "--batch=32", "--glr=0.01", "--dlr=0.01", "--kimg=40", "--snap=10"],
-    "ce32g03": ["--cmax=32", "--gamma=0.3", "--kimg=30", "--snap=10"],
+    "ce32lr2": ["--cmax=32", "--glr=0.02", "--dlr=0.02", "--kimg=30", "--snap=10"],
+    "ce64lr": ["--glr=0.01", "--dlr=0.01", "--kimg=24", "--snap=8"],
 }
 
 
