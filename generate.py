@@ -4,7 +4,7 @@ Examples:
 
 \b
   # Seeds 0..7 of a digits run, truncation 0.7: seed0000.png ... seed0007.png and grid.png
-  python generate.py --network=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000008.pt --seeds=0-7 \\
+  python generate.py --network=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000028.pt --seeds=0-7 \\
       --trunc=0.7 --outdir=out
 \b
   # Class 3 of a conditional network

@@ -14,15 +14,15 @@ Examples:
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
 \b
   # Continue a run where its snapshot left off: its own data, loss, config and seed, 12 kimg more.
-  python train.py --outdir=runs --kimg=24 --resume=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000012.pt
+  python train.py --outdir=runs --kimg=40 --resume=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000028.pt
 \b
   # Fine-tune an official StyleGAN2-ADA pickle with RLO: the networks come from the pickle's own kwargs.
   python train.py --outdir=runs --data=datasets/dogs256.zip --loss=rlo --k=2 \\
       --resume=ffhq-res256-mirror-paper256-noaug.pkl
 
---cfg=auto picks the `tiny` config when no CUDA device is present (32-64 channels, 64-d latents, fp32, batch 16,
-12 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With --resume of one of our snapshots, every
-flag not given on the command line is taken from the run that wrote the snapshot.
+--cfg=auto picks the `tiny` config when no CUDA device is present (32 channels, 64-d latents, fp32, batch 16, lr
+0.01, no augmentation, 28 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With --resume of one of
+our snapshots, every flag not given on the command line is taken from the run that wrote the snapshot.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dnnlib.cli import verbatim  # noqa: E402
-from dnnlib.util import source_version  # noqa: E402
 
 COMMON = ["--aug=noaug", "--metrics=cls2k", "--seed=0"]
 RPGAN = ["--pairing=relativistic", "--r2=1"]
@@ -73,7 +72,6 @@ def main(outdir: str, json_path: str | None) -> None:
         result = dict(
             command="python3 benchmarks/tiny_screen.py --outdir=...",
             date=datetime.date.today().isoformat(),
-            code=source_version(__file__),
             train_commands={name: " ".join(["train.py", *COMMON, *args]) for name, args in CANDIDATES.items()},
             runs={name: row for name, row in table.items() if row is not None},
         )

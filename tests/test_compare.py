@@ -23,6 +23,7 @@ from metrics import study_report
 from training import checkpoint
 from training import study as study_lib
 from training.networks import Generator
+from training.options import CFG_SPECS
 
 TINY = "--cbase=64 --cmax=16 --batch=8 --aug=noaug"
 METRIC = "fdd100_full"
@@ -306,8 +307,11 @@ def test_default_snapshot_interval_gives_about_six_evaluations(compare, tmp_path
     assert study_lib.default_snap(12, 1) == 2  # ticks 0, 2, ..., 12: the start and six more
     assert study_lib.default_snap(25000, 4) == 1042
     manifest, runs, _ = plan(compare, tmp_path / "s", kimg=None, tick=None, variants=["ce"], seeds=1)
-    assert manifest["study"]["kimg"] == 12 and manifest["study"]["tick"] == 1 and manifest["study"]["snap"] == 2
-    assert "--kimg=12" in runs[0].args and "--snap=2" in runs[0].args
+    kimg = CFG_SPECS["tiny"].kimg  # the config's own length and tick when the study gives none
+    snap = study_lib.default_snap(kimg, 1)
+    assert 5 <= kimg / snap <= 7
+    assert manifest["study"]["kimg"] == kimg and manifest["study"]["tick"] == 1 and manifest["study"]["snap"] == snap
+    assert f"--kimg={kimg:g}" in runs[0].args and f"--snap={snap}" in runs[0].args
 
 
 def test_changed_command_on_an_existing_study_is_refused_with_the_differences(compare, tmp_path):
