@@ -7,7 +7,8 @@ accelerator to pin for). One shim is for newer torch, not the CPU: `Sampler.__in
 that the official `InfiniteSampler` passes, so it gets an `__init__` that ignores it. Nothing else changes: the
 official train.py builds the options (`--cfg`, `--batch`, `--aug`, `--fp32`, `--workers` as its own flags mean),
 and its networks, loss, reference ops, dataset reader, EMA and statistics run as shipped. Only the tick length and
-the run length are set directly, as floats (its train.py takes whole kimg and has no tick flag).
+the run length are set directly, as floats (its train.py takes whole kimg and has no tick flag), and its snapshots
+are off (they are not timed).
 
 Run it as a script (not as a module of this repository): the official packages share our top-level names.
 
@@ -95,6 +96,7 @@ def main() -> None:
     )
     kwargs.kimg_per_tick = args.tick
     kwargs.total_kimg = args.tick * args.ticks + args.batch / 1000  # tick 0 is one batch; then `ticks` whole ticks
+    kwargs.image_snapshot_ticks = kwargs.network_snapshot_ticks = None  # snapshots are not timed; they only cost
     kwargs.run_dir = args.outdir
     os.makedirs(args.outdir, exist_ok=True)
     official_train.subprocess_fn(rank=0, args=kwargs, temp_dir=args.outdir)
