@@ -113,6 +113,8 @@ class TrainFlags:
     map_depth: int | None = None
     mbstd_group: int | None = None
     blur: float = 0.0
+    ema: float | None = None
+    ema_rampup: float | None = None
     pairing: str = "standard"
     g_selfnorm: bool = False
     r2: float = 0.0
@@ -251,6 +253,7 @@ def announce_changes(resume: ResumeSource, opts: TrainingOptions) -> None:
         ("--diffaug-policy", old.augment.diffaug_policy, opts.augment.diffaug_policy, "the DiffAugment policy"),
         ("--target", old.augment.target, opts.augment.target, "ADA's target"),
         ("--blur", old.loss.blur_init_sigma, opts.loss.blur_init_sigma, "the D input blur"),
+        ("--ema", old.ema_kimg, opts.ema_kimg, "G_ema's half-life"),
         ("--pairing", old.loss.pairing, opts.loss.pairing, "the pairing of the adversarial loss"),
         ("--g-selfnorm", old.loss.g_selfnorm, opts.loss.g_selfnorm, "G's loss normalisation"),
         ("--r2", old.loss.r2_gamma, opts.loss.r2_gamma, "the R2 weight"),
@@ -417,6 +420,7 @@ def _config_section(flags: TrainFlags, resolution: int, cuda: bool) -> tuple[opt
         map=flags.map_depth,
         mbstd=flags.mbstd_group,
         mb=flags.batch,
+        ema=flags.ema,
     )
     for flag, value in [
         ("--cbase", flags.cbase),
@@ -427,6 +431,8 @@ def _config_section(flags: TrainFlags, resolution: int, cuda: bool) -> tuple[opt
         if value is not None and value <= 0:
             raise UserError(f"{flag} must be > 0, got {value}")
     spec = dataclasses.replace(spec, **{field: value for field, value in overrides.items() if value is not None})
+    if flags.ema_rampup is not None:
+        spec = dataclasses.replace(spec, ramp=flags.ema_rampup or None)  # 0 turns the ramp-up off
     desc = f"-{cfg_name}" + (f"-batch{flags.batch}" if flags.batch is not None else "")
     return spec, cfg_name, desc
 
@@ -576,7 +582,8 @@ def setup_training_options(
                 f"{resume_source.path}; change the batch or pass --mbstd-group"
             )
         if resume_source.kind == "official":  # fine-tuning from weights, as StyleGAN2-ADA does
-            ema_rampup, ada_kimg = None, 100.0
+            ema_rampup = spec.ramp if flags.ema_rampup is not None else None
+            ada_kimg = 100.0
         desc += "-resume"
     aug_opts.kimg = ada_kimg
 
@@ -855,6 +862,19 @@ _bool = dict(type=bool, metavar="BOOL")
     "--blur",
     help="Initial blur sigma of D inputs (px), faded out over 200 kimg x batch/32 [default: 0]",
     type=NON_NEGATIVE,
+)
+@click.option(
+    "--ema",
+    help="Half-life of G_ema, the generator that snapshots and metrics use, in thousands of images "
+    "[default: per --cfg]",
+    type=POSITIVE,
+    metavar="KIMG",
+)
+@click.option(
+    "--ema-rampup",
+    help="Cap G_ema's half-life at this fraction of the images seen so far; 0 = no cap [default: per --cfg]",
+    type=NON_NEGATIVE,
+    metavar="FRACTION",
 )
 @click.option(
     "--pairing",
