@@ -26,6 +26,29 @@ def test_constant_is_cached_per_configuration():
     assert misc.constant([1.0, 3.0], shape=[3, 2], dtype=torch.float32)[0, 1] == 3
 
 
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        (None, True),
+        (float("nan"), False),
+        (float("inf"), False),
+        (float("-inf"), False),
+        ("inf and -inf", False),  # their sum is NaN
+        ("overflowing sum", True),  # every entry finite, the sum infinite: the elementwise check decides
+    ],
+)
+def test_all_finite_is_the_elementwise_answer(bad, expect):
+    t = torch.randn(1000)
+    if bad == "inf and -inf":
+        t[3], t[700] = float("inf"), float("-inf")
+    elif bad == "overflowing sum":
+        t[:] = 3e38
+    elif bad is not None:
+        t[500] = bad
+    assert bool(torch.isfinite(t).all()) == expect
+    assert misc.all_finite(t) == expect
+
+
 def test_copy_params_and_buffers_copies_by_name_and_checks():
     src = torch.nn.BatchNorm1d(3)
     dst = torch.nn.BatchNorm1d(3)

@@ -45,8 +45,8 @@ def _tiling_cases(shapes):
 
 @pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
 def test_tile_programs_compute_minimal_filtering_and_its_adjoint(tiling):
-    """In 1-D, float64: AT [(G g) * (BT d)] is the m-output correlation of d with g; A is the adjoint of AT; and the
-    programs give the same written into preallocated outputs as returned new."""
+    """In 1-D, float64: AT [(G g) * (BT d)] is the m-output correlation of d with g; A is the adjoint of AT; and in
+    2-D each transform's Kronecker matrix (the route where no graph is recorded) is its program along both axes."""
     gen = torch.Generator().manual_seed(7)
     m, size = tiling.m, tiling.size
     d, taps = torch.randn(size, 5, generator=gen, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
@@ -61,10 +61,12 @@ def test_tile_programs_compute_minimal_filtering_and_its_adjoint(tiling):
     adjoint = torch.stack(run_program(tiling.a, list(z)))
     forward = torch.stack(run_program(tiling.at, list(e)))
     torch.testing.assert_close((adjoint * e).sum(0), (z * forward).sum(0), rtol=1e-12, atol=1e-12)
-    for program, inputs, n_out in ((tiling.bt, d, size), (tiling.at, e, m), (tiling.a, z, size)):
-        out = torch.full((n_out, 5), float("nan"), dtype=torch.float64)
-        run_program(program, list(inputs), out=list(out))
-        torch.testing.assert_close(out, torch.stack(run_program(program, list(inputs))), rtol=0, atol=0)
+    for which, program, n_in in (("bt", tiling.bt, size), ("at", tiling.at, size), ("a", tiling.a, m)):
+        tile = torch.randn(n_in, n_in, 3, generator=gen, dtype=torch.float64)
+        rows = run_program(program, list(tile))  # along the first axis, then along the second
+        separable = torch.stack([torch.stack(run_program(program, list(row))) for row in rows])
+        kron = conv2d_winograd._tile_transform(tiling, which, torch.float64, torch.device("cpu"))
+        torch.testing.assert_close(kron @ tile.reshape(-1, 3), separable.reshape(-1, 3), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape, tiling", _tiling_cases(SHAPES))

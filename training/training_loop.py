@@ -459,7 +459,7 @@ def training_loop(
                 )
             phase.module.requires_grad_(False)
             flat = distributed.average_gradients(phase.module.parameters(), extra=loss.nonfinite)
-            loss_finite, grads_finite = float(flat[-1]) == 0, bool(torch.isfinite(flat[:-1]).all())
+            loss_finite, grads_finite = float(flat[-1]) == 0, misc.all_finite(flat[:-1])
             if not loss_finite or not (grads_finite or opts.repair_nonfinite_grads):
                 what = "gradients" if loss_finite else "loss"
                 where = f"the last good snapshot is {last_snapshot}" if last_snapshot else "no snapshot was saved yet"

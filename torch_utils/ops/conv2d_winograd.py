@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -158,35 +158,14 @@ def tiling_for(h: int, w: int) -> Tiling:
     return F4 if max_tile >= 4 and h % 4 == 0 and w % 4 == 0 and min(h, w) >= 8 else F2
 
 
-def run_program(
-    program: Sequence[Step],
-    inputs: Sequence[torch.Tensor],
-    out: Sequence[torch.Tensor] | None = None,
-    scratch: dict[str, torch.Tensor] | None = None,
-) -> list[torch.Tensor]:
-    """One tile transform along one axis: new tensors (differentiable), or written into out (then temporaries
-    live in scratch, reused across calls on inputs of one shape)."""
+def run_program(program: Sequence[Step], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """One tile transform along one axis, as new tensors (differentiable)."""
     slots = {f"i{n}": t for n, t in enumerate(inputs)}
-    if out is not None:
-        slots.update((f"o{n}", t) for n, t in enumerate(out))
-        scratch = {} if scratch is None else scratch
     for dst, a, b, alpha in program:
-        if out is None:
-            if b is None:
-                slots[dst] = slots[a] if alpha == 1 else slots[a] * alpha
-            else:
-                slots[dst] = torch.add(slots[a], slots[b], alpha=alpha)
-            continue
-        if dst not in slots:  # a temporary
-            if dst not in scratch:
-                scratch[dst] = torch.empty_like(inputs[0])
-            slots[dst] = scratch[dst]
-        if b is not None:
-            torch.add(slots[a], slots[b], alpha=alpha, out=slots[dst])
-        elif alpha == 1:
-            slots[dst].copy_(slots[a])
+        if b is None:
+            slots[dst] = slots[a] if alpha == 1 else slots[a] * alpha
         else:
-            torch.mul(slots[a], alpha, out=slots[dst])
+            slots[dst] = torch.add(slots[a], slots[b], alpha=alpha)
     return [slots[name] for name in _outputs(program)]
 
 
@@ -205,6 +184,27 @@ def _filter_transform(tiling: Tiling, dtype: torch.dtype, device: torch.device) 
         g = torch.tensor(tiling.g, dtype=torch.float64)
         _filter_transforms[key] = torch.kron(g, g).to(dtype=dtype, device=device)
     return _filter_transforms[key]
+
+
+def program_matrix(program: Sequence[Step], inputs: int) -> torch.Tensor:
+    """The matrix T of a 1-D tile program (float64): column j is the program applied to the j-th unit vector."""
+    return torch.stack(run_program(program, list(torch.eye(inputs, dtype=torch.float64))))
+
+
+_tile_transforms: dict[tuple[str, str, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _tile_transform(tiling: Tiling, which: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """T (x) T for T = BT [(m + 2)^2, (m + 2)^2], AT [m^2, (m + 2)^2] or A [(m + 2)^2, m^2] (`which`): a 2-D tile
+    transform as one matrix over the row-major samples of a tile, from the tiling's programs."""
+    key = (tiling.name, which, dtype, device)
+    if key not in _tile_transforms:
+        program, inputs = {"bt": (tiling.bt, tiling.size), "at": (tiling.at, tiling.size), "a": (tiling.a, tiling.m)}[
+            which
+        ]
+        t = program_matrix(program, inputs)
+        _tile_transforms[key] = torch.kron(t, t).to(dtype=dtype, device=device)
+    return _tile_transforms[key]
 
 
 def _eligible(
@@ -458,40 +458,34 @@ def _input_tiles(x: torch.Tensor, tiling: Tiling, differentiable: bool = False) 
     th, tw = h // m, width // m
     if differentiable:
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # [N, H+2, W+2, C]
-    else:
-        xp = x.new_empty([n, h + 2, width + 2, c])
-        for border in (xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]):
-            border.zero_()
-        xp[:, 1:-1, 1:-1].copy_(x.permute(0, 2, 3, 1))
-    row_views = [xp[:, i : i + m * th : m] for i in range(size)]  # [N, th, W+2, C] each
+        row_views = [xp[:, i : i + m * th : m] for i in range(size)]  # [N, th, W+2, C] each
+        rows = run_program(tiling.bt, row_views)
+        columns = [[t[:, :, j : j + m * tw : m] for j in range(size)] for t in rows]
+        v = torch.stack([tile for views in columns for tile in run_program(tiling.bt, views)])
+        return v.view(size * size, n * th * tw, c)
+    # Sample (i, j) of every tile, gathered straight from x (the padding is the first or last tile row or column
+    # of the first or last sample), then every tile's transform in one matrix product.
+    xl = x.permute(0, 2, 3, 1)  # [N, H, W, C]: a view where x is channels_last, as the layers here write it
+    d = x.new_empty([size, size, n, th, tw, c])
+    for i in range(size):
+        rows, ys = _tile_samples(i, m, th)
+        for j in range(size):
+            cols, xs = _tile_samples(j, m, tw)
+            d[i, j, :, rows, cols].copy_(xl[:, ys, xs])
+            if i in (0, size - 1):
+                d[i, j, :, 0 if i == 0 else th - 1].zero_()
+            if j in (0, size - 1):
+                d[i, j, :, :, 0 if j == 0 else tw - 1].zero_()
+    bt = _tile_transform(tiling, "bt", x.dtype, x.device)
+    return (bt @ d.view(size * size, -1)).view(size * size, n * th * tw, c)
 
-    def columns(t: torch.Tensor) -> list[torch.Tensor]:
-        return [t[:, :, j : j + m * tw : m] for j in range(size)]
 
-    v = _separable(tiling.bt, row_views, columns, differentiable)
-    return v.view(size * size, n * th * tw, c)
-
-
-def _separable(
-    program: Sequence[Step],
-    row_views: Sequence[torch.Tensor],
-    columns: Callable[[torch.Tensor], list[torch.Tensor]],
-    differentiable: bool,
-) -> torch.Tensor:
-    """A 2-D tile transform: `program` along the rows, then along the columns of each result -> [size, size, ...]
-    (size: the program's outputs). Stacked new tensors where a graph is recorded, else preallocated tiles."""
-    if differentiable:
-        rows = run_program(program, row_views)
-        return torch.stack([tile for t in rows for tile in run_program(program, columns(t))])
-    first = row_views[0]
-    size = len(_outputs(program))
-    rows = first.new_empty([size, *first.shape])
-    run_program(program, row_views, out=rows)
-    out = first.new_empty([size, size, *columns(rows[0])[0].shape])
-    scratch: dict[str, torch.Tensor] = {}
-    for a in range(size):
-        run_program(program, columns(rows[a]), out=out[a], scratch=scratch)
-    return out
+def _tile_samples(i: int, m: int, tiles: int) -> tuple[slice, slice]:
+    """Sample i of each (m + 2)-wide tile along one axis of the image padded by 1: (the tiles whose sample lies
+    inside the image, the image positions they read)."""
+    first = 1 if i == 0 else 0  # the first tile's sample 0 is padding
+    stop = tiles - 1 if i == m + 1 else tiles  # the last tile's sample m + 1 is padding
+    return slice(first, stop), slice(first * m + i - 1, (stop - 1) * m + i, m)
 
 
 def _filter_tiles(w: torch.Tensor, tiling: Tiling) -> torch.Tensor:
@@ -507,17 +501,14 @@ def _output_tiles(mt: torch.Tensor, tiling: Tiling, n: int, th: int, tw: int, b:
     """[(m + 2)^2, tiles, K] -> AT M A per tile (+ bias): the m x m outputs of every tile, [N, K, m th, m tw]."""
     k = mt.shape[-1]
     m, size = tiling.m, tiling.size
-    mt = mt.view(size, size, n, th, tw, k)
-    s = mt.new_empty([m, size, n, th, tw, k])
-    run_program(tiling.at, list(mt), out=s)  # along the rows
+    at = _tile_transform(tiling, "at", mt.dtype, mt.device)
+    yt = (at @ mt.reshape(size * size, -1)).view(m, m, n, th, tw, k)
     y = mt.new_empty([n, th, m, tw, m, k])
-    scratch: dict[str, torch.Tensor] = {}
-    for p in range(m):
-        run_program(tiling.at, list(s[p]), out=[y[:, :, p, :, q] for q in range(m)], scratch=scratch)
-    y = y.view(n, m * th, m * tw, k)
-    if b is not None:
-        y += b
-    return y.permute(0, 3, 1, 2)  # channels_last: no transposing copy, and the next layer's tiles read it in order
+    if b is None:
+        y.copy_(yt.permute(2, 3, 0, 4, 1, 5))
+    else:
+        torch.add(yt.permute(2, 3, 0, 4, 1, 5), b, out=y)
+    return y.view(n, m * th, m * tw, k).permute(0, 3, 1, 2)  # channels_last: the next layer's tiles read it in order
 
 
 def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = False) -> torch.Tensor:
@@ -526,13 +517,14 @@ def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = F
     m, size = tiling.m, tiling.size
     th, tw = h // m, width // m
     g = g.permute(0, 2, 3, 1).reshape(n, th, m, tw, m, k)
-    row_views = [g[:, :, p] for p in range(m)]  # [N, th, tw, m, K] each
-
-    def columns(t: torch.Tensor) -> list[torch.Tensor]:
-        return [t[:, :, :, q] for q in range(m)]
-
-    out = _separable(tiling.a, row_views, columns, differentiable)
-    return out.view(size * size, n * th * tw, k)
+    if differentiable:
+        rows = run_program(tiling.a, [g[:, :, p] for p in range(m)])  # [N, th, tw, m, K] each
+        out = torch.stack([tile for t in rows for tile in run_program(tiling.a, [t[:, :, :, q] for q in range(m)])])
+        return out.view(size * size, n * th * tw, k)
+    e = g.new_empty([m, m, n, th, tw, k])
+    e.copy_(g.permute(2, 4, 0, 1, 3, 5))
+    a = _tile_transform(tiling, "a", g.dtype, g.device)
+    return (a @ e.view(m * m, -1)).view(size * size, n * th * tw, k)
 
 
 def _filter_grad(du: torch.Tensor, tiling: Tiling, c: int, k: int) -> torch.Tensor:
@@ -579,15 +571,33 @@ def program_roundings(program: Sequence[Step]) -> int:
     return max(depth[name] for name in _outputs(program))
 
 
+def matrix_roundings(matrix: torch.Tensor) -> int:
+    """The most roundings of one output of matrix @ inputs, in any summation order: one per addition of its nonzero
+    terms, one more where a constant is not a power of two."""
+    worst = 0
+    for row in matrix.tolist():
+        terms = [v for v in row if v != 0]
+        worst = max(worst, len(terms) - 1 + any(not _exact_scale(v) for v in terms))
+    return worst
+
+
+def transform_roundings(tiling: Tiling, which: str) -> int:
+    """n of a 2-D tile transform ('bt', 'at' or 'a') by either route: its program along the rows, then the columns
+    (where a graph is recorded), or one product with its Kronecker matrix (where none is)."""
+    program = {"bt": tiling.bt, "at": tiling.at, "a": tiling.a}[which]
+    matrix = _tile_transform(tiling, which, torch.float64, torch.device("cpu"))
+    return max(2 * program_roundings(program), matrix_roundings(matrix))
+
+
 def roundings(tiling: Tiling, op: str, terms: int) -> int:
     """n of the bound for op 'forward' (terms: input channels C) or 'weight' (terms: tiles summed, N th tw)."""
     if op == "forward":
         filter_tiles = 1 + 9  # G's constants to float32; a 9-term product and sum
-        input_tiles = 2 * program_roundings(tiling.bt)
-        outputs = 2 * program_roundings(tiling.at) + 1  # and the bias
+        input_tiles = transform_roundings(tiling, "bt")
+        outputs = transform_roundings(tiling, "at") + 1  # and the bias
         return filter_tiles + input_tiles + 1 + (terms - 1) + outputs
     if op == "weight":
-        tiles = 2 * program_roundings(tiling.bt) + 2 * program_roundings(tiling.a)
+        tiles = transform_roundings(tiling, "bt") + transform_roundings(tiling, "a")
         filter_grad = 1 + tiling.size**2  # G's constants to float32; a (m + 2)^2-term product and sum
         return tiles + 1 + (terms - 1) + filter_grad
     raise ValueError(f"roundings: op must be 'forward' or 'weight', got {op!r}")
