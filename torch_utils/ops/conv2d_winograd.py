@@ -24,20 +24,22 @@ sum), the input transform, one product, the sum over C (C - 1), the output trans
 gradient the input and output-gradient tiles, one product, the sum over every tile of every image, and the
 (m + 2)^2-term product with G's constants. A tile transform runs by either of two routes (below), and
 `transform_roundings` takes the larger count: its program along rows then columns (`program_roundings`, twice), or
-one product with its Kronecker matrix (a sum of up to 25 nonzero terms, `matrix_roundings`). Multiplying by a power of two is exact. tests/test_ops_winograd.py holds both routes to it
-and checks that the same route in bfloat16 breaks it (5-11x), so the test can fail. Worst-case bounds are loose:
-on the tests' inputs the float32 error measured 0.04-0.4% of the bound with AVX-512 kernels and the matrix route
-(0.02-0.4% with AVX2 and AVX-512 kernels alike and the program route; max error relative to the largest output: F(2x2, 3x3) ~5e-7, F(4x4, 3x3) ~1e-5; oneDNN's direct kernel 2.4e-6 under AVX2 and 2.5e-7 under
-AVX-512, which is why a test calibrated against it passed on one CPU kind only).
+one product with its Kronecker matrix (a sum of up to 25 nonzero terms, `matrix_roundings`). Multiplying by a power
+of two is exact. tests/test_ops_winograd.py holds both routes to it and checks that the same route in bfloat16
+breaks it (5-11x), so the test can fail. Worst-case bounds are loose: on the tests' inputs the float32 error
+measured 0.04-0.4% of the bound with AVX-512 kernels and the matrix route (0.02-0.4% with AVX2 and AVX-512 kernels
+alike and the program route; max error relative to the largest output: F(2x2, 3x3) ~5e-7, F(4x4, 3x3) ~1e-5;
+oneDNN's direct kernel 2.4e-6 under AVX2 and 2.5e-7 under AVX-512, which is why a test calibrated against it passed
+on one CPU kind only).
 
 `RLO_CPU_WINOGRAD=off` in the environment turns every route here off (oneDNN everywhere), for an A/B check or a CPU
 whose kernels the cost rules were not measured on.
 
-The transforms move C x pixels x (m + 2)^2 / m^2 floats through memory, the products cost C^2 x pixels: only wide layers gain, and
-only when the tile tensors are not page-faulted in on every call (host memory kept: torch_utils/host_memory.py;
-with glibc's defaults the forward measured no faster than oneDNN's). `pays`, `forward_pays` and `transpose_pays`
-say where each route is taken;
-`benchmarks/bench_winograd.py` prints the measured grid behind it. The fast paths gather each tile's samples with
+The transforms move C x pixels x (m + 2)^2 / m^2 floats through memory, the products cost C^2 x pixels: only wide
+layers gain, and only when the tile tensors are not page-faulted in on every call (host memory kept:
+torch_utils/host_memory.py; with glibc's defaults the forward measured no faster than oneDNN's). `pays`,
+`forward_pays` and `transpose_pays` say where each route is taken; `benchmarks/bench_winograd.py` prints the
+measured grid behind it. The fast paths gather each tile's samples with
 strided copies into one [(m + 2)^2, tiles x C] matrix and transform every tile with one product by BT (x) BT (and
 the outputs by AT (x) AT): memory-bound work done by BLAS in one pass, about 1.4x (input) and 2.7x (output) faster
 than the programs of strided additions they replaced. They are not differentiable: they are taken only where no
@@ -74,7 +76,8 @@ class Tiling:
     """F(m x m, 3 x 3): each (m + 2)^2 input tile gives m^2 outputs from (m + 2)^2 products per channel pair,
     y = AT [(G g GT) * (BT d B)] A. The input and output transforms are written once, as short programs of scaled
     additions over the m + 2 samples along one axis (common terms shared): run as they are where a graph is
-    recorded, as their Kronecker matrices (`program_matrix`) where none is. G is a matrix product over the filter. Checked against the 1-D identity in tests/test_ops_winograd.py."""
+    recorded, as their Kronecker matrices (`program_matrix`) where none is. G is a matrix product over the filter.
+    Checked against the 1-D identity in tests/test_ops_winograd.py."""
 
     name: str
     m: int  # outputs per tile side
