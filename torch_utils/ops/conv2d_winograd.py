@@ -479,10 +479,8 @@ def _input_tiles(x: torch.Tensor, tiling: Tiling, differentiable: bool = False) 
         for j in range(size):
             cols, xs = _tile_samples(j, m, tw)
             d[i, j, :, rows, cols].copy_(xl[:, ys, xs])
-            if i in (0, size - 1):
-                d[i, j, :, 0 if i == 0 else th - 1].zero_()
-            if j in (0, size - 1):
-                d[i, j, :, :, 0 if j == 0 else tw - 1].zero_()
+    for padding in (d[0, :, :, 0], d[-1, :, :, -1], d[:, 0, :, :, 0], d[:, -1, :, :, -1]):
+        padding.zero_()
     bt = _tile_transform(tiling, "bt", x.dtype, x.device)
     return (bt @ d.view(size * size, -1)).view(size * size, n * th * tw, c)
 
