@@ -51,7 +51,7 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
-import train
+from commands import train_command, train_flags
 from dnnlib import util as dnnlib_util
 from dnnlib.cli import POSITIVE
 from metrics import detectors, metric_main, study_report
@@ -121,7 +121,7 @@ def _where_variant(variant: study_lib.Variant) -> str:
 def check_train_args(args: list[str], where: str, cuda: bool, ctx: distributed.DistContext | None) -> tuple[Any, str]:
     """train.py's parser and checks on one run's switches (nothing written): (TrainingOptions, run description)."""
     try:
-        parsed = train.main.make_context("train.py", ["--outdir=.", *args])
+        parsed = train_command.main.make_context("train.py", ["--outdir=.", *args])
     except click.ClickException as err:
         raise fail(f"{where}: {err.format_message()}") from None
     given = {
@@ -132,7 +132,7 @@ def check_train_args(args: list[str], where: str, cuda: bool, ctx: distributed.D
             raise fail(f"{where}: --gpus={given['gpus']} but torchrun started WORLD_SIZE={ctx.world_size} processes")
         given["gpus"] = ctx.world_size
     try:
-        return train.setup_training_options(train.TrainFlags(**given), cuda=cuda, local_gpus=ctx is None)
+        return train_flags.setup_training_options(train_flags.TrainFlags(**given), cuda=cuda, local_gpus=ctx is None)
     except click.ClickException as err:
         raise fail(f"{where}: {err.format_message()}") from None
 
@@ -299,7 +299,7 @@ class Job:
     note: str
 
 
-def train_command(run: study_lib.PlannedRun, detector_dir: str | None, resume: str | None) -> list[str]:
+def train_argv(run: study_lib.PlannedRun, detector_dir: str | None, resume: str | None) -> list[str]:
     command = [sys.executable, TRAIN_PY, f"--outdir={run.outdir}", *run.args]
     command += [f"--detector-dir={detector_dir}"] if detector_dir else []
     command += [f"--resume={resume}"] if resume else []
@@ -330,7 +330,7 @@ def plan_jobs(
                 continue
             jobs.append(Job(run, steps, "score", state.nimg, f"its last snapshot {latest} has no {metric} yet"))
             continue
-        steps.append(train_command(run, detector_dir, latest))
+        steps.append(train_argv(run, detector_dir, latest))
         if state.status == "new":
             jobs.append(Job(run, steps, "start", 0, f"{run.total_kimg:g} kimg"))
         else:
@@ -885,7 +885,7 @@ def run_study(
     goal = study_report.metric_goal(manifest["study"]["metric"])
     jobs, finished = plan_jobs(opts.outdir, runs, goal.metric, detector_dir, is_main)
     if verbose:
-        train.warn_if_slow_on_cpu(first_opts, cuda)
+        train_flags.warn_if_slow_on_cpu(first_opts, cuda)
         resumes = sum(job.action == "resume" for job in jobs)
         where = (
             f"{len(slots)} at a time on CUDA {' | '.join(slots)}"

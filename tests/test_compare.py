@@ -689,7 +689,7 @@ def test_scoring_a_snapshot_afterwards_reproduces_the_runs_own_number(compare, t
     metric is a function of the network, not of the RNG of the process that computes it."""
     calc_metrics = load_script("calc_metrics")
     result = CliRunner().invoke(
-        compare.train.main,
+        compare.train_command.main,
         [
             f"--outdir={tmp_path}",
             "--kimg=0.016",

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
-from test_train_resume import load_train
 
+from commands import train_command
 from metrics import detectors
 from metrics.inception import InceptionV3, build_inception, convert_pytorch_fid_state, load_inception_state
 from metrics.tf_resize import resize_like_tf1
@@ -369,7 +369,7 @@ def test_train_refuses_a_wrong_digest_before_a_run_directory(tmp_path, monkeypat
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     args = [f"--outdir={tmp_path / 'runs'}", "--metrics=fid5k_full", f"--detector-dir={tmp_path / 'det'}"]
-    result = CliRunner().invoke(load_train().main, args)
+    result = CliRunner().invoke(train_command.main, args)
     assert result.exit_code == 2 and "its sha256 begins" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
 
@@ -383,6 +383,6 @@ def test_train_refuses_a_damaged_detector_file_in_one_line_before_a_run_director
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     detectors.clear_detector_cache()
     args = [f"--outdir={tmp_path / 'runs'}", "--metrics=fid5k_full", f"--detector-dir={tmp_path / 'det'}"]
-    result = CliRunner().invoke(load_train().main, args)
+    result = CliRunner().invoke(train_command.main, args)
     assert result.exit_code == 2 and "--metrics=fid5k_full: " in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()

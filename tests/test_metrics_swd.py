@@ -10,8 +10,8 @@ import pytest
 import scipy.ndimage
 import torch
 from click.testing import CliRunner
-from test_train_resume import load_train
 
+from commands import train_command
 from metrics import detectors, metric_main
 from metrics import sliced_wasserstein as sw
 
@@ -143,7 +143,7 @@ def test_train_on_a_colour_folder_scores_snapshots_with_swd_by_default_and_says_
         PIL.Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     args = [f"--outdir={tmp_path / 'runs'}", f"--data={folder}", "--kimg=0.016", "--tick=0.016", "--snap=1"]
     args += ["--cbase=64", "--cmax=16", "--batch=8", "--aug=noaug"]
-    result = CliRunner().invoke(load_train().main, args, catch_exceptions=False)
+    result = CliRunner().invoke(train_command.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "Metrics: swd2k by default (the quick offline metric" in result.output
     (run,) = (tmp_path / "runs").iterdir()

@@ -1,6 +1,5 @@
 """train.py: invalid flags fail before anything runs; dry run; run-directory naming; a 2-tick CPU run end to end."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,21 +11,15 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
+from commands import train_command, train_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--cbase=128", "--cmax=16", "--batch=8", "--workers=0", "--metrics=none"]
 
 
-def load_train():
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train():
-    return load_train()
+    return train_command
 
 
 def invoke(train, args):
@@ -96,7 +89,7 @@ def test_dry_run_prints_options_and_picks_tiny_config_on_cpu(train, tmp_path):
 
 
 def test_config_table_and_overrides(train):
-    opts, desc = train.setup_training_options(
+    opts, desc = train_flags.setup_training_options(
         cfg="paper256",
         cuda=False,
         glr=0.001,
@@ -121,7 +114,7 @@ def test_config_table_and_overrides(train):
     assert opts.loss.r1_gamma == 0.5 and opts.batch_size == 16 and opts.batch_gpu == 16
     assert opts.G_kwargs["synthesis_kwargs"]["num_fp16_res"] == 4  # paper configs train in mixed precision
     assert desc == "digits32-paper256-batch16-rlo-eq9-k3-m5-gamma0.5-noaug"
-    cifar, _ = train.setup_training_options(cfg="cifar", cuda=False, fp32=True, metrics="none")
+    cifar, _ = train_flags.setup_training_options(cfg="cifar", cuda=False, fp32=True, metrics="none")
     assert cifar.loss.pl_weight == 0 and cifar.loss.style_mixing_prob == 0
     assert cifar.D_kwargs["architecture"] == "orig" and cifar.batch_gpu == 32
     assert cifar.G_kwargs["synthesis_kwargs"]["num_fp16_res"] == 0
@@ -135,11 +128,11 @@ def test_detector_dir_is_searched_for_metric_weights_and_passed_to_the_loop(trai
     monkeypatch.setenv("RLO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "dnnlib"))
-    with pytest.raises(train.UserError, match="pt_inception-2015-12-05"):
-        train.setup_training_options(cuda=False, metrics="kid50k_full")
+    with pytest.raises(train_flags.UserError, match="pt_inception-2015-12-05"):
+        train_flags.setup_training_options(cuda=False, metrics="kid50k_full")
     (tmp_path / "det").mkdir()
     save_pytorch_fid_file(str(tmp_path / "det"))
-    opts, _ = train.setup_training_options(cuda=False, metrics="kid50k_full", detector_dir=str(tmp_path / "det"))
+    opts, _ = train_flags.setup_training_options(cuda=False, metrics="kid50k_full", detector_dir=str(tmp_path / "det"))
     assert opts.detector_dir == str(tmp_path / "det") and opts.metrics == ["kid50k_full"]
 
 

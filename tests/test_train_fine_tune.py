@@ -9,8 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 from official_pickle_writer import official_network, official_pickle_bytes
-from test_train_resume import load_train, printed_options
+from test_train_resume import printed_options
 
+from commands import train_command
 from training import network_transfer
 from training.checkpoint import load_network
 from training.networks import Discriminator, Generator
@@ -72,7 +73,7 @@ def image_folder(folder, labels: int = 0, count: int = 16):
 
 @pytest.fixture(scope="module")
 def train():
-    return load_train()
+    return train_command
 
 
 @pytest.fixture(scope="module")

@@ -1,32 +1,22 @@
 """train.py --resume: a snapshot continues its own run; misfits are refused before a run directory exists."""
 
-import importlib.util
 import json
 import multiprocessing
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
 
+from commands import train_command
 from training import checkpoint
 
 TINY = ["--cbase=64", "--cmax=16", "--batch=8", "--metrics=none", "--tick=0.008", "--snap=1"]
 
 
-def load_train():
-    spec = importlib.util.spec_from_file_location("train_cli_resume", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train():
-    return load_train()
+    return train_command
 
 
 def invoke(train, args):
@@ -193,7 +183,7 @@ def test_snapshot_names_are_unique_for_ticks_shorter_than_one_kimg(train):
 
 def _make_run_dir(args):
     outdir, desc = args
-    train = load_train()
+    train = train_command
     from training.options import TrainingOptions
 
     opts = TrainingOptions()

@@ -4,14 +4,15 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_train_resume import TINY, image_folder, load_train
+from test_train_resume import TINY, image_folder
 
+from commands import train_command
 from training import checkpoint
 
 
 @pytest.fixture(scope="module")
 def train():
-    return load_train()
+    return train_command
 
 
 @pytest.fixture(scope="module")
