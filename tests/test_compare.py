@@ -19,9 +19,15 @@ import torch
 from click.testing import CliRunner
 from conftest import REPO, perturbed
 
-from metrics import study_report
+from commands import train_command
+from study import command as study_command
+from study import folder as study_folder
+from study import pictures as study_pictures
+from study import plan as study_plan
+from study import report as study_report
+from study import runner as study_runner
+from torch_utils import distributed
 from training import checkpoint
-from training import study as study_lib
 from training.networks import Generator
 from training.options import CFG_SPECS
 
@@ -39,7 +45,7 @@ def load_script(name):
 
 @pytest.fixture(scope="module")
 def compare():
-    return load_script("compare")
+    return study_command
 
 
 def invoke(compare, args):
@@ -115,7 +121,7 @@ def test_each_metric_knows_its_direction(metric, key, lower):
     ],
 )
 def test_variant_grammar(spec, label, args):
-    variant = study_lib.parse_variant(spec)
+    variant = study_folder.parse_variant(spec)
     assert (variant.label, variant.args) == (label, args)
 
 
@@ -136,18 +142,18 @@ def test_variant_grammar(spec, label, args):
     ],
 )
 def test_malformed_variant_spec_is_named(spec, message):
-    with pytest.raises(study_lib.StudyError, match="--variant") as err:
-        study_lib.parse_variant(spec)
+    with pytest.raises(study_folder.StudyError, match="--variant") as err:
+        study_folder.parse_variant(spec)
     assert message in str(err.value)
 
 
 def test_two_variants_with_one_label_are_refused():
-    with pytest.raises(study_lib.StudyError, match="both have the label 'rlo-k2'"):
-        study_lib.parse_variants(["rlo --k=2", "--loss=rlo --k=2"])
+    with pytest.raises(study_folder.StudyError, match="both have the label 'rlo-k2'"):
+        study_folder.parse_variants(["rlo --k=2", "--loss=rlo --k=2"])
 
 
 def test_study_switches_override_order():
-    assert study_lib.merge_args(["--cbase=64", "--aug=noaug"], ["--aug=ada", "--loss=ce"]) == [
+    assert study_folder.merge_args(["--cbase=64", "--aug=noaug"], ["--aug=ada", "--loss=ce"]) == [
         "--cbase=64",
         "--aug=ada",
         "--loss=ce",
@@ -275,7 +281,7 @@ def plan(compare, outdir, **overrides):
         train_args=TINY.split(),
     )
     values.update(overrides)
-    return compare.plan_study(compare.StudyOptions(**values), cuda=False, ctx=None)
+    return study_plan.plan_study(study_plan.StudyOptions(**values), cuda=False, ctx=None)
 
 
 def test_plan_has_one_checked_train_py_command_per_variant_and_seed(compare, tmp_path):
@@ -304,11 +310,11 @@ def test_plan_has_one_checked_train_py_command_per_variant_and_seed(compare, tmp
 
 
 def test_default_snapshot_interval_gives_about_six_evaluations(compare, tmp_path):
-    assert study_lib.default_snap(12, 1) == 2  # ticks 0, 2, ..., 12: the start and six more
-    assert study_lib.default_snap(25000, 4) == 1042
+    assert study_folder.default_snap(12, 1) == 2  # ticks 0, 2, ..., 12: the start and six more
+    assert study_folder.default_snap(25000, 4) == 1042
     manifest, runs, _ = plan(compare, tmp_path / "s", kimg=None, tick=None, variants=["ce"], seeds=1)
     kimg = CFG_SPECS["tiny"].kimg  # the config's own length and tick when the study gives none
-    snap = study_lib.default_snap(kimg, 1)
+    snap = study_folder.default_snap(kimg, 1)
     assert 5 <= kimg / snap <= 7
     assert manifest["study"]["kimg"] == kimg and manifest["study"]["tick"] == 1 and manifest["study"]["snap"] == snap
     assert f"--kimg={kimg:g}" in runs[0].args and f"--snap={snap}" in runs[0].args
@@ -317,10 +323,10 @@ def test_default_snapshot_interval_gives_about_six_evaluations(compare, tmp_path
 def test_changed_command_on_an_existing_study_is_refused_with_the_differences(compare, tmp_path):
     outdir = tmp_path / "s"
     manifest, _, _ = plan(compare, outdir)
-    compare.open_study_folder(str(outdir), manifest, write=True)
-    assert study_lib.read_manifest(str(outdir))["runs"] == manifest["runs"]
+    study_plan.open_study_folder(str(outdir), manifest, write=True)
+    assert study_folder.read_manifest(str(outdir))["runs"] == manifest["runs"]
     same, _, _ = plan(compare, outdir)
-    compare.open_study_folder(str(outdir), same, write=True)  # the same study: accepted
+    study_plan.open_study_folder(str(outdir), same, write=True)  # the same study: accepted
     result = invoke(
         compare,
         [
@@ -337,16 +343,16 @@ def test_changed_command_on_an_existing_study_is_refused_with_the_differences(co
     assert result.exit_code == 2
     assert "holds another study" in result.output and "kimg 0.024 there, 0.032 now" in result.output
     assert "A study grows only by seeds and variants" in result.output
-    assert study_lib.read_manifest(str(outdir)) == manifest
+    assert study_folder.read_manifest(str(outdir)) == manifest
 
 
 def test_a_study_grows_by_seeds_and_variants_keeping_every_run_it_had(compare, tmp_path):
     outdir = tmp_path / "s"
     first, _, _ = plan(compare, outdir)  # ce, rlo-k2 x seeds 0-1
-    compare.open_study_folder(str(outdir), first, write=True)
+    study_plan.open_study_folder(str(outdir), first, write=True)
     more, _, _ = plan(compare, outdir, variants=["ce", "rlo --k=20"], seeds=3)
-    grown = compare.open_study_folder(str(outdir), more, write=True)
-    assert grown == study_lib.read_manifest(str(outdir))
+    grown = study_plan.open_study_folder(str(outdir), more, write=True)
+    assert grown == study_folder.read_manifest(str(outdir))
     assert [v["label"] for v in grown["variants"]] == ["ce", "rlo-k2", "rlo-k20"]
     assert grown["study"]["seeds"] == [0, 1, 2]
     kept = {(r["variant"], r["seed"]): r for r in grown["runs"]}
@@ -354,18 +360,18 @@ def test_a_study_grows_by_seeds_and_variants_keeping_every_run_it_had(compare, t
     expected = [(v, s) for v in ("ce", "rlo-k2", "rlo-k20") for s in (0, 1, 2) if (v, s) != ("rlo-k2", 2)]
     assert sorted(kept) == sorted(expected)  # rlo-k2 was not asked for again: its seeds stay 0-1
     assert grown["command"] == first["command"] and len(grown["extended_by"]) == 1
-    again = compare.open_study_folder(str(outdir), first, write=True)  # the first command again: nothing shrinks
+    again = study_plan.open_study_folder(str(outdir), first, write=True)  # the first command again: nothing shrinks
     assert again["runs"] == grown["runs"]
 
 
 def test_a_label_with_other_switches_cannot_grow_a_study(compare, tmp_path):
     outdir = tmp_path / "s"
     first, _, _ = plan(compare, outdir)
-    compare.open_study_folder(str(outdir), first, write=True)
+    study_plan.open_study_folder(str(outdir), first, write=True)
     other, _, _ = plan(compare, outdir, variants=["ce", "name=rlo-k2 rlo --k=3"])
     with pytest.raises(click.UsageError, match=r"variant rlo-k2: --loss=rlo --k=2 there, --loss=rlo --k=3 now"):
-        compare.open_study_folder(str(outdir), other, write=True)
-    assert study_lib.read_manifest(str(outdir)) == first
+        study_plan.open_study_folder(str(outdir), other, write=True)
+    assert study_folder.read_manifest(str(outdir)) == first
 
 
 def test_a_folder_that_is_not_a_study_is_refused(compare, tmp_path):
@@ -451,16 +457,16 @@ def premade_study(root, source):
     rlo-k2 seed 1  not started
     """
     runs = [
-        study_lib.PlannedRun(i, v, s, study_lib.run_outdir(v, s), ("--loss=ce",), 0.040, 0.008, "d")
+        study_folder.PlannedRun(i, v, s, study_folder.run_outdir(v, s), ("--loss=ce",), 0.040, 0.008, "d")
         for i, (v, s) in enumerate([("ce", 0), ("rlo-k2", 0), ("ce", 1), ("rlo-k2", 1)])
     ]
     variants = [
-        study_lib.Variant("ce", "ce", ("--loss=ce",)),
-        study_lib.Variant("rlo-k2", "rlo --k=2", ("--loss=rlo", "--k=2")),
+        study_folder.Variant("ce", "ce", ("--loss=ce",)),
+        study_folder.Variant("rlo-k2", "rlo --k=2", ("--loss=rlo", "--k=2")),
     ]
     study = dict(data=None, subset=200, kimg=0.04, tick=0.008, snap=2, metric=METRIC, seeds=[0, 1], train_args=[])
     root.mkdir(parents=True, exist_ok=True)
-    study_lib.write_manifest(str(root), study_lib.manifest_dict(study, variants, runs, "compare.py --outdir=x"))
+    study_folder.write_manifest(str(root), study_folder.manifest_dict(study, variants, runs, "compare.py --outdir=x"))
 
     out = root / "runs" / "ce" / "seed0"
     a = RunDir(out, "00000-digits32-ce")
@@ -497,33 +503,33 @@ def premade_study(root, source):
 
 def test_rerun_plans_skip_resume_score_and_start_from_the_files(compare, tmp_path, tiny_snapshot):
     runs = premade_study(tmp_path / "s", tiny_snapshot)
-    jobs, finished = compare.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=True)
+    jobs, finished = study_runner.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=True)
     assert [(r.variant, r.seed) for r in finished] == [("ce", 0), ("ce", 1)]
     by_run = {(job.run.variant, job.run.seed): job for job in jobs}
     killed = by_run[("rlo-k2", 0)]
     latest = "runs/rlo-k2/seed0/00000-digits32-rlo-k2/network-snapshot-000000-024.pt"
     assert killed.action == "resume" and killed.start_nimg == 24
-    assert killed.steps[0][1:] == [compare.CALC_METRICS_PY, f"--metrics={METRIC}", f"--network={latest}"]  # first
-    assert killed.steps[1][1:] == [compare.TRAIN_PY, "--outdir=runs/rlo-k2/seed0", "--loss=ce", f"--resume={latest}"]
+    assert killed.steps[0][1:] == [study_plan.CALC_METRICS_PY, f"--metrics={METRIC}", f"--network={latest}"]  # first
+    assert killed.steps[1][1:] == [study_plan.TRAIN_PY, "--outdir=runs/rlo-k2/seed0", "--loss=ce", f"--resume={latest}"]
     new = by_run[("rlo-k2", 1)]
     assert new.action == "start" and new.steps == [
-        [sys.executable, compare.TRAIN_PY, "--outdir=runs/rlo-k2/seed1", "--loss=ce"]
+        [sys.executable, study_plan.TRAIN_PY, "--outdir=runs/rlo-k2/seed1", "--loss=ce"]
     ]
-    jobs, _ = compare.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=False)
+    jobs, _ = study_runner.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=False)
     assert len([j for j in jobs if j.run.seed == 0][0].steps) == 1  # only the main process scores (torchrun)
 
 
 def test_finished_run_whose_last_snapshot_is_unscored_is_only_scored(compare, tmp_path, tiny_snapshot):
     runs = premade_study(tmp_path / "s", tiny_snapshot)
     os.remove(tmp_path / "s" / "runs" / "ce" / "seed1" / "00001-digits32-ce-resume" / f"metric-{METRIC}.jsonl")
-    jobs, finished = compare.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=True)
+    jobs, finished = study_runner.plan_jobs(str(tmp_path / "s"), runs, METRIC, None, is_main=True)
     (job,) = [j for j in jobs if (j.run.variant, j.run.seed) == ("ce", 1)]
-    assert job.action == "score" and len(job.steps) == 1 and job.steps[0][1] == compare.CALC_METRICS_PY
+    assert job.action == "score" and len(job.steps) == 1 and job.steps[0][1] == study_plan.CALC_METRICS_PY
 
 
 def test_chain_of_killed_and_resumed_run_dirs_is_stitched(tmp_path, tiny_snapshot):
     premade_study(tmp_path / "s", tiny_snapshot)
-    chain = study_lib.run_chain(str(tmp_path / "s" / "runs" / "ce" / "seed0"))
+    chain = study_folder.run_chain(str(tmp_path / "s" / "runs" / "ce" / "seed0"))
     assert [os.path.basename(s.run_dir) for s in chain] == ["00000-digits32-ce", "00002-digits32-ce-resume"]
     assert [t.nimg for s in chain for t in s.ticks] == [8, 16, 24, 32, 40]  # dir 0's tick at 32 was redone
     results = study_report.read_study(str(tmp_path / "s"))
@@ -543,7 +549,7 @@ def test_chain_of_killed_and_resumed_run_dirs_is_stitched(tmp_path, tiny_snapsho
 
 def test_report_of_premade_study(compare, tmp_path, tiny_snapshot):
     premade_study(tmp_path / "s", tiny_snapshot)
-    path = compare.make_report(str(tmp_path / "s"), proj_steps=0)
+    path = study_pictures.make_report(str(tmp_path / "s"), proj_steps=0)
     folder = tmp_path / "s" / "report"
     for name in [
         "report.md",
@@ -576,7 +582,7 @@ def test_report_projects_a_training_image_into_first_and_last_snapshots_when_vgg
 ):
     vgg_path, _, _, _ = metrics_support.shared_vgg_files()
     premade_study(tmp_path / "s", tiny_snapshot)
-    compare.make_report(str(tmp_path / "s"), proj_steps=2, detector_dir=os.path.dirname(vgg_path))
+    study_pictures.make_report(str(tmp_path / "s"), proj_steps=2, detector_dir=os.path.dirname(vgg_path))
     folder = tmp_path / "s" / "report"
     records = [json.loads(line) for line in (folder / "projection.jsonl").read_text().splitlines()]
     assert [r["label"] for r in records] == ["ce 0.008 kimg", "ce 0.04 kimg", "rlo-k2 0.008 kimg"]  # seed 0 runs
@@ -585,28 +591,28 @@ def test_report_projects_a_training_image_into_first_and_last_snapshots_when_vgg
         assert image.size == (3 * 128, 2 * (128 + 40))  # target + 2 columns, 2 rows (projector.compare_grid)
     assert "![projection](projection.png)" in (folder / "report.md").read_text()
     stamp = os.path.getmtime(folder / "projection_00.png")
-    compare.make_report(str(tmp_path / "s"), proj_steps=2, detector_dir=os.path.dirname(vgg_path))
+    study_pictures.make_report(str(tmp_path / "s"), proj_steps=2, detector_dir=os.path.dirname(vgg_path))
     assert os.path.getmtime(folder / "projection_00.png") == stamp  # same networks and steps: not projected again
 
 
 def test_report_without_vgg16_says_where_the_projection_went(compare, tmp_path, tiny_snapshot, no_detectors):
     premade_study(tmp_path / "s", tiny_snapshot)
-    compare.make_report(str(tmp_path / "s"))
+    study_pictures.make_report(str(tmp_path / "s"))
     text = (tmp_path / "s" / "report" / "report.md").read_text()
     assert "Skipped: projector.py's LPIPS distance needs the VGG16 file" in text
 
 
 def finished_study(root, source, values):
     """A study whose runs all finished: values[variant][seed] = (value at 8 images, value at 16 images)."""
-    variants = [study_lib.Variant(v, v, ()) for v in values]
+    variants = [study_folder.Variant(v, v, ()) for v in values]
     seeds = list(range(len(next(iter(values.values())))))
     runs = [
-        study_lib.PlannedRun(i, v.label, s, study_lib.run_outdir(v.label, s), (), 0.016, 0.008, "d")
+        study_folder.PlannedRun(i, v.label, s, study_folder.run_outdir(v.label, s), (), 0.016, 0.008, "d")
         for i, (s, v) in enumerate((s, v) for s in seeds for v in variants)
     ]
     study = dict(data=None, subset=200, kimg=0.016, tick=0.008, snap=1, metric=METRIC, seeds=seeds, train_args=[])
     root.mkdir(parents=True)
-    study_lib.write_manifest(str(root), study_lib.manifest_dict(study, variants, runs, "compare.py"))
+    study_folder.write_manifest(str(root), study_folder.manifest_dict(study, variants, runs, "compare.py"))
     for run in runs:
         d = RunDir(root / run.outdir, "00000-x")
         for k, nimg in enumerate((8, 16)):
@@ -638,15 +644,15 @@ def test_higher_is_better_metrics_count_increases_as_improvements(tmp_path):
 
 
 def test_slots_group_visible_devices_by_gpus_per_run(compare, monkeypatch):
-    monkeypatch.setattr(compare, "visible_cuda_ids", lambda: ["0", "1", "2", "3", "4"])
-    assert compare.device_slots("auto", 1, None) == ["0", "1", "2", "3", "4"]
-    assert compare.device_slots("auto", 2, None) == ["0,1", "2,3"]
-    assert compare.device_slots("1,3", 1, None) == ["1", "3"]
-    assert compare.device_slots("cpu", 1, None) == [None]
+    monkeypatch.setattr(study_runner, "visible_cuda_ids", lambda: ["0", "1", "2", "3", "4"])
+    assert study_runner.device_slots("auto", 1, None) == ["0", "1", "2", "3", "4"]
+    assert study_runner.device_slots("auto", 2, None) == ["0,1", "2,3"]
+    assert study_runner.device_slots("1,3", 1, None) == ["1", "3"]
+    assert study_runner.device_slots("cpu", 1, None) == [None]
     with pytest.raises(Exception, match="no CUDA device 7"):
-        compare.device_slots("1,7", 1, None)
-    ctx = compare.distributed.DistContext(rank=0, world_size=4, local_rank=0)
-    assert compare.device_slots("auto", 1, ctx) == [None]  # torchrun: one run at a time over all processes
+        study_runner.device_slots("1,7", 1, None)
+    ctx = distributed.DistContext(rank=0, world_size=4, local_rank=0)
+    assert study_runner.device_slots("auto", 1, ctx) == [None]  # torchrun: one run at a time over all processes
 
 
 def test_runs_are_spread_one_per_device_side_by_side(compare, tmp_path):
@@ -659,10 +665,10 @@ def test_runs_are_spread_one_per_device_side_by_side(compare, tmp_path):
     )
     jobs = []
     for i in range(2):
-        run = study_lib.PlannedRun(i, f"v{i}", 0, f"runs/v{i}/seed0", (), 0.008, 0.008, "d")
-        jobs.append(compare.Job(run, [[sys.executable, "-c", record, str(tmp_path / f"{i}.txt")]], "start", 0, ""))
+        run = study_folder.PlannedRun(i, f"v{i}", 0, f"runs/v{i}/seed0", (), 0.008, 0.008, "d")
+        jobs.append(study_runner.Job(run, [[sys.executable, "-c", record, str(tmp_path / f"{i}.txt")]], "start", 0, ""))
     goal = study_report.metric_goal(METRIC)
-    compare.Runner(str(study), jobs, ["3", "5"], 2, 0, None, None, goal, verbose=False).run()
+    study_runner.Runner(str(study), jobs, ["3", "5"], 2, 0, None, None, goal, verbose=False).run()
     got = [open(tmp_path / f"{i}.txt").read().split() for i in range(2)]
     assert sorted(g[0] for g in got) == ["3", "5"]
     (a0, a1), (b0, b1) = [(float(g[1]), float(g[2])) for g in got]
@@ -671,13 +677,13 @@ def test_runs_are_spread_one_per_device_side_by_side(compare, tmp_path):
 
 
 def test_a_second_compare_on_a_running_study_is_refused(compare, tmp_path):
-    fd = compare.lock_study(str(tmp_path))
+    fd = study_plan.lock_study(str(tmp_path))
     try:
         with pytest.raises(Exception, match="another compare.py"):
-            compare.lock_study(str(tmp_path))
+            study_plan.lock_study(str(tmp_path))
     finally:
         os.close(fd)
-    os.close(compare.lock_study(str(tmp_path)))
+    os.close(study_plan.lock_study(str(tmp_path)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -689,7 +695,7 @@ def test_scoring_a_snapshot_afterwards_reproduces_the_runs_own_number(compare, t
     metric is a function of the network, not of the RNG of the process that computes it."""
     calc_metrics = load_script("calc_metrics")
     result = CliRunner().invoke(
-        compare.train_command.main,
+        train_command.main,
         [
             f"--outdir={tmp_path}",
             "--kimg=0.016",
@@ -751,7 +757,7 @@ def test_report_keeps_the_studys_own_projection_steps(compare, tmp_path, monkeyp
     outdir = tmp_path / "s"
     manifest, _, _ = plan(compare, outdir)
     manifest["report"] = dict(proj_steps=0)  # as `compare.py --proj-steps=0 --outdir=...` records it
-    compare.open_study_folder(str(outdir), manifest, write=True)
+    study_plan.open_study_folder(str(outdir), manifest, write=True)
     seen = []
     monkeypatch.setattr(compare, "make_report", lambda study, proj_steps, **kw: seen.append(proj_steps) or "r.md")
     assert invoke(compare, ["report", str(outdir)]).exit_code == 0
@@ -775,6 +781,6 @@ def test_a_damaged_metric_line_is_named_by_the_report_not_read_as_unfinished(com
 def test_a_manifest_whose_runs_leave_the_study_folder_is_refused(compare, tmp_path, outdir):
     manifest, _, _ = plan(compare, tmp_path / "s")
     manifest["runs"][0]["outdir"] = outdir
-    compare.open_study_folder(str(tmp_path / "s"), manifest, write=True)
+    study_plan.open_study_folder(str(tmp_path / "s"), manifest, write=True)
     result = invoke(compare, ["report", str(tmp_path / "s")])
     assert result.exit_code == 1 and "is not a path inside the study folder" in result.output

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import REPO
 
+from study import folder as study_folder
 from training import checkpoint
-from training import study as study_lib
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def evaluations(study):
 
 
 def final_weights(study, variant, seed):
-    chain = study_lib.run_chain(str(study / "runs" / variant / f"seed{seed}"))
+    chain = study_folder.run_chain(str(study / "runs" / variant / f"seed{seed}"))
     snapshot = chain[-1].snapshots[-1]
     assert snapshot.name == "network-snapshot-000000-032.pt"
     return checkpoint.load_network(snapshot.path)["G_ema"].state_dict()
@@ -126,7 +126,7 @@ def test_killed_study_rerun_ends_with_the_numbers_of_an_uninterrupted_one(uninte
         proc.wait()
     output = run_compare(study)
     assert "1 finished, 1 to resume, 2 to start" in output and "resume rlo-k2 seed 0" in output
-    assert len(study_lib.run_chain(str(target))) == 2  # the killed run directory and the one resuming it
+    assert len(study_folder.run_chain(str(target))) == 2  # the killed run directory and the one resuming it
     assert evaluations(study) == evaluations(reference)
     for variant, seed in [("ce", 0), ("rlo-k2", 0), ("ce", 1), ("rlo-k2", 1)]:
         want, got = final_weights(reference, variant, seed), final_weights(study, variant, seed)

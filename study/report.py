@@ -27,7 +27,7 @@ import scipy.stats
 from metrics import metric_main
 from metrics.metric_plot import MetricPlotError, read_metric_jsonl
 from rlo.files import atomic_write
-from training import study as study_lib
+from study import folder as study_folder
 
 CONFIDENCE = 0.95
 
@@ -161,25 +161,25 @@ def log_note(path: str) -> str:
     return (stopped or lines or [""])[-1][:300]
 
 
-def read_run(study_dir: str, run: study_lib.PlannedRun, goal: MetricGoal) -> RunResult:
-    state = study_lib.run_state(study_dir, run, goal.metric)
+def read_run(study_dir: str, run: study_folder.PlannedRun, goal: MetricGoal) -> RunResult:
+    state = study_folder.run_state(study_dir, run, goal.metric)
     evaluations: list[Evaluation] = []
-    ticks: list[study_lib.Tick] = []
+    ticks: list[study_folder.Tick] = []
     for segment in state.chain:
         values = {}  # not scored yet: no metric file
         if os.path.isfile(os.path.join(segment.run_dir, f"metric-{goal.metric}.jsonl")):
             try:
                 scored = read_metric_jsonl(segment.run_dir, goal.metric, goal.key)
             except MetricPlotError as err:  # a damaged line is named, not read as "unfinished"
-                raise study_lib.StudyError(str(err)) from None
+                raise study_folder.StudyError(str(err)) from None
             values = {os.path.basename(k): v for k, v in scored.items()}
         for snapshot in segment.snapshots:
             if snapshot.name in values:
                 evaluations.append(
                     Evaluation(
                         snapshot.stem,
-                        study_lib.snapshot_nimg(snapshot, segment.ticks),
-                        study_lib.snapshot_total_sec(snapshot, segment.ticks),
+                        study_folder.snapshot_nimg(snapshot, segment.ticks),
+                        study_folder.snapshot_total_sec(snapshot, segment.ticks),
                         values[snapshot.name],
                         snapshot.path,
                     )
@@ -217,14 +217,14 @@ class StudyResults:
 
 
 def read_study(study_dir: str, manifest: dict[str, Any] | None = None) -> StudyResults:
-    manifest = manifest or study_lib.read_manifest(study_dir)
+    manifest = manifest or study_folder.read_manifest(study_dir)
     if manifest is None:
-        raise study_lib.StudyError(
-            f"{study_dir} holds no {study_lib.MANIFEST_NAME}; it is not a study folder "
+        raise study_folder.StudyError(
+            f"{study_dir} holds no {study_folder.MANIFEST_NAME}; it is not a study folder "
             "(make one with compare.py --outdir=...)"
         )
     goal = metric_goal(manifest["study"]["metric"])
-    runs = {(r.variant, r.seed): read_run(study_dir, r, goal) for r in study_lib.runs_of_manifest(manifest)}
+    runs = {(r.variant, r.seed): read_run(study_dir, r, goal) for r in study_folder.runs_of_manifest(manifest)}
     return StudyResults(
         study_dir, manifest, goal, [v["label"] for v in manifest["variants"]], list(manifest["study"]["seeds"]), runs
     )
@@ -335,7 +335,7 @@ def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
 def write_csvs(results: StudyResults, folder: str) -> list[str]:
     """evaluations.csv (every scored snapshot), summary.csv (per variant and evaluation), runs.csv, paired.csv."""
     goal = results.goal
-    rel = lambda path: study_lib.relpath_within(path, results.study_dir)  # noqa: E731
+    rel = lambda path: study_folder.relpath_within(path, results.study_dir)  # noqa: E731
     rows = [
         [r.variant, r.seed, e.stem, e.nimg, e.kimg, e.total_sec, e.value, rel(e.snapshot)]
         for r in results.runs.values()
@@ -555,7 +555,7 @@ def render_markdown(results: StudyResults, figures: dict[str, str], sections: Se
             f"| {variant} | {len(runs)} | {fmt_interval(finals)} | "
             f"{fmt_interval(t_interval([b.value for b in bests]))} | "
             f"{', '.join(fmt(b.kimg) for b in bests) or '–'} | {fmt_interval(speed)} | "
-            f"{study_lib.format_duration(wall.mean) if wall.n else '–'} |"
+            f"{study_folder.format_duration(wall.mean) if wall.n else '–'} |"
         )
     if len(results.variants) > 1:
         lines += [
@@ -590,7 +590,7 @@ def render_markdown(results: StudyResults, figures: dict[str, str], sections: Se
         for s in evaluation_summaries(results, variant):
             lines.append(
                 f"| {fmt(s.kimg)} | {s.value.n} | {fmt_interval(s.value)} | {fmt(min(s.values))} | "
-                f"{fmt(max(s.values))} | {study_lib.format_duration(s.total_sec.mean)} |"
+                f"{fmt(max(s.values))} | {study_folder.format_duration(s.total_sec.mean)} |"
             )
         lines.append("")
     unfinished = [r for r in results.runs.values() if not r.finished]
@@ -621,7 +621,7 @@ def write_report(study_dir: str, results: StudyResults | None = None, sections: 
     `sections`: further Markdown (compare.py's sample grids and projections) placed before the file list.
     """
     results = results or read_study(study_dir)
-    folder = os.path.join(study_dir, study_lib.REPORT_DIR)
+    folder = os.path.join(study_dir, study_folder.REPORT_DIR)
     os.makedirs(folder, exist_ok=True)
     write_csvs(results, folder)
     figures = {

@@ -1,7 +1,8 @@
 """A study: the same train.py runs for several variants (sets of train.py switches) and seeds, in one folder.
 
-compare.py plans and runs a study; this module holds what does not need the metrics: the variant grammar, the
-plan (one train.py command per variant and seed), the manifest, and reading back where each run stands.
+The study's folder: the variant grammar, the planned runs (one train.py command per variant and seed), the
+manifest, and reading back where each run stands. study.plan makes the plan, study.runner runs it, study.report
+reads it back.
 
 Layout of a study folder:
 
