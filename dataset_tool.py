@@ -25,8 +25,8 @@ import click
 import PIL.Image
 from tqdm import tqdm
 
+from dnnlib import files
 from dnnlib.cli import Parsed
-from rlo import files
 from training.dataset import IMAGE_READ_ERRORS, DatasetError, describe_image_error
 from training.dataset_sources import LABEL_SOURCES, ImageSource, open_source
 from training.image_convert import (

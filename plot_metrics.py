@@ -18,8 +18,8 @@ import os
 
 import click
 
+from dnnlib import files
 from metrics.metric_plot import MetricPlotError, format_table, plot_metric_curves, stitched_series
-from rlo import files
 
 
 @click.command(help=__doc__)

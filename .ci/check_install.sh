@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The distribution as a user gets it: build and install it NON-editable into a scratch folder, check that only the
-# rlo package (every file of it) landed there, and run it from a folder outside the checkout.
+# rlo package (every file of it) landed there, that it declares torch as its one dependency, and run it from a
+# folder outside the checkout.
 #
 #   .ci/check_install.sh        (no network: --no-deps --no-build-isolation --no-index; needs setuptools >= 68)
 #
@@ -36,66 +37,36 @@ diff <(cd "$tmp/src" && find rlo -type f ! -path '*/__pycache__/*' | sort) \
      <(cd "$tmp/site" && find rlo -type f ! -path '*/__pycache__/*' | sort) \
     || fail "installed rlo/ differs from the checkout's rlo/ (< checkout only, > installed only)"
 
-# Runs from a folder outside the checkout; its ../shared does not exist, and no data folder is configured.
+step "the distribution depends on torch and nothing else"
+requires="$(cat "$tmp"/site/rlo_stylegan2-*.dist-info/METADATA | sed -n 's/^Requires-Dist: //p')"
+[[ "$requires" == torch* && "$(echo "$requires" | wc -l)" -eq 1 ]] || fail "Requires-Dist is not torch alone: $requires"
+
+# Runs from a folder outside the checkout.
 mkdir -p "$tmp/work/run"
 cd "$tmp/work/run"
 sitedirs="$(python3 -c 'import site, sys; print(":".join(p for p in sys.path if p.endswith("-packages")))')"
-run() { env -u RLO_UCI_DIR -u RLO_SHARED_DIR PYTHONPATH="$tmp/site:$sitedirs" PYTHONDONTWRITEBYTECODE=1 \
-        OMP_NUM_THREADS=1 python3 -S "$@"; }
+run() { env PYTHONPATH="$tmp/site:$sitedirs" PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=1 python3 -S "$@"; }
 
-step "import rlo and every rlo module from the install; rlo imports nothing of the GAN code"
-run - "$tmp/site" <<'EOF' || fail "importing the installed rlo failed"
+step "import rlo and every rlo module from the install: it loads torch and nothing else, and trains a step"
+run - "$tmp/site" <<'EOF2' || fail "importing or using the installed rlo failed"
 import importlib, pathlib, pkgutil, sys
 site = pathlib.Path(sys.argv[1]).resolve()
+import torch
+before = {n.split(".")[0] for n in sys.modules}
 import rlo
-rlo.RootedLoss(k=3)
 names = [m.name for m in pkgutil.walk_packages(rlo.__path__, "rlo.")]
 for name in names:
     importlib.import_module(name)
 outside = [n for n, m in sys.modules.items() if n.split(".")[0] == "rlo"
            and not pathlib.Path(m.__file__).resolve().is_relative_to(site)]
 assert not outside, f"rlo modules not from the install: {outside}"
-ours = sorted({n.split(".")[0] for n in sys.modules} & {"training", "metrics", "dnnlib", "torch_utils"})
-assert not ours, f"importing rlo imported {ours}"
-print(f"  {len(names) + 1} modules, all from {site}")
-EOF
-
-step "logreg --out DIR --datasets wine --steps 5"
-run -m rlo.experiments.logreg --out "$tmp/out" --datasets wine --steps 5 > "$tmp/logreg.log" \
-    || fail "logreg run failed: $(tail -3 "$tmp/logreg.log")"
-for f in logreg_table1.md logreg_table1.csv logreg_convergence.png; do
-    [[ -s "$tmp/out/$f" ]] || fail "logreg did not write $tmp/out/$f"
-done
-grep -q '| Wine |' "$tmp/out/logreg_table1.md" || fail "logreg_table1.md has no Wine row"
-
-step "the default --out is ./rlo-results under the working directory, not the install"
-run -m rlo.experiments.logreg --datasets wine --steps 1 > "$tmp/logreg_default.log" \
-    || fail "logreg run with the default --out failed: $(tail -3 "$tmp/logreg_default.log")"
-for f in logreg_table1.md logreg_table1.csv logreg_convergence.png; do
-    [[ -s "rlo-results/$f" ]] || fail "default --out: $PWD/rlo-results/$f missing"
-done
-leaked="$(cd "$tmp/site" && find . -type f ! -path '*/__pycache__/*' | grep -E '\.(md|csv|png)$' || true)"
-[[ -z "$leaked" ]] || fail "outputs written into the install: $leaked"
-
-step "a UCI set with no data folder: exit 2, and the error names the folder searched beside the working directory"
-set +e
-run -m rlo.experiments.logreg --datasets ionosphere --out "$tmp/out_missing" 2> "$tmp/missing.err" > /dev/null
-code=$?
-set -e
-error="$(tail -1 "$tmp/missing.err")"
-[[ $code -eq 2 ]] || fail "expected exit 2 for missing ionosphere.data, got $code: $error"
-[[ "$error" == *"ionosphere.data"* && "$error" == *"$tmp/work/shared/data/uci"* ]] \
-    || fail "the error does not name ionosphere.data and $tmp/work/shared/data/uci: $error"
-[[ "$error" != *"$tmp/site"* ]] || fail "the data search looked into the install: $error"
-
-uci_dir="${RLO_SHARED_DIR:-$repo/../shared}/data/uci"
-if [[ -f "$uci_dir/ionosphere.data" ]]; then
-    step "logreg --data-dir $uci_dir --datasets ionosphere (a file-backed loader from the install)"
-    run -m rlo.experiments.logreg --data-dir "$uci_dir" --out "$tmp/out_uci" --datasets ionosphere --steps 5 \
-        > "$tmp/uci.log" || fail "logreg on ionosphere failed: $(tail -3 "$tmp/uci.log")"
-    grep -q '| Ionosphere |' "$tmp/out_uci/logreg_table1.md" || fail "logreg_table1.md has no Ionosphere row"
-else
-    step "skipped the ionosphere run: no $uci_dir/ionosphere.data (set RLO_SHARED_DIR)"
-fi
+extra = sorted({n.split(".")[0] for n in sys.modules} - before - {"rlo"})
+assert not extra, f"importing rlo loaded more than torch: {extra}"
+model = torch.nn.Linear(4, 3)
+loss = rlo.RootedLoss(k=3)(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
+loss.backward()
+assert torch.isfinite(loss) and model.weight.grad is not None
+print(f"  {len(names) + 1} modules, all from {site}; a RootedLoss step: {loss.item():.4f}")
+EOF2
 
 echo "check_install: OK in $((SECONDS - start)) s"

@@ -1,5 +1,5 @@
 """Training-step time of the classifier models per loss: forward, loss, backward and an AdamW step on a random batch
-(what `python -m rlo.experiments.classify` reports as time per epoch, without the data). The loss is a small part of
+(what `python -m experiments.classify` reports as time per epoch, without the data). The loss is a small part of
 the step, so every loss should take the model's time within noise.
 
     python benchmarks/bench_classify.py [--models small-cnn,resnet-tiny,vit-tiny] [--losses ce,focal,rlo-k10]
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # rlo from this checkout
 
 import rlo  # noqa: E402
-from rlo.experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count  # noqa: E402
+from experiments.classifier_models import MODEL_NAMES, make_classifier, parameter_count  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

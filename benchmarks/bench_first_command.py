@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from dnnlib.cli import verbatim  # noqa: E402
+from dnnlib.image_data import load_digits_images  # noqa: E402
 from dnnlib.util import source_version  # noqa: E402
 from metrics import digits_classifier, digits_metrics  # noqa: E402
-from rlo.experiments.image_data import load_digits_images  # noqa: E402
 
 SCORES = ("cls2k_confident", "cls2k_class_entropy", "fdd2k_full")
 

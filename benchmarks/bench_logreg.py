@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # rlo from this checkout
 
-from rlo.experiments import logreg_grid as logreg  # noqa: E402
-from rlo.experiments import uci  # noqa: E402
+from experiments import logreg_grid as logreg  # noqa: E402
+from experiments import uci  # noqa: E402
 
 
 @click.command(help=__doc__)

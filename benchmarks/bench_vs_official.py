@@ -5,7 +5,7 @@ strict=True) and the same inputs. Reps are interleaved A/B (order alternating AB
 processes hits both sides alike; the figure of merit is the per-rep ratio ours/official, printed as median
 with min/max, in wall time and in process CPU time (steadier on a shared machine).
 
-    python3 -m pip install -e ".[bench]"   # requests and psutil, which the official code imports
+    python3 -m pip install -r requirements-extras.txt   # requests and psutil, which the official code imports
     python benchmarks/bench_vs_official.py --official=/path/to/stylegan2-ada-pytorch
     python benchmarks/bench_vs_official.py --official=... --parts=G,iter --reps=5 --json=out.json
     python benchmarks/bench_vs_official.py --official=... --profile --parts=iter   # top ops of each side

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
-from rlo.files import atomic_write  # noqa: E402
+from dnnlib.files import atomic_write  # noqa: E402
 from torch_utils import host_memory as host_memory_module  # noqa: E402
 from torch_utils.ops import conv2d_winograd  # noqa: E402
 

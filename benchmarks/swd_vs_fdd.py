@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnnlib.cli import verbatim  # noqa: E402
+from dnnlib.files import atomic_write  # noqa: E402
 from metrics import metric_main  # noqa: E402
-from rlo.files import atomic_write  # noqa: E402
 from training.checkpoint import load_network  # noqa: E402
 
 METRICS = ("fdd2k_full", "swd2k", "cls2k")

@@ -28,8 +28,8 @@ from commands.train_flags import (
     warn_if_slow_on_cpu,
 )
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
+from dnnlib.files import FileWriteError
 from metrics.snapshot_evaluator import SnapshotEvaluator
-from rlo.files import FileWriteError
 from torch_utils import distributed, host_memory
 from torch_utils.distributed import DistContext
 from training import checkpoint

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib import util as dnnlib_util
+from dnnlib.image_data import load_digits_images
 from metrics.weight_files import DetectorFormatError, check_state_dict
-from rlo.experiments.image_data import load_digits_images
 from training.checkpoint import atomic_write
 
 INPUT_SIZE = 32

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from rlo.files import atomic_write
+from dnnlib.files import atomic_write
 
 SNAPSHOT_KIMG_RE = re.compile(r"network-snapshot-(\d+)(?:-(\d{3}))?\.[A-Za-z0-9]+$")  # -III: images, sub-kimg ticks
 TICK_LINE_RE = re.compile(r"^tick\s+\d+\s+kimg\s+([0-9.]+)\s+time\s+(.+?)\s+sec/tick")

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from dnnlib import util as dnnlib_util
+from dnnlib.files import atomic_write
 from metrics import detectors
-from rlo.files import atomic_write
 from training import sampling
 from training.dataset import open_dataset
 
@@ -235,7 +235,7 @@ class FeatureStats:
         return mean, cov
 
     def save(self, path: str) -> None:
-        """Write to `path` (.npz) all-or-nothing (rlo.files.atomic_write)."""
+        """Write to `path` (.npz) all-or-nothing (dnnlib.files.atomic_write)."""
         arrays: dict[str, Any] = dict(
             capture_all=np.array(self.capture_all),
             capture_mean_cov=np.array(self.capture_mean_cov),

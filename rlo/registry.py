@@ -45,7 +45,7 @@ class LossMember:
     params: tuple[str, ...] = ()
     label_always: tuple[str, ...] = ()
     # For members whose binary loss is a function of the nll alone: f(nll, input_dtype=..., **params) per sample,
-    # so that batched callers (rlo.experiments.batched_gd) compute one nll for many models.
+    # so that batched callers (experiments.batched_gd) compute one nll for many models.
     from_nll: Callable | None = None
     # The binary loss a GAN generator minimises on its target 'real', when it is not `binary` itself (hinge GANs:
     # G minimises -D(G(z)), not relu(1 - D(G(z)))). Same signature as `binary`.

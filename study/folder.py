@@ -29,7 +29,7 @@ import shlex
 from collections.abc import Iterable
 from typing import Any
 
-from rlo.files import atomic_write
+from dnnlib.files import atomic_write
 from training import checkpoint
 
 MANIFEST_NAME = "study.json"

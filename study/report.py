@@ -24,9 +24,9 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import scipy.stats
 
+from dnnlib.files import atomic_write
 from metrics import metric_main
 from metrics.metric_plot import MetricPlotError, read_metric_jsonl
-from rlo.files import atomic_write
 from study import folder as study_folder
 
 CONFIDENCE = 0.95

@@ -17,6 +17,7 @@ ALLOWED = {
     "training": {"rlo", "dnnlib", "torch_utils"},
     "metrics": {"training", "rlo", "dnnlib", "torch_utils"},
     "commands": {"metrics", "training", "rlo", "dnnlib", "torch_utils"},
+    "experiments": {"rlo", "dnnlib", "torch_utils"},
     "study": {"commands", "metrics", "training", "rlo", "dnnlib", "torch_utils"},
 }
 OURS = set(ALLOWED)

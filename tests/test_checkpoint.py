@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import perturbed
 
-from rlo import files
+from dnnlib import files
 from training import checkpoint
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Discriminator, Generator

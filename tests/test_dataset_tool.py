@@ -17,7 +17,7 @@ from conftest import shared_path
 from damaged_files import corrupt_stored_member, png_claiming_size
 
 import dataset_tool
-from rlo.experiments.image_data import load_numpy_pickle
+from dnnlib.image_data import load_numpy_pickle
 from training import dataset_sources
 from training.dataset import DatasetError, DigitsDataset, ImageFolderDataset
 

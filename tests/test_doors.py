@@ -46,8 +46,8 @@ DOORS = {
     "dataset_tool zip": ("dataset_tool", ["--source={images}", "--dest={out}/data/set.zip"]),
     "dataset_tool folder": ("dataset_tool", ["--source={images}", "--dest={out}/data/set"]),
     "plot_metrics": ("plot_metrics", ["--run-dir={run}", "--metric=swd2k", "--out={out}/plots/swd.png"]),
-    "logreg experiment": ("rlo.experiments.logreg", ["--datasets=wine", "--steps=3", "--out={out}/logreg"]),
-    "spiral experiment": ("rlo.experiments.spiral", ["--seeds=1", "--iterations", "2", "2", "2", "--out={out}/spiral"]),
+    "logreg experiment": ("experiments.logreg", ["--datasets=wine", "--steps=3", "--out={out}/logreg"]),
+    "spiral experiment": ("experiments.spiral", ["--seeds=1", "--iterations", "2", "2", "2", "--out={out}/spiral"]),
 }
 DISK_BUDGET = {
     "logreg experiment": 6000,

@@ -14,9 +14,10 @@ import torch
 from click.testing import CliRunner
 
 import rlo
-from rlo.experiments import classify, classify_data, classify_presets, image_data
-from rlo.experiments.classify_train import TrainSettings, train_classifier
-from rlo.experiments.image_data import DataFileError
+from dnnlib import image_data
+from dnnlib.image_data import DataFileError
+from experiments import classify, classify_data, classify_presets
+from experiments.classify_train import TrainSettings, train_classifier
 
 
 def _cli(*args):
@@ -230,7 +231,7 @@ def test_tiny_run_writes_table_csv_and_figure_that_agree(tmp_path):
     assert result.exit_code == 0, result.output
     table = (tmp_path / "classify_digits.md").read_text()
     assert (
-        f"Produced by `python -m rlo.experiments.classify --losses=ce,rlo-k5 --epochs=2 --batch=32 --seeds=2 "
+        f"Produced by `python -m experiments.classify --losses=ce,rlo-k5 --epochs=2 --batch=32 --seeds=2 "
         f"--max-images=200 --out={tmp_path} --device=cpu`."
     ) in table
     assert "| small-cnn | CE |" in table and "| small-cnn | RLO-5 |" in table and "40 test images" in table

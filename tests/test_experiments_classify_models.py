@@ -8,8 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rlo.experiments import classifier_models as cm
-from rlo.experiments import classify
+from experiments import classifier_models as cm
+from experiments import classify
 
 # timm kwargs that shrink each family to a few thousand parameters (the architecture code is the real one)
 TINY = {
@@ -221,11 +221,11 @@ def test_fine_tuning_from_a_file_announces_the_new_head(tmp_path):
 
 def test_without_timm_a_timm_model_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
-    with pytest.raises(cm.MissingExtraError, match=r"pip install 'rlo-stylegan2\[classify\]'"):
+    with pytest.raises(cm.MissingExtraError, match=r"pip install -r requirements-extras.txt"):
         cm.make_classifier("resnet18", 3, 10)
     assert cm.make_classifier("small-cnn", 3, 10)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     result = CliRunner().invoke(classify.main, ["--model", "resnet-tiny", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: the timm models need timm: pip install 'rlo-stylegan2[classify]'"
+        "Error: the timm models need timm: pip install -r requirements-extras.txt"
     ]

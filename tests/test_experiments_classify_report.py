@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import rlo
-from rlo.experiments import classify_report as report
-from rlo.experiments.classify_train import EpochRecord, RunHistory
+from experiments import classify_report as report
+from experiments.classify_train import EpochRecord, RunHistory
 
 CE, RLO10, FOCAL = rlo.LossConfig("ce"), rlo.LossConfig("rlo", k=10), rlo.LossConfig("focal")
 

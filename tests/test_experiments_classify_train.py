@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 
 import rlo
-from rlo.experiments import classify, classify_data, classify_train
-from rlo.experiments.classify_dist import Dist, spawn
-from rlo.experiments.classify_train import RunDirError, TrainSettings, train_run
-from rlo.files import FileWriteError
+from dnnlib.files import FileWriteError
+from experiments import classify, classify_data, classify_train
+from experiments.classify_dist import Dist, spawn
+from experiments.classify_train import RunDirError, TrainSettings, train_run
 
 CPU = torch.device("cpu")
 

@@ -1,5 +1,5 @@
 """The three experiment command lines: outputs default to ./rlo-results under the working directory, a bad flag is a
-usage error (exit 2) whose one error line names the flag and the value, and `python -m rlo.experiments.NAME` runs
+usage error (exit 2) whose one error line names the flag and the value, and `python -m experiments.NAME` runs
 the click command."""
 
 import os
@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
-from rlo.experiments import classify, logreg, spiral
+from experiments import classify, logreg, spiral
 
 TINY_RUNS = {
     "logreg": (
@@ -75,7 +75,7 @@ def test_a_bad_flag_is_a_one_line_usage_error_naming_flag_and_value(main, args, 
 def test_python_m_runs_the_click_command(name, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))  # this checkout's rlo, whatever else is installed
     run = subprocess.run(
-        [sys.executable, "-m", f"rlo.experiments.{name}", "--no-such-flag"],
+        [sys.executable, "-m", f"experiments.{name}", "--no-such-flag"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -83,5 +83,5 @@ def test_python_m_runs_the_click_command(name, tmp_path):
         timeout=120,
     )
     assert run.returncode == 2, run.stderr
-    assert run.stderr.startswith(f"Usage: python -m rlo.experiments.{name} [OPTIONS]")
+    assert run.stderr.startswith(f"Usage: python -m experiments.{name} [OPTIONS]")
     assert run.stderr.rstrip().splitlines()[-1].startswith("Error: No such option '--no-such-flag'")

@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 import rlo
-from rlo.experiments import crossval, logreg, logreg_grid
-from rlo.experiments.batched_gd import BatchedFamilyLoss, batched_gd
+from experiments import crossval, logreg, logreg_grid
+from experiments.batched_gd import BatchedFamilyLoss, batched_gd
 
 
 def _toy_problem(num_samples=40, num_features=3, seed=0):

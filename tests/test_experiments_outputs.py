@@ -5,7 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic  # noqa: E402
+from experiments.outputs import save_figure_atomic, write_text_atomic  # noqa: E402
 
 
 def test_text_is_replaced_whole_and_no_temporary_remains(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import rlo
-from rlo.experiments import spiral
+from experiments import spiral
 
 
 def test_spiral_is_deterministic_per_seed_and_balanced():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from rlo.experiments import uci
+from experiments import uci
 
 
 def test_ionosphere_real_file_has_351_rows_34_features_and_225_good():

@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 import calc_metrics
+from dnnlib.image_data import load_digits_images
 from metrics import detectors, digits_classifier, metric_main, metric_utils
 from metrics.digits_metrics import classifier_scores
 from metrics.weight_files import DetectorFormatError
-from rlo.experiments.image_data import load_digits_images
 from training.checkpoint import save_snapshot
 from training.networks import Generator
 

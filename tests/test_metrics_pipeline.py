@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from dnnlib.files import FileWriteError
 from metrics import detectors, metric_main, metric_utils
 from metrics.inception_score import inception_score
 from metrics.perceptual_path_length import ppl_from_distances
-from rlo.files import FileWriteError
 from training.dataset import open_dataset
 
 NUM_REAL = 7  # odd on purpose: the per-process split wraps around

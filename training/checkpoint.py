@@ -41,9 +41,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from dnnlib import files
 from dnnlib import util as dnnlib_util
-from rlo import files
-from rlo.files import remove_stale_temp_files  # noqa: F401  (part of this module's API: train.py calls it)
+from dnnlib.files import remove_stale_temp_files  # noqa: F401  (part of this module's API: train.py calls it)
 from training import network_bounds, official_pickle
 from training.augment import AugmentPipe
 from training.networks import NETWORK_CLASSES
@@ -219,7 +219,7 @@ def atomic_write(
     overwrite: bool = True,
     size_hint: int | None = None,
 ) -> None:
-    """rlo.files.atomic_write (the repository's one durable writer), its errors as one-line CheckpointErrors."""
+    """dnnlib.files.atomic_write (the repository's one durable writer), its errors as one-line CheckpointErrors."""
     try:
         files.atomic_write(path, write, verify, overwrite=overwrite, size_hint=size_hint)
     except files.FileWriteError as exc:

@@ -22,7 +22,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from rlo.experiments.image_data import DataFileError, load_digits_images
+from dnnlib.image_data import DataFileError, load_digits_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MODE_CHANNELS = {"L": 1, "RGB": 3}  # what a prepared dataset may hold; dataset_tool.py converts the rest

@@ -1,7 +1,7 @@
 """Readers for dataset_tool.py's --source: image folders and zips, the CIFAR-10 python archive, sklearn digits.
 
 Every source is a sequence of images with optional labels and a name per image for messages. The CIFAR-10
-batches and the digits are read by rlo.experiments.image_data (shared with the classifier experiments).
+batches and the digits are read by dnnlib.image_data (shared with the classifier experiments).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from rlo.experiments import image_data
-from rlo.experiments.image_data import CIFAR10_TRAIN_BATCHES
+from dnnlib import image_data
+from dnnlib.image_data import CIFAR10_TRAIN_BATCHES
 from training.dataset import (
     IMAGE_READ_ERRORS,
     MAX_LABEL_DIM,

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from dnnlib.cli import verbatim
+from dnnlib.files import atomic_write
 from rlo.family import LossConfig
-from rlo.files import atomic_write
 from rlo.gan import GanObjective
 
 K_GRID = np.exp(np.linspace(math.log(0.05), math.log(2000.0), 1201))  # 0.05 .. 2000, 0.9% apart

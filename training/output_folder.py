@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 
-from rlo import files
+from dnnlib import files
 
 
 class OutputError(Exception):

@@ -1,9 +1,9 @@
 """Shallow logistic regression vs rooted logistic regression (the paper's Table 1 and Figure 1): the command line.
 
-    python -m rlo.experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine,ionosphere,madelon,spectf]
+    python -m experiments.logreg [--data-dir DIR] [--out rlo-results] [--datasets wine,ionosphere,madelon,spectf]
 
-The protocol and the batched grid are :mod:`rlo.experiments.logreg_grid`, the tables and the figure
-:mod:`rlo.experiments.logreg_report`, and where the UCI files are looked for :mod:`rlo.experiments.uci`.
+The protocol and the batched grid are :mod:`experiments.logreg_grid`, the tables and the figure
+:mod:`experiments.logreg_report`, and where the UCI files are looked for :mod:`experiments.uci`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import click
 
-from rlo.experiments import logreg_report, uci
-from rlo.experiments.logreg_grid import PAPER_ORDER, LogRegConfig, run_grid
-from rlo.experiments.outputs import out_option
+from experiments import logreg_report, uci
+from experiments.logreg_grid import PAPER_ORDER, LogRegConfig, run_grid
+from experiments.outputs import out_option
 
 DEFAULTS = LogRegConfig()
 

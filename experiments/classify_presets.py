@@ -1,4 +1,4 @@
-"""The paper's classifier settings as named presets of ``python -m rlo.experiments.classify --preset NAME``; flags
+"""The paper's classifier settings as named presets of ``python -m experiments.classify --preset NAME``; flags
 given on the command line override a preset's values.
 
 Where each value comes from:
@@ -19,7 +19,7 @@ Where each value comes from:
 - [O] ours: bf16 autocast (the authors' 2080Ti had only fp16; ``--precision fp16`` uses fp16 + GradScaler as they
   did), channels_last for ResNets (speed only), 3 seeds (the paper reports one run; 3 give a CI), the per-step
   cosine, images resized to 224 for fine-tuning (ImageNet-pretrained timm files; the authors fine-tuned ViT at 384),
-  and the timm models' input-size adaptations (:mod:`rlo.experiments.classifier_models`).
+  and the timm models' input-size adaptations (:mod:`experiments.classifier_models`).
 
 Fine-tuning presets need ``--pretrained PATH``: a local timm/torchvision checkpoint of the preset's model.
 """

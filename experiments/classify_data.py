@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlo.experiments import image_data
+from dnnlib import image_data
 
 DIGITS_TRAIN_FRACTION = 0.8
 CROP_PADDING = 4  # at 32 px; image folders pad by size // 8

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import click
 
-from rlo.files import FileWriteError, atomic_write, missing_folders, remove_empty_folders
+from dnnlib.files import FileWriteError, atomic_write, missing_folders, remove_empty_folders
 
 PathLike = str | os.PathLike
 
@@ -74,7 +74,7 @@ def out_option(command: F) -> F:
 
 
 def write_text_atomic(path: PathLike, text: str) -> pathlib.Path:
-    """Write ``text`` to ``path`` all-or-nothing (rlo.files.atomic_write)."""
+    """Write ``text`` to ``path`` all-or-nothing (dnnlib.files.atomic_write)."""
     path = pathlib.Path(path)
     created = _note_created(path)
     atomic_write(path, lambda f: f.write(text.encode()))

@@ -1,14 +1,14 @@
 """Image classification with CE, focal and RLO (k = 5, 8, 10): the paper's Tables 2-3 and Figure 3, at any size.
 
-    python -m rlo.experiments.classify                                     # digits, small CNN, CPU, ~5 min
-    python -m rlo.experiments.classify --preset table2-cifar100-vit --cifar100-path cifar-100-python.tar.gz \\
+    python -m experiments.classify                                     # digits, small CNN, CPU, ~5 min
+    python -m experiments.classify --preset table2-cifar100-vit --cifar100-path cifar-100-python.tar.gz \\
         --run-dir runs/t2-c100-vit                                         # one row of Table 2, on a GPU
-    torchrun --nproc-per-node 4 -m rlo.experiments.classify --preset ...  # or: --gpus 4
+    torchrun --nproc-per-node 4 -m experiments.classify --preset ...  # or: --gpus 4
 
-Pieces: :mod:`~rlo.experiments.classify_data` (datasets, augmentation, batches), :mod:`~rlo.experiments.
-classifier_models` (small CNN; ResNet, ViT, Swin from timm; pretrained files), :mod:`~rlo.experiments.classify_train`
-(one run, checkpoints, resume), :mod:`~rlo.experiments.classify_dist` (processes), :mod:`~rlo.experiments.
-classify_report` (tables, figure), :mod:`~rlo.experiments.classify_presets` (the paper's settings, with sources).
+Pieces: :mod:`~experiments.classify_data` (datasets, augmentation, batches), :mod:`~experiments.
+classifier_models` (small CNN; ResNet, ViT, Swin from timm; pretrained files), :mod:`~experiments.classify_train`
+(one run, checkpoints, resume), :mod:`~experiments.classify_dist` (processes), :mod:`~experiments.
+classify_report` (tables, figure), :mod:`~experiments.classify_presets` (the paper's settings, with sources).
 
 Protocol: for each seed every loss starts from the same initial weights and sees the same batches and
 augmentations (paired seeds); recorded per epoch: the training objective and CE (running), the running training
@@ -33,9 +33,11 @@ import torch
 from click.core import ParameterSource
 
 import rlo
-from rlo.experiments import classifier_models
-from rlo.experiments.classifier_models import MODEL_NAMES, MODELS, MissingExtraError, PretrainedError
-from rlo.experiments.classify_data import (
+from dnnlib.files import FileWriteError
+from dnnlib.image_data import DataFileError
+from experiments import classifier_models
+from experiments.classifier_models import MODEL_NAMES, MODELS, MissingExtraError, PretrainedError
+from experiments.classify_data import (
     DATA_NAMES,
     DATASETS,
     AugmentSettings,
@@ -43,10 +45,10 @@ from rlo.experiments.classify_data import (
     make_source,
     resolve_data_path,
 )
-from rlo.experiments.classify_dist import Dist, from_torchrun, init_torchrun, spawn
-from rlo.experiments.classify_presets import PRESET_NAMES, PRESETS
-from rlo.experiments.classify_report import epochs_csv, figure3, results_csv, results_table, table2, table3
-from rlo.experiments.classify_train import (
+from experiments.classify_dist import Dist, from_torchrun, init_torchrun, spawn
+from experiments.classify_presets import PRESET_NAMES, PRESETS
+from experiments.classify_report import epochs_csv, figure3, results_csv, results_table, table2, table3
+from experiments.classify_train import (
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -56,9 +58,7 @@ from rlo.experiments.classify_train import (
     run_name,
     train_run,
 )
-from rlo.experiments.image_data import DataFileError
-from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
-from rlo.files import FileWriteError
+from experiments.outputs import out_option, save_figure_atomic, write_text_atomic
 
 DEFAULT_LOSSES = "ce,focal,rlo-k5,rlo-k8,rlo-k10"
 AUGMENTS = ("auto", "none", "crop-flip")
@@ -158,7 +158,7 @@ def _command_line(ctx: click.Context) -> str:
                 given.append(flag)
             else:
                 given.append(f"{flag}={_flag_text(value)}")
-    return " ".join(["python -m rlo.experiments.classify"] + given)
+    return " ".join(["python -m experiments.classify"] + given)
 
 
 # ---------------------------------------------------------------------------------------------------- the sweep

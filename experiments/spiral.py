@@ -1,6 +1,6 @@
 """Fully-connected networks on the 2-class spiral, cross-entropy vs RLO (the paper's Figures 2/3, section 4.3).
 
-    python -m rlo.experiments.spiral [--out rlo-results] [--seeds 5] [--iterations 1000 100 50]
+    python -m experiments.spiral [--out rlo-results] [--seeds 5] [--iterations 1000 100 50]
 
 Setup (paper: hidden 100, lr 0.01, k = 3, 1000/100/50 iterations for 2/3/4 layers; our choices marked *):
 
@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import rlo
-from rlo.experiments.outputs import out_option, save_figure_atomic, write_text_atomic
+from experiments.outputs import out_option, save_figure_atomic, write_text_atomic
 
 TURNS = 1.5
 NOISE = 0.05
@@ -254,7 +254,7 @@ def main(out: pathlib.Path, seeds: int, iterations: tuple[int, int, int], device
     table = results_table(runs)
     header = (
         f"# FCNs on the 2-class spiral: CE vs RLO (paper Figures 2/3)\n\nProduced by `python -m "
-        f"rlo.experiments.spiral`. Spiral: {NUM_SAMPLES} points, {TURNS:g} turns, noise std {NOISE:g}, "
+        f"experiments.spiral`. Spiral: {NUM_SAMPLES} points, {TURNS:g} turns, noise std {NOISE:g}, "
         f"70/30 split ({data.x_train.shape[0]}/{data.x_test.shape[0]}); hidden width 100, ReLU; full-batch "
         f"AdamW lr 0.01 (weight decay 0.01); same init for CE and RLO. Training time {seconds:.1f} s "
         f"({torch.get_num_threads()} torch threads).\n\n"

@@ -20,7 +20,7 @@ import scipy.special
 from matplotlib.figure import Figure
 
 import rlo
-from rlo.experiments.classify_train import EpochRecord, RunHistory
+from experiments.classify_train import EpochRecord, RunHistory
 
 CE = rlo.LossConfig("ce")
 

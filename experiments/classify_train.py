@@ -3,7 +3,7 @@ precision, gradient clipping, multi-process gradient sums, per-epoch atomic chec
 TensorBoard + CSV logs.
 
 The paired-seed protocol: the initial network is a function of (seed, model, data shape) only, and the batches of
-an epoch of (seed, epoch) only (:mod:`rlo.experiments.classify_data`), so for a seed every loss starts from the same
+an epoch of (seed, epoch) only (:mod:`experiments.classify_data`), so for a seed every loss starts from the same
 weights and sees the same batches and augmentations; the losses differ in nothing but the objective.
 """
 
@@ -25,10 +25,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rlo
-from rlo.experiments.classifier_models import load_pretrained, make_classifier, parameter_count, reader_error
-from rlo.experiments.classify_data import AugmentSettings
-from rlo.experiments.classify_dist import Dist
-from rlo.files import atomic_write
+from dnnlib.files import atomic_write
+from experiments.classifier_models import load_pretrained, make_classifier, parameter_count, reader_error
+from experiments.classify_data import AugmentSettings
+from experiments.classify_dist import Dist
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -179,7 +179,7 @@ def evaluate(
 
 
 def save_atomic(state: dict, path: pathlib.Path) -> None:
-    """torch.save through :func:`rlo.files.atomic_write` (temporary file beside it, fsync, rename): a reader, or a
+    """torch.save through :func:`dnnlib.files.atomic_write` (temporary file beside it, fsync, rename): a reader, or a
     resume after a kill, sees the old checkpoint or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save(state, f))

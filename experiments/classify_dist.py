@@ -2,7 +2,7 @@
 the two collectives the training loop needs (a summed gradient, summed counters).
 
 One process per device; every process builds the same initial network (same seed), takes its rows of each global
-batch (:mod:`rlo.experiments.classify_data`), and the gradients of the per-process sums are summed, so N processes
+batch (:mod:`experiments.classify_data`), and the gradients of the per-process sums are summed, so N processes
 step exactly as one process with the whole batch would (up to float summation order). BatchNorm statistics stay
 per process, as in DDP without SyncBatchNorm.
 """

@@ -13,8 +13,8 @@ import pathlib
 import torch
 from matplotlib.figure import Figure
 
-from rlo.experiments.logreg_grid import DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, best_index, ranked, scores
-from rlo.experiments.outputs import save_figure_atomic, write_text_atomic
+from experiments.logreg_grid import DISPLAY_NAMES, PAPER_ORDER, DatasetRun, LogRegConfig, best_index, ranked, scores
+from experiments.outputs import save_figure_atomic, write_text_atomic
 
 MeanStd = tuple[float, float]
 
@@ -140,7 +140,7 @@ def markdown_report(runs: dict[str, DatasetRun], cfg: LogRegConfig, seconds: flo
         "\n\n".join(
             [
                 "# Shallow logistic regression vs rooted logistic regression (paper Table 1)",
-                "Produced by `python -m rlo.experiments.logreg`. " + setup_text(runs, cfg, seconds),
+                "Produced by `python -m experiments.logreg`. " + setup_text(runs, cfg, seconds),
                 "## Ours (Table-1 layout; top-3 k of RLO and RLO-L2, each ranked on its own)",
                 ours_table(runs),
                 "## Paper's Table 1 (reference: quoted from arXiv 2310.03890, not produced by this code)",

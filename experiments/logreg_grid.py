@@ -14,7 +14,7 @@ Protocol (paper section 4.2, our choices where the paper is silent marked *):
 - Reported: mean +- std (numpy's population std over the 5 folds) of the test accuracy after the last iteration.
   For RLO / RLO-L2 the k with the best mean test accuracy (ties: smaller std, then smaller k) and the top 3 k.
   As in the paper, k is selected on the same test folds it is reported on, which flatters RLO's best k.
-- Data: see :mod:`rlo.experiments.uci` (Wine as cultivar 1 vs the rest; SPECTF train+test joined;
+- Data: see :mod:`experiments.uci` (Wine as cultivar 1 vs the rest; SPECTF train+test joined;
   Madelon train+valid joined).
 
 All (method, k, fold) combinations train together in one batched tensor program (:mod:`batched_gd`); the only
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import torch
 
 import rlo
-from rlo.experiments import crossval, uci
-from rlo.experiments.batched_gd import GDHistory, batched_gd
+from experiments import crossval, uci
+from experiments.batched_gd import GDHistory, batched_gd
 
 METHODS = ("LR", "LR-L2", "RLO", "RLO-L2")
 DISPLAY_NAMES = {"wine": "Wine", "ionosphere": "Ionosphere", "madelon": "Madelon", "spectf": "Specheart"}

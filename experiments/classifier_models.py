@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 SMALL_INPUT_BELOW = 128  # image sizes under this get the CIFAR adaptations above
-TIMM_EXTRA = "classify"  # pip install 'rlo-stylegan2[classify]'
+TIMM_REQUIREMENTS = "requirements-extras.txt"  # the file that pins timm
 
 
 class SmallCNN(nn.Module):
@@ -125,7 +125,7 @@ def _timm():
     try:
         import timm
     except ImportError:
-        raise MissingExtraError(f"the timm models need timm: pip install 'rlo-stylegan2[{TIMM_EXTRA}]'") from None
+        raise MissingExtraError(f"the timm models need timm: pip install -r {TIMM_REQUIREMENTS}") from None
     return timm
 
 
@@ -200,7 +200,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         )
     try:
         if path.endswith(".safetensors"):
-            # Deferred: a timm dependency, so absent without the [classify] extra; only .safetensors files need it.
+            # Deferred: a timm dependency, so absent without requirements-extras.txt; only .safetensors files need it.
             from safetensors.torch import load_file
 
             state = load_file(path, device="cpu")
