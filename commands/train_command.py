@@ -27,6 +27,7 @@ from commands.train_flags import (
     setup_training_options,
     warn_if_slow_on_cpu,
 )
+from dnnlib import files
 from dnnlib.cli import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED_RANGE
 from dnnlib.files import FileWriteError
 from metrics.snapshot_evaluator import SnapshotEvaluator
@@ -102,11 +103,13 @@ def create_run_dir(opts: TrainingOptions, outdir: str, desc: str) -> None:
         with _outdir_lock(outdir):
             opts.run_dir = next_run_dir(outdir, desc)
             os.makedirs(opts.run_dir)
-        checkpoint.atomic_write(
+        files.atomic_write(
             os.path.join(opts.run_dir, "training_options.json"), lambda f: f.write(opts.to_json().encode())
         )
     except OSError as err:
         raise UserError(f"--outdir={outdir}: cannot create the run directory there ({err.strerror or err})") from None
+    except FileWriteError as err:
+        raise UserError(f"--outdir={outdir}: {err}") from None
 
 
 class _Tee:
@@ -363,7 +366,7 @@ def main(outdir: str, dry_run: bool, **kwargs: Any) -> None:
 
     resume = open_resume(given["resume"]) if "resume" in given else None
     if resume is not None and resume.kind == "snapshot" and not dry_run:  # that run was killed: its half-writes go
-        for path in checkpoint.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume.path))):
+        for path in files.remove_stale_temp_files(os.path.dirname(os.path.abspath(resume.path))):
             click.echo(f"Removed {path}, left by a write that was killed")
     values = replay_flags(resume, given) if resume is not None and resume.stored is not None else given
     opts, desc = setup_training_options(

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib import util as dnnlib_util
+from dnnlib.files import atomic_write
 from dnnlib.image_data import load_digits_images
 from metrics.weight_files import DetectorFormatError, check_state_dict
-from training.checkpoint import atomic_write
 
 INPUT_SIZE = 32
 NUM_CLASSES = 10

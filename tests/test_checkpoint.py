@@ -439,7 +439,7 @@ def test_killed_writer_never_leaves_a_damaged_snapshot(snapshot, nets, tmp_path)
         proc.wait()
     loaded = load_network(snapshot)
     assert_same_state(loaded["G"], nets["G"])
-    assert checkpoint.remove_stale_temp_files(snapshot.parent) == sorted(str(snapshot.parent / n) for n in temps)
+    assert files.remove_stale_temp_files(snapshot.parent) == sorted(str(snapshot.parent / n) for n in temps)
     assert sorted(os.listdir(snapshot.parent)) == sorted([snapshot.name, marker.name])
 
 
@@ -451,9 +451,9 @@ def test_atomic_write_verify_failure_keeps_previous(tmp_path):
         raise CheckpointError("bad")
 
     with pytest.raises(CheckpointError):
-        checkpoint.atomic_write(path, lambda f: f.write(b"new"), verify=verify)
+        files.atomic_write(path, lambda f: f.write(b"new"), verify=verify)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin"]
-    checkpoint.atomic_write(path, lambda f: f.write(b"new"))
+    files.atomic_write(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new"
 
 
@@ -873,8 +873,8 @@ def test_overwrite_false_is_atomic_against_a_file_appearing_during_the_write(tmp
         f.write(b"mine")
         path.write_bytes(b"another writer's")  # appears after the up-front check
 
-    with pytest.raises(CheckpointError, match="already exists; refusing to replace it"):
-        checkpoint.atomic_write(path, write, overwrite=False)
+    with pytest.raises(files.FileWriteError, match="already exists; refusing to replace it"):
+        files.atomic_write(path, write, overwrite=False)
     assert path.read_bytes() == b"another writer's"
     assert_only(tmp_path, ["out.bin"])
 
@@ -885,10 +885,10 @@ def test_overwrite_false_without_hard_links_falls_back_to_a_check(tmp_path, monk
 
     monkeypatch.setattr(os, "link", no_links)
     path = tmp_path / "out.bin"
-    checkpoint.atomic_write(path, lambda f: f.write(b"first"), overwrite=False)
+    files.atomic_write(path, lambda f: f.write(b"first"), overwrite=False)
     assert path.read_bytes() == b"first"
-    with pytest.raises(CheckpointError, match="already exists"):
-        checkpoint.atomic_write(path, lambda f: f.write(b"second"), overwrite=False)
+    with pytest.raises(files.FileWriteError, match="already exists"):
+        files.atomic_write(path, lambda f: f.write(b"second"), overwrite=False)
     assert path.read_bytes() == b"first"
     assert_only(tmp_path, ["out.bin"])
 
@@ -916,9 +916,9 @@ def test_remove_stale_temp_files_removes_only_atomic_write_leftovers(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / ".folder.abcd1234.tmp").mkdir()
     os.symlink(tmp_path / "notes.tmp", tmp_path / ".link.abcd1234.tmp")
-    assert checkpoint.remove_stale_temp_files(tmp_path) == sorted(leftovers)
+    assert files.remove_stale_temp_files(tmp_path) == sorted(leftovers)
     assert_only(tmp_path, keep + [".folder.abcd1234.tmp", ".link.abcd1234.tmp"])
-    assert checkpoint.remove_stale_temp_files(tmp_path / "missing") == []
+    assert files.remove_stale_temp_files(tmp_path / "missing") == []
 
 
 # ----------------------------------------------------------------------------

@@ -43,7 +43,6 @@ import torch
 
 from dnnlib import files
 from dnnlib import util as dnnlib_util
-from dnnlib.files import remove_stale_temp_files  # noqa: F401  (part of this module's API: train.py calls it)
 from training import network_bounds, official_pickle
 from training.augment import AugmentPipe
 from training.networks import NETWORK_CLASSES
@@ -211,7 +210,7 @@ def _build(
 # Atomic writes.
 
 
-def atomic_write(
+def _atomic_write(
     path: str | os.PathLike,
     write: Callable[[BinaryIO], None],
     verify: Callable[[str], None] | None = None,
@@ -219,7 +218,8 @@ def atomic_write(
     overwrite: bool = True,
     size_hint: int | None = None,
 ) -> None:
-    """dnnlib.files.atomic_write (the repository's one durable writer), its errors as one-line CheckpointErrors."""
+    """dnnlib.files.atomic_write (the repository's one durable writer) for snapshots, its errors as one-line
+    CheckpointErrors."""
     try:
         files.atomic_write(path, write, verify, overwrite=overwrite, size_hint=size_hint)
     except files.FileWriteError as exc:
@@ -411,7 +411,7 @@ def _payload_bytes(payload: Mapping[str, Any]) -> int:
 
 def _write_payload(path: str, payload: dict[str, Any], overwrite: bool) -> None:
     payload["digests"] = tensor_digests(payload)
-    atomic_write(
+    _atomic_write(
         path,
         lambda f: torch.save(payload, f),
         verify=_verify_snapshot_file,

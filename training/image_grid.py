@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from training.checkpoint import atomic_write
+from dnnlib.files import atomic_write
 
 MAX_GRID_CELLS = 16  # per side; official uses up to 32, but at 16-64 px that is 1024 images per grid on a CPU
 

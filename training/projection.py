@@ -21,8 +21,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from dnnlib.files import atomic_write
 from training import image_convert, sampling
-from training.checkpoint import atomic_write
 
 
 class TargetError(ValueError):
