@@ -48,3 +48,29 @@ def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
             if tensor.is_floating_point():
                 tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
     return module.eval()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tiny networks and train.py runs: the settings the tests build on, written once (each test says what it changes).
+
+
+def tiny_g(resolution: int = 8, *, c_dim: int = 0, latent: int = 8, base: int = 64, cmax: int = 8, layers: int = 2):
+    """Generator kwargs of a network small enough for a CPU test: `latent`-d z and w, RGB at `resolution`."""
+    return dict(
+        z_dim=latent,
+        c_dim=c_dim,
+        w_dim=latent,
+        img_resolution=resolution,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=layers),
+        synthesis_kwargs=dict(channel_base=base, channel_max=cmax),
+    )
+
+
+def tiny_d(resolution: int = 8, *, c_dim: int = 0, base: int = 64, cmax: int = 8, **kwargs):
+    """Discriminator kwargs matching tiny_g (kwargs: architecture, epilogue_kwargs, ...)."""
+    return dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=base, channel_max=cmax, **kwargs)
+
+
+# train.py flags of a run that trains in seconds on a CPU: 16 channels at most, batch 8, no metrics.
+TINY_TRAIN = ["--cbase=64", "--cmax=16", "--batch=8", "--metrics=none"]

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import perturbed
+from conftest import perturbed, tiny_d, tiny_g
 
 from dnnlib import files
 from training import checkpoint
@@ -29,16 +29,8 @@ from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Discriminator, Generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_G = dict(
-    z_dim=8,
-    c_dim=3,
-    w_dim=8,
-    img_resolution=8,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=64, channel_max=8),
-)
-TINY_D = dict(c_dim=3, img_resolution=8, img_channels=3, channel_base=64, channel_max=8)
+TINY_G = tiny_g(8, c_dim=3)
+TINY_D = tiny_d(8, c_dim=3)
 TRAINING_SET_KWARGS = dict(path="/data/digits.zip", use_labels=True, max_size=None, xflip=False, resolution=8)
 
 

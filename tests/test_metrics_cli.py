@@ -9,20 +9,13 @@ import metrics_support as ms
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_g
 
 import calc_metrics
 from training.checkpoint import save_snapshot
 from training.networks import Generator
 
-TINY_G = dict(
-    z_dim=8,
-    c_dim=0,
-    w_dim=8,
-    img_resolution=32,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=64, channel_max=8),
-)
+TINY_G = tiny_g(32)
 OFFICIAL_FIELDS = {"results", "metric", "total_time", "total_time_str", "num_gpus", "snapshot_pkl", "timestamp"}
 
 

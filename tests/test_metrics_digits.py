@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_g
 
 import calc_metrics
 from dnnlib.image_data import load_digits_images
@@ -20,15 +21,7 @@ from metrics.weight_files import DetectorFormatError
 from training.checkpoint import save_snapshot
 from training.networks import Generator
 
-TINY_G = dict(
-    z_dim=8,
-    c_dim=0,
-    w_dim=8,
-    img_resolution=32,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=64, channel_max=8),
-)
+TINY_G = tiny_g(32)
 DIGITS = dict(path="sklearn:digits", resolution=32)
 QUICK = dataclasses.replace(digits_classifier.DEFAULT_RECIPE, epochs=1)
 

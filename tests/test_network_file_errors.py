@@ -16,21 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_g
 
 import calc_metrics
 from training import checkpoint
 from training.networks import Generator
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_G = dict(
-    z_dim=8,
-    c_dim=0,
-    w_dim=8,
-    img_resolution=8,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=1),
-    synthesis_kwargs=dict(channel_base=32, channel_max=4),
-)
+TINY_G = tiny_g(8, base=32, cmax=4, layers=1)
 
 
 class CallOnLoad:

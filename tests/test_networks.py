@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import shared_path, tiny_d, tiny_g
 
 from training import network_layers, networks
 from training.network_layers import compute_dtype, compute_memory_format, default_fused_modconv, modulated_conv2d
@@ -18,16 +18,8 @@ from training.networks import NETWORK_CLASSES, Discriminator, Generator, Minibat
 REF_DIR = ("data", "sg2ada_ref")
 TOL = 1e-4
 
-TINY_G = dict(
-    z_dim=16,
-    c_dim=0,
-    w_dim=16,
-    img_resolution=16,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=256, channel_max=16),
-)
-TINY_D = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16)
+TINY_G = tiny_g(16, latent=16, base=256, cmax=16)
+TINY_D = tiny_d(16, base=256, cmax=16)
 
 
 # ----------------------------------------------------------------------------------------------------

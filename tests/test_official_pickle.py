@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import perturbed, shared_path
+from conftest import perturbed, shared_path, tiny_d, tiny_g
 from official_pickle_writer import (
     MODULE_SRC,
     OfficialObject,
@@ -40,24 +40,8 @@ from training.checkpoint import CheckpointError, load_network
 from training.networks import Discriminator, Generator
 from training.official_pickle import ForbiddenGlobalError, OfficialPickleError, PersistentRecord
 
-TINY_G = dict(
-    z_dim=8,
-    c_dim=2,
-    w_dim=8,
-    img_resolution=8,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=64, channel_max=8),
-)
-TINY_D = dict(
-    c_dim=2,
-    img_resolution=8,
-    img_channels=3,
-    architecture="resnet",
-    channel_base=64,
-    channel_max=8,
-    epilogue_kwargs=dict(mbstd_group_size=2),
-)
+TINY_G = tiny_g(8, c_dim=2)
+TINY_D = tiny_d(8, c_dim=2, architecture="resnet", epilogue_kwargs=dict(mbstd_group_size=2))
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_g
 
 from metrics import detectors
 from metrics.vgg16 import build_vgg16
@@ -23,15 +24,7 @@ from training import checkpoint, image_convert, projection
 from training.networks import Generator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_G = dict(
-    z_dim=16,
-    c_dim=0,
-    w_dim=16,
-    img_resolution=16,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=256, channel_max=16),
-)
+TINY_G = tiny_g(16, latent=16, base=256, cmax=16)
 CELL = 128  # a 16 px image is shown 8x enlarged in compare.png (smallest integer factor reaching 128 px)
 
 

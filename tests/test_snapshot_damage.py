@@ -14,20 +14,12 @@ import zipfile
 
 import pytest
 import torch
-from conftest import perturbed
+from conftest import perturbed, tiny_g
 
 from training.checkpoint import CheckpointError, load_network, save_snapshot
 from training.networks import Generator
 
-TINY_G = dict(
-    z_dim=4,
-    c_dim=0,
-    w_dim=4,
-    img_resolution=4,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=1),
-    synthesis_kwargs=dict(channel_base=16, channel_max=4),
-)
+TINY_G = tiny_g(4, latent=4, base=16, cmax=4, layers=1)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
+from conftest import TINY_TRAIN
 
 from commands import train_command
 from training import checkpoint
 
-TINY = ["--cbase=64", "--cmax=16", "--batch=8", "--metrics=none", "--tick=0.008", "--snap=1"]
+TINY = [*TINY_TRAIN, "--tick=0.008", "--snap=1"]
 
 
 @pytest.fixture(scope="module")
