@@ -59,7 +59,7 @@ import rlo  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from dnnlib import util as dnnlib_util  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
-from torch_utils import distributed, host_memory  # noqa: E402
+from torch_utils import distributed, host_memory, misc  # noqa: E402
 from training import loss as our_loss  # noqa: E402
 from training import networks as our_networks  # noqa: E402
 from training.options import LossOptions  # noqa: E402
@@ -206,7 +206,7 @@ def our_check_gradients(module: torch.nn.Module, loss: object) -> None:
     """What our training loop does before the step: gather the gradients (and the loss's non-finite count) into one
     flat tensor (averaged across processes) and check it is finite."""
     flat = distributed.average_gradients(module.parameters(), extra=loss.nonfinite)
-    if float(flat[-1]) != 0 or not bool(torch.isfinite(flat[:-1]).all()):
+    if float(flat[-1]) != 0 or not misc.all_finite(flat[:-1]):
         raise SystemExit(f"non-finite gradients in {type(module).__name__}: the benchmark's inputs are broken")
 
 
