@@ -37,10 +37,12 @@ depends on it: measure both.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -446,6 +448,8 @@ def main(**kwargs) -> None:
     official = load_official(args.official)
     commit = official_commit(official.root)
     result: dict = dict(
+        command=shlex.join(["python3", "benchmarks/bench_vs_official.py", *sys.argv[1:]]),
+        date=datetime.date.today().isoformat(),
         config=dict(
             official=str(official.root),
             official_commit=commit,
@@ -457,7 +461,7 @@ def main(**kwargs) -> None:
             host_memory="kept" if kept else "system",
             cfg="cifar --fp32 (32x32)",
             load_average_start=os.getloadavg(),
-        )
+        ),
     )
     with threads(args.threads):
         our, off = build_sides(official, args.batch)
