@@ -42,6 +42,7 @@ from metrics.weight_files import DetectorFormatError
 from torch_utils.script_device import script_device
 from training import checkpoint, image_convert, projection
 from training.image_grid import save_png
+from training.output_folder import OutputError, staged_output
 
 
 def _folder_name(index: int, label: str) -> str:
@@ -172,63 +173,69 @@ def main(
         print(f"Skipping proj.mp4: --save-video {projection.video_support()}; the other outputs are written.")
         save_video = False
 
-    os.makedirs(outdir, exist_ok=True)
-    save_png(os.path.join(outdir, "target.png"), target)
-    target_tensor = torch.from_numpy(target.transpose(2, 0, 1).copy())
-    labels = projection.network_labels(list(network_paths))
-    opts = projection.ProjectionOptions(num_steps=num_steps)
-    records: list[dict] = []
-    projections: list[np.ndarray] = []
-    for index, (path, G, label) in enumerate(zip(network_paths, networks, labels)):
-        folder = outdir if len(networks) == 1 else os.path.join(outdir, _folder_name(index, label))
-        os.makedirs(folder, exist_ok=True)
-        print(f"Projecting {target_path} into {path} ({num_steps} steps)...")
-        G = G.to(torch_device)
-        result = projection.project(
-            G, target_tensor, vgg16, opts=opts, class_idx=class_idx, seed=seed, device=torch_device, desc=label
-        )
-        projected_w = result.w_steps[-1]
-        proj = projection.synthesize_uint8(G, projected_w.unsqueeze(0))[0]
-        save_png(os.path.join(folder, "proj.png"), proj)
-        projection.save_projected_w(os.path.join(folder, "projected_w.npz"), projected_w)
-        video = (
-            projection.write_video(os.path.join(folder, "proj.mp4"), target, projection.iter_frames(G, result.w_steps))
-            if save_video
-            else False
-        )
-        print(
-            f"{label}: LPIPS {result.initial_distance:.4f} (w_avg) -> {result.final_distance:.4f} "
-            f"in {result.seconds:.1f} s"
-        )
-        projections.append(proj)
-        records.append(
-            dict(
-                network=path,
-                label=label,
-                target=target_path,
-                outdir=os.path.relpath(folder, outdir),
-                lpips=result.final_distance,
-                initial_lpips=result.initial_distance,
-                last_step_lpips=result.last_step_distance,
-                num_steps=num_steps,
-                seed=seed,
-                class_idx=class_idx,
-                seconds=result.seconds,
-                device=str(torch_device),
-                video=video,
-            )
-        )
-        projection.write_jsonl(os.path.join(outdir, "projection.jsonl"), records)
-        G.cpu()
+    # Every output is staged and appears only when all are written: a full disk or a read-only folder leaves
+    # --outdir as it was (training/output_folder.py).
+    try:
+        with staged_output(outdir) as place:
+            save_png(place("target.png"), target)
+            target_tensor = torch.from_numpy(target.transpose(2, 0, 1).copy())
+            labels = projection.network_labels(list(network_paths))
+            opts = projection.ProjectionOptions(num_steps=num_steps)
+            records: list[dict] = []
+            projections: list[np.ndarray] = []
+            for index, (path, G, label) in enumerate(zip(network_paths, networks, labels)):
+                folder = "" if len(networks) == 1 else _folder_name(index, label)
+                print(f"Projecting {target_path} into {path} ({num_steps} steps)...")
+                G = G.to(torch_device)
+                result = projection.project(
+                    G, target_tensor, vgg16, opts=opts, class_idx=class_idx, seed=seed, device=torch_device, desc=label
+                )
+                projected_w = result.w_steps[-1]
+                proj = projection.synthesize_uint8(G, projected_w.unsqueeze(0))[0]
+                save_png(place(os.path.join(folder, "proj.png")), proj)
+                projection.save_projected_w(place(os.path.join(folder, "projected_w.npz")), projected_w)
+                video = (
+                    projection.write_video(
+                        place(os.path.join(folder, "proj.mp4")), target, projection.iter_frames(G, result.w_steps)
+                    )
+                    if save_video
+                    else False
+                )
+                print(
+                    f"{label}: LPIPS {result.initial_distance:.4f} (w_avg) -> {result.final_distance:.4f} "
+                    f"in {result.seconds:.1f} s"
+                )
+                projections.append(proj)
+                records.append(
+                    dict(
+                        network=path,
+                        label=label,
+                        target=target_path,
+                        outdir=folder or ".",
+                        lpips=result.final_distance,
+                        initial_lpips=result.initial_distance,
+                        last_step_lpips=result.last_step_distance,
+                        num_steps=num_steps,
+                        seed=seed,
+                        class_idx=class_idx,
+                        seconds=result.seconds,
+                        device=str(torch_device),
+                        video=video,
+                    )
+                )
+                projection.write_jsonl(place("projection.jsonl"), records)
+                G.cpu()
 
-    grid = projection.compare_grid(
-        target,
-        projections,
-        [f"{r['label']}\nLPIPS = {r['lpips']:.4f}" for r in records],
-        target_label=f"target\n{os.path.basename(target_path)}",
-        cols=compare_cols,
-    )
-    save_png(os.path.join(outdir, "compare.png"), grid)
+            grid = projection.compare_grid(
+                target,
+                projections,
+                [f"{r['label']}\nLPIPS = {r['lpips']:.4f}" for r in records],
+                target_label=f"target\n{os.path.basename(target_path)}",
+                cols=compare_cols,
+            )
+            save_png(place("compare.png"), grid)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     print(f"Wrote {outdir}/compare.png and projection.jsonl")
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 
+import metrics_support
 import numpy as np
 import PIL.Image
 import pytest
@@ -45,6 +46,10 @@ DOORS = {
     ),
     "dataset_tool zip": ("dataset_tool", ["--source={images}", "--dest={out}/data/set.zip"]),
     "dataset_tool folder": ("dataset_tool", ["--source={images}", "--dest={out}/data/set"]),
+    "projector": (
+        "projector",
+        ["--network={network}", "--target={target}", "--num-steps=2", "--outdir={out}/proj", "--detector-dir={vgg}"],
+    ),
     "plot_metrics": ("plot_metrics", ["--run-dir={run}", "--metric=swd2k", "--out={out}/plots/swd.png"]),
     "logreg experiment": ("experiments.logreg", ["--datasets=wine", "--steps=3", "--out={out}/logreg"]),
     "spiral experiment": ("experiments.spiral", ["--seeds=1", "--iterations", "2", "2", "2", "--out={out}/spiral"]),
@@ -53,7 +58,7 @@ DISK_BUDGET = {
     "logreg experiment": 6000,
     "spiral experiment": 2000,
 }  # bytes written before the disk fills: past the first file of each door
-NETWORK_DOORS = ["generate", "style_mixing"]
+NETWORK_DOORS = ["generate", "style_mixing", "projector"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,14 @@ def inputs(tmp_path_factory):
         for k in (0, 4, 8)
     ]
     (run / "metric-swd2k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
-    return dict(network=str(root / "net.pt"), images=str(root / "images"), run=str(run))
+    vgg16_path, *_ = metrics_support.shared_vgg_files()
+    return dict(
+        network=str(root / "net.pt"),
+        images=str(root / "images"),
+        target=str(root / "images" / "0.png"),
+        run=str(run),
+        vgg=os.path.dirname(vgg16_path),
+    )
 
 
 def run(door, inputs, out, **overrides):

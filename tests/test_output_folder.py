@@ -22,6 +22,29 @@ def test_files_appear_together_and_staging_is_gone(tmp_path):
     assert sorted(os.listdir(outdir)) == ["a.png", "b.png"]
 
 
+def test_subfolders_a_name_placed_twice_and_a_name_never_written(tmp_path):
+    """projector.py's outputs: one subfolder per network, projection.jsonl rewritten after each, an optional video
+    that may fail on its own."""
+    outdir = tmp_path / "proj"
+    with staged_output(str(outdir)) as place:
+        save_png(place(os.path.join("00-a", "proj.png")), PIXELS)
+        place(os.path.join("00-a", "proj.mp4"))  # the video writer gave up: no file
+        for text in ("first", "second"):
+            with open(place("log.txt"), "w") as file:
+                file.write(text)
+    assert sorted(os.listdir(outdir)) == ["00-a", "log.txt"]
+    assert os.listdir(outdir / "00-a") == ["proj.png"] and (outdir / "log.txt").read_text() == "second"
+
+
+def test_a_failure_after_subfolders_were_placed_leaves_nothing(tmp_path):
+    outdir = tmp_path / "proj"
+    with pytest.raises(OutputError, match="no space left on device"):
+        with staged_output(str(outdir)) as place:
+            save_png(place(os.path.join("00-a", "proj.png")), PIXELS)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert os.listdir(tmp_path) == []
+
+
 def full_disk_after(count):
     written = []
 

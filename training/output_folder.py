@@ -1,4 +1,5 @@
-"""All-or-nothing output of a command that writes several files into one folder (generate.py, style_mixing.py).
+"""All-or-nothing output of a command that writes several files into one folder (generate.py, style_mixing.py,
+projector.py).
 
 The files are written into a hidden staging folder inside the output folder and renamed into place only after all
 of them were written. A full disk or a read-only folder therefore leaves the output folder as it was: no partial set
@@ -31,22 +32,28 @@ def _one_line(exc: BaseException, outdir: str) -> OutputError | None:
 
 @contextlib.contextmanager
 def staged_output(outdir: str) -> Iterator[Callable[[str], str]]:
-    """Yields `place(name)`: the path to write the output file `name` to. On leaving, every placed file appears in
-    `outdir` (replacing a file of that name); on an error none does, and the folders this made are removed."""
+    """Yields `place(name)`: the path to write the output file `name` to (a relative path; its folders are made;
+    placing a name again rewrites the same file). On leaving, every placed file that was written appears in `outdir`
+    (replacing a file of that name); on an error none does, and the folders this made are removed."""
     outdir = os.path.abspath(outdir)
     created = files.missing_folders(outdir)
     staging = None
     try:
         os.makedirs(outdir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".staging-", dir=outdir)
-        names: list[str] = []
+        names: dict[str, None] = {}  # in the order placed, once each
 
         def place(name: str) -> str:
-            names.append(name)
+            names[name] = None
+            os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
             return os.path.join(staging, name)
 
         yield place
         for name in names:
+            if not os.path.lexists(os.path.join(staging, name)):
+                continue  # placed, then not written (an optional output that failed on its own, e.g. a video)
+            created[:0] = files.missing_folders(os.path.dirname(os.path.join(outdir, name)))  # deeper: removed first
+            os.makedirs(os.path.dirname(os.path.join(outdir, name)), exist_ok=True)
             os.replace(os.path.join(staging, name), os.path.join(outdir, name))
     except BaseException as exc:
         if staging is not None:
