@@ -33,7 +33,6 @@ import torch
 from click.core import ParameterSource
 
 import rlo
-from dnnlib.files import FileWriteError
 from dnnlib.image_data import DataFileError
 from experiments import classifier_models
 from experiments.classifier_models import MODEL_NAMES, MODELS, MissingExtraError, PretrainedError
@@ -550,8 +549,9 @@ def main(ctx: click.Context, preset: str | None, **_: Any) -> None:
             spawn(params["gpus"], "nccl" if job.device.startswith("cuda") else "gloo", _spawned_sweep, job)
         else:
             run_sweep(job)
-    except (RunDirError, DataFileError, PretrainedError, FileWriteError) as err:
+    except (RunDirError, DataFileError, PretrainedError) as err:
         raise click.ClickException(str(err)) from None
+    # A FileWriteError goes on to out_option, which removes this run's other outputs and says so in one line.
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ DOORS = {
     "plot_metrics": ("plot_metrics", ["--run-dir={run}", "--metric=swd2k", "--out={out}/plots/swd.png"]),
     "logreg experiment": ("experiments.logreg", ["--datasets=wine", "--steps=3", "--out={out}/logreg"]),
     "spiral experiment": ("experiments.spiral", ["--seeds=1", "--iterations", "2", "2", "2", "--out={out}/spiral"]),
+    "classify experiment": (
+        "experiments.classify",
+        ["--epochs=1", "--max-images=64", "--losses=ce", "--seeds=1", "--out={out}/classify"],
+    ),
 }
 DISK_BUDGET = {
     "logreg experiment": 6000,
