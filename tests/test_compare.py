@@ -246,6 +246,14 @@ def test_other_data_on_a_cpu_defaults_to_the_offline_swd_and_says_so(compare, tm
     assert "Metric: swd2k by default (the quick offline metric" in capsys.readouterr().out
 
 
+def test_the_plan_line_says_how_many_images_each_run_trains_on(compare, tmp_path, no_detectors):
+    data = image_folder(tmp_path / "faces")
+    manifest, _, _ = plan(compare, tmp_path / "s", data=str(data), subset=4, metric=None, variants=["ce"], seeds=1)
+    assert study_plan.subset_text(manifest["study"]) == f"4 images (--subset) of {data}"
+    manifest, _, _ = plan(compare, tmp_path / "t", data=str(data), subset=None, metric=None, variants=["ce"], seeds=1)
+    assert study_plan.subset_text(manifest["study"]) == f"all images of {data}"
+
+
 def test_fid_on_other_data_is_refused_without_inception(compare, tmp_path, no_detectors):
     data = image_folder(tmp_path / "faces")
     result = invoke(compare, [f"--outdir={tmp_path / 's'}", f"--data={data}", "--subset=4", "--metric=fid50k_full"])
