@@ -17,8 +17,8 @@ import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import dataset_tool  # noqa: E402
 from benchmarks import timing  # noqa: E402
+from commands import dataset_tool_command as dataset_tool  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from training.dataset import ImageFolderDataset  # noqa: E402
 

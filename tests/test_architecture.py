@@ -94,3 +94,24 @@ def test_root_scripts_do_not_import_each_other():
             edges |= {(script, name.split(".")[0]) for name in names if name.split(".")[0] in ROOT_SCRIPTS}
     assert not edges, f"root scripts importing root scripts: {sorted(edges)}"
     assert "generate" in ROOT_SCRIPTS and "compare" in ROOT_SCRIPTS  # the glob found the scripts
+
+
+def test_tests_and_benchmarks_import_modules_not_root_scripts():
+    """A root script is a few lines that run a command from a module: the tests and benchmarks use the module."""
+    offenders = []
+    files = sorted((REPO / "tests").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py"))
+    for path in [f for f in files if f.name != "official_train_cpu.py"]:  # it imports the official train.py
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in ROOT_SCRIPTS]
+        offenders += [
+            f"{path.name} loads a root script by path"
+            for root in ROOT_SCRIPTS
+            if f'"{root}.py"' in path.read_text() and "spec_from_file_location" in path.read_text()
+        ]
+    assert not offenders, offenders
+    for script in ROOT_SCRIPTS:
+        assert len((REPO / f"{script}.py").read_text().splitlines()) <= 12, f"{script}.py is not a thin script"

@@ -2,7 +2,6 @@
 the report's arithmetic (against scipy.stats.t), and runs spread one per device."""
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -17,9 +16,9 @@ import pytest
 import scipy.stats
 import torch
 from click.testing import CliRunner
-from conftest import REPO, perturbed
+from conftest import perturbed
 
-from commands import train_command
+from commands import calc_metrics_command, train_command
 from study import command as study_command
 from study import folder as study_folder
 from study import pictures as study_pictures
@@ -33,14 +32,6 @@ from training.options import CFG_SPECS
 
 TINY = "--cbase=64 --cmax=16 --batch=8 --aug=noaug"
 METRIC = "fdd100_full"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli_compare", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -701,7 +692,7 @@ def test_a_second_compare_on_a_running_study_is_refused(compare, tmp_path):
 def test_scoring_a_snapshot_afterwards_reproduces_the_runs_own_number(compare, tmp_path):
     """calc_metrics.py (what a rerun uses on a snapshot a kill left unscored) writes the line the run wrote: the
     metric is a function of the network, not of the RNG of the process that computes it."""
-    calc_metrics = load_script("calc_metrics")
+    calc_metrics = calc_metrics_command
     result = CliRunner().invoke(
         train_command.main,
         [

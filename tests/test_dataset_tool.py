@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import shared_path
 from damaged_files import corrupt_stored_member, png_claiming_size
 
-import dataset_tool
+from commands import dataset_tool_command as dataset_tool
 from dnnlib.image_data import load_numpy_pickle
 from training import dataset_sources
 from training.dataset import DatasetError, DigitsDataset, ImageFolderDataset

@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import os
-import sys
 import tempfile
 
 import metrics_support
@@ -27,14 +26,6 @@ from training import checkpoint
 from training.networks import Generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_door", os.path.join(REPO, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # door: (script or module, arguments with {network}, {images}, {run} and {out} filled in per test)
@@ -105,7 +96,7 @@ def run(door, inputs, out, **overrides):
     script, template = DOORS[door]
     values = dict(inputs, out=str(out), **overrides)
     args = [arg.format(**values) for arg in template]
-    module = importlib.import_module(script) if "." in script else load_script(script)
+    module = importlib.import_module(script if "." in script else f"commands.{script}_command")
     return CliRunner().invoke(module.main, args)
 
 

@@ -1,7 +1,6 @@
 """generate.py reproduces the images official StyleGAN2-ADA's generate.py makes from the same weights and seeds."""
 
 import errno
-import importlib.util
 import pathlib
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from conftest import shared_path
 
+from commands import generate_command
 from training import checkpoint, sampling
 from training.networks import Generator
 
@@ -20,10 +20,7 @@ REF_DIR = ("data", "sg2ada_ref")
 
 @pytest.fixture(scope="module")
 def generate():
-    spec = importlib.util.spec_from_file_location("generate_cli", REPO / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generate_command
 
 
 @pytest.fixture

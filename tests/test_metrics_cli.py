@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import tiny_g
 
-import calc_metrics
+from commands import calc_metrics_command as calc_metrics
 from training.checkpoint import save_snapshot
 from training.networks import Generator
 

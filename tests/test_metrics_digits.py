@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from conftest import tiny_g
 
-import calc_metrics
+from commands import calc_metrics_command as calc_metrics
 from dnnlib.image_data import load_digits_images
 from metrics import detectors, digits_classifier, metric_main, metric_utils
 from metrics.digits_metrics import classifier_scores

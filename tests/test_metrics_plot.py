@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
-import plot_metrics
+from commands import plot_metrics_command as plot_metrics
 from dnnlib.util import format_time
 from metrics import metric_plot
 

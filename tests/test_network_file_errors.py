@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -18,7 +17,8 @@ import torch
 from click.testing import CliRunner
 from conftest import tiny_g
 
-import calc_metrics
+from commands import calc_metrics_command as calc_metrics
+from commands import generate_command
 from training import checkpoint
 from training.networks import Generator
 
@@ -78,10 +78,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def generate():
-    spec = importlib.util.spec_from_file_location("generate_cli", REPO / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generate_command
 
 
 def refusal(result, path: Path, reason: str, exit_code: int) -> str:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 
 import metrics_support as ms
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from conftest import tiny_g
 
+from commands import projector_command
 from metrics import detectors
 from metrics.vgg16 import build_vgg16
 from training import checkpoint, image_convert, projection
@@ -40,11 +40,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def projector():
-    spec = importlib.util.spec_from_file_location("projector_cli", REPO / "projector.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return projector_command
 
 
 def tiny_generator(seed: int) -> Generator:

@@ -1,8 +1,6 @@
 """style_mixing.py: the official options and outputs; its unmixed images are generate.py's images of the same seed."""
 
 import errno
-import importlib.util
-import sys
 import tempfile
 
 import numpy as np
@@ -10,25 +8,18 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import REPO, perturbed
+from conftest import perturbed
 
+from commands import generate_command, style_mixing_command
 from training import checkpoint
 from training.networks import Generator
 
 ROWS, COLS = [85, 100, 75], [55, 821, 1789]
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli_mixing", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def scripts():
-    return load_script("style_mixing"), load_script("generate")
+    return style_mixing_command, generate_command
 
 
 @pytest.fixture(scope="module")
