@@ -38,7 +38,8 @@ Examples:
 
 \b
   # The default study: the embedded digits, 200 training images (the paper's limited-data regime), CE against
-  # RLO k = 2, 11 and 20 and RLO eq. 9 k = 3, seeds 0-2, fdd2k_full at every snapshot; report in studies/report/
+  # RLO k = 2 and 20, RLO eq. 9 k = 3, RLO k = 2 with --g-selfnorm=1 and relativistic + R1 + R2, seeds 0-2,
+  # fdd2k_full at every snapshot; report in studies/report/
   python compare.py --outdir=studies
 \b
   # Your variants (any train.py switches; name=LABEL sets the label), 5 seeds, 200 images of your data, FID
