@@ -161,12 +161,16 @@ def score_snapshot(
     device: str,
     detector_dir: str | None,
     verbose: bool,
+    flag: str = "--network",
 ) -> list[dict]:
-    """Load a snapshot's G_ema and compute `metrics`, appending to metric-<name>.jsonl beside the snapshot."""
+    """Load a snapshot's G_ema and compute `metrics`, appending to metric-<name>.jsonl beside the snapshot.
+
+    `flag` is the option that named the snapshot (--network, or --run-dir for its snapshots), named in refusals.
+    """
     try:
         network = load_network(snapshot)
     except (CheckpointError, OSError) as err:  # a damaged or hostile file: its one-line reason, no traceback
-        raise click.ClickException(str(err)) from None
+        raise click.ClickException(f"{flag}: {err}") from None  # one line: the file is wrong, not the usage
     G = network["G_ema"] if network.get("G_ema") is not None else network["G"]
     if G is None:
         raise click.ClickException(f"{snapshot} holds no generator (G_ema or G)")
@@ -180,8 +184,9 @@ def score_snapshot(
         except metric_main.MetricDatasetError as err:
             raise click.ClickException(f"--metrics={metric}: {err}") from None
     run_dir = os.path.dirname(os.path.abspath(snapshot)) if os.path.isfile(snapshot) else None
-    if run_dir is not None and not os.access(run_dir, os.W_OK):
+    if run_dir is not None and not os.access(run_dir, os.W_OK):  # said before the work, not after it
         print(f"note: {run_dir} is not writable: the results are printed, not appended to metric-*.jsonl")
+        run_dir = None
     args = dict(
         G=G.eval().requires_grad_(False).cpu(),
         metrics=metrics,
@@ -283,6 +288,7 @@ def main(network_pkl, run_dir, metrics_text, data, mirror, gpus, num_gen, detect
                 print(f"{os.path.basename(snapshot)}: already scored, skipping")
     for snapshot, todo in jobs:
         try:
-            score_snapshot(snapshot, todo, data, mirror, gpus, device, detector_dir, verbose)
+            flag = "--network" if network_pkl is not None else "--run-dir"
+            score_snapshot(snapshot, todo, data, mirror, gpus, device, detector_dir, verbose, flag)
         except (DatasetError, DetectorFormatError) as err:  # a damaged image or detector file: one line naming it
             raise click.ClickException(str(err)) from None

@@ -3,8 +3,7 @@
 `atomic_write` writes into a hidden temporary file beside the target, fsyncs it, optionally verifies it, renames it
 into place (or links it, refusing to replace an existing file) and fsyncs the folder. A kill, a full disk or a
 read-only folder therefore never leaves a half-written file under the target's name, and the error is one line.
-It lives in `rlo` because `rlo` is the ground floor every other package may import (and `rlo` itself writes
-experiment outputs).
+`append_line` is its counterpart for JSON-lines logs: a line is appended whole or not at all.
 """
 
 from __future__ import annotations
@@ -190,3 +189,30 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
                 raise FileWriteError(f"cannot remove stale temporary file {entry.path}: {exc.strerror}") from None
             removed.append(entry.path)
     return sorted(removed)
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append `line` and a newline to `path` whole, or leave the file as it was and raise the OSError.
+
+    A full disk must not leave half a line that every later reader of the log trips on. The line goes out in one
+    write in append mode, so concurrent appenders cannot interleave; after a failed or short write the file is cut
+    back to its size before (unless another writer appended since), and removed if this call created it empty.
+    """
+    path = os.fspath(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    existed = os.path.exists(path)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read too: to check what a failure left
+    with os.fdopen(fd, "ab", buffering=0) as file:
+        fd = file.fileno()
+        before = os.fstat(fd).st_size
+        try:
+            if (file.write(data) or 0) < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tail = os.fstat(fd).st_size - before
+                if tail <= len(data) and os.pread(fd, tail, before) == data[:tail]:  # ours alone: cut it off
+                    os.ftruncate(fd, before)
+                if not existed and os.fstat(fd).st_size == 0:
+                    os.unlink(path)
+            raise

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from dnnlib import files
 from dnnlib import util as dnnlib_util
 from metrics import (
     detectors,
@@ -275,13 +276,10 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     print(jsonl_line, flush=True)
     if run_dir is not None and os.path.isdir(run_dir):
         path = os.path.join(run_dir, f"metric-{metric}.jsonl")
-        try:  # one write of one whole line in append mode: concurrent writers cannot interleave partial lines
-            with open(path, "a") as file:
-                file.write(jsonl_line + "\n")
+        existed = os.path.exists(path)
+        try:
+            files.append_line(path, jsonl_line)
         except OSError as err:  # a read-only or full folder loses the record, not the result printed above
-            print(
-                f"warning: could not append to {path} ({err.strerror or err}); the result is the line above",
-                file=sys.stderr,
-                flush=True,
-            )
+            reason = files.write_error(err, path, run_dir, None, existed)
+            print(f"warning: {reason}; the result is the line above", file=sys.stderr, flush=True)
     return jsonl_line

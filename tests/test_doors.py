@@ -2,6 +2,10 @@
 network file, a missing input. Each must end in one line naming the culprit, with no traceback, and leave the output
 folder as it was. A new command joins by adding its row to DOORS; it then inherits every case.
 
+calc_metrics writes beside the snapshot it scores, so its snapshot is placed in the output folder first (PLACED).
+Its product is the printed result: where it cannot keep the record it still prints the result and warns in one line
+(WARNS), as documented in docs/metrics.md.
+
 The file system failures are simulated in-process (the OSError a read-only or full file system raises, at the calls
 that create or write files under the output folder), so they run anywhere, as root too.
 """
@@ -13,6 +17,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import tempfile
 
 import metrics_support
@@ -41,6 +46,10 @@ DOORS = {
         "projector",
         ["--network={network}", "--target={target}", "--num-steps=2", "--outdir={out}/proj", "--detector-dir={vgg}"],
     ),
+    "calc_metrics": (
+        "calc_metrics",
+        ["--network={out}/run/network-snapshot-000000.pt", "--metrics=swd2k", "--num-gen=16", "--data={data16}"],
+    ),
     "plot_metrics": ("plot_metrics", ["--run-dir={run}", "--metric=swd2k", "--out={out}/plots/swd.png"]),
     "logreg experiment": ("experiments.logreg", ["--datasets=wine", "--steps=3", "--out={out}/logreg"]),
     "spiral experiment": ("experiments.spiral", ["--seeds=1", "--iterations", "2", "2", "2", "--out={out}/spiral"]),
@@ -52,8 +61,11 @@ DOORS = {
 DISK_BUDGET = {
     "logreg experiment": 6000,
     "spiral experiment": 2000,
+    "calc_metrics": 100,
 }  # bytes written before the disk fills: past the first file of each door
-NETWORK_DOORS = ["generate", "style_mixing", "projector"]
+NETWORK_DOORS = ["generate", "style_mixing", "projector", "calc_metrics"]
+PLACED = {"calc_metrics": {"run/network-snapshot-000000.pt": "network"}}  # door: {path under out: input}
+WARNS = {"calc_metrics"}  # doors that print their result and warn when the record cannot be written
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +85,10 @@ def inputs(tmp_path_factory):
     for i in range(6):
         pixels = np.random.RandomState(i).randint(0, 256, size=(12, 12, 3), dtype=np.uint8)
         PIL.Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+    (root / "data16").mkdir()
+    for i in range(6):
+        pixels = np.random.RandomState(10 + i).randint(0, 256, size=(16, 16, 3), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(root / "data16" / f"{i}.png")
     run = root / "00000-run"
     run.mkdir()
     ticks = [{"Progress/kimg": {"mean": k}, "Timing/total_sec": {"mean": 10.0 * k}} for k in (0, 4, 8)]
@@ -86,6 +102,7 @@ def inputs(tmp_path_factory):
     return dict(
         network=str(root / "net.pt"),
         images=str(root / "images"),
+        data16=str(root / "data16"),
         target=str(root / "images" / "0.png"),
         run=str(run),
         vgg=os.path.dirname(vgg16_path),
@@ -100,6 +117,15 @@ def run(door, inputs, out, **overrides):
     return CliRunner().invoke(module.main, args)
 
 
+def place(door, inputs, out):
+    """Copy the inputs a door reads from its output folder there; returns the folder's listing afterwards."""
+    for relative, key in PLACED.get(door, {}).items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inputs[key], target)
+    return listing(out)
+
+
 def listing(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files + _)
 
@@ -112,6 +138,24 @@ def check_refused(result, *words):
     assert len(error_lines) == 1, result.output
     for word in words:
         assert word in error_lines[0], result.output
+
+
+def check_warned(result, *words):
+    """The result line printed, then one warning naming why it was not recorded; no traceback."""
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert any(line.startswith('{"results"') for line in result.output.splitlines()), result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1, result.output
+    for word in words:
+        assert word in warnings[0], result.output
+
+
+def check_outcome(door, result, reason):
+    if door in WARNS:
+        check_warned(result, reason)
+    else:
+        check_refused(result, reason)
 
 
 class FailingFileSystem:
@@ -174,8 +218,10 @@ class FailingFileSystem:
             def __iter__(self):
                 return iter(handle)
 
-            def write(self, data):
+            def write(self, data):  # what fits is written, as a real disk does, then the error
                 if len(data) > disk.budget:
+                    handle.write(data[: disk.budget])
+                    disk.budget = 0
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 disk.budget -= len(data)
                 return handle.write(data)
@@ -186,21 +232,23 @@ class FailingFileSystem:
 @pytest.mark.parametrize("door", list(DOORS))
 def test_a_read_only_folder_is_one_line_and_nothing_appears(door, inputs, tmp_path, monkeypatch):
     (tmp_path / "kept.txt").write_text("here before")
+    before = place(door, inputs, tmp_path)
     FailingFileSystem(monkeypatch, tmp_path, errno.EROFS)
     result = run(door, inputs, tmp_path)
-    check_refused(result, "read-only file system")
-    assert listing(tmp_path) == ["kept.txt"]
+    check_outcome(door, result, "read-only file system")
+    assert listing(tmp_path) == before
 
 
 @pytest.mark.parametrize("door", list(DOORS))
 def test_a_disk_that_fills_midway_is_one_line_and_nothing_appears(door, inputs, tmp_path, monkeypatch):
     (tmp_path / "kept.txt").write_text("here before")
+    before = place(door, inputs, tmp_path)
     budget = DISK_BUDGET.get(door, 1500)
     disk = FailingFileSystem(monkeypatch, tmp_path, errno.ENOSPC, budget=budget)
     result = run(door, inputs, tmp_path)
-    check_refused(result, "no space left on device")
+    check_outcome(door, result, "no space left on device")
     assert disk.budget < budget  # some files were written before the disk filled
-    assert listing(tmp_path) == ["kept.txt"]
+    assert listing(tmp_path) == before
     assert (tmp_path / "kept.txt").read_text() == "here before"
 
 
@@ -234,9 +282,9 @@ def test_the_simulated_failures_are_the_ones_a_file_system_gives(tmp_path, monke
         with open(os.devnull, "w"):  # outside the folder: untouched
             pass
     with monkeypatch.context() as patched:
-        FailingFileSystem(patched, tmp_path, errno.ENOSPC, budget=10)
+        FailingFileSystem(patched, tmp_path, errno.ENOSPC, budget=12)
         with open(tmp_path / "a", "wb") as file:
             file.write(b"0123456789")
             with pytest.raises(OSError) as info:
-                file.write(b"x")
-        assert info.value.errno == errno.ENOSPC and (tmp_path / "a").read_bytes() == b"0123456789"
+                file.write(b"abc")
+        assert info.value.errno == errno.ENOSPC and (tmp_path / "a").read_bytes() == b"0123456789ab"

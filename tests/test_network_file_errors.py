@@ -93,7 +93,7 @@ def refusal(result, path: Path, reason: str, exit_code: int) -> str:
 def test_calc_metrics_refuses_with_the_one_line_reason(tmp_path, kind):
     path, reason = BAD_FILES[kind](tmp_path)
     result = CliRunner().invoke(calc_metrics.main, [f"--network={path}", "--metrics=none"])
-    assert refusal(result, path, reason, 1).startswith(f"Error: {path}")
+    assert refusal(result, path, reason, 1).startswith(f"Error: --network: {path}")
     assert result.output.strip().splitlines() == [refusal(result, path, reason, 1)]
     assert not (tmp_path / "pwned").exists()
 
