@@ -1,8 +1,17 @@
-"""Forward+backward time of the loss family vs F.cross_entropy (target: rooted CE <= 1.2x CE's time).
+"""Forward+backward time of the loss family against F.cross_entropy, per logits size: a small classifier batch,
+where per-op dispatch dominates, and a large one, where arithmetic does.
 
-python benchmarks/bench_losses.py [--n 4096] [--c 1000] [--reps 30] [--device cpu]
+    python3 benchmarks/bench_losses.py --sizes=64x10,4096x1000 --json=benchmarks/results/losses.json
+
+The cases run round-robin, so background load hits each alike; each repetition is one call and its backward.
+"rlo eq4, op by op" is the general path every other option takes (class weights, smoothing, soft targets), timed
+on the same call, to show what the one-node common path (rlo.fused) saves.
 """
 
+from __future__ import annotations
+
+import datetime
+import json
 import os
 import statistics
 import sys
@@ -15,49 +24,90 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
 from benchmarks import timing  # noqa: E402
+from dnnlib import files  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
+from rlo import functional as RF  # noqa: E402
+
+CASES = {
+    "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
+    "rlo.cross_entropy": lambda x, t: rlo.cross_entropy(x, t),
+    "rlo.RootedLoss(k=3)": rlo.RootedLoss(k=3),
+    "rlo eq4 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3),
+    "rlo eq9 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3, form="eq9"),
+    "rlo eq4 (k=3), op by op": lambda x, t: RF._rooted_general(x, t, 3.0, 3.0, "eq4", "mean"),
+    "focal (gamma=2)": lambda x, t: rlo.focal_loss(x, t, gamma=2.0),
+}
 
 
-def time_once(fn, logits, target, device):
-    x = logits.detach().requires_grad_(True)
-    return timing.measure(lambda: fn(x, target).backward(), 1, device, warmup=0).ms()[0]
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        sizes = [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(size) != 2 or min(size) < 1 for size in sizes):
+        raise click.BadParameter(f"expected NxC[,NxC...], e.g. 64x10,4096x1000; got {text!r}", param_hint="--sizes")
+    return sizes
+
+
+def time_size(n: int, c: int, reps: int, device: torch.device) -> dict[str, dict]:
+    logits = (torch.randn(n, c, device=device) * 3).requires_grad_(True)
+    target = torch.randint(0, c, (n,), device=device)
+    wall = {name: [] for name in CASES}
+    cpu = {name: [] for name in CASES}
+    for rep in range(reps + 5):  # round-robin; the first 5 rounds are warm-up
+        for name, fn in CASES.items():
+            logits.grad = None
+            run = timing.measure(lambda fn=fn: fn(logits, target).backward(), 1, device, warmup=0)
+            if rep >= 5:
+                wall[name].append(run.wall[0] * 1e6)
+                cpu[name].append(run.cpu[0] * 1e6)
+    base_wall, base_cpu = statistics.median(wall["F.cross_entropy"]), statistics.median(cpu["F.cross_entropy"])
+    return {
+        name: dict(
+            wall_us=timing.spread(wall[name]),
+            cpu_us=timing.spread(cpu[name]),
+            wall_ratio=statistics.median(wall[name]) / base_wall,
+            cpu_ratio=statistics.median(cpu[name]) / base_cpu,
+        )
+        for name in CASES
+    }
 
 
 @click.command(help=verbatim(__doc__))
-@click.option("--n", type=click.IntRange(min=1), default=4096, show_default=True, help="rows (samples)")
-@click.option("--c", type=click.IntRange(min=2), default=1000, show_default=True, help="classes")
-@click.option("--reps", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--sizes", default="64x10,4096x1000", show_default=True, help="logits sizes NxC, comma-separated")
+@click.option("--reps", type=click.IntRange(min=1), default=0, help="rounds per size  [default: ~2 s of F.ce each]")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def main(n, c, reps, device):
+@click.option("--json", "json_path", metavar="PATH", help="Write the figures here (with the command and date)")
+def main(sizes, reps, threads, device, json_path):
+    torch.set_num_threads(threads)
     device = torch.device(device)
-    logits = torch.randn(n, c, device=device) * 3
-    target = torch.randint(0, c, (n,), device=device)
-    cases = {
-        "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
-        "rlo ce": lambda x, t: rlo.cross_entropy(x, t),
-        "rlo eq4 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3),
-        "rlo eq9 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3, form="eq9"),
-        "focal (g=3)": lambda x, t: rlo.focal_loss(x, t),
-        "unhinged": lambda x, t: rlo.unhinged_loss(x, t),
-    }
-    print(
-        f"fwd+bwd, logits {n}x{c} float32 on {device}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, {reps} reps"
-    )
-    times = {name: [] for name in cases}
-    for rep in range(reps + 3):  # round-robin so that background load hits every case alike
-        for name, fn in cases.items():
-            elapsed = time_once(fn, logits, target, device)
-            if rep >= 3:  # warm-up
-                times[name].append(elapsed)
-    base = statistics.median(times["F.cross_entropy"])
-    base_min = min(times["F.cross_entropy"])
-    for name, samples in times.items():
-        med, lo, hi = statistics.median(samples), min(samples), max(samples)
-        print(
-            f"  {name:18s} median {med:8.2f} ms  (min {lo:8.2f}, max {hi:8.2f})  "
-            f"{med / base:5.2f}x CE median, {lo / base_min:5.2f}x CE min"
+    results = {}
+    print(f"fwd+bwd, float32 on {device}, torch {torch.__version__}, {threads} thread(s); median [min, max] per call")
+    for n, c in parse_sizes(sizes):
+        rounds = reps or max(20, min(3000, int(2e4 / (1 + n * c / 1e4))))
+        figures = time_size(n, c, rounds, device)
+        results[f"{n}x{c}"] = dict(rounds=rounds, cases=figures)
+        print(f"logits {n}x{c}, {rounds} rounds:")
+        for name, fig in figures.items():
+            w = fig["wall_us"]
+            print(
+                f"  {name:26s} {w['median']:9.1f} us [{w['min']:.1f}, {w['max']:.1f}]  "
+                f"{fig['wall_ratio']:5.2f}x F.ce (CPU time {fig['cpu_ratio']:.2f}x)"
+            )
+    if json_path:
+        record = dict(
+            command="python3 benchmarks/bench_losses.py " + " ".join(sys.argv[1:]),
+            date=datetime.datetime.now().isoformat(timespec="seconds"),
+            torch=torch.__version__,
+            device=str(device),
+            threads=threads,
+            cpu_count=os.cpu_count(),
+            results=results,
         )
+        data = json.dumps(record, indent=2).encode() + b"\n"
+        files.atomic_write(json_path, lambda file: file.write(data))
+        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from rlo import fused
+
 Target = torch.Tensor | int | float | bool
 Scalar = float | torch.Tensor
 
@@ -480,6 +482,26 @@ def rooted_cross_entropy(
     k = check_k(k)
     m = resolve_m(k, m)
     _check_form(form)
+    _check_reduction(reduction)
+    check_class_options(weight, ignore_index, label_smoothing)
+    if fused.applies(logits, target, k, m, weight, label_smoothing, ignore_index):
+        t_max = eq4_exponent_cap(logits.dtype, k, m)
+        return fused.rooted_index_loss(logits, target, k, m, form, t_max, reduction, _rooted_general)
+    return _rooted_general(logits, target, k, m, form, reduction, weight, ignore_index, label_smoothing)
+
+
+def _rooted_general(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    k: Scalar,
+    m: Scalar,
+    form: str,
+    reduction: str,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """rooted_cross_entropy op by op, for every option (and the fused path's graph-recording backward)."""
     return nll_class_loss(
         logits,
         target,
@@ -501,6 +523,10 @@ def cross_entropy(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Multi-class cross-entropy -log p, in float32 like the rest of the family; equals ``F.cross_entropy``."""
+    _check_reduction(reduction)
+    check_class_options(weight, ignore_index, label_smoothing)
+    if fused.applies(logits, target, 1.0, 1.0, weight, label_smoothing, ignore_index):
+        return F.cross_entropy(logits, target, reduction=reduction)  # the same loss, as torch's one op
     return nll_class_loss(
         logits,
         target,

@@ -1,0 +1,88 @@
+"""rlo.fused, the one-node eager path of the common classifier call, equals the general op-by-op path: values,
+gradients (also beyond eq. 4's exponent cap), second derivatives, and it steps aside for every other call."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rlo
+from rlo import functional as RF
+from rlo import fused
+
+
+def general(logits, target, k, m, form, reduction="mean"):
+    return RF._rooted_general(logits, target, k, m, form, reduction)
+
+
+def both(logits, target, k, m, form, reduction):
+    """(fused, general) values and gradients of the same call."""
+    out = []
+    for loss_fn in (rlo.rooted_cross_entropy, lambda *a, **kw: general(*a, **kw)):
+        x = logits.detach().clone().requires_grad_(True)
+        loss = loss_fn(x, target, k=k, m=m, form=form, reduction=reduction)
+        weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view_as(loss)
+        (loss * weights).sum().backward()
+        out.append((loss.detach(), x.grad))
+    return out
+
+
+@pytest.mark.parametrize("form", ["eq4", "eq9"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_values_and_gradients_equal_the_general_path(form, reduction, dtype):
+    logits = torch.randn(37, 11, dtype=dtype) * 4
+    target = torch.randint(0, 11, (37,))
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 2.5, 1.5, form, reduction)
+    assert fast.dtype == slow.dtype == dtype and fast.shape == slow.shape
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(fast, slow, **tol)
+    torch.testing.assert_close(fast_grad, slow_grad, **tol)
+
+
+def test_beyond_the_exponent_cap_the_tangent_line_matches():
+    logits = torch.zeros(4, 3, dtype=torch.float64)
+    logits[:, 0] = torch.tensor([0.0, 80.0, 200.0, 1e4])  # the target 1 is ever more wrong: nll/k past the cap
+    target = torch.ones(4, dtype=torch.int64)
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 1.0, None, "eq4", "none")
+    assert (fast[2:] < fast[2:].new_tensor(float("inf"))).all()
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-12, atol=0)
+
+
+def test_second_derivatives_are_exact():
+    logits = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 4, (6,))
+    assert fused.applies(logits, target, 2.0, 2.0, None, 0.0, RF.IGNORE_INDEX)
+    torch.autograd.gradcheck(lambda x: rlo.rooted_cross_entropy(x, target, k=2.0), (logits,))
+    torch.autograd.gradgradcheck(lambda x: rlo.rooted_cross_entropy(x, target, k=2.0), (logits,))
+
+
+def test_it_steps_aside_for_every_other_call():
+    logits, target = torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    assert fused.applies(logits, target, 3.0, 3.0, None, 0.0, RF.IGNORE_INDEX)
+    others = {
+        "class weight": dict(weight=torch.ones(3)),
+        "smoothing": dict(label_smoothing=0.1),
+        "tensor k": dict(k=torch.tensor(3.0)),
+        "ignore_index in range": dict(ignore_index=1),
+        "ignored sample": dict(target=torch.tensor([0, 1, -100, 1, 0])),
+        "int32 target": dict(target=target.int()),
+        "float16 logits": dict(logits=logits.half()),
+        "spatial logits": dict(logits=logits.view(5, 3, 1), target=target.view(5, 1)),
+        "empty batch": dict(logits=logits[:0], target=target[:0]),
+    }
+    for case, change in others.items():
+        call = dict(logits=logits, target=target, k=3.0, m=3.0, weight=None, label_smoothing=0.0, ignore_index=-100)
+        call.update(change)
+        assert not fused.applies(**call), case
+
+
+def test_out_of_range_indices_are_still_refused_by_name():
+    with pytest.raises(ValueError, match=r"class index out of range \[0, 3\): found \[7\]"):
+        rlo.rooted_cross_entropy(torch.randn(2, 3), torch.tensor([0, 7]), k=2.0)
+
+
+def test_ce_is_torch_cross_entropy_on_the_common_call():
+    logits = torch.randn(8, 5, requires_grad=True)
+    target = torch.randint(0, 5, (8,))
+    torch.testing.assert_close(rlo.cross_entropy(logits, target), F.cross_entropy(logits, target), rtol=0, atol=0)
