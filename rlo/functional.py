@@ -45,6 +45,7 @@ eps / C smoothing mass on unlikely classes grow like ``p_j**(-1/k)`` and dominat
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -74,6 +75,8 @@ class ParameterTypeError(TypeError, ValueError):
 
 def is_real_number(value) -> bool:
     """int, float and numpy scalars; not bool (``k=True`` is a slip, not 1) and not strings."""
+    if type(value) is float or type(value) is int:  # the common case, without the abc instance check
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -368,13 +371,22 @@ def eq4_exponent_cap(input_dtype: torch.dtype, k: Scalar, m: Scalar) -> Scalar:
     largest finite value (float16: t_max ~ 9.7 for m = k), and never above exp(50) so values stay finite.
     Tensor k or m give a tensor of caps.
     """
+    if not (torch.is_tensor(k) or torch.is_tensor(m)):
+        if torch.compiler.is_compiling():
+            return _eq4_number_cap(input_dtype, float(k), float(m))
+        return _eq4_number_cap_cached(input_dtype, float(k), float(m))  # eager calls repeat the same few
     dtype = input_dtype if input_dtype.is_floating_point else torch.float32
-    log_finite_max = math.log(torch.finfo(dtype).max)
-    if torch.is_tensor(k) or torch.is_tensor(m):
-        ratio = torch.as_tensor(m, dtype=torch.float64) / torch.as_tensor(k, dtype=torch.float64)
-        cap = log_finite_max - torch.log(4.0 * ratio.clamp(min=1.0))
-        return cap.clamp(max=EQ4_EXPONENT_CAP_MAX)
-    return min(log_finite_max - math.log(4.0 * max(1.0, m / k)), EQ4_EXPONENT_CAP_MAX)
+    ratio = torch.as_tensor(m, dtype=torch.float64) / torch.as_tensor(k, dtype=torch.float64)
+    cap = math.log(torch.finfo(dtype).max) - torch.log(4.0 * ratio.clamp(min=1.0))
+    return cap.clamp(max=EQ4_EXPONENT_CAP_MAX)
+
+
+def _eq4_number_cap(input_dtype: torch.dtype, k: float, m: float) -> float:
+    dtype = input_dtype if input_dtype.is_floating_point else torch.float32
+    return min(math.log(torch.finfo(dtype).max) - math.log(4.0 * max(1.0, m / k)), EQ4_EXPONENT_CAP_MAX)
+
+
+_eq4_number_cap_cached = functools.lru_cache(maxsize=256)(_eq4_number_cap)
 
 
 def rooted_from_nll(

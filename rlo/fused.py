@@ -15,8 +15,6 @@ derivatives stay exact.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +26,7 @@ def applies(logits, target, k, m, weight, label_smoothing, ignore_index) -> bool
     raises for what is wrong (indices out of range, ...). In eager mode only: reads two values from the device."""
     if torch.compiler.is_compiling() or weight is not None or label_smoothing:
         return False
-    if not (isinstance(k, numbers.Real) and (m is None or isinstance(m, numbers.Real))):
+    if torch.is_tensor(k) or torch.is_tensor(m):  # a k-grid: the general path broadcasts it
         return False
     if not (torch.is_tensor(logits) and torch.is_tensor(target)):
         return False
