@@ -495,7 +495,7 @@ def rooted_cross_entropy(
     m = resolve_m(k, m)
     _check_form(form)
     _check_reduction(reduction)
-    check_class_options(weight, ignore_index, label_smoothing)
+    check_class_options(None, ignore_index, label_smoothing)  # the weight (a host read) is checked once, in class_loss
     if fused.applies(logits, target, k, m, weight, label_smoothing, ignore_index):
         t_max = eq4_exponent_cap(logits.dtype, k, m)
         return fused.rooted_index_loss(logits, target, k, m, form, t_max, reduction, _rooted_general)
@@ -536,7 +536,7 @@ def cross_entropy(
 ) -> torch.Tensor:
     """Multi-class cross-entropy -log p, in float32 like the rest of the family; equals ``F.cross_entropy``."""
     _check_reduction(reduction)
-    check_class_options(weight, ignore_index, label_smoothing)
+    check_class_options(None, ignore_index, label_smoothing)  # the weight (a host read) is checked once, in class_loss
     if fused.applies(logits, target, 1.0, 1.0, weight, label_smoothing, ignore_index):
         return F.cross_entropy(logits, target, reduction=reduction)  # the same loss, as torch's one op
     return nll_class_loss(
