@@ -3,9 +3,11 @@ where per-op dispatch dominates, and a large one, where arithmetic does.
 
     python3 benchmarks/bench_losses.py --sizes=64x10,4096x1000 --json=benchmarks/results/losses.json
 
-The cases run round-robin, so background load hits each alike; each repetition is one call and its backward.
-"rlo eq4, op by op" is the general path every other option takes (class weights, smoothing, soft targets), timed
-on the same call, to show what the one-node common path (rlo.fused) saves.
+The cases run round-robin, in a new order each round, so background load and cache state hit each alike; each
+repetition is one call and its backward. "rlo eq4, op by op" is the general path every other option takes (class
+weights, smoothing, soft targets), timed on the same call, to show what the one-node common path (rlo.fused)
+saves. "CE as a Python node" is cross-entropy itself computed the way rlo.fused computes a rooted loss (one Python
+autograd node, closed-form backward) without the rooted transform: the least any loss written in Python costs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import random
 import statistics
 import sys
 
@@ -28,8 +31,27 @@ from dnnlib import files  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from rlo import functional as RF  # noqa: E402
 
+
+class PythonNodeCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy in one Python autograd node, backward (softmax - onehot) / N."""
+
+    @staticmethod
+    def forward(ctx, logits, target):
+        log_p = torch.log_softmax(logits, 1)
+        ctx.save_for_backward(target, log_p)
+        return F.nll_loss(log_p, target)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        target, log_p = ctx.saved_tensors
+        coef = (grad_output / log_p.shape[0]).expand(log_p.shape[0], 1)
+        grad = log_p.exp().mul_(coef)
+        return grad.scatter_add_(1, target.unsqueeze(1), coef.neg()), None
+
+
 CASES = {
     "F.cross_entropy": lambda x, t: F.cross_entropy(x, t),
+    "CE as a Python node": PythonNodeCrossEntropy.apply,
     "rlo.cross_entropy": lambda x, t: rlo.cross_entropy(x, t),
     "rlo.RootedLoss(k=3)": rlo.RootedLoss(k=3),
     "rlo eq4 (k=3)": lambda x, t: rlo.rooted_cross_entropy(x, t, k=3),
@@ -54,8 +76,11 @@ def time_size(n: int, c: int, reps: int, device: torch.device) -> dict[str, dict
     target = torch.randint(0, c, (n,), device=device)
     wall = {name: [] for name in CASES}
     cpu = {name: [] for name in CASES}
-    for rep in range(reps + 5):  # round-robin; the first 5 rounds are warm-up
-        for name, fn in CASES.items():
+    order = list(CASES.items())
+    shuffle = random.Random(0).shuffle
+    for rep in range(reps + 5):  # round-robin in a new order each round; the first 5 rounds are warm-up
+        shuffle(order)  # a case's place in the round (what ran before it, in the caches) would bias it
+        for name, fn in order:
             logits.grad = None
             run = timing.measure(lambda fn=fn: fn(logits, target).backward(), 1, device, warmup=0)
             if rep >= 5:

@@ -223,27 +223,33 @@ class FamilyLoss(nn.Module):
         RF.check_class_options(weight, ignore_index, label_smoothing)
         if cfg.member.multiclass is None:
             raise ValueError(f"loss {cfg.name!r} has no multi-class form")
-        self.cfg = cfg
+        self._cfg = cfg
+        self._loss_fn, self._params = cfg.member.multiclass, cfg.parameters()  # looked up once, not per call
         self.reduction = reduction
         self.register_buffer("weight", weight)
         self.ignore_index = int(ignore_index)
         self.label_smoothing = float(label_smoothing)
 
+    @property
+    def cfg(self) -> LossConfig:
+        """The member and its parameters, fixed for the module's life (another member is another module)."""
+        return self._cfg
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return classification_loss(
-            self.cfg,
+        return self._loss_fn(
             logits,
             target,
-            self.reduction,
+            reduction=self.reduction,
             weight=self.weight,
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
+            **self._params,
         )
 
     def __getattr__(self, name: str) -> Any:
         """The member's own parameters as attributes: ``RootedLoss(k=3).k``, ``get_loss('focal').gamma``."""
         if name in LossConfig.__dataclass_fields__ and name != "name":
-            cfg = self.__dict__.get("cfg")
+            cfg = self.__dict__.get("_cfg")
             if cfg is not None and name in cfg.member.params:
                 value = getattr(cfg, name)
                 return cfg.k if name == "m" and value is None else value  # m = k unless set

@@ -491,15 +491,40 @@ def rooted_cross_entropy(
 
     eq4: m * p**(-1/k) = m * exp(H / k);  eq9: m * (1 - p**(1/k)); times the sample weight (module doc).
     """
+    dtype = logits.dtype if torch.is_tensor(logits) else None
+    if _plain_call(k, m, form, reduction, ignore_index, label_smoothing) and not torch.compiler.is_compiling():
+        k, m, t_max = _checked_rooted_call(k, m, form, reduction, ignore_index, label_smoothing, dtype)
+    else:
+        k, m, t_max = _check_rooted_call(k, m, form, reduction, ignore_index, label_smoothing, dtype)
+    if fused.applies(logits, target, k, m, weight, label_smoothing, ignore_index):
+        loss = fused.rooted_index_loss(logits, target, k, m, form, t_max, reduction, _rooted_general)
+        if loss is not None:
+            return loss
+    return _rooted_general(logits, target, k, m, form, reduction, weight, ignore_index, label_smoothing)
+
+
+def _plain_call(k, m, form, reduction, ignore_index, label_smoothing) -> bool:
+    """Options of plain types, hashable, so their checks can be cached."""
+    if not all(type(value) is float or type(value) is int or value is None for value in (k, m, label_smoothing)):
+        return False
+    return type(form) is str and type(reduction) is str and type(ignore_index) is int
+
+
+def _check_rooted_call(k, m, form, reduction, ignore_index, label_smoothing, dtype):
+    """(k, m, eq. 4's exponent cap for that dtype where k and m are numbers) after the checks of every option but
+    the class weight (a host read, checked once in class_loss)."""
     k = check_k(k)
     m = resolve_m(k, m)
     _check_form(form)
     _check_reduction(reduction)
-    check_class_options(None, ignore_index, label_smoothing)  # the weight (a host read) is checked once, in class_loss
-    if fused.applies(logits, target, k, m, weight, label_smoothing, ignore_index):
-        t_max = eq4_exponent_cap(logits.dtype, k, m)
-        return fused.rooted_index_loss(logits, target, k, m, form, t_max, reduction, _rooted_general)
-    return _rooted_general(logits, target, k, m, form, reduction, weight, ignore_index, label_smoothing)
+    check_class_options(None, ignore_index, label_smoothing)
+    number_cap = dtype is not None and not (torch.is_tensor(k) or torch.is_tensor(m))
+    return k, m, eq4_exponent_cap(dtype, k, m) if number_cap else None
+
+
+# An eager training loop repeats the same call: its plain-number options are checked once. typed=True keeps 3,
+# 3.0 and True apart, so a bool k is still refused; a refused call raises and is not cached.
+_checked_rooted_call = functools.lru_cache(maxsize=256, typed=True)(_check_rooted_call)
 
 
 def _rooted_general(
@@ -538,7 +563,9 @@ def cross_entropy(
     _check_reduction(reduction)
     check_class_options(None, ignore_index, label_smoothing)  # the weight (a host read) is checked once, in class_loss
     if fused.applies(logits, target, 1.0, 1.0, weight, label_smoothing, ignore_index):
-        return F.cross_entropy(logits, target, reduction=reduction)  # the same loss, as torch's one op
+        loss = fused.cross_entropy(logits, target, reduction, ignore_index)  # the same loss, as torch's one op
+        if loss is not None:
+            return loss
     return nll_class_loss(
         logits,
         target,

@@ -1,9 +1,9 @@
 """The common classifier call in eager mode, as one autograd node: logits [N, C] in float32 or float64, class
-indices all in range, no class weight, no smoothing, scalar k and m.
+indices, no class weight, no smoothing, scalar k and m.
 
 Written out op by op (the general path in rlo.functional), a rooted loss on a small batch costs several times
 F.cross_entropy, nearly all of it per-op dispatch and autograd bookkeeping, not arithmetic. Here the forward is
-log-softmax, the picked nll and the rooted transform, and the backward is the closed form
+log-softmax, the picked log-probability and the rooted transform, and the backward is the closed form
 
     d loss_i / d z_i = c_i * (softmax(z_i) - onehot(y_i)),   c_i = d rooted(nll_i) / d nll_i,
 
@@ -11,6 +11,11 @@ with c_i = (m/k) exp(min(nll_i/k, t_max)) for eq. 4 (the same tangent-line cap a
 (m/k) exp(-nll_i/k) for eq. 9. Values and gradients equal the general path's (tests compare both). A backward
 that records a graph (create_graph=True, for gradient penalties) is handed to the general path, so second
 derivatives stay exact.
+
+Target indices are not read on the host on CPU: the CPU kernels refuse an index outside [0, C) themselves (an
+ignore_index sample is one), and the caller then takes the general path, which names the index or leaves the
+ignored samples out. On other devices an out-of-range index would be a device-side assert, so they are checked
+first (one read).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ FAST_DTYPES = (torch.float32, torch.float64)
 
 def applies(logits, target, k, m, weight, label_smoothing, ignore_index) -> bool:
     """Whether the call is the common case this path computes; the general path takes everything else, and
-    raises for what is wrong (indices out of range, ...). In eager mode only: reads two values from the device."""
+    raises for what is wrong. In eager mode only."""
     if torch.compiler.is_compiling() or weight is not None or label_smoothing:
         return False
     if torch.is_tensor(k) or torch.is_tensor(m):  # a k-grid: the general path broadcasts it
@@ -36,30 +41,50 @@ def applies(logits, target, k, m, weight, label_smoothing, ignore_index) -> bool
         return False
     if 0 <= ignore_index < logits.shape[1]:  # some in-range samples may be ignored: the general path weighs them
         return False
+    if logits.device.type == "cpu":  # the kernels check the indices (module doc)
+        return True
     low, high = torch.aminmax(target)
     return 0 <= int(low) and int(high) < logits.shape[1]
+
+
+def cross_entropy(logits, target, reduction: str, ignore_index: int) -> torch.Tensor | None:
+    """F.cross_entropy of a call `applies` accepted; None where the CPU kernel refused an index."""
+    try:
+        return F.cross_entropy(logits, target, reduction=reduction, ignore_index=ignore_index)
+    except IndexError:
+        return None
+
+
+def rooted_index_loss(logits, target, k: float, m: float, form: str, t_max: float, reduction: str, general):
+    """The rooted loss of a call `applies` accepted (module doc), or None where the CPU kernel refused an index.
+    `general(logits, target, k, m, form, reduction)` is the general path, used for backward passes that record
+    a graph."""
+    try:
+        return _RootedIndexLoss.apply(logits, target, k, m, form, t_max, reduction, general)
+    except RuntimeError:
+        if logits.device.type != "cpu":
+            raise
+        return None
 
 
 class _RootedIndexLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, k, m, form, t_max, reduction, general):
+        n = logits.shape[0]
         log_p = torch.log_softmax(logits, 1)
-        t = F.nll_loss(log_p, target, reduction="none").mul_(1.0 / k)  # nll / k
+        t = log_p.gather(1, target.unsqueeze(1)).squeeze_(1).mul_(-1.0 / k)  # nll / k; refuses a bad index
+        scale = m / n if reduction == "mean" else m
         if form == "eq4":  # m exp(t) below the cap, its tangent line beyond: m exp(t_c) (1 + t - t_c)
             t_capped = t.clamp(max=t_max)
-            grow = t_capped.exp()
-            factor = (t - t_capped).add_(1.0)
+            factor = t.sub_(t_capped).add_(1.0)
+            grow = t_capped.exp_()
+            out = grow.mul(factor).mul_(m) if reduction == "none" else torch.dot(grow, factor).mul_(scale)
         else:  # m (1 - exp(-t))
-            grow = t.neg().exp_()
-            factor = None
+            grow = t.neg_().exp_()
+            out = grow.neg().add_(1.0).mul_(m) if reduction == "none" else grow.sum().neg_().add_(n).mul_(scale)
         ctx.save_for_backward(logits, target, log_p, grow)
         ctx.options = (k, m, form, reduction, general)
-        scale = m / logits.shape[0] if reduction == "mean" else m
-        if reduction == "none":
-            return grow.mul(factor).mul_(m) if factor is not None else grow.neg().add_(1.0).mul_(m)
-        if factor is not None:
-            return torch.dot(grow, factor).mul_(scale)  # the sum in one call: this path is dispatch-bound
-        return grow.sum().neg_().add_(logits.shape[0]).mul_(scale)
+        return out
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -70,13 +95,7 @@ class _RootedIndexLoss(torch.autograd.Function):
             (grad,) = torch.autograd.grad(loss, logits, grad_output, create_graph=True)
             return grad, None, None, None, None, None, None, None
         scale = m / k / (logits.shape[0] if reduction == "mean" else 1)
-        coef = (grow * grad_output).mul_(scale).unsqueeze(1)  # c_i times the incoming gradient
+        coef = grow.mul(grad_output).mul_(scale).unsqueeze_(1)  # c_i times the incoming gradient
         grad = log_p.exp().mul_(coef)
-        grad.scatter_add_(1, target.unsqueeze(1), coef.neg())
+        grad.scatter_add_(1, target.unsqueeze(1), coef.neg_())
         return grad, None, None, None, None, None, None, None
-
-
-def rooted_index_loss(logits, target, k: float, m: float, form: str, t_max: float, reduction: str, general):
-    """The rooted loss of the common case (see the module doc); `general(logits, target, k, m, form, reduction)`
-    is the general path, used for backward passes that record a graph."""
-    return _RootedIndexLoss.apply(logits, target, k, m, form, t_max, reduction, general)

@@ -65,7 +65,6 @@ def test_it_steps_aside_for_every_other_call():
         "smoothing": dict(label_smoothing=0.1),
         "tensor k": dict(k=torch.tensor(3.0)),
         "ignore_index in range": dict(ignore_index=1),
-        "ignored sample": dict(target=torch.tensor([0, 1, -100, 1, 0])),
         "int32 target": dict(target=target.int()),
         "float16 logits": dict(logits=logits.half()),
         "spatial logits": dict(logits=logits.view(5, 3, 1), target=target.view(5, 1)),
@@ -77,9 +76,24 @@ def test_it_steps_aside_for_every_other_call():
         assert not fused.applies(**call), case
 
 
-def test_out_of_range_indices_are_still_refused_by_name():
+@pytest.mark.parametrize("loss_fn", [rlo.cross_entropy, lambda x, t: rlo.rooted_cross_entropy(x, t, k=2.0)])
+def test_out_of_range_indices_are_still_refused_by_name(loss_fn):
     with pytest.raises(ValueError, match=r"class index out of range \[0, 3\): found \[7\]"):
-        rlo.rooted_cross_entropy(torch.randn(2, 3), torch.tensor([0, 7]), k=2.0)
+        loss_fn(torch.randn(2, 3), torch.tensor([0, 7]))
+
+
+@pytest.mark.parametrize("form", ["eq4", "eq9"])
+def test_ignored_samples_refused_by_the_cpu_kernel_are_left_out_by_the_general_path(form):
+    logits, target = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, -100, 1, 0])
+    assert fused.applies(logits, target, 3.0, 3.0, None, 0.0, RF.IGNORE_INDEX)  # on CPU the indices are not read
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 3.0, 3.0, form, "mean")
+    (kept, kept_grad), _ = both(logits[target >= 0], target[target >= 0], 3.0, 3.0, form, "mean")
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast, kept, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-12, atol=0)
+    assert (fast_grad[2] == 0).all()
+    x = logits.float()
+    torch.testing.assert_close(rlo.cross_entropy(x, target), F.cross_entropy(x, target), rtol=0, atol=0)
 
 
 def test_ce_is_torch_cross_entropy_on_the_common_call():
