@@ -1,11 +1,12 @@
 """README's first command, timed and scored: what a newcomer sees, over several seeds.
 
-Runs `train.py --outdir=...` exactly as README gives it (the embedded digits, `--cfg=auto`, i.e. the tiny config on
-a CPU), once per seed with `--seed=S` and the digits classifier's `cls2k` scored beside the default `fdd2k_full` at
-every snapshot. Reports per seed and as means: the training time (the sum of the tick times: the training loop
-without snapshots and metrics), the process's wall time, and the last snapshot's `cls2k_confident` (the share of
-samples the digits classifier is >= 0.9 sure of), `cls2k_class_entropy` (nats; ln 10 = 2.30 when every digit is
-equally frequent) and `fdd2k_full`, and the real digits' cls scores on the same classifier (the ceiling).
+Runs `train.py` with the flags of README's first command, read from README.md (the embedded digits, `--cfg=auto`,
+i.e. the tiny config on a CPU), once per seed with `--seed=S` and the digits classifier's `cls2k` scored beside the
+default `fdd2k_full` at every snapshot. Reports per seed and as means: the training time (the sum of the tick times:
+the training loop without snapshots and metrics), the process's wall time, and the last snapshot's
+`cls2k_confident` (the share of samples the digits classifier is >= 0.9 sure of), `cls2k_class_entropy` (nats;
+ln 10 = 2.30 when every digit is equally frequent) and `fdd2k_full`, and the real digits' cls scores on the same
+classifier (the ceiling).
 
     python benchmarks/bench_first_command.py --seeds=3 --json=benchmarks/results/first_command.json \\
         --figure=docs/figures/first_command_fakes.png
@@ -17,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -71,8 +73,22 @@ def real_scores() -> dict[str, float]:
     return dict(cls_confident=confident, cls_class_entropy=class_entropy)
 
 
-def run_seed(outdir: Path, seed: int) -> dict:
-    command = [sys.executable, str(REPO / "train.py"), f"--outdir={outdir}", f"--seed={seed}"]
+def readme_train_flags(readme: Path = REPO / "README.md") -> list[str]:
+    """The flags of `train.py` in README's first command, but --outdir: the run this benchmark times is the one
+    README gives, whatever it says today."""
+    text = readme.read_text(encoding="utf-8")
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0] if "```bash\n" in text else ""
+    first = block.splitlines()[0] if block.strip() else ""
+    parts = [part for part in first.split("&&") if "train.py" in part]
+    if not parts:
+        raise SystemExit(f"{readme}: no train.py command on the first line of its first bash block")
+    words = shlex.split(parts[0])
+    flags = words[[w.endswith("train.py") for w in words].index(True) + 1 :]
+    return [flag for flag in flags if not flag.startswith("--outdir")]
+
+
+def run_seed(outdir: Path, seed: int, flags: list[str]) -> dict:
+    command = [sys.executable, str(REPO / "train.py"), f"--outdir={outdir}", *flags, f"--seed={seed}"]
     command.append("--metrics=fdd2k_full,cls2k")
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -113,10 +129,13 @@ def main(seeds: int, json_path: str | None, figure: str | None, reals_only: bool
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {json_path}")
         return
+    flags = readme_train_flags()
+    train_command = " ".join(["python3 train.py --outdir=...", *flags, "--seed=S --metrics=fdd2k_full,cls2k"])
+    print(f"README's first command, per seed: {train_command}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="first-command-") as folder:
         for seed in range(seeds):
-            run = run_seed(Path(folder) / f"seed{seed}", seed)
+            run = run_seed(Path(folder) / f"seed{seed}", seed, flags)
             scores = ", ".join(f"{k} {run[k]:.3f}" for k in SCORES if k in run)
             times = f"training {run['training_s']:.0f} s (process {run['process_s']:.0f} s)"
             print(f"seed {seed}: {run['kimg']:.0f} kimg, {times} | {scores}", flush=True)
@@ -130,7 +149,7 @@ def main(seeds: int, json_path: str | None, figure: str | None, reals_only: bool
     if json_path is not None:
         result = dict(
             command=f"python3 benchmarks/bench_first_command.py --seeds={seeds}",
-            train_command="python3 train.py --outdir=... --seed=S --metrics=fdd2k_full,cls2k",
+            train_command=train_command,
             date=datetime.date.today().isoformat(),
             code=source_version(__file__),
             machine=cpu_description(),

@@ -28,31 +28,52 @@ from dnnlib.cli import verbatim  # noqa: E402
 COMMON = ["--aug=noaug", "--metrics=cls2k", "--seed=0"]
 RPGAN = ["--pairing=relativistic", "--r2=1"]
 LR005 = ["--glr=0.005", "--dlr=0.005"]  # the tiny config's lr before the first round chose 0.01
-# Every candidate spells out what it changes from today's tiny config (32 channels, lr 0.01, batch 16, gamma 1,
-# G_ema half-life 1 kimg ramped up over 5 % of the images), so that its command means what it meant when it ran.
+# Every candidate spells out what it changes from today's tiny config (16 channels at 32x32 and 32 below, lr 0.01,
+# batch 16, R1 gamma 1, G_ema half-life 1 kimg ramped up over 5 % of the images), so that its command means what
+# it meant when it ran. Rounds 1 and 2 and most of round 3 ran on the config before round 3: 32 channels at 32x32.
+BEFORE_ROUND3 = ["--cbase=1024"]  # a candidate's own flags come after, and click keeps the last
 CANDIDATES: dict[str, list[str]] = {
     # Round 1: capacity, batch, learning rate and pairing (the config then had 64 channels and lr 0.005).
-    "rp64": ["--cmax=64", *LR005, *RPGAN, "--kimg=22", "--snap=11"],
-    "rp32": ["--cmax=32", *LR005, *RPGAN, "--kimg=27", "--snap=9"],
-    "rp32b32": ["--cmax=32", *LR005, "--batch=32", *RPGAN, "--kimg=36", "--snap=12"],
-    "rp32g03": ["--cmax=32", *LR005, "--pairing=relativistic", "--gamma=0.3", "--r2=0.3", "--kimg=27", "--snap=9"],
-    "ce32": ["--cmax=32", *LR005, "--kimg=30", "--snap=10"],
-    "rp32map1": ["--cmax=32", *LR005, "--map-depth=1", *RPGAN, "--kimg=27", "--snap=9"],
+    "rp64": [*BEFORE_ROUND3, "--cmax=64", *LR005, *RPGAN, "--kimg=22", "--snap=11"],
+    "rp32": [*BEFORE_ROUND3, "--cmax=32", *LR005, *RPGAN, "--kimg=27", "--snap=9"],
+    "rp32b32": [*BEFORE_ROUND3, "--cmax=32", *LR005, "--batch=32", *RPGAN, "--kimg=36", "--snap=12"],
+    "rp32g03": [
+        *BEFORE_ROUND3,
+        "--cmax=32",
+        *LR005,
+        "--pairing=relativistic",
+        "--gamma=0.3",
+        "--r2=0.3",
+        "--kimg=27",
+        "--snap=9",
+    ],
+    "ce32": [*BEFORE_ROUND3, "--cmax=32", *LR005, "--kimg=30", "--snap=10"],
+    "rp32map1": [*BEFORE_ROUND3, "--cmax=32", *LR005, "--map-depth=1", *RPGAN, "--kimg=27", "--snap=9"],
     # The standard pairing (the config is the baseline every loss is compared against, so it keeps StyleGAN2's loss):
-    "ce64": ["--cmax=64", *LR005, "--kimg=24", "--snap=8"],
-    "ce32lr": ["--cmax=32", "--glr=0.01", "--dlr=0.01", "--kimg=30", "--snap=10"],
-    "ce32b32": ["--cmax=32", *LR005, "--batch=32", "--kimg=40", "--snap=10"],
-    "ce32b32lr": ["--cmax=32", "--batch=32", "--glr=0.01", "--dlr=0.01", "--kimg=40", "--snap=10"],
-    "ce32lr2": ["--cmax=32", "--glr=0.02", "--dlr=0.02", "--kimg=30", "--snap=10"],
-    "ce64lr": ["--cmax=64", "--glr=0.01", "--dlr=0.01", "--kimg=24", "--snap=8"],
+    "ce64": [*BEFORE_ROUND3, "--cmax=64", *LR005, "--kimg=24", "--snap=8"],
+    "ce32lr": [*BEFORE_ROUND3, "--cmax=32", "--glr=0.01", "--dlr=0.01", "--kimg=30", "--snap=10"],
+    "ce32b32": [*BEFORE_ROUND3, "--cmax=32", *LR005, "--batch=32", "--kimg=40", "--snap=10"],
+    "ce32b32lr": [*BEFORE_ROUND3, "--cmax=32", "--batch=32", "--glr=0.01", "--dlr=0.01", "--kimg=40", "--snap=10"],
+    "ce32lr2": [*BEFORE_ROUND3, "--cmax=32", "--glr=0.02", "--dlr=0.02", "--kimg=30", "--snap=10"],
+    "ce64lr": [*BEFORE_ROUND3, "--cmax=64", "--glr=0.01", "--dlr=0.01", "--kimg=24", "--snap=8"],
     # Round 2, from the round-1 winner (ce32lr, now the config): G_ema's horizon, R1's weight, D's learning rate
     # and the mapping depth, each at 28 kimg.
-    "ema3": ["--ema=3", "--ema-rampup=0.1", "--kimg=28", "--snap=7"],
-    "ema6": ["--ema=6", "--ema-rampup=0.25", "--kimg=28", "--snap=7"],
-    "gamma03": ["--gamma=0.3", "--kimg=28", "--snap=7"],
-    "gamma01": ["--gamma=0.1", "--kimg=28", "--snap=7"],
-    "dlr02": ["--dlr=0.02", "--kimg=28", "--snap=7"],
-    "map1": ["--map-depth=1", "--kimg=28", "--snap=7"],
+    "ema3": [*BEFORE_ROUND3, "--ema=3", "--ema-rampup=0.1", "--kimg=28", "--snap=7"],
+    "ema6": [*BEFORE_ROUND3, "--ema=6", "--ema-rampup=0.25", "--kimg=28", "--snap=7"],
+    "gamma03": [*BEFORE_ROUND3, "--gamma=0.3", "--kimg=28", "--snap=7"],
+    "gamma01": [*BEFORE_ROUND3, "--gamma=0.1", "--kimg=28", "--snap=7"],
+    "dlr02": [*BEFORE_ROUND3, "--dlr=0.02", "--kimg=28", "--snap=7"],
+    "map1": [*BEFORE_ROUND3, "--map-depth=1", "--kimg=28", "--snap=7"],
+    # Round 3: every unconditional candidate ended at 0.5-0.74 of samples classified with confidence >= 0.9. A
+    # conditional G (the digits' own labels, StyleGAN2-ADA's --cond) commits each sample to one class; then the
+    # batch and R1's weight, which decide how much of the 4 minutes goes to updates.
+    "cond": [*BEFORE_ROUND3, "--cond=1", "--kimg=28", "--snap=14"],
+    "condb32": [*BEFORE_ROUND3, "--cond=1", "--batch=32", "--kimg=40", "--snap=10"],
+    "condg03": [*BEFORE_ROUND3, "--cond=1", "--gamma=0.3", "--kimg=28", "--snap=14"],
+    "condb32g03": [*BEFORE_ROUND3, "--cond=1", "--batch=32", "--gamma=0.3", "--kimg=40", "--snap=10"],
+    # Half the channels at 32x32 (16; 32 below), where most of the multiply-adds are: about 17 % less time per kimg.
+    "condg03c512": ["--cond=1", "--cbase=512", "--gamma=0.3", "--kimg=28", "--snap=14"],
+    "condc512": ["--cond=1", "--cbase=512", "--kimg=28", "--snap=14"],
 }
 
 
