@@ -20,12 +20,12 @@ USAGE = """Generate images with a trained generator (our snapshot or an official
 Examples:
 
 \b
-  # Seeds 0..7 of a digits run, truncation 0.7: seed0000.png ... seed0007.png and grid.png
-  python generate.py --network=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000028.pt --seeds=0-7 \\
-      --trunc=0.7 --outdir=out
+  # Seeds 0..7 of digit 3 from README's first run, truncation 0.7: seed0000.png ... seed0007.png and grid.png
+  python generate.py --network=runs/00000-digits32-cond-tiny-ce-noaug/network-snapshot-000024.pt --seeds=0-7 \\
+      --class=3 --trunc=0.7 --outdir=out
 \b
-  # Class 3 of a conditional network
-  python generate.py --network=snapshot.pt --seeds=0-15 --class=3 --outdir=out
+  # An unconditional network takes no --class
+  python generate.py --network=snapshot.pt --seeds=0-15 --outdir=out
 \b
   # Render the w that projector.py found (projected_w.npz, w [n, num_ws, w_dim]): proj00.png, ...
   python generate.py --network=snapshot.pt --projected-w=proj/projected_w.npz --outdir=out

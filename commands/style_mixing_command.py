@@ -21,8 +21,8 @@ Examples:
 
 \b
   # The official example: rows 85,100,75, columns 55,821,1789, coarse styles 0-6 from the columns
-  python style_mixing.py --network=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000028.pt \\
-      --rows=85,100,75 --cols=55,821,1789 --styles=0-6 --outdir=out
+  python style_mixing.py --network=runs/00000-digits32-cond-tiny-ce-noaug/network-snapshot-000024.pt \\
+      --class=3 --rows=85,100,75 --cols=55,821,1789 --styles=0-6 --outdir=out
 \b
   # An official pickle, fine styles only
   python style_mixing.py --network=ffhq.pkl --rows=85,100,75 --cols=55,821,1789 --styles=8-13 --outdir=out

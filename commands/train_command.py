@@ -49,8 +49,9 @@ USAGE = """Train a StyleGAN2(-ADA) generator with the CE or a rooted logistic (R
 Examples:
 
 \b
-  # Embedded default: scikit-learn digits at 32x32, tiny CPU config (a few minutes on a laptop CPU).
-  python train.py --outdir=runs
+  # Embedded default: scikit-learn digits at 32x32 with their labels (one row per digit in the grids), tiny CPU
+  # config (a few minutes on a laptop CPU). Without --cond=1 the same run is unconditional.
+  python train.py --outdir=runs --cond=1
 \b
   # RLO (eq. 4, k = 2) on a dataset prepared with dataset_tool.py, 2 GPUs of one node.
   python train.py --outdir=runs --data=datasets/ffhq256.zip --gpus=2 --cfg=paper256 --mirror=1 --loss=rlo --k=2
@@ -60,15 +61,16 @@ Examples:
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=8 --master-addr=host0 --master-port=29500 train.py ...
 \b
   # Continue a run where its snapshot left off: its own data, loss, config and seed, 12 kimg more.
-  python train.py --outdir=runs --kimg=40 --resume=runs/00000-digits32-tiny-ce-noaug/network-snapshot-000028.pt
+  python train.py --outdir=runs --kimg=36 --resume=runs/00000-digits32-cond-tiny-ce-noaug/network-snapshot-000024.pt
 \b
   # Fine-tune an official StyleGAN2-ADA pickle with RLO: the networks come from the pickle's own kwargs.
   python train.py --outdir=runs --data=datasets/dogs256.zip --loss=rlo --k=2 \\
       --resume=ffhq-res256-mirror-paper256-noaug.pkl
 
---cfg=auto picks the `tiny` config when no CUDA device is present (32 channels, 64-d latents, fp32, batch 16, lr
-0.01, no augmentation, 28 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With --resume of one of
-our snapshots, every flag not given on the command line is taken from the run that wrote the snapshot.
+--cfg=auto picks the `tiny` config when no CUDA device is present (16 channels at 32x32 and 32 below, 64-d latents,
+fp32, batch 16, lr 0.01, no augmentation, 24 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With
+--resume of one of our snapshots, every flag not given on the command line is taken from the run that wrote the
+snapshot.
 """
 
 # ----------------------------------------------------------------------------------------------------

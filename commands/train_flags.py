@@ -521,6 +521,11 @@ def setup_training_options(
         freezed=flags.freezed,
     )
     desc += (f"-freezed{flags.freezed}" if flags.freezed else "") + ("-fp32" if flags.fp32 and spec.fp16_res else "")
+    if flags.cbase is not None and flags.cbase < dataset.resolution:  # a config's cbase is raised, a flag is not
+        raise UserError(
+            f"--cbase={flags.cbase} gives 0 channels at the data's resolution {dataset.resolution}; "
+            f"expected --cbase >= {dataset.resolution}"
+        )
     for name, kwargs in (("Generator", G_kwargs), ("Discriminator", D_kwargs)):
         try:  # the same bounds as a network read from a file: sizes that would exhaust memory are refused here
             network_bounds.check_init_kwargs(name, kwargs, where="--cbase/--cmax/--map-depth/--mbstd-group")

@@ -112,6 +112,13 @@ def test_every_train_py_config_passes_the_bounds(cfg, resolution):
         assert 0 < check_init_kwargs("Discriminator", D_kwargs, "x") < network_bounds.MAX_NETWORK_ELEMENTS
 
 
+def test_a_config_cbase_below_the_resolution_is_raised_to_one_channel_at_the_output():
+    G_kwargs, D_kwargs = options.network_kwargs(options.CFG_SPECS["tiny"], 1024, 3, 0)
+    assert G_kwargs["synthesis_kwargs"]["channel_base"] == D_kwargs["channel_base"] == 1024
+    G_kwargs, D_kwargs = options.network_kwargs(options.CFG_SPECS["tiny"], 32, 3, 0)
+    assert G_kwargs["synthesis_kwargs"]["channel_base"] == D_kwargs["channel_base"] == options.CFG_SPECS["tiny"].cbase
+
+
 def test_every_accepted_kwarg_has_a_bound():
     for class_name in network_bounds.CLASSES:
         for key in network_bounds.accepted_kwargs(class_name):

@@ -73,6 +73,7 @@ def test_each_switch_trains_two_ticks_and_names_the_run(train, faces, tmp_path, 
         (["--loss=hinge", "--k=3"], "--k and --m set the rooted losses"),
         (["--map-depth=100000"], "mapping_kwargs.num_layers=100000 is out of bounds"),
         (["--cbase=1000000000", "--cmax=100000"], "channel_base=1000000000 is out of bounds"),
+        (["--cbase=16"], "--cbase=16 gives 0 channels at the data's resolution 32; expected --cbase >= 32"),
         (["--batch=10000000"], "more than 4096; give --batch-gpu"),
     ],
 )

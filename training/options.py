@@ -142,8 +142,11 @@ def network_kwargs(
     """(G_kwargs, D_kwargs): JSON constructor kwargs of training.networks.Generator / Discriminator."""
     num_fp16_res = 0 if fp32 else spec.fp16_res
     conv_clamp = None if num_fp16_res == 0 else 256  # clamping only guards float16 against overflow
+    # Channels at resolution r are min(cbase / r, cmax): at least one at the output, so a small cbase (the tiny
+    # config's 512) still builds on large images. The official configs' cbase (>= 16384) is never raised.
+    cbase = max(spec.cbase, resolution)
     synthesis_kwargs: dict[str, Any] = dict(
-        channel_base=spec.cbase, channel_max=spec.cmax, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp
+        channel_base=cbase, channel_max=spec.cmax, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp
     )
     block_kwargs: dict[str, Any] = {}
     if nhwc:
@@ -165,7 +168,7 @@ def network_kwargs(
         img_resolution=resolution,
         img_channels=channels,
         architecture=spec.arch_D,
-        channel_base=spec.cbase,
+        channel_base=cbase,
         channel_max=spec.cmax,
         num_fp16_res=num_fp16_res,
         conv_clamp=conv_clamp,
