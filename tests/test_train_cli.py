@@ -88,6 +88,19 @@ def test_dry_run_prints_options_and_picks_tiny_config_on_cpu(train, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_readmes_first_command_is_the_conditional_tiny_run_it_describes(train, tmp_path):
+    first = (REPO / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].splitlines()[0]
+    words = first.split("&&")[-1].split()
+    assert words[:2] == ["python3", "train.py"] and "--outdir=runs" in words
+    flags = [w for w in words[2:] if not w.startswith("--outdir")]
+    result = invoke(train, [f"--outdir={tmp_path / 'runs'}", *flags, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    options = json.loads(text[text.index("{") : text.index("\n}\n") + 2])
+    assert options["cfg"] == "tiny" and options["data"]["use_labels"] is True
+    assert options["G_kwargs"]["c_dim"] == 10 and options["D_kwargs"]["c_dim"] == 10
+
+
 def test_config_table_and_overrides(train):
     opts, desc = train_flags.setup_training_options(
         cfg="paper256",
