@@ -68,9 +68,9 @@ Examples:
       --resume=ffhq-res256-mirror-paper256-noaug.pkl
 
 --cfg=auto picks the `tiny` config when no CUDA device is present (16 channels at 32x32 and 32 below, 64-d latents,
-fp32, batch 16, lr 0.01, no augmentation, 24 kimg), and StyleGAN2-ADA's resolution-based heuristic on GPUs. With
---resume of one of our snapshots, every flag not given on the command line is taken from the run that wrote the
-snapshot.
+fp32, batch 16, lr 0.01, R1 gamma 0.3, no augmentation, 24 kimg), and StyleGAN2-ADA's resolution-based heuristic on
+GPUs. With --resume of one of our snapshots, every flag not given on the command line is taken from the run that
+wrote the snapshot.
 """
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import TINY_TRAIN
 
 from commands import train_command
-from training import checkpoint
+from training import checkpoint, options
 
 TINY = [*TINY_TRAIN, "--tick=0.008", "--snap=1"]
 
@@ -83,7 +83,10 @@ def test_resume_with_another_loss_is_announced_in_one_line(train, finished_run, 
     )
     assert result.exit_code == 0, result.output
     assert "Note: resuming an rlo-k2 run with --loss=ce: the loss changes at kimg 0.008" in result.output
-    assert "Note: resuming with --gamma=0.5 (the run used 1): the R1 weight changes at kimg 0.008" in result.output
+    used = f"{options.CFG_SPECS['tiny'].gamma:g}"  # the finished run took the tiny config's R1 weight
+    assert (
+        f"Note: resuming with --gamma=0.5 (the run used {used}): the R1 weight changes at kimg 0.008" in result.output
+    )
     assert printed_options(result.output)["loss"]["adversarial"]["name"] == "ce"
 
 
