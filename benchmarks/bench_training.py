@@ -15,6 +15,7 @@ every setting once so that background load hits them alike, and prints each one'
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import statistics
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
+from dnnlib import files  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from torch_utils import host_memory  # noqa: E402
 from training import options  # noqa: E402
@@ -105,7 +107,11 @@ def describe(opts: TrainingOptions, device: torch.device) -> str:
     )
 
 
-def run_case(case: str, ticks: int, loss: str) -> None:
+def spread(values: list[float]) -> dict[str, float]:
+    return dict(median=statistics.median(values), min=min(values), max=max(values))
+
+
+def run_case(case: str, ticks: int, loss: str) -> dict:
     opts, device = case_options(case, "", ticks, rlo.LossConfig(loss, k=2.0))
     timed = timed_ticks(opts, device)
     print(
@@ -113,9 +119,10 @@ def run_case(case: str, ticks: int, loss: str) -> None:
         f"max {max(timed):.2f}) | loss {loss}, ADA bgc | {describe(opts, device)}",
         flush=True,
     )
+    return dict(setup=describe(opts, device), loss=loss, s_per_kimg=spread(timed))
 
 
-def run_switches(case: str, ticks: int, rounds: int) -> None:
+def run_switches(case: str, ticks: int, rounds: int) -> dict:
     """Runs every switch `rounds` times in turn; the cost of a switch is its median over the baseline's."""
     opts, device = case_options(case, "", ticks, rlo.LossConfig("ce"))
     print(
@@ -135,6 +142,8 @@ def run_switches(case: str, ticks: int, rounds: int) -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<24} {median:8.2f} {min(values):7.2f} {max(values):7.2f} {median / base:11.2f}x")
+    settings = {name: dict(s_per_kimg=spread(v), vs_baseline=statistics.median(v) / base) for name, v in times.items()}
+    return dict(setup=describe(opts, device), rounds=rounds, ticks=ticks, settings=settings)
 
 
 @click.command(help=verbatim(__doc__))
@@ -143,18 +152,28 @@ def run_switches(case: str, ticks: int, rounds: int) -> None:
 @click.option("--loss", type=click.Choice(["ce", "rlo", "rlo-eq9"]), default="ce", show_default=True)
 @click.option("--switches", is_flag=True, help="time each training switch against the CE baseline")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="with --switches")
-def main(case: str, ticks: int, loss: str, switches: bool, rounds: int) -> None:
+@click.option("--json", "json_path", metavar="PATH", help="Write the figures here (with the command and date)")
+def main(case: str, ticks: int, loss: str, switches: bool, rounds: int, json_path: str | None) -> None:
     if not torch.cuda.is_available():  # as train.py does on CPU; RLO_KEEP_HOST_MEMORY=0 measures glibc's defaults
         kept = host_memory.keep_freed_host_memory()
         print(f"host memory: {'freed blocks kept' if kept else 'glibc defaults'}")
+    results = {}
     for name in CASES if case == "all" else [case]:
         if name == "paper256@64" and not torch.cuda.is_available():
             print(f"\n{name}: skipped (no CUDA device)")
             continue
-        if switches:
-            run_switches(name, ticks, rounds)
-        else:
-            run_case(name, ticks, loss)
+        results[name] = run_switches(name, ticks, rounds) if switches else run_case(name, ticks, loss)
+    if json_path:
+        record = dict(
+            command="python3 benchmarks/bench_training.py " + " ".join(sys.argv[1:]),
+            date=datetime.datetime.now().isoformat(timespec="seconds"),
+            torch=torch.__version__,
+            cpu_count=os.cpu_count(),
+            results=results,
+        )
+        data = json.dumps(record, indent=2).encode() + b"\n"
+        files.atomic_write(json_path, lambda file: file.write(data))
+        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":
