@@ -15,7 +15,8 @@ derivatives stay exact.
 Target indices are not read on the host on CPU: the CPU kernels refuse an index outside [0, C) themselves (an
 ignore_index sample is one), and the caller then takes the general path, which names the index or leaves the
 ignored samples out. On other devices an out-of-range index would be a device-side assert, so they are checked
-first (one read).
+first (one read). On CPU eq. 4's cap is applied only where the largest exponent exceeds it (a host read, free
+there); on other devices it is applied as ops, without a read.
 """
 
 from __future__ import annotations
@@ -72,30 +73,39 @@ class _RootedIndexLoss(torch.autograd.Function):
     def forward(ctx, logits, target, k, m, form, t_max, reduction, general):
         n = logits.shape[0]
         log_p = torch.log_softmax(logits, 1)
-        t = log_p.gather(1, target.unsqueeze(1)).squeeze_(1).mul_(-1.0 / k)  # nll / k; refuses a bad index
-        scale = m / n if reduction == "mean" else m
+        index = target.unsqueeze(1)
+        t = log_p.gather(1, index).mul_(-1.0 / k)  # nll / k, [N, 1]; refuses a bad index
+        factor = None
         if form == "eq4":  # m exp(t) below the cap, its tangent line beyond: m exp(t_c) (1 + t - t_c)
-            t_capped = t.clamp(max=t_max)
-            factor = t.sub_(t_capped).add_(1.0)
-            grow = t_capped.exp_()
-            out = grow.mul(factor).mul_(m) if reduction == "none" else torch.dot(grow, factor).mul_(scale)
+            if logits.device.type != "cpu" or float(t.max()) > t_max:  # a host read is free on CPU only
+                t_capped = t.clamp(max=t_max)
+                factor = t.sub_(t_capped).add_(1.0)
+                t = t_capped
+            grow = t.exp_()
         else:  # m (1 - exp(-t))
             grow = t.neg_().exp_()
-            out = grow.neg().add_(1.0).mul_(m) if reduction == "none" else grow.sum().neg_().add_(n).mul_(scale)
-        ctx.save_for_backward(logits, target, log_p, grow)
+        ctx.save_for_backward(logits, index, log_p, grow)
         ctx.options = (k, m, form, reduction, general)
-        return out
+        if reduction == "none":
+            if form == "eq4":
+                value = grow.mul(m) if factor is None else grow.mul(factor).mul_(m)
+            else:
+                value = grow.neg().add_(1.0).mul_(m)
+            return value.squeeze_(1)
+        total = grow.sum() if factor is None else torch.dot(grow.squeeze(1), factor.squeeze(1))
+        scale = m / n if reduction == "mean" else m
+        return total.mul_(scale) if form == "eq4" else total.mul_(-scale).add_(n * scale)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, target, log_p, grow = ctx.saved_tensors
+        logits, index, log_p, grow = ctx.saved_tensors
         k, m, form, reduction, general = ctx.options
         if torch.is_grad_enabled():  # create_graph=True: differentiate the general path, which records its graph
-            loss = general(logits, target, k, m, form, reduction)
+            loss = general(logits, index.squeeze(1), k, m, form, reduction)
             (grad,) = torch.autograd.grad(loss, logits, grad_output, create_graph=True)
             return grad, None, None, None, None, None, None, None
         scale = m / k / (logits.shape[0] if reduction == "mean" else 1)
-        coef = grow.mul(grad_output).mul_(scale).unsqueeze_(1)  # c_i times the incoming gradient
+        incoming = grad_output.unsqueeze(1) if reduction == "none" else grad_output
+        coef = grow.mul(incoming).mul_(scale)  # c_i times the incoming gradient, [N, 1]
         grad = log_p.exp().mul_(coef)
-        grad.scatter_add_(1, target.unsqueeze(1), coef.neg_())
-        return grad, None, None, None, None, None, None, None
+        return grad.scatter_add_(1, index, coef.neg_()), None, None, None, None, None, None, None
