@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from dnnlib.files import atomic_write  # noqa: E402
 from torch_utils import host_memory as host_memory_module  # noqa: E402
-from torch_utils.ops import conv2d_winograd  # noqa: E402
+from torch_utils.ops import conv2d_1x1, conv2d_gradfix, conv2d_winograd  # noqa: E402
 
 
 def cpu_ms(fn) -> float:
@@ -54,19 +54,77 @@ def interleaved_medians(onednn, ours, reps: int) -> tuple[float, float]:
     return statistics.median(a), statistics.median(b)
 
 
-def compare(channels: int, size: int, stride: int, batch: int, reps: int) -> tuple[str, float, float, str]:
+def compare(
+    channels: int, size: int, stride: int, batch: int, reps: int, layout: str = "nchw"
+) -> tuple[str, float, float, str]:
     """(route geometry, oneDNN ms, ours ms, route taken) for one layer: its input is `size` px (+1 for stride 2,
-    the padded output of the FIR filter before a downsampling convolution)."""
+    the padded output of the FIR filter before a downsampling convolution), in `layout`; oneDNN gets what
+    conv2d_gradfix hands it (a dense copy of a channels_last tensor, timed with it)."""
     side, padding = (size + 1, 0) if stride == 2 else (size, 1)
-    x = torch.randn(batch, channels, side, side)
+    x = in_layout(torch.randn(batch, channels, side, side), layout)
     w_shape = (channels, channels, 3, 3)
     grad_out = torch.randn_like(torch.nn.functional.conv2d(x, torch.randn(w_shape), stride=stride, padding=padding))
     geometry = conv2d_winograd._geometry(x, grad_out, (stride, stride), (padding, padding))
-    onednn = lambda: torch.nn.grad.conv2d_weight(x, w_shape, grad_out, stride=stride, padding=padding)
+    dense = conv2d_gradfix._dense_for_onednn
+    onednn = lambda: torch.nn.grad.conv2d_weight(dense(x), w_shape, dense(grad_out), stride=stride, padding=padding)
     ours = lambda: conv2d_winograd.weight_grad(x, grad_out, w_shape, (stride, stride), (padding, padding))
     a, b = interleaved_medians(onednn, ours, reps)
     taken = conv2d_winograd.route(x, grad_out, w_shape, (stride, stride), (padding, padding), (1, 1), 1) or "oneDNN"
     return geometry, a, b, taken
+
+
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+
+
+def pointwise_rows(pairs: list[tuple[int, int]], sizes: list[int], batch: int, reps: int) -> list[dict[str, object]]:
+    """1x1 layers (C -> K channels) in both layouts: forward and weight gradient, oneDNN as conv2d_gradfix calls it
+    (with its dense copies) against conv2d_1x1's products, and the route the rules take."""
+    print(
+        f"\n1x1 layers\n{'op':<7} {'C':>5} {'K':>5} {'px':>4} {'layout':<14} {'oneDNN ms':>10} {'ours ms':>9} "
+        f"{'ours/oneDNN':>12}  taken"
+    )
+    dense = conv2d_gradfix._dense_for_onednn
+    rows = []
+    for c, k in pairs:
+        for size in sizes:
+            for layout in ("nchw", "channels_last"):
+                x = in_layout(torch.randn(batch, c, size, size), layout)
+                g = in_layout(torch.randn(batch, k, size, size), layout)
+                w, b = torch.randn(k, c, 1, 1), torch.randn(k)
+                cases = {
+                    "forward": (
+                        lambda: torch.nn.functional.conv2d(dense(x, wide=c >= 256), w, b),
+                        lambda: conv2d_1x1.conv1x1(x, w, b),
+                        conv2d_1x1.product_pays(x),
+                    ),
+                    "weight": (
+                        lambda: torch.nn.grad.conv2d_weight(dense(x), w.shape, dense(g)),
+                        lambda: conv2d_1x1.weight_grad(x, g),
+                        conv2d_1x1.weight_grad_pays(x),
+                    ),
+                }
+                for op, (onednn, ours, pays) in cases.items():
+                    a, o = interleaved_medians(onednn, ours, reps)
+                    taken = "product" if pays else "oneDNN"
+                    print(
+                        f"{op:<7} {c:>5} {k:>5} {size:>4} {layout:<14} {a:>10.2f} {o:>9.2f} {o / a:>11.2f}x  {taken}",
+                        flush=True,
+                    )
+                    rows.append(
+                        dict(
+                            op=op,
+                            channels=c,
+                            out_channels=k,
+                            px=size,
+                            layout=layout,
+                            onednn_ms=a,
+                            ours_ms=o,
+                            ratio=o / a,
+                            taken=taken,
+                        )
+                    )
+    return rows
 
 
 def compare_forward(channels: int, size: int, batch: int, reps: int) -> tuple[float, float, str]:
@@ -161,13 +219,20 @@ def cpu_kernels() -> dict[str, str | None]:
 @click.command(help=verbatim(__doc__))
 @click.option(
     "--op",
-    type=CommaList(choices=["forward", "weight", "transpose", "rounding"]),
+    type=CommaList(choices=["forward", "weight", "transpose", "rounding", "pointwise"]),
     default="forward,weight,transpose",
     show_default=True,
 )
 @click.option("--max-tile", type=click.Choice(["2", "4"]), default="4", show_default=True, help="largest Winograd tile")
 @click.option("--channels", type=CommaList(int), default="16,32,64,128,256,512", show_default=True)
 @click.option("--sizes", type=CommaList(int), default="4,8,16,32", show_default=True, help="input sizes in px")
+@click.option(
+    "--layout",
+    type=click.Choice(["nchw", "channels_last"]),
+    default="nchw",
+    show_default=True,
+    help="layout of the weight gradient's input (--op=weight); the networks' layers hand it channels_last",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
@@ -178,6 +243,7 @@ def main(
     max_tile: str,
     channels: list[int],
     sizes: list[int],
+    layout: str,
     batch: int,
     reps: int,
     threads: int,
@@ -209,7 +275,7 @@ def main(
                 for size in sizes:
                     if stride == 2 and size < 8:
                         continue
-                    geometry, a, b, taken = compare(c, size, stride, batch, reps)
+                    geometry, a, b, taken = compare(c, size, stride, batch, reps, layout)
                     results["weight"].append(
                         dict(route=geometry, stride=stride, channels=c, px=size, onednn_ms=a, ours_ms=b, ratio=b / a)
                     )
@@ -219,6 +285,9 @@ def main(
                     )
     if "rounding" in op:
         results["rounding"] = rounding_rows(channels, sizes, batch)
+    if "pointwise" in op:
+        pairs = [(c, 3) for c in channels] + [(3, c) for c in channels] + [(c, c) for c in channels]
+        results["pointwise"] = pointwise_rows(pairs, sizes, batch, reps)
     if json_path:
         record = dict(
             command="python3 " + " ".join(sys.argv),
@@ -229,6 +298,7 @@ def main(
             reps=reps,
             host_memory="kept" if kept else "glibc defaults",
             max_tile=int(max_tile),
+            layout=layout,
             results=results,
         )
         atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))

@@ -221,26 +221,32 @@ def test_route_only_covers_what_it_computes(monkeypatch, x, g, w_shape, stride, 
 
 
 @pytest.mark.parametrize(
-    "channels, size, stride, expect",
+    "channels, size, stride, expect, channels_last",
     [
-        (512, 32, 1, "winograd"),  # the cifar config's layers: 0.46-0.52x oneDNN's time (AVX2, AVX-512)
-        (256, 16, 1, "winograd"),
-        (256, 32, 1, "winograd"),
-        (256, 4, 1, "winograd"),
-        (128, 16, 1, ""),  # gains with AVX2 kernels, loses with AVX-512 ones
-        (128, 32, 1, ""),
-        (128, 4, 1, ""),
-        (64, 8, 1, ""),
-        (64, 16, 1, ""),
-        (32, 32, 1, ""),  # the tiny config: 4x slower than oneDNN
-        (512, 9, 2, "im2col"),
-        (64, 9, 2, "im2col"),
-        (512, 33, 2, ""),
-        (32, 9, 2, ""),
+        (512, 32, 1, "winograd", False),  # the cifar config's layers: 0.46-0.52x oneDNN's time (AVX2, AVX-512)
+        (256, 16, 1, "winograd", False),
+        (256, 32, 1, "winograd", False),
+        (256, 4, 1, "winograd", False),
+        (128, 16, 1, "", False),  # gains with AVX2 kernels, loses with AVX-512 ones
+        (128, 32, 1, "", False),
+        (128, 4, 1, "", False),
+        (64, 8, 1, "", False),
+        (64, 16, 1, "", False),
+        (32, 32, 1, "", False),  # the tiny config: 4x slower than oneDNN
+        (512, 9, 2, "im2col", False),
+        (64, 9, 2, "im2col", False),
+        (512, 33, 2, "", False),  # NCHW: oneDNN reads it as it is
+        (32, 9, 2, "", False),
+        (512, 33, 2, "im2col", True),  # channels_last (the FIR filter's output): oneDNN would need a dense copy
+        (256, 33, 2, "im2col", True),
+        (128, 33, 2, "", True),
+        (64, 17, 2, "im2col", True),
     ],
 )
-def test_route_is_taken_only_where_it_beats_onednn(channels, size, stride, expect):
+def test_route_is_taken_only_where_it_beats_onednn(channels, size, stride, expect, channels_last):
     x = torch.empty(1, channels, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     padding = 1 if stride == 1 else 0
     g = torch.empty(1, channels, (size + 2 * padding - 3) // stride + 1, (size + 2 * padding - 3) // stride + 1)
     w_shape = [channels, channels, 3, 3]

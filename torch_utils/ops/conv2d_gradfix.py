@@ -8,7 +8,7 @@ the weights reached through the inner gradient) stay exact.
 Only public PyTorch API is used: an autograd.Function whose backward is again made of these
 functions (so it is differentiable) plus ``torch.nn.grad.conv2d_weight``, or, for wide 3x3 float32
 convolutions on CPU, ``conv2d_winograd`` (forward, input and weight gradients, and stride-2 transposed
-convolutions, where it beats oneDNN).
+convolutions, where it beats oneDNN) and ``conv2d_1x1`` (1x1 convolutions as one matrix product).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import conv2d_winograd
+from torch_utils.ops import conv2d_1x1, conv2d_winograd
 
 IntPair = int | Sequence[int]
 
@@ -104,6 +104,8 @@ class _ConvConfig:
         if self.transpose:
             # At stride 1 (input gradients) the transpose is a correlation with the flipped, transposed kernel.
             w_conv = w.transpose(0, 1)
+            if self.output_padding == (0, 0) and self._pointwise(x, w_conv):
+                return conv2d_1x1.conv1x1(x, w_conv, b)
             if self.output_padding == (0, 0) and conv2d_winograd.forward_route(
                 x, w_conv, b, self.stride, self.padding, self.dilation, self.groups
             ):
@@ -122,8 +124,15 @@ class _ConvConfig:
             )
         if conv2d_winograd.forward_route(x, w, b, self.stride, self.padding, self.dilation, self.groups):
             return conv2d_winograd.conv3x3(x, w, b)
+        if self._pointwise(x, w):
+            return conv2d_1x1.conv1x1(x, w, b)
         x = _dense_for_onednn(x, wide=w.shape[1] * self.groups >= 256)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def _pointwise(self, x: torch.Tensor, w: torch.Tensor) -> bool:
+        """Whether conv2d(x, w) (w [K, C, 1, 1]) is one matrix product here (conv2d_1x1)."""
+        eligible = conv2d_1x1.eligible(x, w.shape, self.stride, self.padding, self.dilation, self.groups)
+        return eligible and w.dtype == torch.float32 and conv2d_1x1.product_pays(x)
 
     def adjoint(self, in_shape: torch.Size, out_shape: torch.Size, w_shape: torch.Size) -> _ConvConfig:
         """The convolution mapping grad_output back to grad_input (transpose flag flipped)."""
@@ -160,6 +169,9 @@ def _weight_grad(cfg: _ConvConfig, x: torch.Tensor, grad_out: torch.Tensor, w_sh
     up to 2.7x faster than oneDNN's kernel there; `conv2d_winograd.pays` says where).
     """
     inp, out = (grad_out, x) if cfg.transpose else (x, grad_out)
+    if conv2d_1x1.eligible(inp, w_shape, cfg.stride, cfg.padding, cfg.dilation, cfg.groups):
+        if out.dtype == torch.float32 and conv2d_1x1.weight_grad_pays(inp):
+            return conv2d_1x1.weight_grad(inp, out)
     if conv2d_winograd.route(inp, out, w_shape, cfg.stride, cfg.padding, cfg.dilation, cfg.groups):
         return conv2d_winograd.weight_grad(inp, out, w_shape, cfg.stride, cfg.padding)
     inp, out = _dense_for_onednn(inp), _dense_for_onednn(out)

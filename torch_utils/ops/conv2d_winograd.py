@@ -254,13 +254,19 @@ def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
     alike (benchmarks/results/winograd_avx2.json, winograd_avx512.json; one thread, batch 16, host memory kept).
     Winograd from 256 channels at every size from 4 to 32 px (0.44-0.67x oneDNN's time with AVX2 kernels,
     0.52-0.79x with AVX-512); at 128 channels it gains with AVX2 (0.85-0.94x from 8 px) but loses with AVX-512
-    (1.10-1.15x), so it is left to oneDNN. im2col only on the small (<= 9 px) inputs of the last downsampling
-    layers, from 64 channels (0.54-0.87x on both)."""
+    (1.10-1.15x), so it is left to oneDNN. im2col (stride 2) from 64 channels: on an NCHW input only up to 9 px
+    (0.54-0.87x on both); on a channels_last input, the layout the networks' FIR filters hand it and which oneDNN
+    needs a dense copy of, up to 17 px and from 256 channels up to 33 px (0.50-0.84x on both; left to oneDNN: 33 px
+    below 256 channels, 0.84-0.98x) (benchmarks/results/winograd_weight_channels_last_avx*.json)."""
     channels = min(x.shape[1], grad_out.shape[1])
     pixels = x.shape[2] * x.shape[3]
     if kind == "winograd":
         return channels >= 256
-    return kind == "im2col" and channels >= 64 and pixels <= 9 * 9
+    if kind != "im2col" or channels < 64:
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return pixels <= 17 * 17 or (channels >= 256 and pixels <= 33 * 33)
+    return pixels <= 9 * 9
 
 
 def _geometry(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> str:
