@@ -74,7 +74,9 @@ def test_tile_programs_compute_minimal_filtering_and_its_adjoint(tiling):
 def test_weight_gradient_equals_conv2d_weight(shape, tiling, channels_last):
     x, g = _inputs(shape, channels_last=channels_last)
     want = torch.nn.grad.conv2d_weight(x, [shape[2], shape[1], 3, 3], g, 1, 1)
-    torch.testing.assert_close(conv2d_winograd.weight_grad_3x3(x, g, tiling), want, rtol=1e-10, atol=1e-10)
+    got = conv2d_winograd.weight_grad_3x3(x, g, tiling)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert got.is_contiguous()  # the parameter's layout: autograd accumulates it without a copy
 
 
 @pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: t.name)
@@ -289,7 +291,7 @@ def _assert_routed_through_gradfix(monkeypatch, counted: str, expected_calls: in
     monkeypatch.setattr(conv2d_winograd, "force", True)
     calls = []
     real = getattr(conv2d_winograd, counted)
-    monkeypatch.setattr(conv2d_winograd, counted, lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(conv2d_winograd, counted, lambda *args, **kw: calls.append(1) or real(*args, **kw))
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(conv2d_winograd, "enabled", enabled)
@@ -393,6 +395,19 @@ def test_conv3x3_equals_conv2d(shape, tiling, layout):
         got = conv2d_winograd.conv3x3(x, weight, b, tiling)
         assert got.is_contiguous(memory_format=torch.channels_last)  # as the next layer's tiles read it
         torch.testing.assert_close(got, torch.nn.functional.conv2d(x, weight, b, padding=1), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape, tiling", _tiling_cases(FORWARD_SHAPES))
+def test_transposed_conv3x3_equals_conv_transpose2d(shape, tiling):
+    """The input gradient's route: w [C, K, 3, 3] of a transposed convolution, flipped through G's columns."""
+    n, c, k, h, w = shape
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    weight = torch.randn(c, k, 3, 3, generator=gen, dtype=torch.float64)
+    bias = torch.randn(k, generator=gen, dtype=torch.float64)
+    want = torch.nn.functional.conv_transpose2d(x, weight, bias, padding=1)
+    got = conv2d_winograd.conv3x3(x, weight, bias, tiling, transposed=True)
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 5, 8, 6), (2, 6, 5, 8, 12)])  # F(2x2, 3x3), F(4x4, 3x3)

@@ -109,7 +109,7 @@ class _ConvConfig:
             if self.output_padding == (0, 0) and conv2d_winograd.forward_route(
                 x, w_conv, b, self.stride, self.padding, self.dilation, self.groups
             ):
-                return conv2d_winograd.conv3x3(x, w_conv.flip([2, 3]), b)
+                return conv2d_winograd.conv3x3(x, w, b, transposed=True)
             if conv2d_winograd.transpose_route(x, w, b, self.stride, self.dilation, self.groups):
                 return conv2d_winograd.conv_transpose3x3_stride2(x, w, b, self.padding, self.output_padding)
             return F.conv_transpose2d(

@@ -311,7 +311,8 @@ def weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, stride: int, pad
         dim=3,
     )  # [N, oh, ow, 9, C]
     dw = grad_out.permute(0, 2, 3, 1).reshape(-1, k).t() @ cols.reshape(-1, 9 * c)  # [K, 9 C]
-    return dw.reshape(k, 3, 3, c).permute(0, 3, 1, 2)
+    # In the parameter's layout: autograd would copy a permuted view when it accumulates it, element by element.
+    return dw.reshape(k, 3, 3, c).permute(0, 3, 1, 2).contiguous()
 
 
 def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor, tiling: Tiling | None = None) -> torch.Tensor:
@@ -327,11 +328,11 @@ def weight_grad_3x3(x: torch.Tensor, grad_out: torch.Tensor, tiling: Tiling | No
             f"[N, K, H, W]; got {tuple(x.shape)} and {tuple(grad_out.shape)}"
         )
     differentiable = _records_graph(x, grad_out)
-    du = None  # [(m + 2)^2, C, K], summed over chunks of images
+    du = None  # [(m + 2)^2, K, C], summed over chunks of images
     for i, j in _image_chunks(x, max(c, k), tiling):
         v = _input_tiles(x[i:j], tiling, differentiable)
         dm = _output_grad_tiles(grad_out[i:j], tiling, differentiable)
-        part = torch.bmm(v.transpose(1, 2), dm)
+        part = torch.bmm(dm.transpose(1, 2), v)
         if du is None:
             du = part
         else:
@@ -445,20 +446,26 @@ def _image_chunks(x: torch.Tensor, channels: int, tiling: Tiling) -> list[tuple[
 
 
 def conv3x3(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, tiling: Tiling | None = None
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    tiling: Tiling | None = None,
+    transposed: bool = False,
 ) -> torch.Tensor:
     """F.conv2d(x, w, b, padding=1) for x [N, C, H, W] (H, W even), w [K, C, 3, 3] -> [N, K, H, W], no graph,
-    by `tiling` (default: tiling_for(H, W))."""
+    by `tiling` (default: tiling_for(H, W)); transposed: F.conv_transpose2d(x, w, b, padding=1) for w [C, K, 3, 3]
+    (the input gradient of a stride-1 convolution), the same computation without a flipped copy of w."""
     n, c, h, width = x.shape
     tiling = tiling or tiling_for(h, width)
     if h % tiling.m or width % tiling.m:
         raise ValueError(f"conv3x3: {tiling.name} needs H, W multiples of {tiling.m}; got x {tuple(x.shape)}")
-    u = _filter_tiles(w, tiling)
+    u = _filter_tiles(w, tiling, transposed)
+    k = u.shape[2]
     th, tw = h // tiling.m, width // tiling.m
-    chunks = _image_chunks(x, max(c, w.shape[0]), tiling)
+    chunks = _image_chunks(x, max(c, k), tiling)
     if len(chunks) == 1:
         return _output_tiles(torch.bmm(_input_tiles(x, tiling), u), tiling, n, th, tw, b)
-    y = x.new_empty([n, w.shape[0], h, width])
+    y = x.new_empty([n, k, h, width])
     for i, j in chunks:
         y[i:j] = _output_tiles(torch.bmm(_input_tiles(x[i:j], tiling), u), tiling, j - i, th, tw, b)
     return y
@@ -499,12 +506,16 @@ def _tile_samples(i: int, m: int, tiles: int) -> tuple[slice, slice]:
     return slice(first, stop), slice(first * m + i - 1, (stop - 1) * m + i, m)
 
 
-def _filter_tiles(w: torch.Tensor, tiling: Tiling) -> torch.Tensor:
+def _filter_tiles(w: torch.Tensor, tiling: Tiling, transposed: bool = False) -> torch.Tensor:
     """w [K, C, 3, 3] (correlation) -> G g GT: [(m + 2)^2, C, K], a transposed view of [(m + 2)^2, K, C]. The
     product reads w in its own order and bmm takes the view as it is: no permuted copy of w, which took as long
-    as the product itself."""
-    k, c = w.shape[:2]
+    as the product itself. transposed: w [C, K, 3, 3] of a transposed convolution, whose correlation kernel is
+    w.transpose(0, 1).flip([2, 3]): the flip reverses the taps, which G's columns take in reverse order instead."""
     kg = _filter_transform(tiling, w.dtype, w.device)
+    if transposed:
+        c, k = w.shape[:2]
+        return (kg.flip(1) @ w.reshape(c * k, 9).t()).view(-1, c, k)
+    k, c = w.shape[:2]
     return (kg @ w.reshape(k * c, 9).t()).view(-1, k, c).transpose(1, 2)
 
 
@@ -539,9 +550,10 @@ def _output_grad_tiles(g: torch.Tensor, tiling: Tiling, differentiable: bool = F
 
 
 def _filter_grad(du: torch.Tensor, tiling: Tiling, c: int, k: int) -> torch.Tensor:
-    """[(m + 2)^2, C, K] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3]."""
+    """[(m + 2)^2, K, C] gradient w.r.t. the transformed filter -> back through G: [K, C, 3, 3], contiguous (the
+    parameter's layout: a permuted view would be copied by autograd's gradient accumulation, element by element)."""
     kg = _filter_transform(tiling, du.dtype, du.device)
-    return (kg.t() @ du.reshape(-1, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)
+    return (du.reshape(-1, k * c).t() @ kg).view(k, c, 3, 3)
 
 
 # ----------------------------------------------------------------------------------------------------
