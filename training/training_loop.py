@@ -107,9 +107,8 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, opts: TrainingOptions
     if opts.ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * opts.ema_rampup)
     ema_beta = 0.5 ** (opts.batch_size / max(ema_nimg, 1e-8))
-    with torch.no_grad():
-        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-            p_ema.copy_(p.lerp(p_ema, ema_beta))
+    with torch.no_grad():  # one in-place pass over all parameters (a lerp into a copy and a copy back took two)
+        torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - ema_beta)
         for b_ema, b in zip(G_ema.buffers(), G.buffers()):
             b_ema.copy_(b)
 
