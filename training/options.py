@@ -78,7 +78,7 @@ CFG_SPECS: dict[str, ConfigSpec] = {
         mixing=False,
         arch_D="orig",
     ),
-    # Ours: recognisable digits in about 4 minutes on a 2-core CPU (32x32, 16 channels at 32x32 and 32 below, 64-d
+    # Ours: recognisable digits in about 2.5 minutes on a 2-core CPU (32x32, 16 channels at 32x32 and 32 below, 64-d
     # latents, fp32). Small batches and a high lr give many updates per minute; like 'cifar', no path-length
     # regularisation or style mixing. Chosen by benchmarks/tiny_screen.py (benchmarks/results/tiny_screen.json):
     # round 1 the width and lr, round 2 nothing beyond the seed spread, round 3 (README's --cond=1 run) half the

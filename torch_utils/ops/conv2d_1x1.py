@@ -43,15 +43,15 @@ def _channels_last(t: torch.Tensor) -> bool:
 
 def product_pays(x: torch.Tensor) -> bool:
     """Whether the forward product beats oneDNN as conv2d_gradfix calls it (benchmarks/results/conv1x1_*.json): on
-    every NCHW input and on channels_last inputs from 256 channels, which oneDNN gets a dense copy of (0.17-0.96x
-    with AVX-512 and AVX2 kernels). Narrower channels_last inputs go to oneDNN as they are (the product: 0.53-1.43x)."""
+    every NCHW input and on channels_last inputs from 256 channels, which oneDNN gets a dense copy of (0.15-0.95x
+    with AVX-512 and AVX2 kernels). Narrower channels_last inputs go to oneDNN as they are (the product: 0.37-1.57x)."""
     return conv2d_winograd.force or not _channels_last(x) or x.shape[1] >= WIDE
 
 
 def weight_grad_pays(x: torch.Tensor) -> bool:
     """Whether the weight-gradient product beats oneDNN with its dense copies: on every channels_last input
-    (0.09-0.73x), where the product reads the pixels as rows in place; an NCHW input needs a transposing copy
-    first (0.38-3.6x, mostly above 1), and stays with oneDNN."""
+    (0.10-0.74x), where the product reads the pixels as rows in place; an NCHW input needs a transposing copy
+    first (0.21-3.4x, mostly above 1), and stays with oneDNN."""
     return conv2d_winograd.force or _channels_last(x)
 
 

@@ -256,7 +256,7 @@ def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
     0.52-0.79x with AVX-512); at 128 channels it gains with AVX2 (0.85-0.94x from 8 px) but loses with AVX-512
     (1.10-1.15x), so it is left to oneDNN. im2col (stride 2) from 64 channels: on an NCHW input only up to 9 px
     (0.54-0.87x on both); on a channels_last input, the layout the networks' FIR filters hand it and which oneDNN
-    needs a dense copy of, up to 17 px and from 256 channels up to 33 px (0.50-0.84x on both; left to oneDNN: 33 px
+    needs a dense copy of, up to 17 px and from 256 channels up to 33 px (0.50-0.85x on both; left to oneDNN: 33 px
     below 256 channels, 0.84-0.98x) (benchmarks/results/winograd_weight_channels_last_avx*.json)."""
     channels = min(x.shape[1], grad_out.shape[1])
     pixels = x.shape[2] * x.shape[3]
