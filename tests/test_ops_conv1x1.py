@@ -86,3 +86,17 @@ def test_gradfix_routes_1x1_layers_here_and_agrees_with_onednn(monkeypatch, tran
     assert calls.count("weight_grad") == 1
     for ours, direct in zip(*results):
         torch.testing.assert_close(ours, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv1x1_rounds_alike_for_a_training_network_and_its_frozen_copy(channels_last):
+    """The same float32 inputs give the same bits whether the weight requires grad or not (a snapshot's loaded,
+    frozen copy computes what the training network computed)."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 8, 4, 4, generator=gen)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    w = torch.randn(3, 8, 1, 1, generator=gen)
+    with torch.no_grad():
+        frozen = conv2d_1x1.conv1x1(x, w)
+        training = conv2d_1x1.conv1x1(x, w.clone().requires_grad_())
+    assert torch.equal(frozen, training)

@@ -64,7 +64,9 @@ def conv1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> 
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: [pixels, C]
         y = rows @ w2.t() if b is None else torch.addmm(b, rows, w2.t())
         return y.view(n, h, width, k).permute(0, 3, 1, 2)
-    y = torch.matmul(w2, x.reshape(n, c, h * width))  # [N, K, pixels]
+    # bmm, not matmul: matmul folds or batches by whether its operands require grad, which changes the rounding
+    # between a training network and its frozen copy.
+    y = torch.bmm(w2.expand(n, k, c), x.reshape(n, c, h * width))  # [N, K, pixels]
     if b is not None:
         y += b.view(1, k, 1)
     return y.view(n, k, h, width)
