@@ -37,22 +37,18 @@ def eligible(x: torch.Tensor, w_shape: Sequence[int], stride, padding, dilation,
     )
 
 
-def _channels_last(t: torch.Tensor) -> bool:
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
 def product_pays(x: torch.Tensor) -> bool:
     """Whether the forward product beats oneDNN as conv2d_gradfix calls it (benchmarks/results/conv1x1_*.json): on
     every NCHW input and on channels_last inputs from 256 channels, which oneDNN gets a dense copy of (0.15-0.95x
     with AVX-512 and AVX2 kernels). Narrower channels_last inputs go to oneDNN as they are (the product: 0.37-1.57x)."""
-    return conv2d_winograd.force or not _channels_last(x) or x.shape[1] >= WIDE
+    return conv2d_winograd.force or not conv2d_winograd.is_channels_last(x) or x.shape[1] >= WIDE
 
 
 def weight_grad_pays(x: torch.Tensor) -> bool:
     """Whether the weight-gradient product beats oneDNN with its dense copies: on every channels_last input
     (0.10-0.74x), where the product reads the pixels as rows in place; an NCHW input needs a transposing copy
     first (0.21-3.4x, mostly above 1), and stays with oneDNN."""
-    return conv2d_winograd.force or _channels_last(x)
+    return conv2d_winograd.force or conv2d_winograd.is_channels_last(x)
 
 
 def conv1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,7 +56,7 @@ def conv1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> 
     n, c, h, width = x.shape
     k = w.shape[0]
     w2 = w.reshape(k, c)
-    if _channels_last(x):
+    if conv2d_winograd.is_channels_last(x):
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: [pixels, C]
         y = rows @ w2.t() if b is None else torch.addmm(b, rows, w2.t())
         return y.view(n, h, width, k).permute(0, 3, 1, 2)

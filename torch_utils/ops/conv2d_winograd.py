@@ -264,9 +264,14 @@ def pays(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> bool:
         return channels >= 256
     if kind != "im2col" or channels < 64:
         return False
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         return pixels <= 17 * 17 or (channels >= 256 and pixels <= 33 * 33)
     return pixels <= 9 * 9
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Laid out channels_last and not also NCHW-contiguous (1x1 maps and single channels are both)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def _geometry(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> str:
