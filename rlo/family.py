@@ -240,7 +240,7 @@ class FamilyLoss(nn.Module):
             logits,
             target,
             reduction=self.reduction,
-            weight=self.weight,
+            weight=self._buffers["weight"],  # not self.weight: __getattr__ below makes that a slow lookup
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
             **self._params,

@@ -14,10 +14,20 @@ def general(logits, target, k, m, form, reduction="mean"):
     return RF._rooted_general(logits, target, k, m, form, reduction)
 
 
-def both(logits, target, k, m, form, reduction):
+def in_layout(dim):
+    """rlo.rooted_cross_entropy's fused call with the log-softmax over rows (1) or class-major (0), forced."""
+
+    def loss_fn(logits, target, k, m, form, reduction):
+        t_max = RF.eq4_exponent_cap(logits.dtype, k, k if m is None else m)
+        return fused.rooted_index_loss(logits, target, k, k if m is None else m, form, t_max, reduction, general, dim)
+
+    return loss_fn
+
+
+def both(logits, target, k, m, form, reduction, fast=rlo.rooted_cross_entropy):
     """(fused, general) values and gradients of the same call."""
     out = []
-    for loss_fn in (rlo.rooted_cross_entropy, lambda *a, **kw: general(*a, **kw)):
+    for loss_fn in (fast, lambda *a, **kw: general(*a, **kw)):
         x = logits.detach().clone().requires_grad_(True)
         loss = loss_fn(x, target, k=k, m=m, form=form, reduction=reduction)
         weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view_as(loss)
@@ -26,27 +36,57 @@ def both(logits, target, k, m, form, reduction):
     return out
 
 
+@pytest.mark.parametrize("dim", [1, 0])
 @pytest.mark.parametrize("form", ["eq4", "eq9"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_values_and_gradients_equal_the_general_path(form, reduction, dtype):
+def test_values_and_gradients_equal_the_general_path(form, reduction, dtype, dim):
     logits = torch.randn(37, 11, dtype=dtype) * 4
     target = torch.randint(0, 11, (37,))
-    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 2.5, 1.5, form, reduction)
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 2.5, 1.5, form, reduction, in_layout(dim))
     assert fast.dtype == slow.dtype == dtype and fast.shape == slow.shape
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(fast, slow, **tol)
     torch.testing.assert_close(fast_grad, slow_grad, **tol)
 
 
-def test_beyond_the_exponent_cap_the_tangent_line_matches():
+@pytest.mark.parametrize("dim", [1, 0])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_beyond_the_exponent_cap_the_tangent_line_matches(reduction, dim):
+    """Past the cap: per sample (read from the largest exponent) and reduced (read from the sum, which also
+    sees a sample whose exp overflows)."""
     logits = torch.zeros(4, 3, dtype=torch.float64)
     logits[:, 0] = torch.tensor([0.0, 80.0, 200.0, 1e4])  # the target 1 is ever more wrong: nll/k past the cap
     target = torch.ones(4, dtype=torch.int64)
-    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 1.0, None, "eq4", "none")
-    assert (fast[2:] < fast[2:].new_tensor(float("inf"))).all()
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, 1.0, None, "eq4", reduction, in_layout(dim))
+    assert torch.isfinite(fast).all() and torch.isfinite(fast_grad).all()
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=0)
     torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-12, atol=0)
+
+
+def test_a_sum_just_past_the_cap_takes_the_tangent_line():
+    """Every exponent below exp's overflow, one just past the cap: the sum's read must still see it."""
+    k, dtype = 1.0, torch.float32
+    t_max = RF.eq4_exponent_cap(dtype, k, k)
+    logits = torch.zeros(3, 2, dtype=dtype)
+    logits[0, 0] = t_max + 1.0  # nll of target 1 is about t_max + 1
+    target = torch.ones(3, dtype=torch.int64)
+    (fast, fast_grad), (slow, slow_grad) = both(logits, target, k, None, "eq4", "sum")
+    uncapped = k * torch.exp(F.cross_entropy(logits, target, reduction="none") / k).sum()
+    assert slow < 0.9 * uncapped  # the tangent line lies below exp past the cap
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=0)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-5, atol=0)
+
+
+def test_few_classes_go_class_major_on_cpus_with_wide_vectors(monkeypatch):
+    monkeypatch.setattr(fused, "_short_row_classes", lambda: 16)
+    assert fused.class_dim(torch.empty(64, 10)) == 0
+    assert fused.class_dim(torch.empty(64, 10, dtype=torch.float64)) == 0
+    assert fused.class_dim(torch.empty(64, 16)) == 1  # a whole vector per row: the rows' kernel is fast
+    assert fused.class_dim(torch.empty(8, 10)) == 1  # too few logits to pay for the transposed view
+    assert fused.class_dim(torch.empty(64, 10, device="meta")) == 1  # CPU only
+    monkeypatch.setattr(fused, "_short_row_classes", lambda: 0)  # no known vector width: rows
+    assert fused.class_dim(torch.empty(4096, 2)) == 1
 
 
 def test_second_derivatives_are_exact():
