@@ -79,9 +79,9 @@ def _short_row_classes() -> int:
 
 @functools.lru_cache(maxsize=256)
 def _constant(value: float, dtype: torch.dtype) -> torch.Tensor:
-    """A 0-d CPU tensor of value (a CPU scalar combines with tensors on any device); cached, never written."""
-    with torch.inference_mode(False):
-        return torch.tensor(value, dtype=dtype)
+    """A 0-d CPU tensor of value (a CPU scalar combines with tensors on any device); cached, never written, only
+    read by ops autograd does not record (so one made under inference_mode serves training too)."""
+    return torch.tensor(value, dtype=dtype)
 
 
 def cross_entropy(logits, target, reduction: str, ignore_index: int) -> torch.Tensor | None:

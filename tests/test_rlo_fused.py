@@ -140,3 +140,15 @@ def test_ce_is_torch_cross_entropy_on_the_common_call():
     logits = torch.randn(8, 5, requires_grad=True)
     target = torch.randint(0, 5, (8,))
     torch.testing.assert_close(rlo.cross_entropy(logits, target), F.cross_entropy(logits, target), rtol=0, atol=0)
+
+
+def test_scalar_factors_first_made_under_inference_mode_still_serve_training():
+    fused._constant.cache_clear()
+    logits, target = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    with torch.inference_mode():
+        evaluated = rlo.rooted_cross_entropy(logits, target, k=3.25)
+    x = logits.clone().requires_grad_(True)
+    loss = rlo.rooted_cross_entropy(x, target, k=3.25)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), evaluated)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
