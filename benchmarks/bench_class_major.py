@@ -12,8 +12,6 @@ winner.
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -23,8 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import timing  # noqa: E402
-from dnnlib import files  # noqa: E402
+from benchmarks import (
+    results_file,  # noqa: E402
+    timing,  # noqa: E402
+)
 from dnnlib.cli import verbatim  # noqa: E402
 from rlo import functional as RF  # noqa: E402
 from rlo import fused  # noqa: E402
@@ -91,20 +91,14 @@ def main(rounds, json_path):
         + (f", at {min(taken):.2f}-{max(taken):.2f}x the rows' time" if taken else "")
     )
     if json_path:
-        capability_env = os.environ.get("ATEN_CPU_CAPABILITY")
-        prefix = [f"ATEN_CPU_CAPABILITY={capability_env}"] if capability_env else []
-        record = dict(
-            command=" ".join(prefix + ["python3 benchmarks/bench_class_major.py"] + sys.argv[1:]),
-            date=datetime.datetime.now().isoformat(timespec="seconds"),
+        results_file.write(
+            json_path,
             torch=torch.__version__,
             cpu_capability=capability,
             rule=dict(min_numel=fused.CLASS_MAJOR_MIN_NUMEL, classes_below=fused._short_row_classes()),
             summary=summary,
             cells=cells,
         )
-        data = json.dumps(record, indent=2).encode() + b"\n"
-        files.atomic_write(json_path, lambda file: file.write(data))
-        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ classifier (the ceiling).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from dnnlib.image_data import load_digits_images  # noqa: E402
 from dnnlib.util import source_version  # noqa: E402
@@ -126,8 +126,7 @@ def main(seeds: int, json_path: str | None, figure: str | None, reals_only: bool
             raise click.UsageError("--reals-only needs --json (the results file to add them to)")
         result = json.loads(Path(json_path).read_text())
         result["reals"] = reals
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {json_path}")
+        results_file.write(json_path, **result)  # the file's own command and date stay
         return
     flags = readme_train_flags()
     train_command = " ".join(["python3 train.py --outdir=...", *flags, "--seed=S --metrics=fdd2k_full,cls2k"])
@@ -147,10 +146,9 @@ def main(seeds: int, json_path: str | None, figure: str | None, reals_only: bool
     means = {k: statistics.mean(r[k] for r in runs) for k in ("training_s", "process_s", *SCORES) if k in runs[0]}
     print("mean over seeds: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
     if json_path is not None:
-        result = dict(
-            command=f"python3 benchmarks/bench_first_command.py --seeds={seeds}",
+        results_file.write(
+            json_path,
             train_command=train_command,
-            date=datetime.date.today().isoformat(),
             code=source_version(__file__),
             machine=cpu_description(),
             load_average_end=os.getloadavg(),
@@ -159,8 +157,6 @@ def main(seeds: int, json_path: str | None, figure: str | None, reals_only: bool
             runs=runs,
             figure=figure,
         )
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

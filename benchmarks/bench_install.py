@@ -12,10 +12,8 @@ of the files each one recorded at install time. Both are also given without torc
 
 from __future__ import annotations
 
-import datetime
 import email.parser
 import importlib.metadata as md
-import json
 import re
 import subprocess
 import sys
@@ -28,8 +26,8 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
-from dnnlib.files import atomic_write  # noqa: E402
 
 TORCH_STACK = re.compile(r"^(torch|nvidia-.*|triton)$")  # what a user of the loss library already has
 
@@ -154,15 +152,12 @@ def main(json_path: str | None) -> None:
         f"({app['without_torch_stack']['bytes'] / 1e6:.0f} MB besides torch and its CUDA libraries)"
     )
     if json_path:
-        result = dict(
-            command="python3 benchmarks/bench_install.py --json=" + json_path,
-            date=datetime.date.today().isoformat(),
+        results_file.write(
+            json_path,
             python=".".join(map(str, sys.version_info[:3])),
             library=library,
             application=app,
         )
-        atomic_write(json_path, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
-        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

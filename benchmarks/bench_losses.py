@@ -12,8 +12,6 @@ autograd node, closed-form backward) without the rooted transform: the least any
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import random
 import statistics
@@ -26,8 +24,10 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
-from benchmarks import timing  # noqa: E402
-from dnnlib import files  # noqa: E402
+from benchmarks import (
+    results_file,  # noqa: E402
+    timing,  # noqa: E402
+)
 from dnnlib.cli import verbatim  # noqa: E402
 from rlo import functional as RF  # noqa: E402
 
@@ -121,18 +121,14 @@ def main(sizes, reps, threads, device, json_path):
                 f"{fig['wall_ratio']:5.2f}x F.ce (CPU time {fig['cpu_ratio']:.2f}x)"
             )
     if json_path:
-        record = dict(
-            command="python3 benchmarks/bench_losses.py " + " ".join(sys.argv[1:]),
-            date=datetime.datetime.now().isoformat(timespec="seconds"),
+        results_file.write(
+            json_path,
             torch=torch.__version__,
             device=str(device),
             threads=threads,
             cpu_count=os.cpu_count(),
             results=results,
         )
-        data = json.dumps(record, indent=2).encode() + b"\n"
-        files.atomic_write(json_path, lambda file: file.write(data))
-        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

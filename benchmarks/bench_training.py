@@ -15,7 +15,6 @@ every setting once so that background load hits them alike, and prints each one'
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import statistics
@@ -28,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rlo  # noqa: E402
-from dnnlib import files  # noqa: E402
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 from torch_utils import host_memory  # noqa: E402
 from training import options  # noqa: E402
@@ -164,16 +163,7 @@ def main(case: str, ticks: int, loss: str, switches: bool, rounds: int, json_pat
             continue
         results[name] = run_switches(name, ticks, rounds) if switches else run_case(name, ticks, loss)
     if json_path:
-        record = dict(
-            command="python3 benchmarks/bench_training.py " + " ".join(sys.argv[1:]),
-            date=datetime.datetime.now().isoformat(timespec="seconds"),
-            torch=torch.__version__,
-            cpu_count=os.cpu_count(),
-            results=results,
-        )
-        data = json.dumps(record, indent=2).encode() + b"\n"
-        files.atomic_write(json_path, lambda file: file.write(data))
-        print(f"wrote {json_path}")
+        results_file.write(json_path, torch=torch.__version__, cpu_count=os.cpu_count(), results=results)
 
 
 if __name__ == "__main__":

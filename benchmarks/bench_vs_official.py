@@ -37,12 +37,9 @@ depends on it: measure both.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib
-import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -58,7 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rlo  # noqa: E402
-from benchmarks import timing  # noqa: E402
+from benchmarks import (
+    results_file,  # noqa: E402
+    timing,  # noqa: E402
+)
 from dnnlib import util as dnnlib_util  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
 from torch_utils import distributed, host_memory, misc  # noqa: E402
@@ -448,8 +448,6 @@ def main(**kwargs) -> None:
     official = load_official(args.official)
     commit = official_commit(official.root)
     result: dict = dict(
-        command=shlex.join(["python3", "benchmarks/bench_vs_official.py", *sys.argv[1:]]),
-        date=datetime.date.today().isoformat(),
         config=dict(
             official=str(official.root),
             official_commit=commit,
@@ -532,8 +530,7 @@ def main(**kwargs) -> None:
         )
     result["config"]["load_average_end"] = os.getloadavg()
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json}")
+        results_file.write(args.json, **result)
 
 
 if __name__ == "__main__":

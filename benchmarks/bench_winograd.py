@@ -20,8 +20,6 @@ defaults).
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -32,8 +30,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import CommaList, verbatim  # noqa: E402
-from dnnlib.files import atomic_write  # noqa: E402
 from torch_utils import host_memory as host_memory_module  # noqa: E402
 from torch_utils.ops import conv2d_1x1, conv2d_gradfix, conv2d_winograd  # noqa: E402
 
@@ -289,9 +287,8 @@ def main(
         pairs = [(c, 3) for c in channels] + [(3, c) for c in channels] + [(c, c) for c in channels]
         results["pointwise"] = pointwise_rows(pairs, sizes, batch, reps)
     if json_path:
-        record = dict(
-            command="python3 " + " ".join(sys.argv),
-            date=datetime.date.today().isoformat(),
+        results_file.write(
+            json_path,
             kernels=cpu_kernels(),
             batch=batch,
             threads=threads,
@@ -301,8 +298,6 @@ def main(
             layout=layout,
             results=results,
         )
-        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
-        print(f"\nwrote {json_path}")
 
 
 if __name__ == "__main__":

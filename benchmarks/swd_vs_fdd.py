@@ -9,9 +9,7 @@ date in the --json file.
 
 from __future__ import annotations
 
-import datetime
 import glob
-import json
 import os
 import sys
 
@@ -21,8 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
-from dnnlib.files import atomic_write  # noqa: E402
 from metrics import metric_main  # noqa: E402
 from training.checkpoint import load_network  # noqa: E402
 
@@ -60,16 +58,13 @@ def main(run_dirs: tuple[str, ...], json_path: str | None) -> None:
     print(f"{len(rows)} snapshots: Spearman rho(swd2k, fdd2k_full) = {rho_fdd.statistic:.3f} (p {rho_fdd.pvalue:.2g})")
     print(f"Spearman rho(swd2k, cls2k_score) = {rho_cls.statistic:.3f} (p {rho_cls.pvalue:.2g})")
     if json_path:
-        record = dict(
-            command="python3 " + " ".join(sys.argv),
-            date=datetime.date.today().isoformat(),
+        results_file.write(
+            json_path,
             snapshots=len(rows),
             spearman_swd_fdd=dict(rho=float(rho_fdd.statistic), p=float(rho_fdd.pvalue)),
             spearman_swd_cls_score=dict(rho=float(rho_cls.statistic), p=float(rho_cls.pvalue)),
             rows=rows,
         )
-        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
-        print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ a comparison with intervals (compare.py makes those).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import results_file  # noqa: E402
 from dnnlib.cli import verbatim  # noqa: E402
 
 COMMON = ["--aug=noaug", "--metrics=cls2k", "--seed=0"]
@@ -108,14 +108,12 @@ def main(outdir: str, json_path: str | None) -> None:
     root = Path(outdir)
     if json_path is not None:
         table = {name: summary(root / name) for name in CANDIDATES}
-        result = dict(
-            command="python3 benchmarks/tiny_screen.py --outdir=...",
-            date=datetime.date.today().isoformat(),
+        results_file.write(
+            json_path,
+            command="python3 benchmarks/tiny_screen.py --outdir=... --json=" + json_path,  # the folder is local
             train_commands={name: " ".join(["train.py", *COMMON, *args]) for name, args in CANDIDATES.items()},
             runs={name: row for name, row in table.items() if row is not None},
         )
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {json_path}")
         return
     for name, args in CANDIDATES.items():
         folder = root / name
